@@ -1,0 +1,14 @@
+#include <exception>
+#include <iostream>
+
+#include "healer/cli/cli.hpp"
+#include "healer/cli/exit_codes.hpp"
+
+int main(int argc, char** argv) {
+  try {
+    return healer::cli::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "healer: " << e.what() << '\n';
+    return healer::cli::kExitUsage;
+  }
+}

@@ -1,0 +1,30 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace healer::cli {
+
+/// Flags of `healer exec`.
+struct ExecArgs {
+  std::string host;
+  std::uint16_t port = 22;
+  std::string user;
+  std::string auth = "key";  ///< key | agent | password
+  std::string identity;
+  std::string known_hosts;
+  bool accept_new_host_key = false;
+  double timeout_s = 30;
+  double connect_timeout_s = 10;
+  std::size_t max_output = std::size_t{1} << 20;
+  std::string stdin_file;
+  bool json = false;
+  std::vector<std::string> command;
+};
+
+/// Runs one command on one host and returns the process exit code.
+int run_exec(const ExecArgs& args);
+
+}  // namespace healer::cli

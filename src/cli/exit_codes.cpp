@@ -1,0 +1,40 @@
+#include "healer/cli/exit_codes.hpp"
+
+#include "healer/ssh/errors.hpp"
+
+namespace healer::cli {
+
+int exit_code_for(const Error& error) {
+  if (error.code.category() != ssh::error_category()) {
+    return kExitProtocol;
+  }
+  switch (static_cast<ssh::Errc>(error.code.value())) {
+    case ssh::Errc::connect_refused:
+      return kExitConnectRefused;
+    case ssh::Errc::connect_timeout:
+      return kExitConnectTimeout;
+    case ssh::Errc::resolve_failed:
+      return kExitResolveFailed;
+    case ssh::Errc::host_unknown:
+      return kExitHostUnknown;
+    case ssh::Errc::host_key_changed:
+      return kExitHostKeyChanged;
+    case ssh::Errc::auth_failed:
+      return kExitAuthFailed;
+    case ssh::Errc::key_invalid:
+      return kExitKeyInvalid;
+    case ssh::Errc::channel_refused:
+      return kExitChannelRefused;
+    case ssh::Errc::timeout:
+      return kExitTimeout;
+    case ssh::Errc::disconnected:
+      return kExitDisconnected;
+    case ssh::Errc::protocol:
+      return kExitProtocol;
+    case ssh::Errc::cancelled:
+      return kExitCancelled;
+  }
+  return kExitProtocol;
+}
+
+}  // namespace healer::cli

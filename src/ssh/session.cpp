@@ -1,0 +1,884 @@
+#include "healer/ssh/session.hpp"
+
+#include <libssh/callbacks.h>
+#include <libssh/libssh.h>
+#include <libssh/server.h>  // ssh_send_keepalive lives here but serves clients too
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <atomic>
+#include <filesystem>
+#include <fmt/format.h>
+#include <list>
+#include <optional>
+#include <utility>
+
+#include "healer/core/log.hpp"
+#include "wait_list.hpp"
+
+namespace healer::ssh {
+namespace {
+
+using asio::awaitable;
+using asio::use_awaitable;
+constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
+
+// One owner per libssh handle, each with a stateless deleter.
+struct SessionFree {
+  void operator()(ssh_session s) const noexcept { ssh_free(s); }
+};
+struct KeyFree {
+  void operator()(ssh_key k) const noexcept { ssh_key_free(k); }
+};
+struct EventFree {
+  void operator()(ssh_event e) const noexcept { ssh_event_free(e); }
+};
+struct ChannelFree {
+  void operator()(ssh_channel c) const noexcept { ssh_channel_free(c); }
+};
+struct HashFree {
+  void operator()(unsigned char* h) const noexcept { ssh_clean_pubkey_hash(&h); }
+};
+struct CStringFree {
+  void operator()(char* s) const noexcept { ssh_string_free_char(s); }
+};
+using SessionHandle = std::unique_ptr<std::remove_pointer_t<ssh_session>, SessionFree>;
+using KeyHandle = std::unique_ptr<std::remove_pointer_t<ssh_key>, KeyFree>;
+using EventHandle = std::unique_ptr<std::remove_pointer_t<ssh_event>, EventFree>;
+using ChannelHandle = std::unique_ptr<std::remove_pointer_t<ssh_channel>, ChannelFree>;
+using HashHandle = std::unique_ptr<unsigned char, HashFree>;
+using CStringHandle = std::unique_ptr<char, CStringFree>;
+
+std::atomic<std::uint64_t> g_next_session_id{1};
+
+std::shared_ptr<spdlog::logger> logger() {
+  static const auto instance = log::get("ssh");
+  return instance;
+}
+
+std::int64_t ms_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
+}
+
+std::chrono::microseconds us_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(to - from);
+}
+
+// Everything one command channel accumulates. libssh calls the callbacks from inside whichever
+// libssh call happens to read the channel's packets, so they only record: no libssh calls here.
+struct ChannelState {
+  explicit ChannelState(std::size_t cap) : max_output(cap) {}
+
+  ssh_channel_callbacks_struct callbacks{};
+  ChannelHandle channel;
+  std::size_t max_output;
+  std::string out;
+  std::string err;
+  bool out_truncated = false;
+  bool err_truncated = false;
+  std::uint64_t out_bytes = 0;
+  std::uint64_t err_bytes = 0;
+  bool remote_eof = false;
+  bool remote_closed = false;
+  std::optional<int> exit_status;
+  std::string exit_signal;
+
+  static int on_data(ssh_session, ssh_channel, void* data, uint32_t len, int is_stderr,
+                     void* userdata) {
+    auto* self = static_cast<ChannelState*>(userdata);
+    const bool to_err = is_stderr != 0;
+    std::string& sink = to_err ? self->err : self->out;
+    (to_err ? self->err_bytes : self->out_bytes) += len;
+    const std::size_t room = self->max_output - std::min(self->max_output, sink.size());
+    const std::size_t kept = std::min<std::size_t>(room, len);
+    sink.append(static_cast<const char*>(data), kept);
+    if (kept < len) {
+      (to_err ? self->err_truncated : self->out_truncated) = true;
+    }
+    // Consume everything: libssh then keeps the window open, so a command with huge output
+    // never stalls and nothing accumulates beyond the cap.
+    return static_cast<int>(len);
+  }
+  static void on_eof(ssh_session, ssh_channel, void* userdata) {
+    static_cast<ChannelState*>(userdata)->remote_eof = true;
+  }
+  static void on_close(ssh_session, ssh_channel, void* userdata) {
+    static_cast<ChannelState*>(userdata)->remote_closed = true;
+  }
+  static void on_exit_status(ssh_session, ssh_channel, int status, void* userdata) {
+    static_cast<ChannelState*>(userdata)->exit_status = status;
+  }
+  static void on_exit_signal(ssh_session, ssh_channel, const char* signal, int, const char*,
+                             const char*, void* userdata) {
+    static_cast<ChannelState*>(userdata)->exit_signal = signal != nullptr ? signal : "";
+  }
+
+  void install() {
+    ssh_callbacks_init(&callbacks);
+    callbacks.userdata = this;
+    callbacks.channel_data_function = &ChannelState::on_data;
+    callbacks.channel_eof_function = &ChannelState::on_eof;
+    callbacks.channel_close_function = &ChannelState::on_close;
+    callbacks.channel_exit_status_function = &ChannelState::on_exit_status;
+    callbacks.channel_exit_signal_function = &ChannelState::on_exit_signal;
+    ssh_set_channel_callbacks(channel.get(), &callbacks);
+  }
+};
+
+}  // namespace
+
+class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
+ public:
+  // Session states; changed only by connect(), begin_close() and teardown().
+  enum class State { connecting, ready, closing, closed };
+
+  Impl(asio::any_io_executor executor, Endpoint endpoint, ConnectOptions options)
+      : executor_(std::move(executor)),
+        endpoint_(std::move(endpoint)),
+        options_(std::move(options)),
+        peer_(fmt::format("{}:{}", endpoint_.host, endpoint_.port)),
+        id_(g_next_session_id.fetch_add(1)),
+        waiters_(executor_),
+        keepalive_timer_(executor_) {}
+
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  ~Impl() { teardown(make_error(Errc::cancelled, "session destroyed")); }
+
+  static awaitable<Result<void>> connect(std::shared_ptr<Impl> self, Deadline deadline);
+  static awaitable<Result<CommandResult>> exec(std::shared_ptr<Impl> self, std::string command,
+                                               ExecOptions options, Deadline deadline);
+  static awaitable<void> close(std::shared_ptr<Impl> self, Deadline deadline);
+
+  // Ends the session at once: frees channels, sends a disconnect, wakes every waiter.
+  void teardown(Error reason);
+
+  [[nodiscard]] bool alive() const { return state_ == State::ready; }
+  [[nodiscard]] std::size_t active_channel_count() const { return channels_.size(); }
+  [[nodiscard]] std::string tag() const { return fmt::format("[{} #{}]", peer_, id_); }
+
+  asio::any_io_executor executor_;
+  Endpoint endpoint_;
+  ConnectOptions options_;
+  std::string peer_;
+  std::uint64_t id_;
+  State state_ = State::connecting;
+  Error failure_;
+  std::string fingerprint_;
+  SessionStats stats_;
+
+ private:
+  // Runs a non-blocking libssh call until it stops returning SSH_AGAIN, waiting for socket
+  // progress in between. Fails with timeout at the deadline or with the session's failure.
+  template <class Op>
+  awaitable<Result<int>> drive(Op op, Deadline deadline, int again_code);
+  // Called after every libssh call: wakes waiters if packets arrived, flushes pending output.
+  void after_libssh_call();
+  void start_io();
+  void ack_quickly();
+  static awaitable<void> pump(std::shared_ptr<Impl> self);
+  static awaitable<void> flush_output(std::shared_ptr<Impl> self);
+  static awaitable<void> keepalive(std::shared_ptr<Impl> self);
+  static awaitable<void> reap(std::shared_ptr<Impl> self, std::shared_ptr<ChannelState> channel,
+                              std::chrono::milliseconds grace);
+  void release_channel(const std::shared_ptr<ChannelState>& channel);
+  Error connection_error(const char* phase);
+  Result<void> verify_host_key();
+  awaitable<Result<void>> authenticate(Deadline deadline);
+  awaitable<Result<void>> tcp_connect(Deadline deadline);
+
+  SessionHandle session_;
+  EventHandle event_;
+  std::optional<asio::posix::stream_descriptor> wait_fd_;  // dup of libssh's socket, for waits
+  ssh_counter_struct rx_counter_{};
+  ssh_counter_struct tx_counter_{};
+  std::uint64_t seen_rx_packets_ = 0;
+  Clock::time_point last_rx_ = Clock::now();
+  Clock::time_point last_keepalive_ = Clock::time_point::min();
+  detail::WaitList waiters_;
+  // Channels open, opening or being reaped after a timeout; freed before the session is.
+  std::list<std::shared_ptr<ChannelState>> channels_;
+  bool flushing_ = false;
+  asio::steady_timer keepalive_timer_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// I/O plumbing
+
+void Session::Impl::after_libssh_call() {
+  if (rx_counter_.in_packets != seen_rx_packets_) {
+    seen_rx_packets_ = rx_counter_.in_packets;
+    last_rx_ = Clock::now();
+    waiters_.notify_all();
+  }
+  stats_.bytes_in = rx_counter_.in_bytes;
+  stats_.bytes_out = tx_counter_.out_bytes;
+  if (session_ && !flushing_ && state_ != State::closed &&
+      (ssh_get_poll_flags(session_.get()) & SSH_WRITE_PENDING) != 0) {
+    flushing_ = true;
+    asio::co_spawn(executor_, flush_output(shared_from_this()), asio::detached);
+  }
+}
+
+template <class Op>
+awaitable<Result<int>> Session::Impl::drive(Op op, Deadline deadline, int again_code) {
+  for (;;) {
+    if (state_ == State::closed) {
+      co_return failure_;
+    }
+    const int rc = op();
+    after_libssh_call();
+    if (rc != again_code) {
+      co_return rc;
+    }
+    if (deadline.expired()) {
+      co_return make_error(Errc::timeout, "deadline passed");
+    }
+    co_await waiters_.wait(deadline);
+  }
+}
+
+// sshd leaves Nagle on for non-interactive sessions, so each of its small replies waits for our
+// ACK of the previous one; with delayed ACKs that costs ~40 ms per exchange. Quick ACKs avoid
+// it; Linux clears the flag after a while, so it is set again on every read.
+void Session::Impl::ack_quickly() {
+  if (wait_fd_) {
+    const int on = 1;
+    ::setsockopt(wait_fd_->native_handle(), IPPROTO_TCP, TCP_QUICKACK, &on, sizeof(on));
+  }
+}
+
+void Session::Impl::start_io() {
+  asio::co_spawn(executor_, pump(shared_from_this()), asio::detached);
+}
+
+// The one reader of the socket while no libssh call is running: when bytes arrive it lets libssh
+// process them (during the handshake the waiting call does that itself), then wakes every waiter,
+// because one call can consume another channel's packets.
+awaitable<void> Session::Impl::pump(std::shared_ptr<Impl> self) {
+  while (self->state_ != State::closed && self->wait_fd_) {
+    auto [ec] = co_await self->wait_fd_->async_wait(asio::posix::descriptor_base::wait_read,
+                                                    kNoThrow);
+    if (ec || self->state_ == State::closed) {
+      break;
+    }
+    self->ack_quickly();
+    if (self->event_) {
+      ssh_event_dopoll(self->event_.get(), 0);
+      self->after_libssh_call();
+      const int status = ssh_get_status(self->session_.get());
+      if ((status & (SSH_CLOSED | SSH_CLOSED_ERROR)) != 0) {
+        self->teardown(self->connection_error("connection lost"));
+        break;
+      }
+    } else {
+      // Handshake phase: the pending libssh call reads; just wake it.
+      self->waiters_.notify_all();
+      // Let the woken call run before waiting for readability again.
+      co_await asio::post(self->executor_, use_awaitable);
+    }
+  }
+}
+
+awaitable<void> Session::Impl::flush_output(std::shared_ptr<Impl> self) {
+  while (self->state_ != State::closed && self->wait_fd_ &&
+         (ssh_get_poll_flags(self->session_.get()) & SSH_WRITE_PENDING) != 0) {
+    auto [ec] = co_await self->wait_fd_->async_wait(asio::posix::descriptor_base::wait_write,
+                                                    kNoThrow);
+    if (ec || self->state_ == State::closed) {
+      break;
+    }
+    if (self->event_) {
+      // A poll with POLLOUT armed writes what libssh buffered and clears the flag; libssh re-arms
+      // POLLOUT after every write, so ssh_blocking_flush alone would leave it set forever.
+      ssh_event_dopoll(self->event_.get(), 0);
+      self->after_libssh_call();
+    } else {
+      self->waiters_.notify_all();
+      co_await asio::post(self->executor_, use_awaitable);
+    }
+  }
+  self->flushing_ = false;
+}
+
+// Keepalive: a global request that wants a reply, sent when the connection has been quiet for an
+// interval. Any packet received counts as an answer. Quiet for interval x max_missed = dead.
+awaitable<void> Session::Impl::keepalive(std::shared_ptr<Impl> self) {
+  const auto interval = self->options_.keepalive_interval;
+  const auto dead_after = interval * std::max(1, self->options_.keepalive_max_missed);
+  while (self->state_ != State::closed) {
+    const auto quiet_since = self->last_rx_;
+    const auto next_send = std::max(quiet_since, self->last_keepalive_) + interval;
+    const auto death = quiet_since + dead_after;
+    self->keepalive_timer_.expires_at(std::min(next_send, death));
+    co_await self->keepalive_timer_.async_wait(kNoThrow);
+    if (self->state_ == State::closed) {
+      break;
+    }
+    const auto now = Clock::now();
+    if (now >= self->last_rx_ + dead_after) {
+      self->teardown(make_error(
+          Errc::disconnected,
+          fmt::format("{} no answer to keepalive for {} ms ({} x {} ms)", self->peer_,
+                      ms_between(self->last_rx_, now), self->options_.keepalive_max_missed,
+                      interval.count())));
+      break;
+    }
+    if (now >= std::max(self->last_rx_, self->last_keepalive_) + interval) {
+      // libssh only sends a new global request once the previous one's reply was consumed; a
+      // second call sends when the first just collected an old reply.
+      for (int attempt = 0; attempt < 2; ++attempt) {
+        const auto sent_before = self->tx_counter_.out_packets;
+        ssh_send_keepalive(self->session_.get());
+        self->after_libssh_call();
+        if (self->tx_counter_.out_packets != sent_before) {
+          break;
+        }
+      }
+      ++self->stats_.keepalives_sent;
+      self->last_keepalive_ = now;
+      const int status = ssh_get_status(self->session_.get());
+      if ((status & (SSH_CLOSED | SSH_CLOSED_ERROR)) != 0) {
+        self->teardown(self->connection_error("connection lost"));
+        break;
+      }
+    }
+  }
+}
+
+Error Session::Impl::connection_error(const char* phase) {
+  const char* library = session_ ? ssh_get_error(session_.get()) : "";
+  return make_error(Errc::disconnected,
+                    fmt::format("{} {}{}{}", peer_, phase, *library != '\0' ? ": " : "", library));
+}
+
+void Session::Impl::teardown(Error reason) {
+  if (state_ == State::closed) {
+    return;
+  }
+  const bool was_ready = state_ == State::ready || state_ == State::closing;
+  state_ = State::closed;
+  failure_ = std::move(reason);
+  // Channels first: ssh_disconnect frees libssh's channel structs behind our handles.
+  for (auto& channel : channels_) {
+    channel->channel.reset();
+  }
+  channels_.clear();
+  if (event_ && session_) {
+    ssh_event_remove_session(event_.get(), session_.get());
+  }
+  event_.reset();
+  if (session_) {
+    ssh_disconnect(session_.get());
+  }
+  if (wait_fd_) {
+    std::error_code ignored;
+    wait_fd_->close(ignored);
+  }
+  keepalive_timer_.cancel();
+  waiters_.notify_all();
+  if (was_ready) {
+    logger()->debug("{} closed: {}", tag(), failure_.message());
+  }
+}
+
+void Session::Impl::release_channel(const std::shared_ptr<ChannelState>& channel) {
+  if (state_ != State::closed) {
+    channel->channel.reset();
+    after_libssh_call();
+  }
+  channels_.remove(channel);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connect
+
+awaitable<Result<void>> Session::Impl::tcp_connect(Deadline deadline) {
+  auto executor = co_await asio::this_coro::executor;
+  asio::steady_timer timer(executor, deadline.at());
+  asio::ip::tcp::resolver resolver(executor);
+  asio::ip::tcp::socket socket(executor);
+  bool timed_out = false;
+  // One timer bounds resolve and connect; it cancels whichever is pending.
+  timer.async_wait([&timed_out, &resolver, &socket](std::error_code ec) {
+    if (!ec) {
+      timed_out = true;
+      resolver.cancel();
+      std::error_code ignored;
+      socket.cancel(ignored);
+    }
+  });
+  auto [resolve_ec, endpoints] =
+      co_await resolver.async_resolve(endpoint_.host, std::to_string(endpoint_.port),
+                                      asio::ip::resolver_base::numeric_service, kNoThrow);
+  if (resolve_ec) {
+    timer.cancel();
+    co_await asio::post(executor, use_awaitable);  // let the timer handler finish
+    if (timed_out) {
+      co_return make_error(Errc::connect_timeout,
+                           fmt::format("{}: name resolution did not finish in time", peer_));
+    }
+    co_return make_error(Errc::resolve_failed,
+                         fmt::format("{}: {}", endpoint_.host, resolve_ec.message()));
+  }
+  std::error_code connect_ec = asio::error::host_not_found;
+  for (const auto& entry : endpoints) {
+    std::error_code ignored;
+    socket.close(ignored);
+    auto [ec] = co_await socket.async_connect(entry.endpoint(), kNoThrow);
+    connect_ec = ec;
+    if (!ec || timed_out) {
+      break;
+    }
+  }
+  timer.cancel();
+  co_await asio::post(executor, use_awaitable);  // let the timer handler finish
+  if (connect_ec) {
+    if (timed_out) {
+      co_return make_error(Errc::connect_timeout,
+                           fmt::format("{}: no TCP connection within the deadline", peer_));
+    }
+    if (connect_ec == asio::error::connection_refused) {
+      co_return make_error(Errc::connect_refused,
+                           fmt::format("{}: nothing accepts SSH connections there", peer_));
+    }
+    co_return make_error(Errc::connect_refused, fmt::format("{}: {}", peer_, connect_ec.message()));
+  }
+  std::error_code ignored;
+  socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+  const int dup_fd = ::dup(socket.native_handle());
+  if (dup_fd < 0) {
+    co_return make_error(Errc::protocol, "dup() of the socket failed");
+  }
+  wait_fd_.emplace(executor, dup_fd);
+  // libssh owns the socket from here on and closes it itself, also on errors: release, never
+  // close it on the Asio side.
+  socket_t fd = socket.release();
+  session_.reset(ssh_new());
+  if (!session_) {
+    ::close(fd);
+    co_return make_error(Errc::protocol, "ssh_new failed");
+  }
+  ssh_session s = session_.get();
+  const int verbosity = SSH_LOG_NOLOG;
+  const unsigned int port = endpoint_.port;
+  const int process_config = options_.process_ssh_config ? 1 : 0;
+  ssh_options_set(s, SSH_OPTIONS_FD, &fd);
+  ssh_options_set(s, SSH_OPTIONS_HOST, endpoint_.host.c_str());
+  ssh_options_set(s, SSH_OPTIONS_PORT, &port);
+  ssh_options_set(s, SSH_OPTIONS_LOG_VERBOSITY, &verbosity);
+  ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &process_config);
+  if (!options_.user.empty()) {
+    ssh_options_set(s, SSH_OPTIONS_USER, options_.user.c_str());
+  }
+  if (!options_.known_hosts_file.empty()) {
+    ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, options_.known_hosts_file.c_str());
+  }
+  ssh_set_counters(s, &tx_counter_, &rx_counter_);
+  ssh_set_blocking(s, 0);
+  co_return Result<void>{};
+}
+
+Result<void> Session::Impl::verify_host_key() {
+  ssh_session s = session_.get();
+  ssh_key raw_key = nullptr;
+  if (ssh_get_server_publickey(s, &raw_key) != SSH_OK) {
+    return make_error(Errc::protocol, fmt::format("{}: server sent no host key", peer_));
+  }
+  KeyHandle key(raw_key);
+  unsigned char* raw_hash = nullptr;
+  size_t hash_len = 0;
+  if (ssh_get_publickey_hash(key.get(), SSH_PUBLICKEY_HASH_SHA256, &raw_hash, &hash_len) != 0) {
+    return make_error(Errc::protocol, fmt::format("{}: cannot hash the host key", peer_));
+  }
+  HashHandle hash(raw_hash);
+  CStringHandle printable(ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash.get(), hash_len));
+  fingerprint_ = printable ? printable.get() : "";
+  const char* key_type = ssh_key_type_to_char(ssh_key_type(key.get()));
+  const std::string file =
+      options_.known_hosts_file.empty() ? "~/.ssh/known_hosts" : options_.known_hosts_file;
+
+  switch (ssh_session_is_known_server(s)) {
+    case SSH_KNOWN_HOSTS_OK:
+      return {};
+    case SSH_KNOWN_HOSTS_CHANGED:
+    case SSH_KNOWN_HOSTS_OTHER:
+      return make_error(
+          Errc::host_key_changed,
+          fmt::format("{} presented {} key {} which does not match {}: someone may be "
+                      "intercepting the connection, or the host was reinstalled; verify the new "
+                      "key out of band, then remove the old entry (ssh-keygen -R)",
+                      peer_, key_type, fingerprint_, file));
+    case SSH_KNOWN_HOSTS_NOT_FOUND:
+    case SSH_KNOWN_HOSTS_UNKNOWN:
+      if (options_.host_key_policy == HostKeyPolicy::accept_new) {
+        if (!options_.known_hosts_file.empty()) {
+          std::error_code ignored;
+          const auto parent = std::filesystem::path(options_.known_hosts_file).parent_path();
+          if (!parent.empty()) {
+            std::filesystem::create_directories(parent, ignored);
+          }
+        }
+        if (ssh_session_update_known_hosts(s) != SSH_OK) {
+          return make_error(Errc::protocol, fmt::format("{}: cannot record the host key in {}: {}",
+                                                        peer_, file, ssh_get_error(s)));
+        }
+        logger()->warn("{} recorded new {} host key {} in {}", tag(), key_type, fingerprint_,
+                       file);
+        return {};
+      }
+      return make_error(Errc::host_unknown,
+                        fmt::format("{} is not in {} ({} key {}); verify the fingerprint, then "
+                                    "accept it once (--accept-new-host-key) or add it with "
+                                    "ssh-keyscan",
+                                    peer_, file, key_type, fingerprint_));
+    case SSH_KNOWN_HOSTS_ERROR:
+      break;
+  }
+  return make_error(Errc::protocol,
+                    fmt::format("{}: cannot check {}: {}", peer_, file, ssh_get_error(s)));
+}
+
+awaitable<Result<void>> Session::Impl::authenticate(Deadline deadline) {
+  ssh_session s = session_.get();
+  KeyHandle private_key;
+  if (options_.auth == AuthMethod::key_file) {
+    ssh_key raw = nullptr;
+    const int rc = ssh_pki_import_privkey_file(
+        options_.identity_file.c_str(),
+        options_.passphrase.empty() ? nullptr : options_.passphrase.c_str(), nullptr, nullptr,
+        &raw);
+    private_key.reset(raw);
+    if (rc != SSH_OK) {
+      const bool exists = std::filesystem::exists(options_.identity_file);
+      co_return make_error(
+          Errc::key_invalid,
+          !exists ? fmt::format("identity file {} does not exist", options_.identity_file)
+          : options_.passphrase.empty()
+              ? fmt::format("cannot load {}: unreadable, not a private key, or encrypted "
+                            "(give its passphrase)",
+                            options_.identity_file)
+              : fmt::format("cannot load {}: wrong passphrase or not a private key",
+                            options_.identity_file));
+    }
+  }
+  Result<int> rc;
+  switch (options_.auth) {
+    case AuthMethod::key_file:
+      rc = co_await drive([&] { return ssh_userauth_publickey(s, nullptr, private_key.get()); },
+                          deadline, SSH_AUTH_AGAIN);
+      break;
+    case AuthMethod::agent:
+      if (!options_.agent_socket.empty()) {
+        ssh_options_set(s, SSH_OPTIONS_IDENTITY_AGENT, options_.agent_socket.c_str());
+      }
+      rc = co_await drive([&] { return ssh_userauth_agent(s, nullptr); }, deadline,
+                          SSH_AUTH_AGAIN);
+      break;
+    case AuthMethod::password:
+      rc = co_await drive([&] { return ssh_userauth_password(s, nullptr, options_.password.c_str()); },
+                          deadline, SSH_AUTH_AGAIN);
+      break;
+  }
+  if (!rc) {
+    co_return rc.error();
+  }
+  switch (*rc) {
+    case SSH_AUTH_SUCCESS:
+      co_return Result<void>{};
+    case SSH_AUTH_DENIED:
+    case SSH_AUTH_PARTIAL: {
+      const char* what = options_.auth == AuthMethod::key_file ? "key"
+                         : options_.auth == AuthMethod::agent  ? "agent keys"
+                                                               : "password";
+      const std::string user = options_.user.empty() ? "the current user" : options_.user;
+      co_return make_error(
+          Errc::auth_failed,
+          fmt::format("{} rejected the {} for {}{}; check the user and authorized_keys "
+                      "(not retried, to stay clear of ban lists)",
+                      peer_, what, user,
+                      *rc == SSH_AUTH_PARTIAL ? " (more authentication methods required)" : ""));
+    }
+    default:
+      co_return connection_error("authentication failed");
+  }
+}
+
+awaitable<Result<void>> Session::Impl::connect(std::shared_ptr<Impl> self, Deadline deadline) {
+  const auto started = Clock::now();
+  if (auto tcp = co_await self->tcp_connect(deadline); !tcp) {
+    self->teardown(tcp.error());
+    co_return tcp.error();
+  }
+  self->start_io();
+  ssh_session s = self->session_.get();
+  auto handshake = co_await self->drive([s] { return ssh_connect(s); }, deadline, SSH_AGAIN);
+  if (!handshake || *handshake != SSH_OK) {
+    Error error;
+    if (!handshake && handshake.error().code == Errc::timeout) {
+      error = make_error(Errc::connect_timeout,
+                         fmt::format("{}: SSH handshake did not finish within the deadline (the "
+                                     "server accepted TCP but is not answering)",
+                                     self->peer_));
+    } else if (!handshake) {
+      error = handshake.error();
+    } else if ((ssh_get_status(s) & (SSH_CLOSED | SSH_CLOSED_ERROR)) != 0) {
+      error = make_error(Errc::disconnected,
+                         fmt::format("{}: the server closed the connection during the handshake "
+                                     "(MaxStartups, a per-source limit, or not an SSH server?): {}",
+                                     self->peer_, ssh_get_error(s)));
+    } else {
+      error = make_error(Errc::protocol,
+                         fmt::format("{}: handshake failed: {}", self->peer_, ssh_get_error(s)));
+    }
+    self->teardown(error);
+    co_return error;
+  }
+  // A changed or unknown key stops here, before any credential leaves this process.
+  if (auto verified = self->verify_host_key(); !verified) {
+    self->teardown(verified.error());
+    co_return verified.error();
+  }
+  if (auto auth = co_await self->authenticate(deadline); !auth) {
+    Error error = auth.error();
+    if (error.code == Errc::timeout) {
+      error = make_error(Errc::connect_timeout,
+                         fmt::format("{}: authentication did not finish within the deadline",
+                                     self->peer_));
+    }
+    self->teardown(error);
+    co_return error;
+  }
+  // From now on the pump reads the socket through an event, even when no call is pending.
+  self->event_.reset(ssh_event_new());
+  if (!self->event_ || ssh_event_add_session(self->event_.get(), s) != SSH_OK) {
+    Error error = make_error(Errc::protocol, "cannot register the session for polling");
+    self->teardown(error);
+    co_return error;
+  }
+  self->state_ = State::ready;
+  self->last_rx_ = Clock::now();
+  if (self->options_.keepalive_interval.count() > 0) {
+    asio::co_spawn(self->executor_, keepalive(self), asio::detached);
+  }
+  logger()->debug("{} connected in {} ms, host key {}", self->tag(),
+                  ms_between(started, Clock::now()), self->fingerprint_);
+  co_return Result<void>{};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exec
+
+awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
+                                                     std::string command, ExecOptions options,
+                                                     Deadline deadline) {
+  if (self->state_ != State::ready) {
+    co_return self->state_ == State::closed
+        ? self->failure_
+        : make_error(Errc::cancelled, fmt::format("{} is closing", self->peer_));
+  }
+  const auto started = Clock::now();
+  auto state = std::make_shared<ChannelState>(options.max_output);
+  state->channel.reset(ssh_channel_new(self->session_.get()));
+  if (!state->channel) {
+    co_return make_error(Errc::protocol, fmt::format("{}: ssh_channel_new failed", self->peer_));
+  }
+  state->install();
+  self->channels_.push_back(state);
+  ssh_channel channel = state->channel.get();
+
+  auto opened = co_await self->drive([channel] { return ssh_channel_open_session(channel); },
+                                     deadline, SSH_AGAIN);
+  if (!opened || *opened != SSH_OK) {
+    Error error;
+    if (!opened) {
+      error = opened.error();
+      if (error.code == Errc::timeout) {
+        error.detail = fmt::format("{}: channel not opened within the deadline", self->peer_);
+      }
+    } else if (self->state_ == State::ready &&
+               (ssh_get_status(self->session_.get()) & (SSH_CLOSED | SSH_CLOSED_ERROR)) == 0) {
+      ++self->stats_.channels_refused;
+      error = make_error(Errc::channel_refused,
+                         fmt::format("{} refused a new channel with {} open (MaxSessions?): {}",
+                                     self->peer_, self->channels_.size() - 1,
+                                     ssh_get_error(self->session_.get())));
+    } else {
+      error = self->connection_error("connection lost while opening a channel");
+      self->teardown(error);
+    }
+    self->release_channel(state);
+    co_return error;
+  }
+  ++self->stats_.channels_opened;
+  const auto opened_at = Clock::now();
+
+  auto requested = co_await self->drive(
+      [channel, &command] { return ssh_channel_request_exec(channel, command.c_str()); }, deadline,
+      SSH_AGAIN);
+  if (!requested || *requested != SSH_OK) {
+    Error error = !requested ? requested.error()
+                             : make_error(Errc::protocol, fmt::format("{} refused to run the "
+                                                                      "command: {}",
+                                                                      self->peer_,
+                                                                      ssh_get_error(
+                                                                          self->session_.get())));
+    self->release_channel(state);
+    co_return error;
+  }
+
+  // stdin, within the peer's window, then EOF.
+  std::size_t sent = 0;
+  while (sent < options.stdin_data.size() && self->state_ != State::closed &&
+         !deadline.expired() && !state->remote_closed) {
+    const std::uint32_t window = ssh_channel_window_size(channel);
+    if (window == 0) {
+      co_await self->waiters_.wait(deadline);
+      continue;
+    }
+    const auto chunk = static_cast<std::uint32_t>(
+        std::min<std::size_t>({options.stdin_data.size() - sent, window, 1U << 20}));
+    const int written = ssh_channel_write(channel, options.stdin_data.data() + sent, chunk);
+    self->after_libssh_call();
+    if (written < 0) {
+      break;
+    }
+    sent += static_cast<std::size_t>(written);
+    if (written == 0) {
+      co_await self->waiters_.wait(deadline);
+    }
+  }
+  if (self->state_ != State::closed && !state->remote_closed) {
+    ssh_channel_send_eof(channel);
+    self->after_libssh_call();
+  }
+
+  while (!state->remote_closed && self->state_ != State::closed && !deadline.expired()) {
+    co_await self->waiters_.wait(deadline);
+  }
+  if (self->state_ == State::closed) {
+    co_return self->failure_;
+  }
+  if (!state->remote_closed) {
+    ++self->stats_.commands_timed_out;
+    asio::co_spawn(self->executor_, reap(self, state, options.kill_grace), asio::detached);
+    co_return make_error(Errc::timeout,
+                         fmt::format("{}: command still running at its deadline ({} ms); sent "
+                                     "SIGTERM, then SIGKILL",
+                                     self->peer_, ms_between(started, Clock::now())));
+  }
+  const auto finished = Clock::now();
+  CommandResult result;
+  result.exit_status = state->exit_status;
+  result.exit_signal = std::move(state->exit_signal);
+  result.out = std::move(state->out);
+  result.err = std::move(state->err);
+  result.out_truncated = state->out_truncated;
+  result.err_truncated = state->err_truncated;
+  result.out_bytes = state->out_bytes;
+  result.err_bytes = state->err_bytes;
+  result.timing.open = us_between(started, opened_at);
+  result.timing.run = us_between(opened_at, finished);
+  self->release_channel(state);
+  co_return result;
+}
+
+// After a timeout: TERM, a grace period, KILL, a grace period, then the channel is closed. The
+// channel keeps its slot until then so the session is never over-committed.
+awaitable<void> Session::Impl::reap(std::shared_ptr<Impl> self,
+                                    std::shared_ptr<ChannelState> channel,
+                                    std::chrono::milliseconds grace) {
+  for (const char* signal : {"TERM", "KILL"}) {
+    if (self->state_ == State::closed || channel->remote_closed || !channel->channel) {
+      break;
+    }
+    ssh_channel_request_send_signal(channel->channel.get(), signal);
+    self->after_libssh_call();
+    const auto until = Deadline::after(grace);
+    while (!channel->remote_closed && self->state_ != State::closed && !until.expired()) {
+      co_await self->waiters_.wait(until);
+    }
+  }
+  if (!channel->remote_closed && self->state_ != State::closed) {
+    logger()->warn("{} command ignored SIGTERM and SIGKILL for {} ms; closing its channel",
+                   self->tag(), 2 * grace.count());
+  }
+  self->release_channel(channel);
+}
+
+awaitable<void> Session::Impl::close(std::shared_ptr<Impl> self, Deadline deadline) {
+  if (self->state_ == State::closed) {
+    co_return;
+  }
+  if (self->state_ == State::ready) {
+    self->state_ = State::closing;
+  }
+  // Let running commands finish until the deadline; no new ones start.
+  while (!self->channels_.empty() && self->state_ != State::closed && !deadline.expired()) {
+    co_await self->waiters_.wait(deadline);
+  }
+  self->teardown(make_error(Errc::cancelled, fmt::format("{} closed", self->peer_)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public handle
+
+Session::Session(std::shared_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+Session::Session(Session&&) noexcept = default;
+Session& Session::operator=(Session&& other) noexcept {
+  if (this != &other) {
+    if (impl_) {
+      impl_->teardown(make_error(Errc::cancelled, "session replaced"));
+    }
+    impl_ = std::move(other.impl_);
+  }
+  return *this;
+}
+Session::~Session() {
+  if (impl_) {
+    impl_->teardown(make_error(Errc::cancelled, fmt::format("{} session abandoned", impl_->peer_)));
+  }
+}
+
+asio::awaitable<Result<Session>> Session::async_connect(Endpoint endpoint, ConnectOptions options,
+                                                        Deadline deadline) {
+  auto executor = co_await asio::this_coro::executor;
+  auto impl = std::make_shared<Impl>(executor, std::move(endpoint), std::move(options));
+  auto connected = co_await Impl::connect(impl, deadline);
+  if (!connected) {
+    co_return std::move(connected).error();
+  }
+  co_return Session(std::move(impl));
+}
+
+asio::awaitable<Result<CommandResult>> Session::async_exec(std::string command,
+                                                           ExecOptions options,
+                                                           Deadline deadline) {
+  return Impl::exec(impl_, std::move(command), std::move(options), deadline);
+}
+
+asio::awaitable<void> Session::async_close(Deadline deadline) {
+  return Impl::close(impl_, deadline);
+}
+
+bool Session::alive() const noexcept { return impl_ && impl_->alive(); }
+const Error& Session::failure() const noexcept { return impl_->failure_; }
+std::size_t Session::active_channels() const noexcept { return impl_->active_channel_count(); }
+const std::string& Session::host_key_fingerprint() const noexcept { return impl_->fingerprint_; }
+const std::string& Session::peer() const noexcept { return impl_->peer_; }
+std::uint64_t Session::id() const noexcept { return impl_->id_; }
+SessionStats Session::stats() const noexcept { return impl_->stats_; }
+asio::any_io_executor Session::executor() const noexcept { return impl_->executor_; }
+
+}  // namespace healer::ssh

@@ -1,0 +1,44 @@
+#pragma once
+
+#include <asio/any_io_executor.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <list>
+
+#include "healer/core/deadline.hpp"
+
+namespace healer::ssh::detail {
+
+/// Coroutines waiting for "something happened on this session". notify_all() wakes all of them;
+/// each re-checks its own condition. Single-threaded: used only on the session's executor.
+class WaitList {
+ public:
+  explicit WaitList(asio::any_io_executor executor) : executor_(std::move(executor)) {}
+  WaitList(const WaitList&) = delete;
+  WaitList& operator=(const WaitList&) = delete;
+
+  /// Suspends until notify_all() or the deadline, whichever comes first.
+  asio::awaitable<void> wait(Deadline deadline) {
+    asio::steady_timer timer(executor_, deadline.at());
+    // waiting timers, in arrival order; a notification cancels them all
+    const auto position = timers_.insert(timers_.end(), &timer);
+    co_await timer.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+    timers_.erase(position);
+  }
+
+  void notify_all() {
+    for (auto* timer : timers_) {
+      timer->cancel();
+    }
+  }
+
+  [[nodiscard]] std::size_t size() const { return timers_.size(); }
+
+ private:
+  asio::any_io_executor executor_;
+  std::list<asio::steady_timer*> timers_;
+};
+
+}  // namespace healer::ssh::detail
