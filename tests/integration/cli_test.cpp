@@ -1,0 +1,146 @@
+// The `healer` binary as a user runs it, against a real sshd.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "child_process.hpp"
+#include "healer/cli/exit_codes.hpp"
+#include "ports.hpp"
+#include "sshd_fixture.hpp"
+
+namespace healer {
+namespace {
+
+using test::SshdFixture;
+
+std::vector<std::string> exec_argv(const SshdFixture& sshd, std::vector<std::string> extra,
+                                   std::vector<std::string> command) {
+  std::vector<std::string> argv{HEALER_BIN,
+                                "exec",
+                                "--host",
+                                sshd.host(),
+                                "--port",
+                                std::to_string(sshd.port()),
+                                "--user",
+                                sshd.user(),
+                                "--identity",
+                                sshd.client_key_path().string(),
+                                "--known-hosts",
+                                sshd.known_hosts_path().string()};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.emplace_back("--");
+  argv.insert(argv.end(), command.begin(), command.end());
+  return argv;
+}
+
+TEST(Cli, ExecPrintsOutputAndExitsWithTheRemoteStatus) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto run = test::run_command(exec_argv(sshd, {}, {"echo", "hello;", "echo oops >&2;", "exit 7"}));
+  EXPECT_EQ(run.exit_code(), 7);
+  EXPECT_EQ(run.out, "hello\n");
+  EXPECT_EQ(run.err, "oops\n");
+}
+
+TEST(Cli, JsonOutputDescribesTheRun) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto run = test::run_command(exec_argv(sshd, {"--json"}, {"printf", "abc"}));
+  ASSERT_EQ(run.exit_code(), 0) << run.err;
+  const auto doc = nlohmann::json::parse(run.out);
+  EXPECT_EQ(doc["ok"], true);
+  EXPECT_EQ(doc["exit_status"], 0);
+  EXPECT_EQ(doc["stdout"], "abc");
+  EXPECT_EQ(doc["stdout_bytes"], 3);
+  EXPECT_TRUE(doc["host_key_fingerprint"].get<std::string>().starts_with("SHA256:"));
+  EXPECT_GT(doc["connect_ms"].get<double>(), 0.0);
+}
+
+TEST(Cli, RemoteSignalBecomes128PlusSignal) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto run = test::run_command(exec_argv(sshd, {}, {"kill -KILL $$"}));
+  EXPECT_EQ(run.exit_code(), 128 + 9);
+}
+
+TEST(Cli, OutputCapIsReported) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto run =
+      test::run_command(exec_argv(sshd, {"--max-output", "10"}, {"head -c 1000 /dev/zero"}));
+  EXPECT_EQ(run.exit_code(), 0);
+  EXPECT_EQ(run.out.size(), 10U);
+  EXPECT_NE(run.err.find("truncated"), std::string::npos) << run.err;
+}
+
+TEST(Cli, ClosedPortIsOneClearLineAndItsExitCode) {
+  SshdFixture sshd;  // not started: only its files are used
+  const auto port = test::closed_port();
+  auto argv = exec_argv(sshd, {}, {"true"});
+  argv[5] = std::to_string(port);
+  const auto run = test::run_command(argv);
+  EXPECT_EQ(run.exit_code(), cli::kExitConnectRefused);
+  EXPECT_EQ(run.out, "");
+  EXPECT_NE(run.err.find("127.0.0.1:" + std::to_string(port)), std::string::npos) << run.err;
+  EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << run.err;
+}
+
+TEST(Cli, UnknownHostAndChangedKeyHaveTheirExitCodes) {
+  SshdFixture sshd;
+  sshd.start();
+  auto argv = exec_argv(sshd, {}, {"true"});
+  argv[11] = (sshd.dir() / "nothing_known").string();
+  const auto unknown = test::run_command(argv);
+  EXPECT_EQ(unknown.exit_code(), cli::kExitHostUnknown) << unknown.err;
+  EXPECT_NE(unknown.err.find("--accept-new-host-key"), std::string::npos) << unknown.err;
+
+  sshd.regenerate_host_key();
+  const auto changed = test::run_command(exec_argv(sshd, {}, {"true"}));
+  EXPECT_EQ(changed.exit_code(), cli::kExitHostKeyChanged) << changed.err;
+  const auto changed_tofu = test::run_command(exec_argv(sshd, {"--accept-new-host-key"}, {"true"}));
+  EXPECT_EQ(changed_tofu.exit_code(), cli::kExitHostKeyChanged) << changed_tofu.err;
+}
+
+TEST(Cli, WrongKeyIsAuthFailed) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto stranger = sshd.add_client_key(SshdFixture::KeyType::ed25519, {}, false);
+  auto argv = exec_argv(sshd, {}, {"true"});
+  argv[9] = stranger.private_key.string();
+  const auto run = test::run_command(argv);
+  EXPECT_EQ(run.exit_code(), cli::kExitAuthFailed) << run.err;
+}
+
+TEST(Cli, PassphraseNeverAppearsInOutput) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto key = sshd.add_client_key(SshdFixture::KeyType::ed25519, "s3cret-passphrase", true);
+  auto argv = exec_argv(sshd, {"--json"}, {"true"});
+  argv[9] = key.private_key.string();
+  std::vector<std::string> with_env{"env", "HEALER_KEY_PASSPHRASE=not-the-s3cret"};
+  with_env.insert(with_env.end(), argv.begin(), argv.end());
+  const auto run = test::run_command(with_env);
+  EXPECT_EQ(run.exit_code(), cli::kExitKeyInvalid) << run.err;
+  EXPECT_EQ(run.out.find("not-the-s3cret"), std::string::npos);
+  EXPECT_EQ(run.err.find("not-the-s3cret"), std::string::npos);
+}
+
+TEST(Cli, BadInputIsAUsageError) {
+  const auto no_host = test::run_command({HEALER_BIN, "exec", "--", "true"});
+  EXPECT_EQ(no_host.exit_code(), cli::kExitUsage);
+  EXPECT_NE(no_host.err.find("--host"), std::string::npos) << no_host.err;
+  const auto bad_port =
+      test::run_command({HEALER_BIN, "exec", "--host", "h", "--port", "99999", "--", "true"});
+  EXPECT_EQ(bad_port.exit_code(), cli::kExitUsage);
+  const auto bad_timeout =
+      test::run_command({HEALER_BIN, "exec", "--host", "h", "--timeout", "-1", "--", "true"});
+  EXPECT_EQ(bad_timeout.exit_code(), cli::kExitUsage);
+  const auto no_command = test::run_command({HEALER_BIN, "exec", "--host", "h"});
+  EXPECT_EQ(no_command.exit_code(), cli::kExitUsage);
+}
+
+}  // namespace
+}  // namespace healer

@@ -1,0 +1,567 @@
+// ssh::Session against a real OpenSSH sshd on 127.0.0.1: connect, host keys, authentication,
+// exec, concurrency, limits, and every failure a user can hit.
+#include <gtest/gtest.h>
+
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "blackhole_proxy.hpp"
+#include "child_process.hpp"
+#include "healer/ssh/session.hpp"
+#include "poll_until.hpp"
+#include "ports.hpp"
+#include "run_async.hpp"
+#include "sshd_fixture.hpp"
+
+namespace healer {
+namespace {
+
+using namespace std::chrono_literals;
+using ssh::Errc;
+using test::SshdFixture;
+
+// Everything one connect + exec produced, so a test can assert on each step.
+struct Outcome {
+  Result<void> connected;
+  Result<ssh::CommandResult> result = Error{};
+  std::string fingerprint;
+  std::chrono::milliseconds connect_time{0};
+};
+
+ssh::ConnectOptions options_for(const SshdFixture& sshd, std::filesystem::path key = {}) {
+  ssh::ConnectOptions options;
+  options.user = sshd.user();
+  options.identity_file = key.empty() ? sshd.client_key_path().string() : key.string();
+  options.known_hosts_file = sshd.known_hosts_path().string();
+  return options;
+}
+
+ssh::Endpoint endpoint_of(const SshdFixture& sshd) { return {sshd.host(), sshd.port()}; }
+
+asio::awaitable<Outcome> connect_and_exec(ssh::Endpoint endpoint, ssh::ConnectOptions options,
+                                      std::string command, ssh::ExecOptions exec_options,
+                                      std::chrono::milliseconds timeout) {
+  Outcome run;
+  const auto started = Clock::now();
+  auto session =
+      co_await ssh::Session::async_connect(std::move(endpoint), std::move(options),
+                                           Deadline::after(timeout));
+  run.connect_time = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+  if (!session) {
+    run.connected = session.error();
+    co_return run;
+  }
+  run.fingerprint = session->host_key_fingerprint();
+  run.result = co_await session->async_exec(std::move(command), std::move(exec_options),
+                                            Deadline::after(timeout));
+  co_await session->async_close(Deadline::after(2s));
+  co_return run;
+}
+
+class SessionTest : public ::testing::Test {
+ protected:
+  Outcome exec(const SshdFixture& sshd, std::string command, ssh::ExecOptions exec_options = {},
+           std::chrono::milliseconds timeout = 10s) {
+    return exec_with(endpoint_of(sshd), options_for(sshd), std::move(command),
+                     std::move(exec_options), timeout);
+  }
+  Outcome exec_with(ssh::Endpoint endpoint, ssh::ConnectOptions options, std::string command,
+                ssh::ExecOptions exec_options = {}, std::chrono::milliseconds timeout = 10s) {
+    return test::run_async(io_, connect_and_exec(std::move(endpoint), std::move(options),
+                                                 std::move(command), std::move(exec_options),
+                                                 timeout));
+  }
+
+  asio::io_context io_;
+};
+
+// --- happy path ------------------------------------------------------------------------------
+
+TEST_F(SessionTest, RunsCommandAndReturnsExitStatusAndStreams) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto run = exec(sshd, "echo out; echo err >&2; exit 3");
+  ASSERT_TRUE(run.connected) << run.connected.error().message();
+  ASSERT_TRUE(run.result) << run.result.error().message();
+  EXPECT_EQ(run.result->exit_status, 3);
+  EXPECT_EQ(run.result->out, "out\n");
+  EXPECT_EQ(run.result->err, "err\n");
+  EXPECT_FALSE(run.result->out_truncated);
+  EXPECT_EQ(run.result->shell_exit_code(), 3);
+  EXPECT_TRUE(run.fingerprint.starts_with("SHA256:")) << run.fingerprint;
+  EXPECT_EQ(sshd.accepted_auth_count(), 1U);
+}
+
+TEST_F(SessionTest, FingerprintMatchesOpenSsh) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto keygen = test::run_command(
+      {"ssh-keygen", "-l", "-E", "sha256", "-f", sshd.host_key_path().string() + ".pub"});
+  ASSERT_EQ(keygen.exit_code(), 0);
+  const auto run = exec(sshd, "true");
+  ASSERT_TRUE(run.result);
+  EXPECT_NE(keygen.out.find(run.fingerprint), std::string::npos)
+      << keygen.out << " vs " << run.fingerprint;
+}
+
+TEST_F(SessionTest, ReportsExitSignal) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto run = exec(sshd, "kill -TERM $$");
+  ASSERT_TRUE(run.result) << run.result.error().message();
+  EXPECT_FALSE(run.result->exit_status.has_value());
+  EXPECT_EQ(run.result->exit_signal, "TERM");
+  EXPECT_EQ(run.result->shell_exit_code(), 128 + 15);
+}
+
+TEST_F(SessionTest, SendsStdinThenEof) {
+  SshdFixture sshd;
+  sshd.start();
+  ssh::ExecOptions options;
+  options.stdin_data = "line one\nline two\n";
+  const auto run = exec(sshd, "wc -l; cat /dev/null", options);
+  ASSERT_TRUE(run.result) << run.result.error().message();
+  EXPECT_EQ(run.result->out, "2\n");
+}
+
+TEST_F(SessionTest, LargeStdinRoundTrips) {
+  SshdFixture sshd;
+  sshd.start();
+  ssh::ExecOptions options;
+  options.stdin_data.assign(8U << 20, 'x');  // well beyond the channel window
+  const auto run = exec(sshd, "wc -c", options);
+  ASSERT_TRUE(run.result) << run.result.error().message();
+  EXPECT_EQ(run.result->out, std::to_string(8U << 20) + "\n");
+}
+
+TEST_F(SessionTest, FiftyMegabytesOfOutputAreCappedWithoutDeadlock) {
+  SshdFixture sshd;
+  sshd.start();
+  ssh::ExecOptions options;
+  options.max_output = 64 * 1024;
+  // Both streams at once: a reader that served only one would stall the other.
+  const auto run =
+      exec(sshd, "head -c 50000000 /dev/zero & head -c 20000000 /dev/zero >&2; wait", options);
+  ASSERT_TRUE(run.result) << run.result.error().message();
+  EXPECT_EQ(run.result->exit_status, 0);
+  EXPECT_EQ(run.result->out_bytes, 50000000U);
+  EXPECT_EQ(run.result->err_bytes, 20000000U);
+  EXPECT_EQ(run.result->out.size(), 64U * 1024);
+  EXPECT_EQ(run.result->err.size(), 64U * 1024);
+  EXPECT_TRUE(run.result->out_truncated);
+  EXPECT_TRUE(run.result->err_truncated);
+}
+
+TEST_F(SessionTest, FiftyMegabytesOfOutputArriveWhole) {
+  SshdFixture sshd;
+  sshd.start();
+  ssh::ExecOptions options;
+  options.max_output = 64U << 20;
+  const auto run = exec(sshd, "head -c 50000000 /dev/urandom", options);
+  ASSERT_TRUE(run.result) << run.result.error().message();
+  EXPECT_EQ(run.result->out.size(), 50000000U);
+  EXPECT_FALSE(run.result->out_truncated);
+}
+
+// --- many channels on one connection ---------------------------------------------------------
+
+asio::awaitable<std::vector<Result<ssh::CommandResult>>> run_concurrently(
+    ssh::Endpoint endpoint, ssh::ConnectOptions options, int count) {
+  std::vector<Result<ssh::CommandResult>> results(static_cast<std::size_t>(count), Error{});
+  auto session =
+      co_await ssh::Session::async_connect(std::move(endpoint), std::move(options),
+                                           Deadline::after(10s));
+  if (!session) {
+    results.assign(results.size(), session.error());
+    co_return results;
+  }
+  auto executor = co_await asio::this_coro::executor;
+  int pending = count;
+  asio::steady_timer all_done(executor, Clock::time_point::max());
+  for (int i = 0; i < count; ++i) {
+    asio::co_spawn(
+        executor,
+        session->async_exec("echo " + std::to_string(i), ssh::ExecOptions{}, Deadline::after(20s)),
+        [&results, &pending, &all_done, i](std::exception_ptr, Result<ssh::CommandResult> r) {
+          results[static_cast<std::size_t>(i)] = std::move(r);
+          if (--pending == 0) {
+            all_done.cancel();
+          }
+        });
+  }
+  while (pending > 0) {
+    co_await all_done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+  }
+  co_await session->async_close(Deadline::after(2s));
+  co_return results;
+}
+
+TEST_F(SessionTest, FiftyConcurrentChannelsOnOneSession) {
+  SshdFixture::Options sshd_options;
+  sshd_options.max_sessions = 64;
+  SshdFixture sshd(sshd_options);
+  sshd.start();
+  const auto results =
+      test::run_async(io_, run_concurrently(endpoint_of(sshd), options_for(sshd), 50));
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    ASSERT_TRUE(results[i]) << i << ": " << results[i].error().message();
+    EXPECT_EQ(results[i]->out, std::to_string(i) + "\n");
+  }
+  EXPECT_EQ(sshd.connection_count(), 1U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 1U);
+  EXPECT_TRUE(sshd.wait_for_log("Starting session: ", 50));
+}
+
+// Two commands hold both of MaxSessions=2 until a file appears; the third channel is refused
+// with a typed error and the session still runs commands afterwards.
+asio::awaitable<std::vector<Result<ssh::CommandResult>>> exhaust_max_sessions(
+    ssh::Endpoint endpoint, ssh::ConnectOptions options, std::string gate) {
+  std::vector<Result<ssh::CommandResult>> results(4, Error{});
+  auto session =
+      co_await ssh::Session::async_connect(std::move(endpoint), std::move(options),
+                                           Deadline::after(10s));
+  if (!session) {
+    results.assign(4, session.error());
+    co_return results;
+  }
+  auto executor = co_await asio::this_coro::executor;
+  int pending = 2;
+  asio::steady_timer both_done(executor, Clock::time_point::max());
+  const std::string hold = "while [ ! -e " + gate + " ]; do sleep 0.02; done; echo held";
+  for (int i = 0; i < 2; ++i) {
+    asio::co_spawn(executor, session->async_exec(hold, ssh::ExecOptions{}, Deadline::after(20s)),
+                   [&results, &pending, &both_done, i](std::exception_ptr,
+                                                       Result<ssh::CommandResult> r) {
+                     results[static_cast<std::size_t>(i)] = std::move(r);
+                     if (--pending == 0) {
+                       both_done.cancel();
+                     }
+                   });
+  }
+  // Wait until both channels are open on the server before asking for a third.
+  while (session->stats().channels_opened < 2) {
+    asio::steady_timer tick(executor, 10ms);
+    co_await tick.async_wait(asio::use_awaitable);
+  }
+  results[2] = co_await session->async_exec("echo third", ssh::ExecOptions{}, Deadline::after(5s));
+  std::ofstream(gate).put('\n');
+  while (pending > 0) {
+    co_await both_done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+  }
+  results[3] = co_await session->async_exec("echo after", ssh::ExecOptions{}, Deadline::after(5s));
+  co_await session->async_close(Deadline::after(2s));
+  co_return results;
+}
+
+TEST_F(SessionTest, ChannelRefusedByMaxSessionsIsTypedAndSessionSurvives) {
+  SshdFixture::Options sshd_options;
+  sshd_options.max_sessions = 2;
+  SshdFixture sshd(sshd_options);
+  sshd.start();
+  const auto gate = (sshd.dir() / "gate").string();
+  std::filesystem::permissions(sshd.dir(), std::filesystem::perms::all,
+                               std::filesystem::perm_options::add);
+  const auto results =
+      test::run_async(io_, exhaust_max_sessions(endpoint_of(sshd), options_for(sshd), gate));
+  ASSERT_TRUE(results[0]) << results[0].error().message();
+  ASSERT_TRUE(results[1]) << results[1].error().message();
+  EXPECT_EQ(results[0]->out, "held\n");
+  ASSERT_FALSE(results[2]);
+  EXPECT_EQ(results[2].error().code, Errc::channel_refused) << results[2].error().message();
+  EXPECT_FALSE(ssh::poisons_session(results[2].error()));
+  ASSERT_TRUE(results[3]) << results[3].error().message();
+  EXPECT_EQ(results[3]->out, "after\n");
+  EXPECT_EQ(sshd.connection_count(), 1U);
+}
+
+// --- host keys -------------------------------------------------------------------------------
+
+TEST_F(SessionTest, UnknownHostIsRefusedInStrictModeBeforeAuthentication) {
+  SshdFixture sshd;
+  sshd.start();
+  auto options = options_for(sshd);
+  options.known_hosts_file = (sshd.dir() / "empty_known_hosts").string();
+  const auto run = exec_with(endpoint_of(sshd), options, "true");
+  ASSERT_FALSE(run.connected);
+  EXPECT_EQ(run.connected.error().code, Errc::host_unknown);
+  EXPECT_NE(run.connected.error().detail.find("SHA256:"), std::string::npos);
+  EXPECT_EQ(sshd.accepted_auth_count() + sshd.failed_auth_count(), 0U);
+  EXPECT_FALSE(std::filesystem::exists(options.known_hosts_file));
+}
+
+TEST_F(SessionTest, AcceptNewRecordsTheKeyThenStrictModeAcceptsIt) {
+  SshdFixture sshd;
+  sshd.start();
+  auto options = options_for(sshd);
+  options.known_hosts_file = (sshd.dir() / "tofu" / "known_hosts").string();
+  options.host_key_policy = ssh::HostKeyPolicy::accept_new;
+  const auto first = exec_with(endpoint_of(sshd), options, "echo first");
+  ASSERT_TRUE(first.result) << (first.connected ? first.result.error().message()
+                                                : first.connected.error().message());
+  ASSERT_TRUE(std::filesystem::exists(options.known_hosts_file));
+  options.host_key_policy = ssh::HostKeyPolicy::strict;
+  const auto second = exec_with(endpoint_of(sshd), options, "echo second");
+  ASSERT_TRUE(second.result) << (second.connected ? second.result.error().message()
+                                                  : second.connected.error().message());
+  EXPECT_EQ(second.result->out, "second\n");
+}
+
+TEST_F(SessionTest, ChangedHostKeyIsAHardErrorWithNoAuthAttempt) {
+  SshdFixture sshd;
+  sshd.start();
+  sshd.regenerate_host_key();
+  for (auto policy : {ssh::HostKeyPolicy::strict, ssh::HostKeyPolicy::accept_new}) {
+    auto options = options_for(sshd);
+    options.host_key_policy = policy;
+    const auto run = exec_with(endpoint_of(sshd), options, "true");
+    ASSERT_FALSE(run.connected);
+    EXPECT_EQ(run.connected.error().code, Errc::host_key_changed)
+        << run.connected.error().message();
+  }
+  // The connections reached sshd, but no credential was ever offered.
+  EXPECT_TRUE(sshd.wait_for_log("Connection from ", 2));
+  EXPECT_EQ(sshd.accepted_auth_count(), 0U);
+  EXPECT_EQ(sshd.failed_auth_count(), 0U);
+  EXPECT_EQ(sshd.count_in_log("publickey"), 0U);
+}
+
+// --- authentication ------------------------------------------------------------------------
+
+TEST_F(SessionTest, WrongKeyFailsWithExactlyOneFailedAttempt) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto stranger = sshd.add_client_key(SshdFixture::KeyType::ed25519, {}, false);
+  const auto run = exec_with(endpoint_of(sshd), options_for(sshd, stranger.private_key), "true");
+  ASSERT_FALSE(run.connected);
+  EXPECT_EQ(run.connected.error().code, Errc::auth_failed) << run.connected.error().message();
+  // Wait for sshd to finish with the connection, then count what it saw.
+  EXPECT_TRUE(sshd.wait_for_log("Failed publickey", 1));
+  EXPECT_TRUE(sshd.wait_for_log("authenticating user", 1)) << sshd.log_text();
+  EXPECT_EQ(sshd.failed_auth_count(), 1U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 0U);
+}
+
+TEST_F(SessionTest, EncryptedKeyNeedsItsPassphrase) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto key = sshd.add_client_key(SshdFixture::KeyType::ed25519, "correct horse", true);
+  auto options = options_for(sshd, key.private_key);
+
+  const auto without = exec_with(endpoint_of(sshd), options, "true");
+  ASSERT_FALSE(without.connected);
+  EXPECT_EQ(without.connected.error().code, Errc::key_invalid);
+
+  options.passphrase = "wrong";
+  const auto wrong = exec_with(endpoint_of(sshd), options, "true");
+  ASSERT_FALSE(wrong.connected);
+  EXPECT_EQ(wrong.connected.error().code, Errc::key_invalid);
+  EXPECT_EQ(wrong.connected.error().message().find("wrong\""), std::string::npos);
+  // A key that cannot be loaded never reaches the server.
+  EXPECT_EQ(sshd.connection_count(), 0U);
+
+  options.passphrase = "correct horse";
+  const auto with = exec_with(endpoint_of(sshd), options, "echo unlocked");
+  ASSERT_TRUE(with.result) << (with.connected ? with.result.error().message()
+                                              : with.connected.error().message());
+  EXPECT_EQ(with.result->out, "unlocked\n");
+}
+
+TEST_F(SessionTest, RsaKeySignsWithSha2AgainstOpenSsh9) {
+  SshdFixture::Options sshd_options;
+  // OpenSSH 9 refuses ssh-rsa (SHA-1) signatures; this pins the server to rsa-sha2 only.
+  sshd_options.extra_config = {"PubkeyAcceptedAlgorithms rsa-sha2-512,rsa-sha2-256,ssh-ed25519"};
+  SshdFixture sshd(sshd_options);
+  sshd.start();
+  const auto key = sshd.add_client_key(SshdFixture::KeyType::rsa);
+  const auto run = exec_with(endpoint_of(sshd), options_for(sshd, key.private_key), "echo rsa");
+  ASSERT_TRUE(run.result) << (run.connected ? run.result.error().message()
+                                            : run.connected.error().message());
+  EXPECT_EQ(run.result->out, "rsa\n");
+  EXPECT_EQ(sshd.count_in_log("Accepted publickey"), 1U);
+  EXPECT_EQ(sshd.count_in_log("ssh2: RSA SHA256:"), 1U);
+}
+
+TEST_F(SessionTest, EcdsaKeyAuthenticates) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto key = sshd.add_client_key(SshdFixture::KeyType::ecdsa);
+  const auto run = exec_with(endpoint_of(sshd), options_for(sshd, key.private_key), "echo ec");
+  ASSERT_TRUE(run.result) << (run.connected ? run.result.error().message()
+                                            : run.connected.error().message());
+  EXPECT_EQ(run.result->out, "ec\n");
+}
+
+TEST_F(SessionTest, AgentAuthentication) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto socket = (sshd.dir() / "agent.sock").string();
+  auto agent = test::ChildProcess::spawn({"ssh-agent", "-D", "-a", socket});
+  ASSERT_TRUE(test::poll_until([&] { return std::filesystem::exists(socket); }, 5s));
+  const auto add = test::run_command(
+      {"env", "SSH_AUTH_SOCK=" + socket, "ssh-add", sshd.client_key_path().string()});
+  ASSERT_EQ(add.exit_code(), 0) << add.err;
+
+  auto options = options_for(sshd);
+  options.auth = ssh::AuthMethod::agent;
+  options.identity_file.clear();
+  options.agent_socket = socket;
+  const auto run = exec_with(endpoint_of(sshd), options, "echo agent");
+  ASSERT_TRUE(run.result) << (run.connected ? run.result.error().message()
+                                            : run.connected.error().message());
+  EXPECT_EQ(run.result->out, "agent\n");
+  EXPECT_EQ(sshd.accepted_auth_count(), 1U);
+}
+
+// --- deadlines and dead peers ----------------------------------------------------------------
+
+TEST_F(SessionTest, TimedOutCommandIsKilledOnTheServer) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto run = exec(sshd, "sleep 31337; echo never", {}, 1s);
+  ASSERT_TRUE(run.connected) << run.connected.error().message();
+  ASSERT_FALSE(run.result);
+  EXPECT_EQ(run.result.error().code, Errc::timeout);
+  EXPECT_TRUE(ssh::poisons_session(run.result.error()));
+  EXPECT_TRUE(test::poll_until([&] { return sshd.remote_processes_matching("sleep 31337") == 0; },
+                               5s))
+      << sshd.remote_processes_matching("sleep 31337") << " remote sleep still running";
+}
+
+TEST_F(SessionTest, ClosedPortIsConnectRefused) {
+  const auto port = test::closed_port();
+  ssh::ConnectOptions options;
+  options.identity_file = "/nonexistent";
+  options.auth = ssh::AuthMethod::password;
+  const auto run = exec_with({"127.0.0.1", port}, options, "true");
+  ASSERT_FALSE(run.connected);
+  EXPECT_EQ(run.connected.error().code, Errc::connect_refused);
+  EXPECT_NE(run.connected.error().detail.find(std::to_string(port)), std::string::npos);
+}
+
+TEST_F(SessionTest, SilentServerIsConnectTimeoutAtTheDeadline) {
+  test::BlackholeProxy blackhole;
+  blackhole.start();
+  ssh::ConnectOptions options;
+  options.auth = ssh::AuthMethod::password;
+  const auto run = exec_with({"127.0.0.1", blackhole.port()}, options, "true", {}, 700ms);
+  ASSERT_FALSE(run.connected);
+  EXPECT_EQ(run.connected.error().code, Errc::connect_timeout) << run.connected.error().message();
+  EXPECT_GE(run.connect_time, 650ms);
+  EXPECT_LT(run.connect_time, 3s);
+  EXPECT_EQ(blackhole.accepted_count(), 1U);
+}
+
+asio::awaitable<Outcome> exec_on_frozen_peer(SshdFixture* sshd, ssh::ConnectOptions options,
+                                         std::chrono::milliseconds exec_timeout) {
+  Outcome run;
+  auto session = co_await ssh::Session::async_connect(endpoint_of(*sshd), std::move(options),
+                                                      Deadline::after(10s));
+  if (!session) {
+    run.connected = session.error();
+    co_return run;
+  }
+  sshd->pause_all();
+  const auto started = Clock::now();
+  run.result = co_await session->async_exec("echo frozen", ssh::ExecOptions{},
+                                            Deadline::after(exec_timeout));
+  run.connect_time = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+  sshd->resume_all();
+  co_return run;
+}
+
+TEST_F(SessionTest, StoppedPeerIsDetectedByKeepalive) {
+  SshdFixture sshd;
+  sshd.start();
+  auto options = options_for(sshd);
+  options.keepalive_interval = 100ms;
+  options.keepalive_max_missed = 3;
+  const auto run = test::run_async(io_, exec_on_frozen_peer(&sshd, options, 20s));
+  ASSERT_TRUE(run.connected);
+  ASSERT_FALSE(run.result);
+  EXPECT_EQ(run.result.error().code, Errc::disconnected) << run.result.error().message();
+  EXPECT_NE(run.result.error().detail.find("keepalive"), std::string::npos);
+  EXPECT_LT(run.connect_time, 2s);  // ~300 ms of silence, far below the 20 s deadline
+}
+
+TEST_F(SessionTest, StoppedPeerWithoutKeepaliveHitsTheDeadline) {
+  SshdFixture sshd;
+  sshd.start();
+  auto options = options_for(sshd);
+  options.keepalive_interval = 0ms;
+  const auto run = test::run_async(io_, exec_on_frozen_peer(&sshd, options, 500ms));
+  ASSERT_TRUE(run.connected);
+  ASSERT_FALSE(run.result);
+  EXPECT_EQ(run.result.error().code, Errc::timeout) << run.result.error().message();
+  EXPECT_GE(run.connect_time, 450ms);
+  EXPECT_LT(run.connect_time, 3s);
+}
+
+asio::awaitable<Outcome> exec_while_server_dies(SshdFixture* sshd, ssh::ConnectOptions options) {
+  Outcome run;
+  auto session = co_await ssh::Session::async_connect(endpoint_of(*sshd), std::move(options),
+                                                      Deadline::after(10s));
+  if (!session) {
+    run.connected = session.error();
+    co_return run;
+  }
+  auto executor = co_await asio::this_coro::executor;
+  // Kill the server once the command is running.
+  asio::co_spawn(
+      executor,
+      [](SshdFixture* server) -> asio::awaitable<void> {
+        auto ex = co_await asio::this_coro::executor;
+        while (server->remote_processes_matching("sleep 4242") == 0) {
+          asio::steady_timer tick(ex, 10ms);
+          co_await tick.async_wait(asio::use_awaitable);
+        }
+        server->kill();
+      }(sshd),
+      asio::detached);
+  run.result =
+      co_await session->async_exec("sleep 4242", ssh::ExecOptions{}, Deadline::after(20s));
+  EXPECT_FALSE(session->alive());
+  co_return run;
+}
+
+TEST_F(SessionTest, ServerKilledMidCommandIsDisconnected) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto run = test::run_async(io_, exec_while_server_dies(&sshd, options_for(sshd)));
+  ASSERT_TRUE(run.connected);
+  ASSERT_FALSE(run.result);
+  EXPECT_EQ(run.result.error().code, Errc::disconnected) << run.result.error().message();
+  EXPECT_TRUE(ssh::poisons_session(run.result.error()));
+}
+
+asio::awaitable<Result<ssh::CommandResult>> exec_after_close(ssh::Endpoint endpoint,
+                                                             ssh::ConnectOptions options) {
+  auto session = co_await ssh::Session::async_connect(std::move(endpoint), std::move(options),
+                                                      Deadline::after(10s));
+  if (!session) {
+    co_return session.error();
+  }
+  co_await session->async_close(Deadline::after(2s));
+  EXPECT_FALSE(session->alive());
+  co_return co_await session->async_exec("true", ssh::ExecOptions{}, Deadline::after(2s));
+}
+
+TEST_F(SessionTest, ExecAfterCloseFailsCleanly) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto result = test::run_async(io_, exec_after_close(endpoint_of(sshd), options_for(sshd)));
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, Errc::cancelled);
+  EXPECT_TRUE(sshd.wait_for_log("Disconnected from", 1) ||
+              sshd.wait_for_log("Received disconnect", 1));
+}
+
+}  // namespace
+}  // namespace healer
