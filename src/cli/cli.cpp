@@ -1,9 +1,10 @@
 #include "healer/cli/cli.hpp"
 
-#include <CLI/CLI.hpp>
-#include <cstdlib>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
 
 #include "exec_command.hpp"
 #include "healer/cli/exit_codes.hpp"
@@ -36,7 +37,8 @@ int run(int argc, char** argv) {
   exec_cmd->add_option("--host", exec.host, "Host name or address")->required();
   exec_cmd->add_option("--port,-p", exec.port, "SSH port")->check(CLI::Range(1, 65535));
   exec_cmd->add_option("--user,-l", exec.user, "Remote user (default: the local user)");
-  exec_cmd->add_option("--auth", exec.auth, "key | agent | password (password from HEALER_PASSWORD)")
+  exec_cmd
+      ->add_option("--auth", exec.auth, "key | agent | password (password from HEALER_PASSWORD)")
       ->check(CLI::IsMember({"key", "agent", "password"}));
   exec_cmd->add_option("--identity,-i", exec.identity,
                        "Private key file (default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa); "
@@ -48,11 +50,13 @@ int run(int argc, char** argv) {
                      "changed key is always refused");
   exec_cmd->add_option("--timeout", exec.timeout_s, "Deadline for the whole run, in seconds")
       ->check(CLI::PositiveNumber);
-  exec_cmd->add_option("--connect-timeout", exec.connect_timeout_s,
-                       "Deadline for connecting and authenticating, in seconds")
+  exec_cmd
+      ->add_option("--connect-timeout", exec.connect_timeout_s,
+                   "Deadline for connecting and authenticating, in seconds")
       ->check(CLI::PositiveNumber);
-  exec_cmd->add_option("--max-output", exec.max_output,
-                       "Bytes kept per stream; the rest is counted and dropped")
+  exec_cmd
+      ->add_option("--max-output", exec.max_output,
+                   "Bytes kept per stream; the rest is counted and dropped")
       ->check(CLI::PositiveNumber);
   exec_cmd->add_option("--stdin-file", exec.stdin_file, "Send this file ('-' = stdin) as stdin");
   exec_cmd->add_flag("--json", exec.json, "Print one JSON object instead of the raw output");

@@ -1,5 +1,6 @@
 #include "exec_command.hpp"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <asio/co_spawn.hpp>
@@ -8,7 +9,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fmt/format.h>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -77,8 +77,8 @@ asio::awaitable<Outcome> run_once(ssh::Endpoint endpoint, ssh::ConnectOptions op
     co_return outcome;
   }
   outcome.fingerprint = session->host_key_fingerprint();
-  outcome.result = co_await session->async_exec(std::move(command), std::move(exec_options),
-                                                deadline);
+  outcome.result =
+      co_await session->async_exec(std::move(command), std::move(exec_options), deadline);
   co_await session->async_close(Deadline::after(std::chrono::seconds(1)));
   co_return outcome;
 }
@@ -110,7 +110,8 @@ void print_json(const ExecArgs& args, const std::string& command, const Outcome&
     const auto& r = *outcome.result;
     doc["ok"] = true;
     doc["exit_status"] = r.exit_status ? nlohmann::json(*r.exit_status) : nlohmann::json(nullptr);
-    doc["exit_signal"] = r.exit_signal.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.exit_signal);
+    doc["exit_signal"] =
+        r.exit_signal.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.exit_signal);
     // Output may not be UTF-8; replace invalid bytes rather than fail.
     doc["stdout"] = r.out;
     doc["stderr"] = r.err;
@@ -177,8 +178,8 @@ int run_exec(const ExecArgs& args) {
   asio::io_context io;
   std::optional<Outcome> outcome;
   asio::co_spawn(io,
-                 run_once(std::move(endpoint), std::move(options), command,
-                          std::move(exec_options), connect_deadline, deadline),
+                 run_once(std::move(endpoint), std::move(options), command, std::move(exec_options),
+                          connect_deadline, deadline),
                  [&outcome](std::exception_ptr failure, Outcome value) {
                    if (failure) {
                      std::rethrow_exception(failure);

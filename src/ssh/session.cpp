@@ -1,5 +1,6 @@
 #include "healer/ssh/session.hpp"
 
+#include <fmt/format.h>
 #include <libssh/callbacks.h>
 #include <libssh/libssh.h>
 #include <libssh/server.h>  // ssh_send_keepalive lives here but serves clients too
@@ -9,21 +10,22 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <asio/experimental/as_tuple.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
-#include <fmt/format.h>
 #include <list>
 #include <optional>
 #include <utility>
 
+#include "agent_filter.hpp"
 #include "healer/core/log.hpp"
 #include "wait_list.hpp"
 
@@ -195,9 +197,12 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   void release_channel(const std::shared_ptr<ChannelState>& channel);
   Error connection_error(const char* phase);
   Result<void> verify_host_key();
+  Result<void> load_identity();
   awaitable<Result<void>> authenticate(Deadline deadline);
   awaitable<Result<void>> tcp_connect(Deadline deadline);
 
+  KeyHandle private_key_;  // loaded before connecting; a bad key never reaches the server
+  detail::AgentFilter agent_filter_;  // relays to ssh-agent during authentication only
   SessionHandle session_;
   EventHandle event_;
   std::optional<asio::posix::stream_descriptor> wait_fd_;  // dup of libssh's socket, for waits
@@ -268,8 +273,8 @@ void Session::Impl::start_io() {
 // because one call can consume another channel's packets.
 awaitable<void> Session::Impl::pump(std::shared_ptr<Impl> self) {
   while (self->state_ != State::closed && self->wait_fd_) {
-    auto [ec] = co_await self->wait_fd_->async_wait(asio::posix::descriptor_base::wait_read,
-                                                    kNoThrow);
+    auto [ec] =
+        co_await self->wait_fd_->async_wait(asio::posix::descriptor_base::wait_read, kNoThrow);
     if (ec || self->state_ == State::closed) {
       break;
     }
@@ -294,8 +299,8 @@ awaitable<void> Session::Impl::pump(std::shared_ptr<Impl> self) {
 awaitable<void> Session::Impl::flush_output(std::shared_ptr<Impl> self) {
   while (self->state_ != State::closed && self->wait_fd_ &&
          (ssh_get_poll_flags(self->session_.get()) & SSH_WRITE_PENDING) != 0) {
-    auto [ec] = co_await self->wait_fd_->async_wait(asio::posix::descriptor_base::wait_write,
-                                                    kNoThrow);
+    auto [ec] =
+        co_await self->wait_fd_->async_wait(asio::posix::descriptor_base::wait_write, kNoThrow);
     if (ec || self->state_ == State::closed) {
       break;
     }
@@ -329,10 +334,9 @@ awaitable<void> Session::Impl::keepalive(std::shared_ptr<Impl> self) {
     const auto now = Clock::now();
     if (now >= self->last_rx_ + dead_after) {
       self->teardown(make_error(
-          Errc::disconnected,
-          fmt::format("{} no answer to keepalive for {} ms ({} x {} ms)", self->peer_,
-                      ms_between(self->last_rx_, now), self->options_.keepalive_max_missed,
-                      interval.count())));
+          Errc::disconnected, fmt::format("{} no answer to keepalive for {} ms ({} x {} ms)",
+                                          self->peer_, ms_between(self->last_rx_, now),
+                                          self->options_.keepalive_max_missed, interval.count())));
       break;
     }
     if (now >= std::max(self->last_rx_, self->last_keepalive_) + interval) {
@@ -503,7 +507,8 @@ Result<void> Session::Impl::verify_host_key() {
     return make_error(Errc::protocol, fmt::format("{}: cannot hash the host key", peer_));
   }
   HashHandle hash(raw_hash);
-  CStringHandle printable(ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash.get(), hash_len));
+  CStringHandle printable(
+      ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash.get(), hash_len));
   fingerprint_ = printable ? printable.get() : "";
   const char* key_type = ssh_key_type_to_char(ssh_key_type(key.get()));
   const std::string file =
@@ -534,8 +539,7 @@ Result<void> Session::Impl::verify_host_key() {
           return make_error(Errc::protocol, fmt::format("{}: cannot record the host key in {}: {}",
                                                         peer_, file, ssh_get_error(s)));
         }
-        logger()->warn("{} recorded new {} host key {} in {}", tag(), key_type, fingerprint_,
-                       file);
+        logger()->warn("{} recorded new {} host key {} in {}", tag(), key_type, fingerprint_, file);
         return {};
       }
       return make_error(Errc::host_unknown,
@@ -550,45 +554,95 @@ Result<void> Session::Impl::verify_host_key() {
                     fmt::format("{}: cannot check {}: {}", peer_, file, ssh_get_error(s)));
 }
 
-awaitable<Result<void>> Session::Impl::authenticate(Deadline deadline) {
-  ssh_session s = session_.get();
-  KeyHandle private_key;
-  if (options_.auth == AuthMethod::key_file) {
+Result<void> Session::Impl::load_identity() {
+  if (options_.auth != AuthMethod::key_file) {
+    return {};
+  }
+  ssh_key raw = nullptr;
+  const int rc = ssh_pki_import_privkey_file(
+      options_.identity_file.c_str(),
+      options_.passphrase.empty() ? nullptr : options_.passphrase.c_str(), nullptr, nullptr, &raw);
+  private_key_.reset(raw);
+  if (rc == SSH_OK) {
+    return {};
+  }
+  private_key_.reset();
+  std::string why;
+  if (options_.identity_file.empty()) {
+    why = "no identity file given";
+  } else if (!std::filesystem::exists(options_.identity_file)) {
+    why = fmt::format("identity file {} does not exist", options_.identity_file);
+  } else if (options_.passphrase.empty()) {
+    why = fmt::format(
+        "cannot load {}: unreadable, not a private key, or encrypted (give its "
+        "passphrase)",
+        options_.identity_file);
+  } else {
+    why = fmt::format("cannot load {}: wrong passphrase or not a private key",
+                      options_.identity_file);
+  }
+  return make_error(Errc::key_invalid, std::move(why));
+}
+
+// The base64 blob of the public half of `identity` (a .pub file, or a private key with a .pub
+// file beside it), as it appears in authorized_keys and in the agent's listing.
+static Result<std::string> public_key_base64(const std::string& identity) {
+  for (const std::string& path : {identity + ".pub", identity}) {
     ssh_key raw = nullptr;
-    const int rc = ssh_pki_import_privkey_file(
-        options_.identity_file.c_str(),
-        options_.passphrase.empty() ? nullptr : options_.passphrase.c_str(), nullptr, nullptr,
-        &raw);
-    private_key.reset(raw);
-    if (rc != SSH_OK) {
-      const bool exists = std::filesystem::exists(options_.identity_file);
-      co_return make_error(
-          Errc::key_invalid,
-          !exists ? fmt::format("identity file {} does not exist", options_.identity_file)
-          : options_.passphrase.empty()
-              ? fmt::format("cannot load {}: unreadable, not a private key, or encrypted "
-                            "(give its passphrase)",
-                            options_.identity_file)
-              : fmt::format("cannot load {}: wrong passphrase or not a private key",
-                            options_.identity_file));
+    if (std::filesystem::exists(path) && ssh_pki_import_pubkey_file(path.c_str(), &raw) == SSH_OK) {
+      KeyHandle key(raw);
+      char* raw_base64 = nullptr;
+      if (ssh_pki_export_pubkey_base64(key.get(), &raw_base64) == SSH_OK) {
+        CStringHandle base64(raw_base64);
+        return std::string(base64.get());
+      }
+    }
+    if (raw != nullptr) {
+      ssh_key_free(raw);
     }
   }
+  return make_error(
+      Errc::key_invalid,
+      fmt::format("no public key at {0}.pub or {0} to pick the agent identity", identity));
+}
+
+awaitable<Result<void>> Session::Impl::authenticate(Deadline deadline) {
+  ssh_session s = session_.get();
+  ssh_key private_key = private_key_.get();
   Result<int> rc;
   switch (options_.auth) {
     case AuthMethod::key_file:
-      rc = co_await drive([&] { return ssh_userauth_publickey(s, nullptr, private_key.get()); },
-                          deadline, SSH_AUTH_AGAIN);
-      break;
-    case AuthMethod::agent:
-      if (!options_.agent_socket.empty()) {
-        ssh_options_set(s, SSH_OPTIONS_IDENTITY_AGENT, options_.agent_socket.c_str());
-      }
-      rc = co_await drive([&] { return ssh_userauth_agent(s, nullptr); }, deadline,
+      rc = co_await drive([&] { return ssh_userauth_publickey(s, nullptr, private_key); }, deadline,
                           SSH_AUTH_AGAIN);
       break;
+    case AuthMethod::agent: {
+      std::string agent_socket = options_.agent_socket;
+      if (agent_socket.empty()) {
+        const char* from_env = std::getenv("SSH_AUTH_SOCK");
+        agent_socket = from_env != nullptr ? from_env : "";
+      }
+      if (!options_.identity_file.empty()) {
+        // Show libssh only the configured key, so no other agent key is ever offered.
+        auto allowed = public_key_base64(options_.identity_file);
+        if (!allowed) {
+          co_return allowed.error();
+        }
+        auto fd = agent_filter_.start(agent_socket, std::move(*allowed));
+        if (!fd) {
+          co_return fd.error();
+        }
+        ssh_set_agent_socket(s, *fd);
+      } else if (!agent_socket.empty()) {
+        ssh_options_set(s, SSH_OPTIONS_IDENTITY_AGENT, agent_socket.c_str());
+      }
+      rc = co_await drive([&] { return ssh_userauth_agent(s, nullptr); }, deadline, SSH_AUTH_AGAIN);
+      agent_filter_.stop();
+      break;
+    }
     case AuthMethod::password:
-      rc = co_await drive([&] { return ssh_userauth_password(s, nullptr, options_.password.c_str()); },
-                          deadline, SSH_AUTH_AGAIN);
+      rc = co_await drive(
+          [&] { return ssh_userauth_password(s, nullptr, options_.password.c_str()); }, deadline,
+          SSH_AUTH_AGAIN);
       break;
   }
   if (!rc) {
@@ -617,6 +671,10 @@ awaitable<Result<void>> Session::Impl::authenticate(Deadline deadline) {
 
 awaitable<Result<void>> Session::Impl::connect(std::shared_ptr<Impl> self, Deadline deadline) {
   const auto started = Clock::now();
+  if (auto identity = self->load_identity(); !identity) {
+    self->teardown(identity.error());
+    co_return identity.error();
+  }
   if (auto tcp = co_await self->tcp_connect(deadline); !tcp) {
     self->teardown(tcp.error());
     co_return tcp.error();
@@ -653,13 +711,14 @@ awaitable<Result<void>> Session::Impl::connect(std::shared_ptr<Impl> self, Deadl
   if (auto auth = co_await self->authenticate(deadline); !auth) {
     Error error = auth.error();
     if (error.code == Errc::timeout) {
-      error = make_error(Errc::connect_timeout,
-                         fmt::format("{}: authentication did not finish within the deadline",
-                                     self->peer_));
+      error = make_error(
+          Errc::connect_timeout,
+          fmt::format("{}: authentication did not finish within the deadline", self->peer_));
     }
     self->teardown(error);
     co_return error;
   }
+  self->private_key_.reset();
   // From now on the pump reads the socket through an event, even when no call is pending.
   self->event_.reset(ssh_event_new());
   if (!self->event_ || ssh_event_add_session(self->event_.get(), s) != SSH_OK) {
@@ -710,10 +769,10 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
     } else if (self->state_ == State::ready &&
                (ssh_get_status(self->session_.get()) & (SSH_CLOSED | SSH_CLOSED_ERROR)) == 0) {
       ++self->stats_.channels_refused;
-      error = make_error(Errc::channel_refused,
-                         fmt::format("{} refused a new channel with {} open (MaxSessions?): {}",
-                                     self->peer_, self->channels_.size() - 1,
-                                     ssh_get_error(self->session_.get())));
+      error = make_error(
+          Errc::channel_refused,
+          fmt::format("{} refused a new channel with {} open (MaxSessions?): {}", self->peer_,
+                      self->channels_.size() - 1, ssh_get_error(self->session_.get())));
     } else {
       error = self->connection_error("connection lost while opening a channel");
       self->teardown(error);
@@ -728,20 +787,20 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
       [channel, &command] { return ssh_channel_request_exec(channel, command.c_str()); }, deadline,
       SSH_AGAIN);
   if (!requested || *requested != SSH_OK) {
-    Error error = !requested ? requested.error()
-                             : make_error(Errc::protocol, fmt::format("{} refused to run the "
-                                                                      "command: {}",
-                                                                      self->peer_,
-                                                                      ssh_get_error(
-                                                                          self->session_.get())));
+    Error error = !requested
+                      ? requested.error()
+                      : make_error(Errc::protocol,
+                                   fmt::format("{} refused to run the "
+                                               "command: {}",
+                                               self->peer_, ssh_get_error(self->session_.get())));
     self->release_channel(state);
     co_return error;
   }
 
   // stdin, within the peer's window, then EOF.
   std::size_t sent = 0;
-  while (sent < options.stdin_data.size() && self->state_ != State::closed &&
-         !deadline.expired() && !state->remote_closed) {
+  while (sent < options.stdin_data.size() && self->state_ != State::closed && !deadline.expired() &&
+         !state->remote_closed) {
     const std::uint32_t window = ssh_channel_window_size(channel);
     if (window == 0) {
       co_await self->waiters_.wait(deadline);
@@ -862,8 +921,7 @@ asio::awaitable<Result<Session>> Session::async_connect(Endpoint endpoint, Conne
   co_return Session(std::move(impl));
 }
 
-asio::awaitable<Result<CommandResult>> Session::async_exec(std::string command,
-                                                           ExecOptions options,
+asio::awaitable<Result<CommandResult>> Session::async_exec(std::string command, ExecOptions options,
                                                            Deadline deadline) {
   return Impl::exec(impl_, std::move(command), std::move(options), deadline);
 }

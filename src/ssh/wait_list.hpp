@@ -1,8 +1,8 @@
 #pragma once
 
 #include <asio/any_io_executor.hpp>
-#include <asio/experimental/as_tuple.hpp>
 #include <asio/awaitable.hpp>
+#include <asio/experimental/as_tuple.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <list>

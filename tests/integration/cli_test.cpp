@@ -18,18 +18,12 @@ using test::SshdFixture;
 
 std::vector<std::string> exec_argv(const SshdFixture& sshd, std::vector<std::string> extra,
                                    std::vector<std::string> command) {
-  std::vector<std::string> argv{HEALER_BIN,
-                                "exec",
-                                "--host",
-                                sshd.host(),
-                                "--port",
-                                std::to_string(sshd.port()),
-                                "--user",
-                                sshd.user(),
-                                "--identity",
-                                sshd.client_key_path().string(),
-                                "--known-hosts",
-                                sshd.known_hosts_path().string()};
+  std::vector<std::string> argv{HEALER_BIN,      "exec",
+                                "--host",        sshd.host(),
+                                "--port",        std::to_string(sshd.port()),
+                                "--user",        sshd.user(),
+                                "--identity",    sshd.client_key_path().string(),
+                                "--known-hosts", sshd.known_hosts_path().string()};
   argv.insert(argv.end(), extra.begin(), extra.end());
   argv.emplace_back("--");
   argv.insert(argv.end(), command.begin(), command.end());
@@ -39,7 +33,8 @@ std::vector<std::string> exec_argv(const SshdFixture& sshd, std::vector<std::str
 TEST(Cli, ExecPrintsOutputAndExitsWithTheRemoteStatus) {
   SshdFixture sshd;
   sshd.start();
-  const auto run = test::run_command(exec_argv(sshd, {}, {"echo", "hello;", "echo oops >&2;", "exit 7"}));
+  const auto run =
+      test::run_command(exec_argv(sshd, {}, {"echo", "hello;", "echo oops >&2;", "exit 7"}));
   EXPECT_EQ(run.exit_code(), 7);
   EXPECT_EQ(run.out, "hello\n");
   EXPECT_EQ(run.err, "oops\n");

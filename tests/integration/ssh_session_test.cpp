@@ -47,13 +47,12 @@ ssh::ConnectOptions options_for(const SshdFixture& sshd, std::filesystem::path k
 ssh::Endpoint endpoint_of(const SshdFixture& sshd) { return {sshd.host(), sshd.port()}; }
 
 asio::awaitable<Outcome> connect_and_exec(ssh::Endpoint endpoint, ssh::ConnectOptions options,
-                                      std::string command, ssh::ExecOptions exec_options,
-                                      std::chrono::milliseconds timeout) {
+                                          std::string command, ssh::ExecOptions exec_options,
+                                          std::chrono::milliseconds timeout) {
   Outcome run;
   const auto started = Clock::now();
-  auto session =
-      co_await ssh::Session::async_connect(std::move(endpoint), std::move(options),
-                                           Deadline::after(timeout));
+  auto session = co_await ssh::Session::async_connect(std::move(endpoint), std::move(options),
+                                                      Deadline::after(timeout));
   run.connect_time = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
   if (!session) {
     run.connected = session.error();
@@ -69,15 +68,15 @@ asio::awaitable<Outcome> connect_and_exec(ssh::Endpoint endpoint, ssh::ConnectOp
 class SessionTest : public ::testing::Test {
  protected:
   Outcome exec(const SshdFixture& sshd, std::string command, ssh::ExecOptions exec_options = {},
-           std::chrono::milliseconds timeout = 10s) {
+               std::chrono::milliseconds timeout = 10s) {
     return exec_with(endpoint_of(sshd), options_for(sshd), std::move(command),
                      std::move(exec_options), timeout);
   }
   Outcome exec_with(ssh::Endpoint endpoint, ssh::ConnectOptions options, std::string command,
-                ssh::ExecOptions exec_options = {}, std::chrono::milliseconds timeout = 10s) {
-    return test::run_async(io_, connect_and_exec(std::move(endpoint), std::move(options),
-                                                 std::move(command), std::move(exec_options),
-                                                 timeout));
+                    ssh::ExecOptions exec_options = {}, std::chrono::milliseconds timeout = 10s) {
+    return test::run_async(
+        io_, connect_and_exec(std::move(endpoint), std::move(options), std::move(command),
+                              std::move(exec_options), timeout));
   }
 
   asio::io_context io_;
@@ -176,9 +175,8 @@ TEST_F(SessionTest, FiftyMegabytesOfOutputArriveWhole) {
 asio::awaitable<std::vector<Result<ssh::CommandResult>>> run_concurrently(
     ssh::Endpoint endpoint, ssh::ConnectOptions options, int count) {
   std::vector<Result<ssh::CommandResult>> results(static_cast<std::size_t>(count), Error{});
-  auto session =
-      co_await ssh::Session::async_connect(std::move(endpoint), std::move(options),
-                                           Deadline::after(10s));
+  auto session = co_await ssh::Session::async_connect(std::move(endpoint), std::move(options),
+                                                      Deadline::after(10s));
   if (!session) {
     results.assign(results.size(), session.error());
     co_return results;
@@ -225,9 +223,8 @@ TEST_F(SessionTest, FiftyConcurrentChannelsOnOneSession) {
 asio::awaitable<std::vector<Result<ssh::CommandResult>>> exhaust_max_sessions(
     ssh::Endpoint endpoint, ssh::ConnectOptions options, std::string gate) {
   std::vector<Result<ssh::CommandResult>> results(4, Error{});
-  auto session =
-      co_await ssh::Session::async_connect(std::move(endpoint), std::move(options),
-                                           Deadline::after(10s));
+  auto session = co_await ssh::Session::async_connect(std::move(endpoint), std::move(options),
+                                                      Deadline::after(10s));
   if (!session) {
     results.assign(4, session.error());
     co_return results;
@@ -237,14 +234,14 @@ asio::awaitable<std::vector<Result<ssh::CommandResult>>> exhaust_max_sessions(
   asio::steady_timer both_done(executor, Clock::time_point::max());
   const std::string hold = "while [ ! -e " + gate + " ]; do sleep 0.02; done; echo held";
   for (int i = 0; i < 2; ++i) {
-    asio::co_spawn(executor, session->async_exec(hold, ssh::ExecOptions{}, Deadline::after(20s)),
-                   [&results, &pending, &both_done, i](std::exception_ptr,
-                                                       Result<ssh::CommandResult> r) {
-                     results[static_cast<std::size_t>(i)] = std::move(r);
-                     if (--pending == 0) {
-                       both_done.cancel();
-                     }
-                   });
+    asio::co_spawn(
+        executor, session->async_exec(hold, ssh::ExecOptions{}, Deadline::after(20s)),
+        [&results, &pending, &both_done, i](std::exception_ptr, Result<ssh::CommandResult> r) {
+          results[static_cast<std::size_t>(i)] = std::move(r);
+          if (--pending == 0) {
+            both_done.cancel();
+          }
+        });
   }
   // Wait until both channels are open on the server before asking for a third.
   while (session->stats().channels_opened < 2) {
@@ -399,25 +396,59 @@ TEST_F(SessionTest, EcdsaKeyAuthenticates) {
   EXPECT_EQ(run.result->out, "ec\n");
 }
 
+// Starts a real ssh-agent holding `keys` (in that order); returns its socket path.
+std::string start_agent(const SshdFixture& sshd, std::vector<test::ChildProcess>& processes,
+                        const std::vector<std::filesystem::path>& keys) {
+  const auto socket = (sshd.dir() / "agent.sock").string();
+  processes.push_back(test::ChildProcess::spawn({"ssh-agent", "-D", "-a", socket}));
+  EXPECT_TRUE(test::poll_until([&] { return std::filesystem::exists(socket); }, 5s));
+  for (const auto& key : keys) {
+    const auto add = test::run_command({"env", "SSH_AUTH_SOCK=" + socket, "ssh-add", key.string()});
+    EXPECT_EQ(add.exit_code(), 0) << add.err;
+  }
+  return socket;
+}
+
 TEST_F(SessionTest, AgentAuthentication) {
   SshdFixture sshd;
   sshd.start();
-  const auto socket = (sshd.dir() / "agent.sock").string();
-  auto agent = test::ChildProcess::spawn({"ssh-agent", "-D", "-a", socket});
-  ASSERT_TRUE(test::poll_until([&] { return std::filesystem::exists(socket); }, 5s));
-  const auto add = test::run_command(
-      {"env", "SSH_AUTH_SOCK=" + socket, "ssh-add", sshd.client_key_path().string()});
-  ASSERT_EQ(add.exit_code(), 0) << add.err;
-
+  std::vector<test::ChildProcess> processes;
   auto options = options_for(sshd);
   options.auth = ssh::AuthMethod::agent;
   options.identity_file.clear();
-  options.agent_socket = socket;
+  options.agent_socket = start_agent(sshd, processes, {sshd.client_key_path()});
   const auto run = exec_with(endpoint_of(sshd), options, "echo agent");
   ASSERT_TRUE(run.result) << (run.connected ? run.result.error().message()
                                             : run.connected.error().message());
   EXPECT_EQ(run.result->out, "agent\n");
   EXPECT_EQ(sshd.accepted_auth_count(), 1U);
+}
+
+TEST_F(SessionTest, AgentOffersOnlyTheConfiguredIdentity) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto first = sshd.add_client_key(SshdFixture::KeyType::ed25519, {}, false);
+  const auto second = sshd.add_client_key(SshdFixture::KeyType::ecdsa, {}, false);
+  std::vector<test::ChildProcess> processes;
+  auto options = options_for(sshd);
+  options.auth = ssh::AuthMethod::agent;
+  // The agent lists two unauthorized keys before the right one.
+  options.agent_socket =
+      start_agent(sshd, processes, {first.private_key, second.private_key, sshd.client_key_path()});
+  options.identity_file = sshd.client_key_path().string();
+  const auto run = exec_with(endpoint_of(sshd), options, "echo picked");
+  ASSERT_TRUE(run.result) << (run.connected ? run.result.error().message()
+                                            : run.connected.error().message());
+  EXPECT_EQ(run.result->out, "picked\n");
+  EXPECT_EQ(sshd.accepted_auth_count(), 1U);
+  EXPECT_EQ(sshd.failed_auth_count(), 0U) << sshd.log_text();
+
+  // A configured identity the agent does not hold: refused without offering any other key.
+  options.identity_file = sshd.add_client_key(SshdFixture::KeyType::ed25519).private_key.string();
+  const auto missing = exec_with(endpoint_of(sshd), options, "true");
+  ASSERT_FALSE(missing.connected);
+  EXPECT_EQ(missing.connected.error().code, Errc::auth_failed);
+  EXPECT_EQ(sshd.failed_auth_count(), 0U) << sshd.log_text();
 }
 
 // --- deadlines and dead peers ----------------------------------------------------------------
@@ -430,8 +461,8 @@ TEST_F(SessionTest, TimedOutCommandIsKilledOnTheServer) {
   ASSERT_FALSE(run.result);
   EXPECT_EQ(run.result.error().code, Errc::timeout);
   EXPECT_TRUE(ssh::poisons_session(run.result.error()));
-  EXPECT_TRUE(test::poll_until([&] { return sshd.remote_processes_matching("sleep 31337") == 0; },
-                               5s))
+  EXPECT_TRUE(
+      test::poll_until([&] { return sshd.remote_processes_matching("sleep 31337") == 0; }, 5s))
       << sshd.remote_processes_matching("sleep 31337") << " remote sleep still running";
 }
 
@@ -460,7 +491,7 @@ TEST_F(SessionTest, SilentServerIsConnectTimeoutAtTheDeadline) {
 }
 
 asio::awaitable<Outcome> exec_on_frozen_peer(SshdFixture* sshd, ssh::ConnectOptions options,
-                                         std::chrono::milliseconds exec_timeout) {
+                                             std::chrono::milliseconds exec_timeout) {
   Outcome run;
   auto session = co_await ssh::Session::async_connect(endpoint_of(*sshd), std::move(options),
                                                       Deadline::after(10s));
@@ -525,8 +556,7 @@ asio::awaitable<Outcome> exec_while_server_dies(SshdFixture* sshd, ssh::ConnectO
         server->kill();
       }(sshd),
       asio::detached);
-  run.result =
-      co_await session->async_exec("sleep 4242", ssh::ExecOptions{}, Deadline::after(20s));
+  run.result = co_await session->async_exec("sleep 4242", ssh::ExecOptions{}, Deadline::after(20s));
   EXPECT_FALSE(session->alive());
   co_return run;
 }

@@ -7,19 +7,19 @@ namespace healer::cli {
 /// Exit codes of `healer exec` when the command did not run to completion. A command that ran
 /// exits with its own status (or 128 + signal number), like ssh.
 enum ExitCode : int {
-  kExitUsage = 2,               ///< bad flags or configuration
-  kExitTimeout = 124,           ///< the command (or connect) hit its deadline, as timeout(1)
-  kExitConnectRefused = 240,    ///< nothing listening / connection refused
-  kExitConnectTimeout = 241,    ///< no TCP connection or handshake in time
-  kExitResolveFailed = 242,     ///< host name did not resolve
-  kExitHostUnknown = 243,       ///< host key not in known_hosts (strict mode)
-  kExitHostKeyChanged = 244,    ///< host key differs from known_hosts
-  kExitAuthFailed = 245,        ///< server rejected the credentials
-  kExitKeyInvalid = 246,        ///< local key missing, unreadable or wrong passphrase
-  kExitChannelRefused = 247,    ///< server refused the channel (MaxSessions)
-  kExitDisconnected = 248,      ///< connection lost
-  kExitProtocol = 249,          ///< protocol or internal error
-  kExitCancelled = 250,         ///< interrupted
+  kExitUsage = 2,             ///< bad flags or configuration
+  kExitTimeout = 124,         ///< the command (or connect) hit its deadline, as timeout(1)
+  kExitConnectRefused = 240,  ///< nothing listening / connection refused
+  kExitConnectTimeout = 241,  ///< no TCP connection or handshake in time
+  kExitResolveFailed = 242,   ///< host name did not resolve
+  kExitHostUnknown = 243,     ///< host key not in known_hosts (strict mode)
+  kExitHostKeyChanged = 244,  ///< host key differs from known_hosts
+  kExitAuthFailed = 245,      ///< server rejected the credentials
+  kExitKeyInvalid = 246,      ///< local key missing, unreadable or wrong passphrase
+  kExitChannelRefused = 247,  ///< server refused the channel (MaxSessions)
+  kExitDisconnected = 248,    ///< connection lost
+  kExitProtocol = 249,        ///< protocol or internal error
+  kExitCancelled = 250,       ///< interrupted
 };
 
 /// The exit code for an error.

@@ -1,7 +1,8 @@
 #pragma once
 
-#include <memory>
 #include <spdlog/logger.h>
+
+#include <memory>
 #include <string>
 
 namespace healer::log {

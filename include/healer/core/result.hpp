@@ -14,10 +14,8 @@ namespace healer {
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result()
-    requires std::is_default_constructible_v<T>
-      : state_(std::in_place_index<0>) {}
-  Result(T value) : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit
+  Result() requires std::is_default_constructible_v<T> : state_(std::in_place_index<0>) {}
+  Result(T value) : state_(std::in_place_index<0>, std::move(value)) {}      // NOLINT: implicit
   Result(Error error) : state_(std::in_place_index<1>, std::move(error)) {}  // NOLINT: implicit
 
   [[nodiscard]] bool has_value() const noexcept { return state_.index() == 0; }
@@ -79,7 +77,7 @@ class [[nodiscard]] Result<void> {
 
 /// Shorthand for building a failed Result from an error enum and a detail.
 template <class E>
-  requires std::is_error_code_enum_v<E>
+requires std::is_error_code_enum_v<E>
 [[nodiscard]] Error make_error(E code, std::string detail) {
   return Error{make_error_code(code), std::move(detail)};
 }

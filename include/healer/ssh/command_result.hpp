@@ -16,10 +16,10 @@ struct CommandTiming {
 
 /// The outcome of a remote command that ran. A non-zero exit is data, not an error.
 struct CommandResult {
-  std::optional<int> exit_status;   ///< set when the command exited normally
-  std::string exit_signal;          ///< "TERM", "KILL"... when killed by a signal
-  std::string out;                  ///< stdout, at most ExecOptions::max_output bytes
-  std::string err;                  ///< stderr, at most ExecOptions::max_output bytes
+  std::optional<int> exit_status;  ///< set when the command exited normally
+  std::string exit_signal;         ///< "TERM", "KILL"... when killed by a signal
+  std::string out;                 ///< stdout, at most ExecOptions::max_output bytes
+  std::string err;                 ///< stderr, at most ExecOptions::max_output bytes
   bool out_truncated = false;
   bool err_truncated = false;
   std::uint64_t out_bytes = 0;  ///< stdout bytes received, including dropped ones

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what healer needs to build, test and benchmark on Debian 12. Idempotent: installs only
+# missing packages. Run as root or with sudo available.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build ccache pkg-config clang-format git
+  libssh-dev libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
+  libsqlite3-dev libsodium-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
+  openssh-server openssh-client procps python3 python3-asyncssh
+)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+# The test sshd logs in as this unprivileged user when the tests run as root: OpenSSH turns off
+# privilege separation after a root login and then refuses "signal" requests, which the
+# command-timeout tests rely on; its /bin/sh login also skips root's shell rc files.
+if [ "$(id -u)" -eq 0 ] && ! id healer-test >/dev/null 2>&1; then
+  useradd --system --create-home --home-dir /var/lib/healer-test --shell /bin/sh healer-test
+fi
+# sshd refuses to start without its privilege separation directory (normally made by systemd).
+as_root mkdir -p /run/sshd
