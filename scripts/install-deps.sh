@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config clang-format git
   libssh-dev libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libsqlite3-dev libsodium-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libtomlplusplus-dev
   openssh-server openssh-client procps python3 python3-asyncssh
 )
 
@@ -30,8 +31,14 @@ fi
 # The test sshd logs in as this unprivileged user when the tests run as root: OpenSSH turns off
 # privilege separation after a root login and then refuses "signal" requests, which the
 # command-timeout tests rely on; its /bin/sh login also skips root's shell rc files.
-if [ "$(id -u)" -eq 0 ] && ! id healer-test >/dev/null 2>&1; then
-  useradd --system --create-home --home-dir /var/lib/healer-test --shell /bin/sh healer-test
+if [ "$(id -u)" -eq 0 ]; then
+  if ! id healer-test >/dev/null 2>&1; then
+    useradd --system --create-home --home-dir /var/lib/healer-test --shell /bin/sh healer-test
+  fi
+  # No password, but not locked either: sshd (UsePAM no) refuses locked accounts even for keys.
+  if [ "$(getent shadow healer-test | cut -d: -f2)" != "*" ]; then
+    usermod -p '*' healer-test
+  fi
 fi
 # sshd refuses to start without its privilege separation directory (normally made by systemd).
 as_root mkdir -p /run/sshd

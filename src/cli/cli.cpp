@@ -8,6 +8,7 @@
 
 #include "exec_command.hpp"
 #include "healer/cli/exit_codes.hpp"
+#include "pool_options.hpp"
 
 namespace healer::cli {
 namespace {
@@ -25,7 +26,7 @@ void configure_logging(const std::string& level) {
 int run(int argc, char** argv) {
   CLI::App app{"healer: agentless diagnosis and metrics for Linux servers over pooled SSH"};
   app.require_subcommand(1);
-  std::string log_level = "warn";
+  std::string log_level = "error";
   if (const char* env = std::getenv("HEALER_LOG"); env != nullptr) {
     log_level = env;
   }
@@ -33,7 +34,8 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
 
   ExecArgs exec;
-  auto* exec_cmd = app.add_subcommand("exec", "Run a command on a host and print its output");
+  auto* exec_cmd = app.add_subcommand(
+      "exec", "Run commands on a host through the connection pool (concurrently, one connection)");
   exec_cmd->add_option("--host", exec.host, "Host name or address")->required();
   exec_cmd->add_option("--port,-p", exec.port, "SSH port")->check(CLI::Range(1, 65535));
   exec_cmd->add_option("--user,-l", exec.user, "Remote user (default: the local user)");
@@ -48,19 +50,23 @@ int run(int argc, char** argv) {
   exec_cmd->add_flag("--accept-new-host-key", exec.accept_new_host_key,
                      "Record the key of a host not yet in known_hosts (trust on first use); a "
                      "changed key is always refused");
-  exec_cmd->add_option("--timeout", exec.timeout_s, "Deadline for the whole run, in seconds")
-      ->check(CLI::PositiveNumber);
   exec_cmd
-      ->add_option("--connect-timeout", exec.connect_timeout_s,
-                   "Deadline for connecting and authenticating, in seconds")
+      ->add_option("--timeout", exec.timeout_s,
+                   "Deadline for the whole run (queueing, connecting, running), in seconds")
       ->check(CLI::PositiveNumber);
   exec_cmd
       ->add_option("--max-output", exec.max_output,
                    "Bytes kept per stream; the rest is counted and dropped")
       ->check(CLI::PositiveNumber);
-  exec_cmd->add_option("--stdin-file", exec.stdin_file, "Send this file ('-' = stdin) as stdin");
-  exec_cmd->add_flag("--json", exec.json, "Print one JSON object instead of the raw output");
-  exec_cmd->add_option("command", exec.command, "The remote command (after --)")->required();
+  exec_cmd->add_option("--stdin-file", exec.stdin_file,
+                       "Send this file ('-' = stdin) to each command as stdin");
+  exec_cmd->add_option("--commands", exec.commands_file,
+                       "Read commands from FILE, one per line ('#' starts a comment)");
+  exec_cmd->add_flag("--json", exec.json, "Print JSON instead of the raw output");
+  exec_cmd->add_flag("--stats", exec.stats, "Print the connection pool's stats after the run");
+  exec_cmd->add_option("command", exec.command,
+                       "The remote command(s), after --; separate several with :::");
+  add_pool_options(*exec_cmd, exec.pool);
 
   try {
     app.parse(argc, argv);

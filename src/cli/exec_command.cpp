@@ -1,12 +1,10 @@
 #include "exec_command.hpp"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -14,15 +12,18 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <sstream>
 
 #include "healer/cli/exit_codes.hpp"
-#include "healer/ssh/session.hpp"
+#include "healer/exec/executor.hpp"
+#include "healer/pool/pool.hpp"
+#include "healer/ssh/errors.hpp"
 
 namespace healer::cli {
 namespace {
 
 namespace fs = std::filesystem;
+
+constexpr const char* kServerId = "cli";
 
 std::string home_dir() {
   const char* home = std::getenv("HOME");
@@ -40,53 +41,24 @@ std::string default_identity() {
   return (fs::path(home_dir()) / ".ssh" / "id_ed25519").string();
 }
 
-std::string join_command(const std::vector<std::string>& words) {
-  std::string joined;
+// Words after "--", split into commands at ":::" (as GNU parallel does).
+std::vector<std::string> split_commands(const std::vector<std::string>& words) {
+  std::vector<std::string> commands(1);
   for (const auto& word : words) {
-    if (!joined.empty()) {
-      joined += ' ';
+    if (word == ":::") {
+      commands.emplace_back();
+      continue;
     }
-    joined += word;
+    if (!commands.back().empty()) {
+      commands.back() += ' ';
+    }
+    commands.back() += word;
   }
-  return joined;
+  std::erase_if(commands, [](const std::string& command) { return command.empty(); });
+  return commands;
 }
 
-std::chrono::milliseconds seconds_to_ms(double seconds) {
-  return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0));
-}
-
-double ms(std::chrono::microseconds us) { return static_cast<double>(us.count()) / 1000.0; }
-
-struct Outcome {
-  Result<ssh::CommandResult> result = Error{};
-  std::string fingerprint;
-  std::chrono::microseconds connect_time{0};
-};
-
-asio::awaitable<Outcome> run_once(ssh::Endpoint endpoint, ssh::ConnectOptions options,
-                                  std::string command, ssh::ExecOptions exec_options,
-                                  Deadline connect_deadline, Deadline deadline) {
-  Outcome outcome;
-  const auto started = Clock::now();
-  auto session = co_await ssh::Session::async_connect(std::move(endpoint), std::move(options),
-                                                      connect_deadline);
-  outcome.connect_time =
-      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started);
-  if (!session) {
-    outcome.result = std::move(session).error();
-    co_return outcome;
-  }
-  outcome.fingerprint = session->host_key_fingerprint();
-  outcome.result =
-      co_await session->async_exec(std::move(command), std::move(exec_options), deadline);
-  co_await session->async_close(Deadline::after(std::chrono::seconds(1)));
-  co_return outcome;
-}
-
-std::optional<std::string> read_stdin_file(const std::string& path) {
-  if (path.empty()) {
-    return std::string{};
-  }
+std::optional<std::string> read_file(const std::string& path) {
   if (path == "-") {
     return std::string(std::istreambuf_iterator<char>(std::cin), {});
   }
@@ -97,89 +69,169 @@ std::optional<std::string> read_stdin_file(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-void print_json(const ExecArgs& args, const std::string& command, const Outcome& outcome) {
+double ms(std::chrono::microseconds us) { return static_cast<double>(us.count()) / 1000.0; }
+
+std::string error_name(const Error& error) {
+  if (error.code.category() == ssh::error_category()) {
+    return ssh::errc_name(static_cast<ssh::Errc>(error.code.value()));
+  }
+  if (error.code.category() == pool::error_category()) {
+    return pool::errc_name(static_cast<pool::Errc>(error.code.value()));
+  }
+  return error.code.message();
+}
+
+nlohmann::json result_json(const std::string& command, const Result<ssh::CommandResult>& result) {
   nlohmann::json doc;
-  doc["host"] = args.host;
-  doc["port"] = args.port;
   doc["command"] = command;
-  doc["connect_ms"] = ms(outcome.connect_time);
-  if (!outcome.fingerprint.empty()) {
-    doc["host_key_fingerprint"] = outcome.fingerprint;
-  }
-  if (outcome.result) {
-    const auto& r = *outcome.result;
-    doc["ok"] = true;
-    doc["exit_status"] = r.exit_status ? nlohmann::json(*r.exit_status) : nlohmann::json(nullptr);
-    doc["exit_signal"] =
-        r.exit_signal.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.exit_signal);
-    // Output may not be UTF-8; replace invalid bytes rather than fail.
-    doc["stdout"] = r.out;
-    doc["stderr"] = r.err;
-    doc["stdout_truncated"] = r.out_truncated;
-    doc["stderr_truncated"] = r.err_truncated;
-    doc["stdout_bytes"] = r.out_bytes;
-    doc["stderr_bytes"] = r.err_bytes;
-    doc["open_ms"] = ms(r.timing.open);
-    doc["run_ms"] = ms(r.timing.run);
-  } else {
-    const auto& e = outcome.result.error();
+  if (!result) {
     doc["ok"] = false;
-    doc["error"] = {{"code", e.code.category() == ssh::error_category()
-                                 ? ssh::errc_name(static_cast<ssh::Errc>(e.code.value()))
-                                 : e.code.message()},
-                    {"message", e.message()}};
+    doc["error"] = {{"code", error_name(result.error())}, {"message", result.error().message()}};
+    return doc;
   }
-  std::cout << doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+  const auto& r = *result;
+  doc["ok"] = true;
+  doc["exit_status"] = r.exit_status ? nlohmann::json(*r.exit_status) : nlohmann::json(nullptr);
+  doc["exit_signal"] =
+      r.exit_signal.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.exit_signal);
+  doc["stdout"] = r.out;
+  doc["stderr"] = r.err;
+  doc["stdout_truncated"] = r.out_truncated;
+  doc["stderr_truncated"] = r.err_truncated;
+  doc["stdout_bytes"] = r.out_bytes;
+  doc["stderr_bytes"] = r.err_bytes;
+  doc["host_key_fingerprint"] = r.host_key_fingerprint;
+  doc["session_reused"] = r.session_reused;
+  doc["queue_ms"] = ms(r.timing.queue);
+  doc["open_ms"] = ms(r.timing.open);
+  doc["run_ms"] = ms(r.timing.run);
+  return doc;
+}
+
+nlohmann::json stats_json(const pool::PoolStats& stats) {
+  return {{"sessions_ready", stats.sessions_ready},
+          {"sessions_opened", stats.sessions_opened},
+          {"handshakes_started", stats.handshakes_started},
+          {"handshakes_failed", stats.handshakes_failed},
+          {"acquisitions", stats.acquisitions},
+          {"hit_rate", stats.hit_rate()},
+          {"reuse", stats.reuse()},
+          {"exhausted", stats.exhausted},
+          {"timeouts", stats.timeouts},
+          {"channel_limit_lowered", stats.channel_limit_lowered},
+          {"handshake_ms_p50", static_cast<double>(stats.handshake_time.quantile_us(0.5)) / 1000},
+          {"wait_ms_p50", static_cast<double>(stats.wait_time.quantile_us(0.5)) / 1000},
+          {"wait_ms_p99", static_cast<double>(stats.wait_time.quantile_us(0.99)) / 1000}};
+}
+
+void print_stats(const pool::PoolStats& stats) {
+  std::cerr << fmt::format(
+      "pool: {} connection(s) opened, {} handshake(s) ({} failed), {} acquisitions, hit rate "
+      "{:.0f}%, {:.1f} commands per connection, {} exhausted, {} timeouts, handshake p50 {:.1f} "
+      "ms, wait p50 {:.2f} ms\n",
+      stats.sessions_opened, stats.handshakes_started, stats.handshakes_failed, stats.acquisitions,
+      stats.hit_rate() * 100, stats.reuse(), stats.exhausted, stats.timeouts,
+      static_cast<double>(stats.handshake_time.quantile_us(0.5)) / 1000,
+      static_cast<double>(stats.wait_time.quantile_us(0.5)) / 1000);
+}
+
+struct Outcome {
+  std::vector<Result<ssh::CommandResult>> results;
+  pool::PoolStats stats;
+};
+
+asio::awaitable<Outcome> run_through_pool(pool::Server server, PoolConfig config,
+                                          std::vector<std::string> commands,
+                                          exec::RunOptions options) {
+  auto executor = co_await asio::this_coro::executor;
+  pool::Registry registry(executor, std::move(config));
+  registry.add_server(std::move(server));
+  exec::Executor runner(registry);
+  Outcome outcome;
+  outcome.results =
+      co_await runner.async_run_all(kServerId, std::move(commands), std::move(options));
+  co_await registry.async_shutdown(Deadline::after(std::chrono::seconds(2)));
+  outcome.stats = registry.stats(kServerId);
+  co_return outcome;
 }
 
 }  // namespace
 
 int run_exec(const ExecArgs& args) {
-  ssh::Endpoint endpoint{args.host, args.port};
-  ssh::ConnectOptions options;
-  options.user = args.user;
-  options.known_hosts_file = args.known_hosts.empty()
-                                 ? (fs::path(home_dir()) / ".ssh" / "known_hosts").string()
-                                 : args.known_hosts;
-  options.host_key_policy =
+  auto config = resolve_pool_config(args.pool);
+  if (!config) {
+    std::cerr << "healer: " << config.error().message() << '\n';
+    return kExitUsage;
+  }
+  std::vector<std::string> commands = split_commands(args.command);
+  if (!args.commands_file.empty()) {
+    auto text = read_file(args.commands_file);
+    if (!text) {
+      std::cerr << fmt::format("healer: cannot read --commands {}\n", args.commands_file);
+      return kExitUsage;
+    }
+    std::size_t start = 0;
+    while (start < text->size()) {
+      auto end = text->find('\n', start);
+      if (end == std::string::npos) {
+        end = text->size();
+      }
+      auto line = text->substr(start, end - start);
+      if (!line.empty() && line.front() != '#') {
+        commands.push_back(std::move(line));
+      }
+      start = end + 1;
+    }
+  }
+  if (commands.empty()) {
+    std::cerr << "healer: no command given (after --, or with --commands FILE)\n";
+    return kExitUsage;
+  }
+
+  pool::Server server;
+  server.id = kServerId;
+  server.endpoint = ssh::Endpoint(args.host, args.port);
+  server.connect.user = args.user;
+  server.connect.known_hosts_file = args.known_hosts.empty()
+                                        ? (fs::path(home_dir()) / ".ssh" / "known_hosts").string()
+                                        : args.known_hosts;
+  server.connect.host_key_policy =
       args.accept_new_host_key ? ssh::HostKeyPolicy::accept_new : ssh::HostKeyPolicy::strict;
   if (args.auth == "agent") {
-    options.auth = ssh::AuthMethod::agent;
-    options.identity_file = args.identity;
+    server.connect.auth = ssh::AuthMethod::agent;
+    server.connect.identity_file = args.identity;
   } else if (args.auth == "password") {
-    options.auth = ssh::AuthMethod::password;
+    server.connect.auth = ssh::AuthMethod::password;
     const char* password = std::getenv("HEALER_PASSWORD");
     if (password == nullptr) {
       std::cerr << "healer: --auth password needs the password in HEALER_PASSWORD\n";
       return kExitUsage;
     }
-    options.password = password;
+    server.connect.password = password;
   } else {
-    options.auth = ssh::AuthMethod::key_file;
-    options.identity_file = args.identity.empty() ? default_identity() : args.identity;
+    server.connect.auth = ssh::AuthMethod::key_file;
+    server.connect.identity_file = args.identity.empty() ? default_identity() : args.identity;
     if (const char* passphrase = std::getenv("HEALER_KEY_PASSPHRASE"); passphrase != nullptr) {
-      options.passphrase = passphrase;
+      server.connect.passphrase = passphrase;
     }
   }
-  auto stdin_data = read_stdin_file(args.stdin_file);
-  if (!stdin_data) {
-    std::cerr << fmt::format("healer: cannot read --stdin-file {}\n", args.stdin_file);
-    return kExitUsage;
-  }
-  ssh::ExecOptions exec_options;
-  exec_options.max_output = args.max_output;
-  exec_options.stdin_data = std::move(*stdin_data);
 
-  const std::string command = join_command(args.command);
-  const auto deadline = Deadline::after(seconds_to_ms(args.timeout_s));
-  const auto connect_deadline =
-      deadline.min(Deadline::after(seconds_to_ms(args.connect_timeout_s)));
+  exec::RunOptions options;
+  options.max_output = args.max_output;
+  options.deadline = Deadline::after(
+      std::chrono::milliseconds(static_cast<std::int64_t>(args.timeout_s * 1000.0)));
+  if (!args.stdin_file.empty()) {
+    auto stdin_data = read_file(args.stdin_file);
+    if (!stdin_data) {
+      std::cerr << fmt::format("healer: cannot read --stdin-file {}\n", args.stdin_file);
+      return kExitUsage;
+    }
+    options.stdin_data = std::move(*stdin_data);
+  }
 
   asio::io_context io;
   std::optional<Outcome> outcome;
-  asio::co_spawn(io,
-                 run_once(std::move(endpoint), std::move(options), command, std::move(exec_options),
-                          connect_deadline, deadline),
+  asio::co_spawn(io, run_through_pool(std::move(server), std::move(*config), commands, options),
                  [&outcome](std::exception_ptr failure, Outcome value) {
                    if (failure) {
                      std::rethrow_exception(failure);
@@ -188,27 +240,62 @@ int run_exec(const ExecArgs& args) {
                  });
   io.run();
 
+  const bool single = commands.size() == 1;
   if (args.json) {
-    print_json(args, command, *outcome);
+    nlohmann::json doc;
+    if (single) {
+      doc = result_json(commands.front(), outcome->results.front());
+      doc["host"] = args.host;
+      doc["port"] = args.port;
+    } else {
+      doc["host"] = args.host;
+      doc["port"] = args.port;
+      doc["results"] = nlohmann::json::array();
+      for (std::size_t i = 0; i < commands.size(); ++i) {
+        doc["results"].push_back(result_json(commands[i], outcome->results[i]));
+      }
+    }
+    if (args.stats) {
+      doc["pool"] = stats_json(outcome->stats);
+    }
+    std::cout << doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
   }
-  if (!outcome->result) {
-    const auto& error = outcome->result.error();
-    const std::string who = args.user.empty() ? args.host : args.user + "@" + args.host;
-    std::cerr << fmt::format("healer: exec on {} failed: {}\n", who, error.message());
-    return exit_code_for(error);
-  }
-  const auto& result = *outcome->result;
-  if (!args.json) {
-    std::cout.write(result.out.data(), static_cast<std::streamsize>(result.out.size()));
-    std::cout.flush();
-    std::cerr.write(result.err.data(), static_cast<std::streamsize>(result.err.size()));
-    if (result.out_truncated || result.err_truncated) {
-      std::cerr << fmt::format(
-          "healer: output truncated to {} bytes per stream ({} stdout, {} stderr bytes in all)\n",
-          args.max_output, result.out_bytes, result.err_bytes);
+
+  int exit_code = 0;
+  const std::string who = args.user.empty() ? args.host : args.user + "@" + args.host;
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    const auto& result = outcome->results[i];
+    if (!result) {
+      std::cerr << fmt::format("healer: exec on {} failed{}: {}\n", who,
+                               single ? "" : fmt::format(" for `{}`", commands[i]),
+                               result.error().message());
+      if (exit_code == 0) {
+        exit_code = exit_code_for(result.error());
+      }
+      continue;
+    }
+    if (!args.json) {
+      if (!single) {
+        std::cout << fmt::format("==> {} <== (exit {})\n", commands[i], result->shell_exit_code());
+      }
+      std::cout.write(result->out.data(), static_cast<std::streamsize>(result->out.size()));
+      std::cout.flush();
+      std::cerr.write(result->err.data(), static_cast<std::streamsize>(result->err.size()));
+      if (result->out_truncated || result->err_truncated) {
+        std::cerr << fmt::format(
+            "healer: output truncated to {} bytes per stream ({} stdout, {} stderr bytes in "
+            "all)\n",
+            args.max_output, result->out_bytes, result->err_bytes);
+      }
+    }
+    if (exit_code == 0) {
+      exit_code = result->shell_exit_code();
     }
   }
-  return result.shell_exit_code();
+  if (args.stats && !args.json) {
+    print_stats(outcome->stats);
+  }
+  return exit_code;
 }
 
 }  // namespace healer::cli

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "pool_options.hpp"
+
 namespace healer::cli {
 
 /// Flags of `healer exec`.
@@ -17,14 +19,17 @@ struct ExecArgs {
   std::string known_hosts;
   bool accept_new_host_key = false;
   double timeout_s = 30;
-  double connect_timeout_s = 10;
   std::size_t max_output = std::size_t{1} << 20;
   std::string stdin_file;
+  std::string commands_file;
   bool json = false;
-  std::vector<std::string> command;
+  bool stats = false;
+  std::vector<std::string> command;  ///< words; ":::" separates commands
+  PoolOptionValues pool;
 };
 
-/// Runs one command on one host and returns the process exit code.
+/// Runs the commands on one host through the connection pool, concurrently over one connection,
+/// and returns the process exit code.
 int run_exec(const ExecArgs& args);
 
 }  // namespace healer::cli

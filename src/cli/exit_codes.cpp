@@ -1,10 +1,25 @@
 #include "healer/cli/exit_codes.hpp"
 
+#include "healer/pool/errors.hpp"
 #include "healer/ssh/errors.hpp"
 
 namespace healer::cli {
 
 int exit_code_for(const Error& error) {
+  if (error.code.category() == pool::error_category()) {
+    switch (static_cast<pool::Errc>(error.code.value())) {
+      case pool::Errc::pool_exhausted:
+        return kExitPoolExhausted;
+      case pool::Errc::circuit_open:
+        return kExitCircuitOpen;
+      case pool::Errc::backing_off:
+        return kExitBackingOff;
+      case pool::Errc::shutting_down:
+        return kExitCancelled;
+      case pool::Errc::unknown_server:
+        return kExitUsage;
+    }
+  }
   if (error.code.category() != ssh::error_category()) {
     return kExitProtocol;
   }
@@ -28,6 +43,7 @@ int exit_code_for(const Error& error) {
     case ssh::Errc::timeout:
       return kExitTimeout;
     case ssh::Errc::disconnected:
+    case ssh::Errc::not_started:
       return kExitDisconnected;
     case ssh::Errc::protocol:
       return kExitProtocol;

@@ -34,6 +34,8 @@ class Category final : public std::error_category {
         return "SSH protocol error";
       case Errc::cancelled:
         return "cancelled";
+      case Errc::not_started:
+        return "connection lost before the command started";
     }
     return "unknown ssh error";
   }
@@ -84,6 +86,8 @@ const char* errc_name(Errc e) noexcept {
       return "protocol";
     case Errc::cancelled:
       return "cancelled";
+    case Errc::not_started:
+      return "not_started";
   }
   return "unknown";
 }

@@ -91,6 +91,7 @@ struct ChannelState {
   bool err_truncated = false;
   std::uint64_t out_bytes = 0;
   std::uint64_t err_bytes = 0;
+  bool opened = false;  // the server confirmed the channel
   bool remote_eof = false;
   bool remote_closed = false;
   std::optional<int> exit_status;
@@ -161,6 +162,7 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   static awaitable<Result<void>> connect(std::shared_ptr<Impl> self, Deadline deadline);
   static awaitable<Result<CommandResult>> exec(std::shared_ptr<Impl> self, std::string command,
                                                ExecOptions options, Deadline deadline);
+  static awaitable<Result<void>> ping(std::shared_ptr<Impl> self, Deadline deadline);
   static awaitable<void> close(std::shared_ptr<Impl> self, Deadline deadline);
 
   // Ends the session at once: frees channels, sends a disconnect, wakes every waiter.
@@ -168,6 +170,11 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
 
   [[nodiscard]] bool alive() const { return state_ == State::ready; }
   [[nodiscard]] std::size_t active_channel_count() const { return channels_.size(); }
+  [[nodiscard]] std::size_t open_channel_count() const {
+    return static_cast<std::size_t>(std::count_if(
+        channels_.begin(), channels_.end(),
+        [](const auto& channel) { return channel->opened && !channel->remote_closed; }));
+  }
   [[nodiscard]] std::string tag() const { return fmt::format("[{} #{}]", peer_, id_); }
 
   asio::any_io_executor executor_;
@@ -189,6 +196,7 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   void after_libssh_call();
   void start_io();
   void ack_quickly();
+  void send_keepalive();
   static awaitable<void> pump(std::shared_ptr<Impl> self);
   static awaitable<void> flush_output(std::shared_ptr<Impl> self);
   static awaitable<void> keepalive(std::shared_ptr<Impl> self);
@@ -340,17 +348,7 @@ awaitable<void> Session::Impl::keepalive(std::shared_ptr<Impl> self) {
       break;
     }
     if (now >= std::max(self->last_rx_, self->last_keepalive_) + interval) {
-      // libssh only sends a new global request once the previous one's reply was consumed; a
-      // second call sends when the first just collected an old reply.
-      for (int attempt = 0; attempt < 2; ++attempt) {
-        const auto sent_before = self->tx_counter_.out_packets;
-        ssh_send_keepalive(self->session_.get());
-        self->after_libssh_call();
-        if (self->tx_counter_.out_packets != sent_before) {
-          break;
-        }
-      }
-      ++self->stats_.keepalives_sent;
+      self->send_keepalive();
       self->last_keepalive_ = now;
       const int status = ssh_get_status(self->session_.get());
       if ((status & (SSH_CLOSED | SSH_CLOSED_ERROR)) != 0) {
@@ -359,6 +357,20 @@ awaitable<void> Session::Impl::keepalive(std::shared_ptr<Impl> self) {
       }
     }
   }
+}
+
+void Session::Impl::send_keepalive() {
+  // libssh only sends a new global request once the previous one's reply was consumed; a second
+  // call sends when the first just collected an old reply.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const auto sent_before = tx_counter_.out_packets;
+    ssh_send_keepalive(session_.get());
+    after_libssh_call();
+    if (tx_counter_.out_packets != sent_before) {
+      break;
+    }
+  }
+  ++stats_.keepalives_sent;
 }
 
 Error Session::Impl::connection_error(const char* phase) {
@@ -743,9 +755,9 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
                                                      std::string command, ExecOptions options,
                                                      Deadline deadline) {
   if (self->state_ != State::ready) {
-    co_return self->state_ == State::closed
-        ? self->failure_
-        : make_error(Errc::cancelled, fmt::format("{} is closing", self->peer_));
+    co_return make_error(self->state_ == State::closed ? Errc::not_started : Errc::cancelled,
+                         self->state_ == State::closed ? self->failure_.message()
+                                                       : fmt::format("{} is closing", self->peer_));
   }
   const auto started = Clock::now();
   auto state = std::make_shared<ChannelState>(options.max_output);
@@ -774,13 +786,17 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
           fmt::format("{} refused a new channel with {} open (MaxSessions?): {}", self->peer_,
                       self->channels_.size() - 1, ssh_get_error(self->session_.get())));
     } else {
-      error = self->connection_error("connection lost while opening a channel");
-      self->teardown(error);
+      self->teardown(self->connection_error("connection lost while opening a channel"));
+    }
+    if (self->state_ == State::closed) {
+      // The command never reached the server: the caller may retry it elsewhere.
+      error = make_error(Errc::not_started, self->failure_.message());
     }
     self->release_channel(state);
     co_return error;
   }
   ++self->stats_.channels_opened;
+  state->opened = true;
   const auto opened_at = Clock::now();
 
   auto requested = co_await self->drive(
@@ -849,6 +865,7 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
   result.err_bytes = state->err_bytes;
   result.timing.open = us_between(started, opened_at);
   result.timing.run = us_between(opened_at, finished);
+  result.host_key_fingerprint = self->fingerprint_;
   self->release_channel(state);
   co_return result;
 }
@@ -874,6 +891,27 @@ awaitable<void> Session::Impl::reap(std::shared_ptr<Impl> self,
                    self->tag(), 2 * grace.count());
   }
   self->release_channel(channel);
+}
+
+awaitable<Result<void>> Session::Impl::ping(std::shared_ptr<Impl> self, Deadline deadline) {
+  if (self->state_ != State::ready) {
+    co_return make_error(Errc::not_started, self->state_ == State::closed
+                                                ? self->failure_.message()
+                                                : fmt::format("{} is closing", self->peer_));
+  }
+  const auto received_before = self->rx_counter_.in_packets;
+  self->send_keepalive();
+  while (self->rx_counter_.in_packets == received_before && self->state_ == State::ready &&
+         !deadline.expired()) {
+    co_await self->waiters_.wait(deadline);
+  }
+  if (self->state_ == State::closed) {
+    co_return self->failure_;
+  }
+  if (self->rx_counter_.in_packets == received_before) {
+    co_return make_error(Errc::timeout, fmt::format("{}: no answer to a ping", self->peer_));
+  }
+  co_return Result<void>{};
 }
 
 awaitable<void> Session::Impl::close(std::shared_ptr<Impl> self, Deadline deadline) {
@@ -926,6 +964,10 @@ asio::awaitable<Result<CommandResult>> Session::async_exec(std::string command, 
   return Impl::exec(impl_, std::move(command), std::move(options), deadline);
 }
 
+asio::awaitable<Result<void>> Session::async_ping(Deadline deadline) {
+  return Impl::ping(impl_, deadline);
+}
+
 asio::awaitable<void> Session::async_close(Deadline deadline) {
   return Impl::close(impl_, deadline);
 }
@@ -933,6 +975,7 @@ asio::awaitable<void> Session::async_close(Deadline deadline) {
 bool Session::alive() const noexcept { return impl_ && impl_->alive(); }
 const Error& Session::failure() const noexcept { return impl_->failure_; }
 std::size_t Session::active_channels() const noexcept { return impl_->active_channel_count(); }
+std::size_t Session::open_channels() const noexcept { return impl_->open_channel_count(); }
 const std::string& Session::host_key_fingerprint() const noexcept { return impl_->fingerprint_; }
 const std::string& Session::peer() const noexcept { return impl_->peer_; }
 std::uint64_t Session::id() const noexcept { return impl_->id_; }

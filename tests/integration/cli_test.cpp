@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -51,7 +52,8 @@ TEST(Cli, JsonOutputDescribesTheRun) {
   EXPECT_EQ(doc["stdout"], "abc");
   EXPECT_EQ(doc["stdout_bytes"], 3);
   EXPECT_TRUE(doc["host_key_fingerprint"].get<std::string>().starts_with("SHA256:"));
-  EXPECT_GT(doc["connect_ms"].get<double>(), 0.0);
+  EXPECT_GT(doc["run_ms"].get<double>(), 0.0);
+  EXPECT_EQ(doc["session_reused"], false);
 }
 
 TEST(Cli, RemoteSignalBecomes128PlusSignal) {
@@ -121,6 +123,52 @@ TEST(Cli, PassphraseNeverAppearsInOutput) {
   EXPECT_EQ(run.exit_code(), cli::kExitKeyInvalid) << run.err;
   EXPECT_EQ(run.out.find("not-the-s3cret"), std::string::npos);
   EXPECT_EQ(run.err.find("not-the-s3cret"), std::string::npos);
+}
+
+TEST(Cli, SeveralCommandsShareOneConnection) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto run = test::run_command(
+      exec_argv(sshd, {"--json", "--stats"}, {"echo", "one", ":::", "echo two", ":::", "exit 4"}));
+  EXPECT_EQ(run.exit_code(), 4) << run.err;
+  const auto doc = nlohmann::json::parse(run.out);
+  ASSERT_EQ(doc["results"].size(), 3U);
+  EXPECT_EQ(doc["results"][0]["stdout"], "one\n");
+  EXPECT_EQ(doc["results"][1]["stdout"], "two\n");
+  EXPECT_EQ(doc["results"][2]["exit_status"], 4);
+  EXPECT_EQ(doc["pool"]["handshakes_started"], 1);
+  EXPECT_EQ(sshd.accepted_auth_count(), 1U);
+  EXPECT_EQ(sshd.connection_count(), 1U);
+}
+
+TEST(Cli, CommandsFromAFileWithStats) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto file = sshd.dir() / "commands.txt";
+  {
+    std::ofstream out(file);
+    out << "# the seed's checks\nuptime\ncat /proc/loadavg\nhead -5 /proc/meminfo\n";
+  }
+  const auto run = test::run_command(exec_argv(sshd, {"--commands", file.string(), "--stats"}, {}));
+  EXPECT_EQ(run.exit_code(), 0) << run.err;
+  EXPECT_NE(run.out.find("==> cat /proc/loadavg <== (exit 0)"), std::string::npos) << run.out;
+  EXPECT_NE(run.err.find("1 handshake(s)"), std::string::npos) << run.err;
+  EXPECT_EQ(sshd.connection_count(), 1U);
+}
+
+TEST(Cli, InvalidPoolSettingNamesTheVariable) {
+  SshdFixture sshd;
+  sshd.start();
+  auto argv = exec_argv(sshd, {}, {"true"});
+  std::vector<std::string> with_env{"env", "SSH_POOL_MAX_SIZE=abc"};
+  with_env.insert(with_env.end(), argv.begin(), argv.end());
+  const auto run = test::run_command(with_env);
+  EXPECT_EQ(run.exit_code(), cli::kExitUsage);
+  EXPECT_NE(run.err.find("SSH_POOL_MAX_SIZE"), std::string::npos) << run.err;
+  const auto negative = test::run_command(exec_argv(sshd, {"--idle-timeout-ms", "-5"}, {"true"}));
+  EXPECT_EQ(negative.exit_code(), cli::kExitUsage);
+  EXPECT_NE(negative.err.find("idle-timeout-ms"), std::string::npos) << negative.err;
+  EXPECT_EQ(sshd.connection_count(), 0U);  // rejected at start-up, before any connection
 }
 
 TEST(Cli, BadInputIsAUsageError) {

@@ -20,6 +20,9 @@ enum ExitCode : int {
   kExitDisconnected = 248,    ///< connection lost
   kExitProtocol = 249,        ///< protocol or internal error
   kExitCancelled = 250,       ///< interrupted
+  kExitPoolExhausted = 251,   ///< no connection slot before the deadline
+  kExitCircuitOpen = 252,     ///< server blocked after an auth or host key failure
+  kExitBackingOff = 253,      ///< server unreachable, waiting before the next attempt
 };
 
 /// The exit code for an error.

@@ -25,7 +25,8 @@ struct CommandResult {
   std::uint64_t out_bytes = 0;  ///< stdout bytes received, including dropped ones
   std::uint64_t err_bytes = 0;  ///< stderr bytes received, including dropped ones
   CommandTiming timing;
-  bool session_reused = false;  ///< filled in by the pool
+  std::string host_key_fingerprint;  ///< of the server the command ran on ("SHA256:...")
+  bool session_reused = false;       ///< filled in by the executor
 
   /// Exit code as a shell would report it: status, or 128 + signal number, or 255 if unknown.
   [[nodiscard]] int shell_exit_code() const;

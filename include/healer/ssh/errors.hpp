@@ -20,6 +20,7 @@ enum class Errc {
   disconnected,         ///< the connection died (peer closed, keepalive missed, reset)
   protocol,             ///< unexpected protocol or library failure
   cancelled,            ///< the session was closed locally while the operation waited
+  not_started,          ///< the connection failed before the command started: safe to retry
 };
 
 /// The error category of ssh::Errc ("ssh").

@@ -51,6 +51,10 @@ class Session {
   asio::awaitable<Result<CommandResult>> async_exec(std::string command, ExecOptions options,
                                                     Deadline deadline);
 
+  /// Round trip to the server (a keepalive request; any answer counts), to check a session that
+  /// sat idle before reusing it. Fails with Errc::timeout at the deadline or the session's error.
+  asio::awaitable<Result<void>> async_ping(Deadline deadline);
+
   /// Polite close: disconnect message, then the socket. Fails waiters with Errc::cancelled.
   asio::awaitable<void> async_close(Deadline deadline);
 
@@ -58,8 +62,11 @@ class Session {
   [[nodiscard]] bool alive() const noexcept;
   /// Why the session died (default-constructed Error while alive).
   [[nodiscard]] const Error& failure() const noexcept;
-  /// Channels open or opening right now.
+  /// Channels open or opening right now (including timed-out ones being reaped).
   [[nodiscard]] std::size_t active_channels() const noexcept;
+  /// Channels the server confirmed and that are not closed yet: after a refusal, exactly what
+  /// the server's MaxSessions allowed.
+  [[nodiscard]] std::size_t open_channels() const noexcept;
   /// The server's host key fingerprint as OpenSSH prints it ("SHA256:...").
   [[nodiscard]] const std::string& host_key_fingerprint() const noexcept;
   /// "host:port" of the peer.

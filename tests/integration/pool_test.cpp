@@ -1,0 +1,1492 @@
+// pool::Registry against a real OpenSSH sshd on 127.0.0.1: the seed's claims (one handshake per
+// server, slots returned, idle cleanup, "10 diagnoses in parallel" under stock sshd limits) and the
+// failure paths the seed never tested (MaxSessions lower than assumed, queue deadlines, priority,
+// frozen and restarted servers, wrong keys, max lifetime, shutdown), asserted on the pool's
+// counters and on sshd's own log.
+#include "healer/pool/pool.hpp"
+
+#include <gtest/gtest.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "healer/core/pool_config.hpp"
+#include "healer/exec/executor.hpp"
+#include "healer/pool/errors.hpp"
+#include "healer/ssh/errors.hpp"
+#include "run_async.hpp"
+#include "sshd_fixture.hpp"
+
+namespace healer {
+namespace {
+
+using namespace std::chrono_literals;
+using test::SshdFixture;
+constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
+const std::string kServer = "srv";
+
+std::size_t evictions(const pool::PoolStats& stats, pool::Eviction why) {
+  return static_cast<std::size_t>(stats.evictions[static_cast<std::size_t>(why)]);
+}
+
+pool::Server server_for(const SshdFixture& sshd, std::string id = kServer,
+                        const std::filesystem::path& key = {}) {
+  pool::Server server;
+  server.id = std::move(id);
+  server.endpoint = ssh::Endpoint(sshd.host(), sshd.port());
+  server.connect.user = sshd.user();
+  server.connect.identity_file = key.empty() ? sshd.client_key_path().string() : key.string();
+  server.connect.known_hosts_file = sshd.known_hosts_path().string();
+  return server;
+}
+
+std::int64_t ms_since(Clock::time_point since) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since).count();
+}
+
+// Pacing only: lets the io_context run the pool's timers and sessions meanwhile.
+asio::awaitable<void> async_pause(std::chrono::milliseconds duration) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, duration);
+  co_await timer.async_wait(kNoThrow);
+}
+
+// Re-checks `condition` every 5 ms (running the loop in between) until it holds or `timeout`.
+template <class Condition>
+asio::awaitable<bool> async_poll(Condition condition, std::chrono::milliseconds timeout) {
+  const auto give_up = Clock::now() + timeout;
+  while (!condition()) {
+    if (Clock::now() >= give_up) {
+      co_return condition();
+    }
+    co_await async_pause(5ms);
+  }
+  co_return true;
+}
+
+// N commands at once through the executor; results in input order.
+struct Fanout {
+  Fanout(std::size_t size, const asio::any_io_executor& executor)
+      : results(size, Error{}), pending(size), done(executor, Clock::time_point::max()) {}
+  std::vector<Result<ssh::CommandResult>> results;
+  std::size_t pending;
+  asio::steady_timer done;
+};
+
+asio::awaitable<void> run_into(exec::Executor* executor, std::shared_ptr<Fanout> fanout,
+                               std::size_t index, std::string server_id, std::string command,
+                               exec::RunOptions options) {
+  auto result =
+      co_await executor->async_run(std::move(server_id), std::move(command), std::move(options));
+  fanout->results[index] = std::move(result);
+  if (--fanout->pending == 0) {
+    fanout->done.cancel();
+  }
+}
+
+// commands[i] runs on server_ids[i], all at once.
+asio::awaitable<std::vector<Result<ssh::CommandResult>>> async_run_on(
+    exec::Executor* executor, std::vector<std::string> server_ids,
+    std::vector<std::string> commands, exec::RunOptions options) {
+  auto io = co_await asio::this_coro::executor;
+  auto fanout = std::make_shared<Fanout>(commands.size(), io);
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    asio::co_spawn(io, run_into(executor, fanout, i, server_ids[i], commands[i], options),
+                   asio::detached);
+  }
+  while (fanout->pending > 0) {
+    co_await fanout->done.async_wait(kNoThrow);
+  }
+  co_return std::move(fanout->results);
+}
+
+asio::awaitable<std::vector<Result<ssh::CommandResult>>> async_run_concurrently(
+    exec::Executor* executor, std::string server_id, std::vector<std::string> commands,
+    exec::RunOptions options) {
+  std::vector<std::string> server_ids(commands.size(), server_id);
+  co_return co_await async_run_on(executor, std::move(server_ids), std::move(commands),
+                                  std::move(options));
+}
+
+exec::RunOptions run_options(std::chrono::milliseconds timeout) {
+  exec::RunOptions options;
+  options.deadline = Deadline::after(timeout);
+  return options;
+}
+
+std::vector<std::string> echo_commands(int count, std::string prefix = "echo ") {
+  std::vector<std::string> commands;
+  for (int i = 0; i < count; ++i) {
+    commands.push_back(prefix + std::to_string(i));
+  }
+  return commands;
+}
+
+// Counts results; prints the first few errors so a failure says why.
+std::size_t count_errors(const std::vector<Result<ssh::CommandResult>>& results) {
+  std::size_t errors = 0;
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    if (!results[i]) {
+      if (++errors <= 5) {
+        ADD_FAILURE() << "request " << i << ": " << results[i].error().message();
+      }
+    }
+  }
+  return errors;
+}
+
+class PoolTest : public ::testing::Test {
+ protected:
+  asio::io_context io_;
+};
+
+// What a scenario coroutine saw, for assertions after the loop stopped.
+struct Observed {
+  std::vector<Result<ssh::CommandResult>> results;
+  pool::PoolStats stats;
+  pool::PoolStats stats_after;
+  std::vector<std::string> notes;
+  std::int64_t elapsed_ms = 0;
+  std::int64_t elapsed2_ms = 0;
+};
+
+// --- 1. one handshake for many commands -------------------------------------------------------
+
+asio::awaitable<Observed> sequential_commands(pool::Registry* registry, int count) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  for (int i = 0; i < count; ++i) {
+    auto options = run_options(10s);
+    auto result = co_await executor.async_run(kServer, "echo " + std::to_string(i), options);
+    seen.results.push_back(std::move(result));
+  }
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, TwentySequentialCommandsUseOneHandshake) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, sequential_commands(&registry, 20));
+  ASSERT_EQ(count_errors(seen.results), 0U);
+  for (std::size_t i = 0; i < seen.results.size(); ++i) {
+    EXPECT_EQ(seen.results[i]->out, std::to_string(i) + "\n");
+    EXPECT_EQ(seen.results[i]->session_reused, i > 0) << i;
+  }
+  EXPECT_EQ(seen.stats.handshakes_started, 1U);
+  EXPECT_EQ(seen.stats.sessions_opened, 1U);
+  EXPECT_EQ(seen.stats.acquisitions, 20U);
+  EXPECT_EQ(seen.stats.commands, 20U);
+  EXPECT_EQ(seen.stats.served_by_existing, 19U);
+  EXPECT_DOUBLE_EQ(seen.stats.hit_rate(), 19.0 / 20.0);
+  EXPECT_DOUBLE_EQ(seen.stats.reuse(), 20.0);
+  EXPECT_EQ(seen.stats.channels_in_use, 0U);
+  // The server's view, not the pool's: one TCP connection, one login, twenty channels.
+  EXPECT_EQ(sshd.connection_count(), 1U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 1U);
+  EXPECT_TRUE(sshd.wait_for_log("Starting session: ", 20));
+}
+
+asio::awaitable<Observed> concurrent_commands(pool::Registry* registry, int count) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  seen.results =
+      co_await async_run_concurrently(&executor, kServer, echo_commands(count), run_options(10s));
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+// sshd frees a channel's MaxSessions slot only after it processed our close, so with
+// max_channels == MaxSessions a slot reused at once can be refused; the executor retries such a
+// command (one more lease). That must cost neither a handshake nor the learned channel limit.
+TEST_F(PoolTest, TwentyConcurrentCommandsUseOneHandshake) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, concurrent_commands(&registry, 20));
+  ASSERT_EQ(count_errors(seen.results), 0U);
+  for (std::size_t i = 0; i < seen.results.size(); ++i) {
+    EXPECT_EQ(seen.results[i]->out, std::to_string(i) + "\n");
+  }
+  const std::size_t refused = sshd.refused_session_count();
+  EXPECT_EQ(seen.stats.handshakes_started, 1U);
+  EXPECT_EQ(seen.stats.sessions_opened, 1U);
+  EXPECT_EQ(seen.stats.channel_limit_lowered, 0U);
+  EXPECT_EQ(seen.stats.acquisitions, 20U + refused);
+  EXPECT_EQ(seen.stats.served_by_existing, seen.stats.acquisitions - 1);
+  EXPECT_EQ(sshd.connection_count(), 1U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 1U);
+  EXPECT_TRUE(sshd.wait_for_log("Starting session: ", 20));
+  std::cout << "20 concurrent commands: " << refused << " channel(s) refused by sshd, hit rate "
+            << seen.stats.hit_rate() << ", reuse " << seen.stats.reuse() << "\n";
+}
+
+// The seed's "connection reuse" is commands per connection: a lease whose channel the server
+// refused ran no command and must not count (nor in the hit rate).
+TEST_F(PoolTest, ReuseAndHitRateCountCommandsNotRefusedChannels) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, concurrent_commands(&registry, 20));
+  ASSERT_EQ(count_errors(seen.results), 0U);
+  ASSERT_EQ(seen.stats.sessions_opened, 1U);
+  EXPECT_DOUBLE_EQ(seen.stats.reuse(), 20.0) << sshd.refused_session_count() << " refusals";
+  EXPECT_DOUBLE_EQ(seen.stats.hit_rate(), 19.0 / 20.0)
+      << sshd.refused_session_count() << " refusals";
+}
+
+// --- 2. a lease returns its slot; discard drops the session -----------------------------------
+
+asio::awaitable<Observed> lease_lifecycle(pool::Registry* registry) {
+  Observed seen;
+  {
+    auto lease =
+        co_await registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(10s));
+    EXPECT_TRUE(lease) << lease.error().message();
+    if (!lease) {
+      co_return seen;
+    }
+    EXPECT_FALSE(lease->reused());
+    EXPECT_EQ(registry->stats(kServer).channels_in_use, 1U);
+    EXPECT_EQ(registry->stats(kServer).sessions_ready, 1U);
+    // Moving the lease moves the slot, it does not return it.
+    pool::Lease moved = std::move(*lease);
+    EXPECT_FALSE(static_cast<bool>(*lease));
+    EXPECT_TRUE(static_cast<bool>(moved));
+    EXPECT_EQ(registry->stats(kServer).channels_in_use, 1U);
+  }
+  // Out of scope: the slot is back, the session stays.
+  EXPECT_EQ(registry->stats(kServer).channels_in_use, 0U);
+  EXPECT_EQ(registry->stats(kServer).sessions_ready, 1U);
+
+  // Explicit release() is the destructor's job done early, and idempotent.
+  auto second =
+      co_await registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(10s));
+  EXPECT_TRUE(second);
+  if (second) {
+    EXPECT_TRUE(second->reused());
+    second->release();
+    second->release();
+  }
+  EXPECT_EQ(registry->stats(kServer).channels_in_use, 0U);
+  EXPECT_EQ(registry->stats(kServer).commands, 2U);
+
+  // discard(): the session leaves the pool; the next acquire opens a new one.
+  auto third =
+      co_await registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(10s));
+  EXPECT_TRUE(third);
+  if (third) {
+    third->discard();
+  }
+  seen.stats = registry->stats(kServer);
+  auto fourth =
+      co_await registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(10s));
+  EXPECT_TRUE(fourth);
+  if (fourth) {
+    EXPECT_FALSE(fourth->reused());
+    ssh::ExecOptions options;
+    auto result =
+        co_await fourth->session().async_exec("echo fresh", options, Deadline::after(10s));
+    EXPECT_TRUE(result);
+    fourth->release();
+  }
+  seen.stats_after = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, LeaseReturnsItsSlotAndDiscardDropsTheSession) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, lease_lifecycle(&registry));
+  // After discard(): nothing ready, the eviction counted as an error eviction.
+  EXPECT_EQ(seen.stats.sessions_ready, 0U);
+  EXPECT_EQ(seen.stats.channels_in_use, 0U);
+  EXPECT_EQ(evictions(seen.stats, pool::Eviction::error), 1U);
+  EXPECT_EQ(seen.stats_after.handshakes_started, 2U);
+  EXPECT_EQ(seen.stats_after.sessions_opened, 2U);
+  EXPECT_EQ(seen.stats_after.acquisitions, 4U);
+  EXPECT_EQ(seen.stats_after.served_by_existing, 2U);
+  EXPECT_EQ(seen.stats_after.channels_in_use, 0U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 2U);
+  // The discarded session was closed politely: sshd saw the client disconnect.
+  EXPECT_TRUE(sshd.wait_for_log("Received disconnect from", 1) ||
+              sshd.wait_for_log("Disconnected from user", 1));
+}
+
+// --- 3. idle sessions are cleaned, min_idle keeps some ----------------------------------------
+
+PoolConfig idle_config() {
+  PoolConfig config;
+  config.idle_timeout = 200ms;
+  config.cleanup_interval = 100ms;
+  return config;
+}
+
+asio::awaitable<Observed> idle_cleanup(pool::Registry* registry) {
+  Observed seen;
+  const auto options = run_options(10s);
+  exec::Executor executor(*registry);
+  auto result = co_await executor.async_run(kServer, "true", options);
+  seen.results.push_back(std::move(result));
+  const auto idle_since = Clock::now();
+  auto cleaned = [registry] { return registry->stats(kServer).sessions_cleaned >= 1; };
+  EXPECT_TRUE(co_await async_poll(cleaned, 3s));
+  seen.elapsed_ms = ms_since(idle_since);
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, IdleSessionIsClosedAfterIdleTimeout) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), idle_config());
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, idle_cleanup(&registry));
+  ASSERT_EQ(count_errors(seen.results), 0U);
+  EXPECT_EQ(seen.stats.sessions_cleaned, 1U);
+  EXPECT_EQ(evictions(seen.stats, pool::Eviction::idle), 1U);
+  EXPECT_EQ(seen.stats.sessions_ready, 0U);
+  EXPECT_GE(seen.stats.cleanup_runs, 2U);
+  // Not before idle_timeout; within idle_timeout + one cleanup interval (+10% jitter) + slack.
+  EXPECT_GE(seen.elapsed_ms, 190);
+  EXPECT_LT(seen.elapsed_ms, 1000);
+  // The close is polite and the server sees it.
+  EXPECT_TRUE(sshd.wait_for_log("Received disconnect from", 1) ||
+              sshd.wait_for_log("Disconnected from user", 1));
+  EXPECT_EQ(sshd.accepted_auth_count(), 1U);
+}
+
+asio::awaitable<Observed> idle_cleanup_keeps_min_idle(pool::Registry* registry) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  const auto options = run_options(10s);
+  auto result = co_await executor.async_run(kServer, "true", options);
+  seen.results.push_back(std::move(result));
+  const auto ready = co_await registry->async_warm(kServer, 2, Deadline::after(10s));
+  EXPECT_EQ(ready, 2U);
+  auto cleaned = [registry] { return registry->stats(kServer).sessions_cleaned >= 1; };
+  EXPECT_TRUE(co_await async_poll(cleaned, 3s));
+  // Several more idle timeouts: the last session stays.
+  co_await async_pause(600ms);
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, MinIdleKeepsOneSessionWarm) {
+  SshdFixture sshd;
+  sshd.start();
+  auto config = idle_config();
+  config.min_idle = 1;
+  pool::Registry registry(io_.get_executor(), config);
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, idle_cleanup_keeps_min_idle(&registry));
+  ASSERT_EQ(count_errors(seen.results), 0U);
+  EXPECT_EQ(seen.stats.sessions_opened, 2U);
+  EXPECT_EQ(seen.stats.sessions_cleaned, 1U);
+  EXPECT_EQ(evictions(seen.stats, pool::Eviction::idle), 1U);
+  EXPECT_EQ(seen.stats.sessions_ready, 1U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 2U);
+}
+
+asio::awaitable<Observed> warm_without_requests(pool::Registry* registry) {
+  Observed seen;
+  auto warmed = [registry] { return registry->stats(kServer).sessions_ready >= 1; };
+  EXPECT_TRUE(co_await async_poll(warmed, 2s)) << "no warm session 2 s after add_server";
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+// min_idle is "connection warming": a server the pool knows gets its warm session from the
+// cleanup timer, without anybody asking first.
+TEST_F(PoolTest, MinIdleWarmsAServerBeforeItsFirstRequest) {
+  SshdFixture sshd;
+  sshd.start();
+  auto config = idle_config();
+  config.min_idle = 1;
+  pool::Registry registry(io_.get_executor(), config);
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, warm_without_requests(&registry));
+  EXPECT_EQ(seen.stats.sessions_ready, 1U);
+  EXPECT_GE(seen.stats.cleanup_runs, 1U);
+}
+
+// run_maintenance() does the warming by hand.
+asio::awaitable<Observed> warm_by_maintenance(pool::Registry* registry) {
+  Observed seen;
+  registry->run_maintenance();
+  auto warmed = [registry] { return registry->stats(kServer).sessions_ready >= 1; };
+  EXPECT_TRUE(co_await async_poll(warmed, 5s));
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, RunMaintenanceWarmsToMinIdle) {
+  SshdFixture sshd;
+  sshd.start();
+  PoolConfig config;
+  config.min_idle = 1;
+  pool::Registry registry(io_.get_executor(), config);
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, warm_by_maintenance(&registry));
+  EXPECT_EQ(seen.stats.sessions_ready, 1U);
+  EXPECT_EQ(seen.stats.handshakes_started, 1U);
+  EXPECT_EQ(seen.stats.acquisitions, 0U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 1U);
+}
+
+// --- 4. the seed's "10 diagnoses in parallel" under stock sshd limits -------------------------
+
+const std::vector<std::string> kDiagnosis = {"uptime",
+                                             "df -P /",
+                                             "free -b",
+                                             "cat /proc/loadavg",
+                                             "systemctl is-system-running || true",
+                                             "ps -e | wc -l",
+                                             "head -5 /proc/meminfo"};
+
+struct Diagnoses {
+  std::vector<std::vector<Result<ssh::CommandResult>>> runs;
+  std::size_t pending = 0;
+};
+
+asio::awaitable<void> diagnose(exec::Executor* executor, Diagnoses* all, std::size_t index,
+                               asio::steady_timer* done) {
+  auto options = run_options(20s);
+  all->runs[index] = co_await executor->async_run_all(kServer, kDiagnosis, options);
+  if (--all->pending == 0) {
+    done->cancel();
+  }
+}
+
+asio::awaitable<Observed> ten_diagnoses(pool::Registry* registry) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  auto io = co_await asio::this_coro::executor;
+  Diagnoses all;
+  all.runs.resize(10);
+  all.pending = 10;
+  asio::steady_timer done(io, Clock::time_point::max());
+  const auto started = Clock::now();
+  for (std::size_t i = 0; i < 10; ++i) {
+    asio::co_spawn(io, diagnose(&executor, &all, i, &done), asio::detached);
+  }
+  while (all.pending > 0) {
+    co_await done.async_wait(kNoThrow);
+  }
+  seen.elapsed_ms = ms_since(started);
+  for (auto& run : all.runs) {
+    EXPECT_EQ(run.size(), kDiagnosis.size());
+    for (auto& result : run) {
+      seen.results.push_back(std::move(result));
+    }
+  }
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, TenDiagnosesInParallelUnderStockSshdLimits) {
+  SshdFixture::Options sshd_options;
+  sshd_options.max_sessions = 10;            // OpenSSH default
+  sshd_options.max_startups = "10:30:100";   // OpenSSH default
+  sshd_options.per_source_max_startups = 3;  // a cautious admin
+  SshdFixture sshd(sshd_options);
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, ten_diagnoses(&registry));
+  ASSERT_EQ(seen.results.size(), 70U);
+  EXPECT_EQ(count_errors(seen.results), 0U);
+  for (std::size_t i = 0; i < seen.results.size(); ++i) {
+    if (seen.results[i]) {
+      EXPECT_EQ(seen.results[i]->exit_status, 0)
+          << kDiagnosis[i % 7] << ": " << seen.results[i]->err;
+      EXPECT_FALSE(seen.results[i]->out.empty()) << kDiagnosis[i % 7];
+    }
+  }
+  EXPECT_LE(seen.stats.handshakes_started, 2U);
+  EXPECT_EQ(seen.stats.handshakes_failed, 0U);
+  // One lease per command, plus one per channel sshd refused (the executor retries those).
+  EXPECT_EQ(seen.stats.acquisitions, 70U + sshd.refused_session_count());
+  EXPECT_EQ(seen.stats.commands, seen.stats.acquisitions);
+  EXPECT_LE(sshd.connection_count(), 2U);
+  EXPECT_LE(sshd.accepted_auth_count(), 2U);
+  EXPECT_EQ(sshd.dropped_startup_count(), 0U);
+  EXPECT_EQ(sshd.failed_auth_count(), 0U);
+  std::cout << "10 diagnoses x 7 commands: " << seen.elapsed_ms << " ms, "
+            << seen.stats.handshakes_started << " handshake(s), " << sshd.refused_session_count()
+            << " channel(s) refused by sshd\n";
+}
+
+// --- 5. MaxSessions lower than the pool assumes ------------------------------------------------
+
+asio::awaitable<Observed> many_on_low_max_sessions(pool::Registry* registry) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  seen.results = co_await async_run_concurrently(
+      &executor, kServer, echo_commands(12, "sleep 0.2; echo "), run_options(15s));
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, AdaptsToServerMaxSessionsWithoutFailingRequests) {
+  SshdFixture::Options sshd_options;
+  sshd_options.max_sessions = 2;
+  SshdFixture sshd(sshd_options);
+  sshd.start();
+  PoolConfig config;  // assumes max_channels = 10
+  ASSERT_EQ(config.max_channels, 10U);
+  pool::Registry registry(io_.get_executor(), config);
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, many_on_low_max_sessions(&registry));
+  ASSERT_EQ(count_errors(seen.results), 0U);
+  for (std::size_t i = 0; i < seen.results.size(); ++i) {
+    EXPECT_EQ(seen.results[i]->out, std::to_string(i) + "\n");
+  }
+  EXPECT_GT(seen.stats.channel_limit_lowered, 0U);
+  EXPECT_GT(sshd.refused_session_count(), 0U);  // the server really said no
+  EXPECT_EQ(seen.stats.handshakes_failed, 0U);
+  EXPECT_EQ(sshd.dropped_startup_count(), 0U);
+  std::cout << "MaxSessions=2: " << seen.stats.sessions_opened << " sessions, "
+            << seen.stats.channel_limit_lowered << " limit lowerings, "
+            << sshd.refused_session_count() << " refusals, " << seen.stats.acquisitions
+            << " acquisitions for 12 commands\n";
+}
+
+// --- 6. queue deadline -> pool_exhausted ------------------------------------------------------
+
+PoolConfig one_slot_config() {
+  PoolConfig config;
+  config.max_connections = 1;
+  config.max_channels = 1;
+  return config;
+}
+
+asio::awaitable<Observed> exhaust_one_slot(pool::Registry* registry) {
+  Observed seen;
+  auto held =
+      co_await registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(10s));
+  EXPECT_TRUE(held);
+  const auto started = Clock::now();
+  auto second =
+      co_await registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(300ms));
+  seen.elapsed_ms = ms_since(started);
+  if (second) {
+    seen.notes.push_back("second acquire succeeded");
+  } else {
+    seen.results.push_back(second.error());
+  }
+  seen.stats = registry->stats(kServer);
+  // The slot comes back and serves again at once.
+  if (held) {
+    held->release();
+  }
+  const auto third_started = Clock::now();
+  auto third =
+      co_await registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(2s));
+  seen.elapsed2_ms = ms_since(third_started);
+  EXPECT_TRUE(third);
+  if (third) {
+    third->release();
+  }
+  seen.stats_after = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, QueueDeadlineIsPoolExhaustedWithWaitAndFullness) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), one_slot_config());
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, exhaust_one_slot(&registry));
+  ASSERT_TRUE(seen.notes.empty()) << seen.notes.front();
+  ASSERT_EQ(seen.results.size(), 1U);
+  const Error& error = seen.results[0].error();
+  EXPECT_EQ(error.code, pool::Errc::pool_exhausted) << error.message();
+  EXPECT_GE(seen.elapsed_ms, 290);
+  EXPECT_LT(seen.elapsed_ms, 1000);
+  // The message says how long it waited and how full the pool was.
+  EXPECT_NE(error.detail.find("waited 3"), std::string::npos) << error.detail;
+  EXPECT_NE(error.detail.find("1 connections"), std::string::npos) << error.detail;
+  EXPECT_NE(error.detail.find("1 channels in use"), std::string::npos) << error.detail;
+  EXPECT_NE(error.detail.find(kServer), std::string::npos) << error.detail;
+  EXPECT_EQ(seen.stats.exhausted, 1U);
+  EXPECT_EQ(seen.stats.waiters, 0U);  // the timed-out waiter left the queue
+  EXPECT_LT(seen.elapsed2_ms, 500);
+  EXPECT_EQ(seen.stats_after.handshakes_started, 1U);
+  EXPECT_EQ(sshd.connection_count(), 1U);
+}
+
+asio::awaitable<Observed> exhaust_fail_fast(pool::Registry* registry) {
+  Observed seen;
+  auto held =
+      co_await registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(10s));
+  EXPECT_TRUE(held);
+  const auto started = Clock::now();
+  auto second =
+      co_await registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(5s));
+  seen.elapsed_ms = ms_since(started);
+  if (second) {
+    seen.notes.push_back("second acquire succeeded");
+  } else {
+    seen.results.push_back(second.error());
+  }
+  seen.stats = registry->stats(kServer);
+  if (held) {
+    held->release();
+  }
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, OnExhaustedFailFailsAtOnce) {
+  SshdFixture sshd;
+  sshd.start();
+  auto config = one_slot_config();
+  config.on_exhausted = OnExhausted::fail;
+  pool::Registry registry(io_.get_executor(), config);
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, exhaust_fail_fast(&registry));
+  ASSERT_TRUE(seen.notes.empty()) << seen.notes.front();
+  ASSERT_EQ(seen.results.size(), 1U);
+  EXPECT_EQ(seen.results[0].error().code, pool::Errc::pool_exhausted)
+      << seen.results[0].error().message();
+  EXPECT_LT(seen.elapsed_ms, 100);
+  EXPECT_EQ(seen.stats.exhausted, 1U);
+  EXPECT_EQ(seen.stats.direct_connections, 0U);
+  EXPECT_EQ(sshd.connection_count(), 1U);
+}
+
+// --- 7. priority, then FIFO ------------------------------------------------------------------
+
+asio::awaitable<void> wait_and_record(pool::Registry* registry, pool::Priority priority,
+                                      std::string name, std::vector<std::string>* order) {
+  auto lease = co_await registry->async_acquire(kServer, priority, Deadline::after(8s));
+  order->push_back(lease ? name : name + " failed: " + lease.error().message());
+  // The lease goes out of scope here: the slot passes to the next waiter.
+}
+
+asio::awaitable<Observed> priority_order(pool::Registry* registry) {
+  Observed seen;
+  auto held =
+      co_await registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(10s));
+  EXPECT_TRUE(held);
+  auto io = co_await asio::this_coro::executor;
+  std::vector<std::string> order;
+  const std::vector<std::pair<pool::Priority, std::string>> arrivals = {
+      {pool::Priority::background, "background-1"}, {pool::Priority::normal, "normal-1"},
+      {pool::Priority::critical, "critical-1"},     {pool::Priority::background, "background-2"},
+      {pool::Priority::normal, "normal-2"},         {pool::Priority::critical, "critical-2"}};
+  std::size_t queued = 0;
+  for (const auto& [priority, name] : arrivals) {
+    asio::co_spawn(io, wait_and_record(registry, priority, name, &order), asio::detached);
+    ++queued;
+    auto in_queue = [registry, queued] { return registry->stats(kServer).waiters == queued; };
+    EXPECT_TRUE(co_await async_poll(in_queue, 2s)) << name << " did not queue";
+  }
+  EXPECT_TRUE(order.empty());
+  if (held) {
+    held->release();
+  }
+  auto all_served = [&order, &arrivals] { return order.size() == arrivals.size(); };
+  EXPECT_TRUE(co_await async_poll(all_served, 5s));
+  seen.notes = order;
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, WaitersAreServedByPriorityThenFifo) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), one_slot_config());
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, priority_order(&registry));
+  const std::vector<std::string> expected = {"critical-1", "critical-2",   "normal-1",
+                                             "normal-2",   "background-1", "background-2"};
+  EXPECT_EQ(seen.notes, expected);
+  EXPECT_EQ(seen.stats.acquisitions, 7U);
+  EXPECT_EQ(seen.stats.handshakes_started, 1U);
+}
+
+TEST_F(PoolTest, MaxConcurrentOneAlsoServesByPriority) {
+  SshdFixture sshd;
+  sshd.start();
+  PoolConfig config;
+  config.max_concurrent = 1;
+  pool::Registry registry(io_.get_executor(), config);
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, priority_order(&registry));
+  const std::vector<std::string> expected = {"critical-1", "critical-2",   "normal-1",
+                                             "normal-2",   "background-1", "background-2"};
+  EXPECT_EQ(seen.notes, expected);
+  EXPECT_EQ(seen.stats.handshakes_started, 1U);
+}
+
+// --- 8. keepalive evicts a frozen session ------------------------------------------------------
+
+asio::awaitable<Observed> frozen_server(pool::Registry* registry, SshdFixture* sshd) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  const auto before = run_options(10s);
+  auto first = co_await executor.async_run(kServer, "echo before", before);
+  // The session's last packet arrived just before this: silence is measured from here (pause_all
+  // itself takes a while under load).
+  const auto quiet_since = Clock::now();
+  seen.results.push_back(std::move(first));
+  sshd->pause_all();
+  auto evicted = [registry] {
+    return evictions(registry->stats(kServer), pool::Eviction::dead) >= 1;
+  };
+  const bool noticed = co_await async_poll(evicted, 3s);
+  seen.elapsed_ms = ms_since(quiet_since);
+  EXPECT_TRUE(noticed) << "frozen session not evicted";
+  seen.stats = registry->stats(kServer);
+  sshd->resume_all();
+  const auto after = run_options(10s);
+  auto second = co_await executor.async_run(kServer, "echo after", after);
+  seen.results.push_back(std::move(second));
+  seen.stats_after = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, KeepaliveEvictsAFrozenSessionAndTheNextRequestReconnects) {
+  SshdFixture sshd;
+  sshd.start();
+  PoolConfig config;
+  config.keepalive_interval = 100ms;
+  config.keepalive_max_missed = 3;
+  config.cleanup_interval = 100ms;
+  pool::Registry registry(io_.get_executor(), config);
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, frozen_server(&registry, &sshd));
+  ASSERT_EQ(count_errors(seen.results), 0U);
+  EXPECT_EQ(seen.results[1]->out, "after\n");
+  EXPECT_FALSE(seen.results[1]->session_reused);
+  // 3 x 100 ms of silence, then at most one cleanup interval (+10%) until the pool sweeps it.
+  EXPECT_GE(seen.elapsed_ms, 250);
+  EXPECT_LT(seen.elapsed_ms, 1500);
+  EXPECT_EQ(evictions(seen.stats, pool::Eviction::dead), 1U);
+  EXPECT_EQ(seen.stats.sessions_ready, 0U);
+  EXPECT_EQ(seen.stats_after.sessions_opened, 2U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 2U);
+}
+
+// --- 9. sshd restarted -------------------------------------------------------------------------
+
+asio::awaitable<Observed> restart_between_requests(pool::Registry* registry, SshdFixture* sshd,
+                                                   bool wait_until_noticed) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  const auto before = run_options(10s);
+  auto first = co_await executor.async_run(kServer, "echo before", before);
+  seen.results.push_back(std::move(first));
+  sshd->restart();  // blocks the loop: the pool cannot notice before the next request
+  if (wait_until_noticed) {
+    auto noticed = [registry] { return registry->stats(kServer).sessions_ready == 0; };
+    EXPECT_TRUE(co_await async_poll(noticed, 3s)) << "the pool did not notice the dead session";
+  }
+  seen.stats = registry->stats(kServer);
+  const auto started = Clock::now();
+  const auto after = run_options(5s);
+  auto second = co_await executor.async_run(kServer, "echo after", after);
+  seen.elapsed_ms = ms_since(started);
+  seen.results.push_back(std::move(second));
+  seen.stats_after = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, RequestRightAfterSshdRestartRecoversTransparently) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, restart_between_requests(&registry, &sshd, false));
+  ASSERT_EQ(count_errors(seen.results), 0U);
+  EXPECT_EQ(seen.results[1]->out, "after\n");
+  EXPECT_EQ(seen.stats_after.sessions_opened, 2U);
+  EXPECT_EQ(seen.stats_after.channels_in_use, 0U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 2U);
+  std::cout << "after restart: " << seen.stats_after.acquisitions << " acquisitions, evictions "
+            << "dead=" << evictions(seen.stats_after, pool::Eviction::dead)
+            << " error=" << evictions(seen.stats_after, pool::Eviction::error) << ", "
+            << seen.elapsed_ms << " ms\n";
+}
+
+TEST_F(PoolTest, RequestAfterThePoolNoticedTheRestartRecovers) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, restart_between_requests(&registry, &sshd, true));
+  ASSERT_EQ(count_errors(seen.results), 0U);
+  EXPECT_EQ(seen.results[1]->out, "after\n");
+  EXPECT_EQ(seen.stats_after.sessions_opened, 2U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 2U);
+}
+
+// The same with a one-connection pool and the default 5-minute cleanup interval: the dead session
+// must not keep occupying the only connection slot until the next sweep.
+TEST_F(PoolTest, DeadSessionDoesNotBlockAOneConnectionPoolAfterRestart) {
+  SshdFixture sshd;
+  sshd.start();
+  PoolConfig config;
+  config.max_connections = 1;
+  pool::Registry registry(io_.get_executor(), config);
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, restart_between_requests(&registry, &sshd, true));
+  EXPECT_EQ(count_errors(seen.results), 0U);
+  EXPECT_EQ(seen.stats_after.sessions_opened, 2U);
+  EXPECT_LT(seen.elapsed_ms, 2000);
+}
+
+// --- 10. wrong key -> circuit open -------------------------------------------------------------
+
+asio::awaitable<Observed> wrong_key_then_right_key(pool::Registry* registry, pool::Server good) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  seen.results =
+      co_await async_run_concurrently(&executor, kServer, echo_commands(10), run_options(10s));
+  // And ten more one after another, once the circuit is known to be open.
+  for (int i = 0; i < 10; ++i) {
+    const auto options = run_options(10s);
+    auto result = co_await executor.async_run(kServer, "true", options);
+    seen.results.push_back(std::move(result));
+  }
+  seen.stats = registry->stats(kServer);
+  registry->add_server(std::move(good));  // new credentials close the circuit
+  const auto options = run_options(10s);
+  auto fixed = co_await executor.async_run(kServer, "echo fixed", options);
+  seen.notes.push_back(fixed ? fixed->out : "error: " + fixed.error().message());
+  seen.stats_after = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, WrongKeyOpensTheCircuitAfterOneFailedLogin) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto stranger = sshd.add_client_key(SshdFixture::KeyType::ed25519, {}, false);
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd, kServer, stranger.private_key));
+  const auto seen =
+      test::run_async(io_, wrong_key_then_right_key(&registry, server_for(sshd, kServer)));
+  ASSERT_EQ(seen.results.size(), 20U);
+  for (std::size_t i = 0; i < seen.results.size(); ++i) {
+    ASSERT_FALSE(seen.results[i]) << i;
+    const auto& code = seen.results[i].error().code;
+    EXPECT_TRUE(code == pool::Errc::circuit_open || code == ssh::Errc::auth_failed)
+        << i << ": " << seen.results[i].error().message();
+  }
+  // Every circuit_open names the underlying reason.
+  EXPECT_NE(seen.results.back().error().detail.find("auth"), std::string::npos)
+      << seen.results.back().error().message();
+  EXPECT_EQ(seen.stats.handshakes_started, 1U);
+  EXPECT_EQ(seen.stats.handshakes_failed, 1U);
+  EXPECT_EQ(seen.stats.acquisitions, 0U);
+  ASSERT_EQ(seen.notes.size(), 1U);
+  EXPECT_EQ(seen.notes[0], "fixed\n");
+  EXPECT_EQ(seen.stats_after.sessions_opened, 1U);
+  EXPECT_EQ(seen.stats_after.handshakes_started, 2U);
+  // The server saw exactly one rejected login and one accepted one: nothing fail2ban would ban.
+  EXPECT_EQ(sshd.failed_auth_count(), 1U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 1U);
+  EXPECT_EQ(sshd.connection_count(), 2U);
+}
+
+// --- 11. max lifetime drains without cutting a command -----------------------------------------
+
+asio::awaitable<Observed> command_across_lifetime(pool::Registry* registry) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  const auto options = run_options(10s);
+  const auto started = Clock::now();
+  auto long_one = co_await executor.async_run(kServer, "sleep 1; echo done", options);
+  seen.elapsed_ms = ms_since(started);
+  seen.results.push_back(std::move(long_one));
+  seen.stats = registry->stats(kServer);
+  const auto next_options = run_options(10s);
+  auto next = co_await executor.async_run(kServer, "echo next", next_options);
+  seen.results.push_back(std::move(next));
+  seen.stats_after = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, MaxLifetimeDrainsWithoutCuttingACommand) {
+  SshdFixture sshd;
+  sshd.start();
+  PoolConfig config;
+  config.max_lifetime = 300ms;
+  config.cleanup_interval = 100ms;
+  pool::Registry registry(io_.get_executor(), config);
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, command_across_lifetime(&registry));
+  ASSERT_EQ(count_errors(seen.results), 0U);
+  EXPECT_EQ(seen.results[0]->out, "done\n");
+  EXPECT_EQ(seen.results[0]->exit_status, 0);
+  EXPECT_GE(seen.elapsed_ms, 1000);
+  // Retired as soon as the command returned its slot.
+  EXPECT_EQ(evictions(seen.stats, pool::Eviction::lifetime), 1U);
+  EXPECT_EQ(seen.stats.sessions_ready, 0U);
+  EXPECT_EQ(seen.results[1]->out, "next\n");
+  EXPECT_FALSE(seen.results[1]->session_reused);
+  EXPECT_EQ(seen.stats_after.sessions_opened, 2U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 2U);
+}
+
+// --- 12. stress: 20 servers, 3,000 requests (5,000 took 7-13 s on 2 cores) -----------------
+
+constexpr int kStressServers = 20;
+constexpr int kStressRequests = 3000;
+constexpr int kStressWorkers = 200;
+
+struct Stress {
+  int next = 0;
+  int finished = 0;
+  int successes = 0;
+  int wrong_output = 0;
+  std::map<std::string, int> errors;  // by "category:name"
+};
+
+asio::awaitable<void> stress_worker(exec::Executor* executor, Stress* stress,
+                                    asio::steady_timer* done) {
+  while (stress->next < kStressRequests) {
+    const int n = stress->next++;
+    const std::string server_id = "server-" + std::to_string(n % kStressServers);
+    const auto options = run_options(20s);
+    auto result = co_await executor->async_run(server_id, "echo " + std::to_string(n), options);
+    if (result) {
+      ++stress->successes;
+      if (result->out != std::to_string(n) + "\n") {
+        ++stress->wrong_output;
+      }
+    } else {
+      ++stress->errors[std::string(result.error().code.category().name()) + ":" +
+                       result.error().code.message()];
+    }
+    ++stress->finished;
+  }
+  if (stress->finished == kStressRequests) {
+    done->cancel();
+  }
+}
+
+std::string fmt_stats(const std::string& id, const pool::PoolStats& stats) {
+  std::ostringstream line;
+  line << id << ": " << stats.sessions_opened << " sessions opened, " << stats.sessions_ready
+       << " ready, " << stats.acquisitions << " acquisitions, " << stats.channel_limit_lowered
+       << " limit lowerings, evictions idle/lifetime/dead/error/shutdown";
+  for (const auto count : stats.evictions) {
+    line << " " << count;
+  }
+  return line.str();
+}
+
+asio::awaitable<Observed> stress(pool::Registry* registry, Stress* state) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  auto io = co_await asio::this_coro::executor;
+  asio::steady_timer done(io, Clock::time_point::max());
+  const auto started = Clock::now();
+  for (int i = 0; i < kStressWorkers; ++i) {
+    asio::co_spawn(io, stress_worker(&executor, state, &done), asio::detached);
+  }
+  while (state->finished < kStressRequests) {
+    co_await done.async_wait(kNoThrow);
+  }
+  seen.elapsed_ms = ms_since(started);
+  seen.stats = registry->total_stats();
+  pool::PoolStats sum;
+  for (const auto& id : registry->server_ids()) {
+    sum += registry->stats(id);
+  }
+  seen.stats_after = sum;
+  for (const auto& id : registry->server_ids()) {
+    const auto one = registry->stats(id);
+    if (one.sessions_opened > 1) {
+      seen.notes.push_back(fmt_stats(id, one));
+    }
+  }
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+// Twenty servers at distinct loopback addresses 127.0.0.1 .. 127.0.0.20, each with its own
+// known_hosts entry. OpenSSH listens on at most 16 sockets (MAX_LISTEN_SOCKS), so two sshds serve
+// them: the first 127.0.0.1-10 on its port, the second 127.0.0.11-20 on its own.
+TEST_F(PoolTest, StressTwentyServersThreeThousandRequestsAllAccountedFor) {
+  constexpr int kPerSshd = kStressServers / 2;
+  std::vector<std::unique_ptr<SshdFixture>> sshds;
+  for (int half = 0; half < 2; ++half) {
+    SshdFixture::Options sshd_options;
+    for (int i = 1; i <= kPerSshd; ++i) {
+      const int address = half * kPerSshd + i;
+      if (address != 1) {  // the fixture itself listens on 127.0.0.1
+        sshd_options.extra_config.push_back("ListenAddress 127.0.0." + std::to_string(address));
+      }
+    }
+    sshds.push_back(std::make_unique<SshdFixture>(sshd_options));
+    sshds.back()->start();
+  }
+  const auto known_hosts = sshds[0]->dir() / "known_hosts_all";
+  {
+    std::ofstream out(known_hosts);
+    for (int half = 0; half < 2; ++half) {
+      std::ifstream fixture_known_hosts(sshds[half]->known_hosts_path());
+      std::string pattern;
+      std::string key_type;
+      std::string key_blob;
+      ASSERT_TRUE(fixture_known_hosts >> pattern >> key_type >> key_blob);
+      for (int i = 1; i <= kPerSshd; ++i) {
+        out << "[127.0.0." << half * kPerSshd + i << "]:" << sshds[half]->port() << " " << key_type
+            << " " << key_blob << "\n";
+      }
+    }
+  }
+  PoolConfig config;
+  // Ten servers behind one sshd share its MaxStartups (stock 10:30:100): the pool's global
+  // handshake cap keeps unauthenticated connections well below it.
+  config.max_handshakes_total = 8;
+  pool::Registry registry(io_.get_executor(), config);
+  for (int i = 0; i < kStressServers; ++i) {
+    auto server =
+        server_for(*sshds[static_cast<std::size_t>(i / kPerSshd)], "server-" + std::to_string(i));
+    server.endpoint.host = "127.0.0." + std::to_string(i + 1);
+    server.connect.known_hosts_file = known_hosts.string();
+    registry.add_server(server);
+  }
+  Stress state;
+  const auto seen = test::run_async(io_, stress(&registry, &state), 60s);
+  std::cout << kStressRequests << " requests on " << kStressServers
+            << " servers: " << seen.elapsed_ms << " ms, " << seen.stats.handshakes_started
+            << " handshakes, p99 "
+            << "wait " << seen.stats.wait_time.quantile_us(0.99) << " us\n";
+  for (const auto& note : seen.notes) {
+    std::cout << "  " << note << "\n";
+  }
+  EXPECT_EQ(state.finished, kStressRequests);
+  int error_total = 0;
+  for (const auto& [what, count] : state.errors) {
+    ADD_FAILURE() << count << " x " << what;
+    error_total += count;
+  }
+  EXPECT_EQ(state.successes + error_total, kStressRequests);
+  EXPECT_EQ(state.wrong_output, 0);
+  std::size_t refused = 0;
+  std::size_t dropped = 0;
+  std::size_t accepted = 0;
+  for (const auto& sshd : sshds) {
+    refused += sshd->refused_session_count();
+    dropped += sshd->dropped_startup_count();
+    accepted += sshd->accepted_auth_count();
+  }
+  // One lease per success, plus one per channel sshd refused (the executor retries those).
+  EXPECT_EQ(seen.stats.acquisitions, static_cast<std::uint64_t>(state.successes) + refused);
+  EXPECT_EQ(seen.stats.commands, seen.stats.acquisitions);
+  EXPECT_EQ(seen.stats.channels_in_use, 0U);
+  EXPECT_EQ(seen.stats.waiters, 0U);
+  // One connection per server would do (max_concurrent = max_channels = MaxSessions = 10); a
+  // transient channel refusal can make the pool open more (see
+  // TwentyConcurrentCommandsUseOneHandshake), but never more than max_concurrent per server.
+  EXPECT_GE(seen.stats.handshakes_started, static_cast<std::uint64_t>(kStressServers));
+  EXPECT_LE(seen.stats.handshakes_started, static_cast<std::uint64_t>(kStressServers) * 10U);
+  EXPECT_EQ(seen.stats.sessions_opened, seen.stats.handshakes_started);
+  EXPECT_EQ(seen.stats.handshakes_failed, 0U);
+  EXPECT_EQ(seen.stats.wait_time.total, seen.stats.acquisitions);
+  // total_stats() is the sum of stats(id).
+  const auto& total = seen.stats;
+  const auto& sum = seen.stats_after;
+  EXPECT_EQ(total.acquisitions, sum.acquisitions);
+  EXPECT_EQ(total.served_by_existing, sum.served_by_existing);
+  EXPECT_EQ(total.commands, sum.commands);
+  EXPECT_EQ(total.handshakes_started, sum.handshakes_started);
+  EXPECT_EQ(total.sessions_opened, sum.sessions_opened);
+  EXPECT_EQ(total.sessions_ready, sum.sessions_ready);
+  EXPECT_EQ(total.exhausted, sum.exhausted);
+  EXPECT_EQ(total.wait_time.total, sum.wait_time.total);
+  EXPECT_EQ(total.wait_time.sum_us, sum.wait_time.sum_us);
+  for (std::size_t i = 0; i < pool::kEvictionKinds; ++i) {
+    EXPECT_EQ(total.evictions[i], sum.evictions[i]);
+  }
+  EXPECT_EQ(dropped, 0U);
+  EXPECT_EQ(accepted, static_cast<std::size_t>(seen.stats.sessions_opened));
+  std::cout << "stress: " << refused << " channels refused by sshd, "
+            << seen.stats.channel_limit_lowered << " limit lowerings\n";
+}
+
+asio::awaitable<void> run_into_vector(exec::Executor* executor, std::string server_id,
+                                      std::string command, exec::RunOptions options,
+                                      std::vector<Result<ssh::CommandResult>>* out) {
+  auto result =
+      co_await executor->async_run(std::move(server_id), std::move(command), std::move(options));
+  out->push_back(std::move(result));
+}
+
+// --- global limits must not starve other servers ----------------------------------------------
+
+std::vector<std::string> register_aliases(pool::Registry* registry, const SshdFixture& sshd,
+                                          int count) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < count; ++i) {
+    ids.push_back("alias-" + std::to_string(i));
+    registry->add_server(server_for(sshd, ids.back()));
+  }
+  return ids;
+}
+
+asio::awaitable<Observed> one_request_per_server(pool::Registry* registry,
+                                                 std::vector<std::string> server_ids) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  const auto started = Clock::now();
+  auto commands = echo_commands(static_cast<int>(server_ids.size()));
+  seen.results =
+      co_await async_run_on(&executor, std::move(server_ids), std::move(commands), run_options(4s));
+  seen.elapsed_ms = ms_since(started);
+  seen.stats = registry->total_stats();
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+// Six servers, one request each, at most two handshakes in flight over all servers: the servers
+// that found the global cap full must get their turn when a handshake slot frees up, not wait
+// until their deadline.
+TEST_F(PoolTest, GlobalHandshakeCapDoesNotStarveOtherServers) {
+  SshdFixture sshd;
+  sshd.start();
+  PoolConfig config;
+  config.max_handshakes_total = 2;
+  pool::Registry registry(io_.get_executor(), config);
+  const auto ids = register_aliases(&registry, sshd, 6);
+  const auto seen = test::run_async(io_, one_request_per_server(&registry, ids));
+  EXPECT_EQ(count_errors(seen.results), 0U);
+  EXPECT_EQ(seen.stats.sessions_opened, 6U);
+  EXPECT_LT(seen.elapsed_ms, 3000);
+  EXPECT_EQ(sshd.accepted_auth_count(), seen.stats.sessions_opened);
+}
+
+asio::awaitable<Observed> global_concurrency_handover(pool::Registry* registry) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  auto io = co_await asio::this_coro::executor;
+  // Both servers get a session first.
+  for (const char* id : {"alias-0", "alias-1"}) {
+    const auto options = run_options(10s);
+    auto warmup = co_await executor.async_run(id, "true", options);
+    seen.results.push_back(std::move(warmup));
+  }
+  auto held =
+      co_await registry->async_acquire("alias-0", pool::Priority::normal, Deadline::after(10s));
+  EXPECT_TRUE(held);
+  std::vector<Result<ssh::CommandResult>> other;
+  asio::co_spawn(io, run_into_vector(&executor, "alias-1", "echo other", run_options(3s), &other),
+                 asio::detached);
+  auto queued = [registry] { return registry->stats("alias-1").waiters == 1; };
+  EXPECT_TRUE(co_await async_poll(queued, 2s));
+  co_await async_pause(50ms);
+  const auto released_at = Clock::now();
+  if (held) {
+    held->release();  // the one global slot is free again
+  }
+  auto served = [&other] { return !other.empty(); };
+  EXPECT_TRUE(co_await async_poll(served, 5s));
+  seen.elapsed_ms = ms_since(released_at);
+  for (auto& result : other) {
+    seen.results.push_back(std::move(result));
+  }
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+// max_concurrent_total = 1: a slot returned on one server must wake a caller queued on another.
+TEST_F(PoolTest, GlobalConcurrencyCapHandsTheSlotToAnotherServersWaiter) {
+  SshdFixture sshd;
+  sshd.start();
+  PoolConfig config;
+  config.max_concurrent_total = 1;
+  pool::Registry registry(io_.get_executor(), config);
+  register_aliases(&registry, sshd, 2);
+  const auto seen = test::run_async(io_, global_concurrency_handover(&registry));
+  ASSERT_EQ(seen.results.size(), 3U);
+  EXPECT_EQ(count_errors(seen.results), 0U);
+  EXPECT_LT(seen.elapsed_ms, 1000) << "the waiter on the other server was not woken";
+}
+
+// --- on_exhausted = direct ---------------------------------------------------------------------
+
+asio::awaitable<Observed> exhaust_direct(pool::Registry* registry) {
+  Observed seen;
+  auto held =
+      co_await registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(10s));
+  EXPECT_TRUE(held);
+  const auto started = Clock::now();
+  auto direct =
+      co_await registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(2s));
+  seen.elapsed_ms = ms_since(started);
+  if (direct) {
+    ssh::ExecOptions options;
+    auto result =
+        co_await direct->session().async_exec("echo direct", options, Deadline::after(5s));
+    seen.results.push_back(std::move(result));
+    direct->release();
+  } else {
+    seen.results.push_back(direct.error());
+  }
+  seen.stats = registry->stats(kServer);
+  if (held) {
+    held->release();
+  }
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+// The RISKY seed fallback: when the pool is full, an unpooled one-off connection, counted.
+TEST_F(PoolTest, OnExhaustedDirectOpensACountedOneOffConnection) {
+  SshdFixture sshd;
+  sshd.start();
+  auto config = one_slot_config();
+  config.on_exhausted = OnExhausted::direct;
+  pool::Registry registry(io_.get_executor(), config);
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, exhaust_direct(&registry));
+  ASSERT_EQ(seen.results.size(), 1U);
+  ASSERT_TRUE(seen.results[0]) << seen.results[0].error().message();
+  EXPECT_EQ(seen.results[0]->out, "direct\n");
+  EXPECT_EQ(seen.stats.direct_connections, 1U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 2U);
+  std::cout << "direct lease after " << seen.elapsed_ms << " ms\n";
+}
+
+// --- health check before reuse, backoff after connect failures ---------------------------------
+
+asio::awaitable<Observed> reuse_after_idle(pool::Registry* registry) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  const auto first_options = run_options(10s);
+  auto first = co_await executor.async_run(kServer, "echo first", first_options);
+  seen.results.push_back(std::move(first));
+  co_await async_pause(250ms);  // longer than health_check_idle
+  const auto second_options = run_options(10s);
+  auto second = co_await executor.async_run(kServer, "echo second", second_options);
+  seen.results.push_back(std::move(second));
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, SessionIdleLongerThanHealthCheckIdleIsPingedBeforeReuse) {
+  SshdFixture sshd;
+  sshd.start();
+  PoolConfig config;
+  config.health_check_idle = 100ms;
+  pool::Registry registry(io_.get_executor(), config);
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, reuse_after_idle(&registry));
+  ASSERT_EQ(count_errors(seen.results), 0U);
+  EXPECT_TRUE(seen.results[1]->session_reused);
+  EXPECT_EQ(seen.stats.health_checks, 1U);
+  EXPECT_EQ(seen.stats.health_check_failures, 0U);
+  EXPECT_EQ(seen.stats.sessions_opened, 1U);
+}
+
+asio::awaitable<Observed> down_then_up(pool::Registry* registry, SshdFixture* sshd) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  for (int i = 0; i < 2; ++i) {
+    const auto options = run_options(5s);
+    auto refused = co_await executor.async_run(kServer, "true", options);
+    seen.results.push_back(std::move(refused));
+  }
+  seen.stats = registry->stats(kServer);
+  sshd->start();
+  co_await async_pause(400ms);  // > backoff_initial (200 ms) + 20% jitter
+  const auto options = run_options(5s);
+  auto back = co_await executor.async_run(kServer, "echo up", options);
+  seen.results.push_back(std::move(back));
+  seen.stats_after = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, ConnectFailureBacksOffThenRecovers) {
+  SshdFixture sshd;
+  sshd.start();
+  sshd.stop();  // the port is known and closed
+  PoolConfig config;
+  config.backoff_initial = 200ms;
+  pool::Registry registry(io_.get_executor(), config);
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, down_then_up(&registry, &sshd));
+  ASSERT_EQ(seen.results.size(), 3U);
+  ASSERT_FALSE(seen.results[0]);
+  EXPECT_EQ(seen.results[0].error().code, ssh::Errc::connect_refused)
+      << seen.results[0].error().message();
+  ASSERT_FALSE(seen.results[1]);
+  EXPECT_EQ(seen.results[1].error().code, pool::Errc::backing_off)
+      << seen.results[1].error().message();
+  EXPECT_EQ(seen.stats.handshakes_started, 1U);
+  EXPECT_EQ(seen.stats.handshakes_failed, 1U);
+  ASSERT_TRUE(seen.results[2]) << seen.results[2].error().message();
+  EXPECT_EQ(seen.results[2]->out, "up\n");
+  EXPECT_EQ(seen.stats_after.handshakes_started, 2U);
+}
+
+// --- command_delay ---------------------------------------------------------------------------
+
+asio::awaitable<Observed> paced_commands(pool::Registry* registry) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  const auto started = Clock::now();
+  seen.results =
+      co_await async_run_concurrently(&executor, kServer, echo_commands(5), run_options(10s));
+  seen.elapsed_ms = ms_since(started);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, CommandDelayPacesCommandsOnAServer) {
+  SshdFixture sshd;
+  sshd.start();
+  PoolConfig config;
+  config.command_delay = 100ms;
+  pool::Registry registry(io_.get_executor(), config);
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, paced_commands(&registry));
+  EXPECT_EQ(count_errors(seen.results), 0U);
+  EXPECT_GE(seen.elapsed_ms, 400);  // starts at 0, 100, 200, 300, 400 ms
+  EXPECT_LT(seen.elapsed_ms, 2000);
+}
+
+// --- 14. shutdown ---------------------------------------------------------------------------
+
+asio::awaitable<void> run_and_store(exec::Executor* executor, std::string command,
+                                    exec::RunOptions options,
+                                    std::vector<Result<ssh::CommandResult>>* out) {
+  auto result = co_await executor->async_run(kServer, std::move(command), std::move(options));
+  out->push_back(std::move(result));
+}
+
+asio::awaitable<Observed> shutdown_while_busy(pool::Registry* registry) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  auto io = co_await asio::this_coro::executor;
+  std::vector<Result<ssh::CommandResult>> running;
+  std::vector<Result<ssh::CommandResult>> queued;
+  asio::co_spawn(io, run_and_store(&executor, "sleep 0.5; echo done", run_options(5s), &running),
+                 asio::detached);
+  auto busy = [registry] { return registry->stats(kServer).channels_in_use == 1; };
+  EXPECT_TRUE(co_await async_poll(busy, 5s));
+  // max_concurrent = 1: this one waits in the queue.
+  asio::co_spawn(io, run_and_store(&executor, "echo queued", run_options(5s), &queued),
+                 asio::detached);
+  auto waiting = [registry] { return registry->stats(kServer).waiters == 1; };
+  EXPECT_TRUE(co_await async_poll(waiting, 2s));
+  const auto started = Clock::now();
+  co_await registry->async_shutdown(Deadline::after(5s));
+  seen.elapsed_ms = ms_since(started);
+  // The running command finished before shutdown returned; the queued one was told why.
+  EXPECT_EQ(running.size(), 1U);
+  EXPECT_EQ(queued.size(), 1U);
+  for (auto& result : running) {
+    seen.results.push_back(std::move(result));
+  }
+  for (auto& result : queued) {
+    seen.results.push_back(std::move(result));
+  }
+  const auto after = run_options(2s);
+  auto late = co_await executor.async_run(kServer, "echo late", after);
+  seen.results.push_back(std::move(late));
+  seen.stats = registry->stats(kServer);
+  co_return seen;
+}
+
+TEST_F(PoolTest, ShutdownLetsARunningCommandFinishThenRefuses) {
+  SshdFixture sshd;
+  sshd.start();
+  PoolConfig config;
+  config.max_concurrent = 1;
+  pool::Registry registry(io_.get_executor(), config);
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, shutdown_while_busy(&registry));
+  ASSERT_EQ(seen.results.size(), 3U);
+  ASSERT_TRUE(seen.results[0]) << seen.results[0].error().message();
+  EXPECT_EQ(seen.results[0]->out, "done\n");
+  ASSERT_FALSE(seen.results[1]);
+  EXPECT_EQ(seen.results[1].error().code, pool::Errc::shutting_down)
+      << seen.results[1].error().message();
+  ASSERT_FALSE(seen.results[2]);
+  EXPECT_EQ(seen.results[2].error().code, pool::Errc::shutting_down)
+      << seen.results[2].error().message();
+  EXPECT_LT(seen.elapsed_ms, 2000);
+  EXPECT_EQ(evictions(seen.stats, pool::Eviction::shutdown), 1U);
+  EXPECT_EQ(seen.stats.sessions_ready, 0U);
+  EXPECT_TRUE(sshd.wait_for_log("Received disconnect from", 1) ||
+              sshd.wait_for_log("Disconnected from user", 1));
+}
+
+asio::awaitable<Observed> shutdown_deadline_passes(pool::Registry* registry) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  auto io = co_await asio::this_coro::executor;
+  std::vector<Result<ssh::CommandResult>> running;
+  asio::co_spawn(io, run_and_store(&executor, "sleep 4244", run_options(20s), &running),
+                 asio::detached);
+  auto busy = [registry] { return registry->stats(kServer).channels_in_use == 1; };
+  EXPECT_TRUE(co_await async_poll(busy, 5s));
+  co_await async_pause(100ms);  // the command is running on the server
+  const auto started = Clock::now();
+  co_await registry->async_shutdown(Deadline::after(300ms));
+  seen.elapsed_ms = ms_since(started);
+  auto finished = [&running] { return !running.empty(); };
+  EXPECT_TRUE(co_await async_poll(finished, 3s));
+  for (auto& result : running) {
+    seen.results.push_back(std::move(result));
+  }
+  co_return seen;
+}
+
+TEST_F(PoolTest, ShutdownDeadlineCutsACommandThatRunsTooLong) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, shutdown_deadline_passes(&registry));
+  EXPECT_GE(seen.elapsed_ms, 290);
+  EXPECT_LT(seen.elapsed_ms, 2000);
+  ASSERT_EQ(seen.results.size(), 1U);
+  ASSERT_FALSE(seen.results[0]);
+  std::cout << "command cut by shutdown: " << seen.results[0].error().message() << "\n";
+}
+
+}  // namespace
+}  // namespace healer
