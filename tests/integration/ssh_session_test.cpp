@@ -254,7 +254,15 @@ asio::awaitable<std::vector<Result<ssh::CommandResult>>> exhaust_max_sessions(
   while (pending > 0) {
     co_await both_done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
   }
-  results[3] = co_await session->async_exec("echo after", ssh::ExecOptions{}, Deadline::after(5s));
+  // sshd frees a session slot only after it processed our close; an open racing that close can
+  // be refused once more, so the session proves usable within a few attempts.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    results[3] =
+        co_await session->async_exec("echo after", ssh::ExecOptions{}, Deadline::after(5s));
+    if (results[3] || results[3].error().code != Errc::channel_refused) {
+      break;
+    }
+  }
   co_await session->async_close(Deadline::after(2s));
   co_return results;
 }
