@@ -21,8 +21,10 @@ namespace healer::test {
 /// A real OpenSSH sshd (/usr/sbin/sshd -D -e) on 127.0.0.1 and a free port, owned by the test:
 /// its own temp dir with a generated ed25519 host key, a client key, authorized_keys, known_hosts
 /// and sshd_config, and its log (stderr) in dir()/sshd.log. The login user is the user running
-/// the test. Not thread-safe: drive it from the test's thread. sshd gets PR_SET_PDEATHSIG(SIGTERM),
-/// so it dies with the thread that started it; a crashed test leaves no listener behind.
+/// the test, or the unprivileged `healer-test` (scripts/install-deps.sh) when that is root: sshd
+/// refuses "signal" requests after root logins. Not thread-safe: drive it from the test's thread.
+/// sshd gets PR_SET_PDEATHSIG(SIGTERM), so it dies with the thread that started it; a crashed test
+/// leaves no listener behind.
 ///
 /// Remote commands are cheap: sshd_config sets `SetEnv HOME=<dir>/home`, an empty directory, so
 /// the bash that sshd starts for every command (bash reads ~/.bashrc when run by sshd) finds no
@@ -111,7 +113,7 @@ class SshdFixture {
   /// The port sshd itself listens on; 0 before start().
   [[nodiscard]] std::uint16_t sshd_port() const noexcept { return sshd_port_; }
   [[nodiscard]] const std::string& host() const noexcept { return host_; }
-  /// The login user: the user running the test (geteuid()).
+  /// The login user: healer-test when running as root, else the user running the test.
   [[nodiscard]] const std::string& user() const noexcept { return user_; }
   [[nodiscard]] const Options& options() const noexcept { return options_; }
   /// The DelayProxy in front of sshd, null when Options::rtt is zero or before start().
