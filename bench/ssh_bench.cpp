@@ -28,6 +28,7 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -62,6 +63,7 @@ using namespace std::chrono_literals;
 constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 // Bound of any single step (one connect, one command): a hang fails the figure, not the run.
 constexpr auto kStepTimeout = 60s;
+constexpr int kMaxSessions = 64;  // sshd's MaxSessions: channels per connection
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -138,6 +140,8 @@ struct Figure {
   std::string failure;  ///< empty when the samples are valid
   /// healer only: CPU time of the client thread per operation (connect, or command), in ms.
   std::optional<double> client_cpu_ms;
+  /// healer only: channel opens refused by MaxSessions and retried (see async_run_true).
+  std::size_t refused_channels = 0;
 
   [[nodiscard]] bool valid() const { return failure.empty() && !samples.empty(); }
   [[nodiscard]] Summary summary() const { return summarize(samples); }
@@ -326,21 +330,33 @@ ssh::ConnectOptions connect_options(const Target& target) {
   return options;
 }
 
-/// `true` on `session`; an empty string on success, else why it failed.
+/// `true` on `session`; an empty string on success, else why it failed. With `refusals` set, a
+/// channel refused by the server is retried after 1 ms and counted, as a pool would: sshd frees a
+/// closed channel's MaxSessions slot only in a later pass of its main loop, so channels opened
+/// right after others closed can be refused although fewer than MaxSessions are open.
 asio::awaitable<std::string> async_run_true(std::shared_ptr<ssh::Session> session,
-                                            ssh::CommandTiming* timing) {
-  auto result = co_await session->async_exec(std::string("true"), ssh::ExecOptions{},
-                                             Deadline::after(kStepTimeout));
-  if (!result) {
-    co_return result.error().message();
+                                            ssh::CommandTiming* timing, std::size_t* refusals) {
+  const auto deadline = Deadline::after(kStepTimeout);
+  for (;;) {
+    auto result = co_await session->async_exec(std::string("true"), ssh::ExecOptions{}, deadline);
+    if (!result && refusals != nullptr && result.error().code == ssh::Errc::channel_refused &&
+        !deadline.expired()) {
+      ++*refusals;
+      asio::steady_timer pause(co_await asio::this_coro::executor, 1ms);
+      co_await pause.async_wait(kNoThrow);
+      continue;
+    }
+    if (!result) {
+      co_return result.error().message();
+    }
+    if (result->exit_status != 0) {
+      co_return fmt::format("`true` ended with shell code {}", result->shell_exit_code());
+    }
+    if (timing != nullptr) {
+      *timing = result->timing;
+    }
+    co_return std::string();
   }
-  if (result->exit_status != 0) {
-    co_return fmt::format("`true` ended with shell code {}", result->shell_exit_code());
-  }
-  if (timing != nullptr) {
-    *timing = result->timing;
-  }
-  co_return std::string();
 }
 
 asio::awaitable<Result<std::shared_ptr<ssh::Session>>> async_open(Target target) {
@@ -366,7 +382,7 @@ asio::awaitable<Figure> async_measure_connect(Target target, int runs, bool with
       co_return failed_figure(session.error().message());
     }
     if (with_true) {
-      auto failure = co_await async_run_true(*session, nullptr);
+      auto failure = co_await async_run_true(*session, nullptr, nullptr);
       if (!failure.empty()) {
         co_return failed_figure(std::move(failure));
       }
@@ -378,7 +394,9 @@ asio::awaitable<Figure> async_measure_connect(Target target, int runs, bool with
     }
     co_await (*session)->async_close(Deadline::after(5s));
   }
-  figure.client_cpu_ms = cpu_ms / runs;
+  if (runs > 0) {
+    figure.client_cpu_ms = cpu_ms / runs;
+  }
   co_return figure;
 }
 
@@ -401,7 +419,7 @@ asio::awaitable<WarmFigures> async_measure_warm(Target target, int runs) {
     ssh::CommandTiming timing;
     const double cpu_before = thread_cpu_ms();
     const auto started = Clock::now();
-    auto failure = co_await async_run_true(*session, &timing);
+    auto failure = co_await async_run_true(*session, &timing, nullptr);
     const double elapsed = ms_since(started);
     if (!failure.empty()) {
       figures.total = failed_figure(std::move(failure));
@@ -425,13 +443,14 @@ struct Batch {
       : all_done(executor, Clock::time_point::max()) {}
 
   std::size_t pending = 0;
+  std::size_t refused = 0;
   std::string first_failure;
   asio::steady_timer all_done;
 };
 
 asio::awaitable<void> async_batch_member(std::shared_ptr<ssh::Session> session,
                                          std::shared_ptr<Batch> batch) {
-  auto failure = co_await async_run_true(std::move(session), nullptr);
+  auto failure = co_await async_run_true(std::move(session), nullptr, &batch->refused);
   if (!failure.empty() && batch->first_failure.empty()) {
     batch->first_failure = std::move(failure);
   }
@@ -441,7 +460,8 @@ asio::awaitable<void> async_batch_member(std::shared_ptr<ssh::Session> session,
 }
 
 /// `width` concurrent `true` on one session: wall ms until all finished, or why one failed.
-asio::awaitable<Result<double>> async_true_batch(std::shared_ptr<ssh::Session> session, int width) {
+asio::awaitable<Result<double>> async_true_batch(std::shared_ptr<ssh::Session> session, int width,
+                                                 std::size_t* refused) {
   auto executor = co_await asio::this_coro::executor;
   auto batch = std::make_shared<Batch>(executor);
   batch->pending = static_cast<std::size_t>(width);
@@ -453,6 +473,7 @@ asio::awaitable<Result<double>> async_true_batch(std::shared_ptr<ssh::Session> s
     co_await batch->all_done.async_wait(kNoThrow);
   }
   const double elapsed = ms_since(started);
+  *refused += batch->refused;
   if (!batch->first_failure.empty()) {
     Error failure;
     failure.code = std::make_error_code(std::errc::io_error);
@@ -472,13 +493,15 @@ asio::awaitable<Figure> async_measure_concurrent(Target target, int runs, int wi
   double cpu_ms = 0;
   for (int run = 0; run <= runs; ++run) {
     const double cpu_before = thread_cpu_ms();
-    auto wall = co_await async_true_batch(*session, width);
+    std::size_t refused = 0;
+    auto wall = co_await async_true_batch(*session, width, &refused);
     if (!wall) {
       figure = failed_figure(wall.error().message());
       break;
     }
     if (run > 0) {
       figure.samples.push_back(*wall);
+      figure.refused_channels += refused;
       cpu_ms += thread_cpu_ms() - cpu_before;
     }
   }
@@ -956,12 +979,19 @@ void note_client_cpu(Notes& notes, int rtt_ms, const Row& row, std::string_view 
     notes.lines.push_back(fmt::format("RTT {} ms: {}: healer client CPU {} ms per {}", rtt_ms,
                                       row.measurement, format_ms(*row.healer.client_cpu_ms), per));
   }
+  if (row.healer.refused_channels > 0) {
+    notes.lines.push_back(fmt::format(
+        "RTT {} ms: {}: healer retried {} channel opens refused by sshd (MaxSessions {}) over {} "
+        "timed batches",
+        rtt_ms, row.measurement, row.healer.refused_channels, kMaxSessions,
+        row.healer.samples.size()));
+  }
 }
 
 void run_rtt(const Settings& settings, int rtt_ms, std::vector<Row>& rows, Notes& notes,
              std::string& asyncssh_version) {
   test::SshdFixture::Options sshd_options;
-  sshd_options.max_sessions = 64;
+  sshd_options.max_sessions = kMaxSessions;
   // MaxStartups only limits connections that have not authenticated yet; (d) opens up to
   // --concurrency at once. Authenticated connections have no sshd-side limit.
   sshd_options.max_startups = "300:30:1000";

@@ -47,6 +47,11 @@ asio::awaitable<Result<ssh::CommandResult>> Executor::async_run(std::string serv
     if (!lease) {
       co_return std::move(lease).error();
     }
+    if (options.deadline.expired()) {
+      // Nothing was sent: the session is fine, only this request is late.
+      co_return make_error(ssh::Errc::timeout,
+                           server_id + ": deadline passed before the command could start");
+    }
     ssh::ExecOptions exec_options;
     exec_options.max_output = options.max_output;
     exec_options.stdin_data = options.stdin_data;

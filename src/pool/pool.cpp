@@ -111,6 +111,7 @@ PoolStats& PoolStats::operator+=(const PoolStats& other) {
   acquisitions += other.acquisitions;
   served_by_existing += other.served_by_existing;
   commands += other.commands;
+  channels_refused += other.channels_refused;
   handshakes_started += other.handshakes_started;
   handshakes_failed += other.handshakes_failed;
   sessions_opened += other.sessions_opened;
@@ -182,6 +183,17 @@ struct Waiter {
   std::optional<Error> failed;
   bool done = false;
 };
+
+// Same address and credentials: re-registering such a server changes nothing.
+bool same_target(const Server& a, const Server& b) {
+  const auto& x = a.connect;
+  const auto& y = b.connect;
+  return a.endpoint.host == b.endpoint.host && a.endpoint.port == b.endpoint.port &&
+         x.user == y.user && x.auth == y.auth && x.identity_file == y.identity_file &&
+         x.passphrase == y.passphrase && x.password == y.password &&
+         x.agent_socket == y.agent_socket && x.known_hosts_file == y.known_hosts_file &&
+         x.host_key_policy == y.host_key_policy && x.process_ssh_config == y.process_ssh_config;
+}
 
 }  // namespace
 
@@ -309,11 +321,23 @@ void Registry::Impl::add_server(Server server) {
     return;
   }
   ServerPool& pool = *found->second;
-  // New settings may be new credentials: give the server another chance at once.
+  if (same_target(pool.server, server)) {
+    return;
+  }
+  // New address or credentials: sessions made with the old ones drain (finishing their commands)
+  // so the next command runs on the server as now configured; and the server gets another
+  // chance at once.
   pool.server = std::move(server);
   pool.circuit.reset();
   pool.consecutive_failures = 0;
   pool.retry_at = {};
+  for (auto session : std::vector<std::shared_ptr<PooledSession>>(pool.sessions)) {
+    session->draining = true;
+    if (session->in_use == 0) {
+      evict(pool, session, Eviction::error);
+    }
+  }
+  logger()->info("[{}] settings changed; existing connections drain", id);
 }
 
 void Registry::Impl::start_cleanup() {
@@ -743,7 +767,11 @@ void Registry::Impl::release(Lease::Slot& slot, int how) {
   --session->in_use;
   --pool.active;
   --total_active_;
-  ++pool.stats.commands;
+  if (how == kReleaseChannelRefused) {
+    ++pool.stats.channels_refused;  // it ran nothing
+  } else {
+    ++pool.stats.commands;
+  }
   session->last_used = Clock::now();
   // A refusal soon after another lease on this session ended may be the close race that the
   // cooldown could not prevent (a busy sshd reads both packets at once): retried, not learned.

@@ -238,21 +238,6 @@ TEST_F(PoolTest, TwentyConcurrentCommandsUseOneHandshake) {
             << seen.stats.hit_rate() << ", reuse " << seen.stats.reuse() << "\n";
 }
 
-// The seed's "connection reuse" is commands per connection: a lease whose channel the server
-// refused ran no command and must not count (nor in the hit rate).
-TEST_F(PoolTest, ReuseAndHitRateCountCommandsNotRefusedChannels) {
-  SshdFixture sshd;
-  sshd.start();
-  pool::Registry registry(io_.get_executor(), PoolConfig{});
-  registry.add_server(server_for(sshd));
-  const auto seen = test::run_async(io_, concurrent_commands(&registry, 20));
-  ASSERT_EQ(count_errors(seen.results), 0U);
-  ASSERT_EQ(seen.stats.sessions_opened, 1U);
-  EXPECT_DOUBLE_EQ(seen.stats.reuse(), 20.0) << sshd.refused_session_count() << " refusals";
-  EXPECT_DOUBLE_EQ(seen.stats.hit_rate(), 19.0 / 20.0)
-      << sshd.refused_session_count() << " refusals";
-}
-
 // --- 2. a lease returns its slot; discard drops the session -----------------------------------
 
 asio::awaitable<Observed> lease_lifecycle(pool::Registry* registry) {
@@ -533,7 +518,7 @@ TEST_F(PoolTest, TenDiagnosesInParallelUnderStockSshdLimits) {
   EXPECT_EQ(seen.stats.handshakes_failed, 0U);
   // One lease per command, plus one per channel sshd refused (the executor retries those).
   EXPECT_EQ(seen.stats.acquisitions, 70U + sshd.refused_session_count());
-  EXPECT_EQ(seen.stats.commands, seen.stats.acquisitions);
+  EXPECT_EQ(seen.stats.commands + seen.stats.channels_refused, seen.stats.acquisitions);
   EXPECT_LE(sshd.connection_count(), 2U);
   EXPECT_LE(sshd.accepted_auth_count(), 2U);
   EXPECT_EQ(sshd.dropped_startup_count(), 0U);
@@ -577,6 +562,26 @@ TEST_F(PoolTest, AdaptsToServerMaxSessionsWithoutFailingRequests) {
             << seen.stats.channel_limit_lowered << " limit lowerings, "
             << sshd.refused_session_count() << " refusals, " << seen.stats.acquisitions
             << " acquisitions for 12 commands\n";
+}
+
+// The seed's "connection reuse" is commands per connection: a lease whose channel the server
+// refused ran no command and must not count. MaxSessions=2 against an assumed 10 makes sure
+// there are refusals.
+TEST_F(PoolTest, ReuseCountsCommandsNotRefusedChannels) {
+  SshdFixture::Options sshd_options;
+  sshd_options.max_sessions = 2;
+  SshdFixture sshd(sshd_options);
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, many_on_low_max_sessions(&registry));
+  ASSERT_EQ(count_errors(seen.results), 0U);
+  ASSERT_GT(sshd.refused_session_count(), 0U);
+  ASSERT_GT(seen.stats.sessions_opened, 0U);
+  EXPECT_DOUBLE_EQ(seen.stats.reuse(), 12.0 / static_cast<double>(seen.stats.sessions_opened))
+      << seen.stats.commands << " commands counted for 12 run, " << sshd.refused_session_count()
+      << " refusals";
+  EXPECT_EQ(seen.stats.commands, 12U);
 }
 
 // --- 6. queue deadline -> pool_exhausted ------------------------------------------------------
@@ -966,7 +971,7 @@ TEST_F(PoolTest, MaxLifetimeDrainsWithoutCuttingACommand) {
 
 // --- 12. stress: 20 servers, 3,000 requests (5,000 took 7-13 s on 2 cores) -----------------
 
-constexpr int kStressServers = 20;
+constexpr std::size_t kStressServers = 20;
 constexpr int kStressRequests = 3000;
 constexpr int kStressWorkers = 200;
 
@@ -982,7 +987,8 @@ asio::awaitable<void> stress_worker(exec::Executor* executor, Stress* stress,
                                     asio::steady_timer* done) {
   while (stress->next < kStressRequests) {
     const int n = stress->next++;
-    const std::string server_id = "server-" + std::to_string(n % kStressServers);
+    const std::string server_id =
+        "server-" + std::to_string(static_cast<std::size_t>(n) % kStressServers);
     const auto options = run_options(20s);
     auto result = co_await executor->async_run(server_id, "echo " + std::to_string(n), options);
     if (result) {
@@ -1045,12 +1051,12 @@ asio::awaitable<Observed> stress(pool::Registry* registry, Stress* state) {
 // known_hosts entry. OpenSSH listens on at most 16 sockets (MAX_LISTEN_SOCKS), so two sshds serve
 // them: the first 127.0.0.1-10 on its port, the second 127.0.0.11-20 on its own.
 TEST_F(PoolTest, StressTwentyServersThreeThousandRequestsAllAccountedFor) {
-  constexpr int kPerSshd = kStressServers / 2;
+  constexpr std::size_t kPerSshd = kStressServers / 2;
   std::vector<std::unique_ptr<SshdFixture>> sshds;
-  for (int half = 0; half < 2; ++half) {
+  for (std::size_t half = 0; half < 2; ++half) {
     SshdFixture::Options sshd_options;
-    for (int i = 1; i <= kPerSshd; ++i) {
-      const int address = half * kPerSshd + i;
+    for (std::size_t i = 1; i <= kPerSshd; ++i) {
+      const std::size_t address = half * kPerSshd + i;
       if (address != 1) {  // the fixture itself listens on 127.0.0.1
         sshd_options.extra_config.push_back("ListenAddress 127.0.0." + std::to_string(address));
       }
@@ -1061,13 +1067,13 @@ TEST_F(PoolTest, StressTwentyServersThreeThousandRequestsAllAccountedFor) {
   const auto known_hosts = sshds[0]->dir() / "known_hosts_all";
   {
     std::ofstream out(known_hosts);
-    for (int half = 0; half < 2; ++half) {
+    for (std::size_t half = 0; half < sshds.size(); ++half) {
       std::ifstream fixture_known_hosts(sshds[half]->known_hosts_path());
       std::string pattern;
       std::string key_type;
       std::string key_blob;
       ASSERT_TRUE(fixture_known_hosts >> pattern >> key_type >> key_blob);
-      for (int i = 1; i <= kPerSshd; ++i) {
+      for (std::size_t i = 1; i <= kPerSshd; ++i) {
         out << "[127.0.0." << half * kPerSshd + i << "]:" << sshds[half]->port() << " " << key_type
             << " " << key_blob << "\n";
       }
@@ -1078,9 +1084,8 @@ TEST_F(PoolTest, StressTwentyServersThreeThousandRequestsAllAccountedFor) {
   // handshake cap keeps unauthenticated connections well below it.
   config.max_handshakes_total = 8;
   pool::Registry registry(io_.get_executor(), config);
-  for (int i = 0; i < kStressServers; ++i) {
-    auto server =
-        server_for(*sshds[static_cast<std::size_t>(i / kPerSshd)], "server-" + std::to_string(i));
+  for (std::size_t i = 0; i < kStressServers; ++i) {
+    auto server = server_for(*sshds[i / kPerSshd], "server-" + std::to_string(i));
     server.endpoint.host = "127.0.0." + std::to_string(i + 1);
     server.connect.known_hosts_file = known_hosts.string();
     registry.add_server(server);
@@ -1112,7 +1117,7 @@ TEST_F(PoolTest, StressTwentyServersThreeThousandRequestsAllAccountedFor) {
   }
   // One lease per success, plus one per channel sshd refused (the executor retries those).
   EXPECT_EQ(seen.stats.acquisitions, static_cast<std::uint64_t>(state.successes) + refused);
-  EXPECT_EQ(seen.stats.commands, seen.stats.acquisitions);
+  EXPECT_EQ(seen.stats.commands + seen.stats.channels_refused, seen.stats.acquisitions);
   EXPECT_EQ(seen.stats.channels_in_use, 0U);
   EXPECT_EQ(seen.stats.waiters, 0U);
   // One connection per server would do (max_concurrent = max_channels = MaxSessions = 10); a
@@ -1385,6 +1390,119 @@ TEST_F(PoolTest, CommandDelayPacesCommandsOnAServer) {
   EXPECT_EQ(count_errors(seen.results), 0U);
   EXPECT_GE(seen.elapsed_ms, 400);  // starts at 0, 100, 200, 300, 400 ms
   EXPECT_LT(seen.elapsed_ms, 2000);
+}
+
+// --- changed settings, changed host key, expired deadlines --------------------------------------
+
+asio::awaitable<Observed> move_server(pool::Registry* registry, pool::Server moved) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  const auto options = run_options(10s);
+  auto before = co_await executor.async_run(kServer, "echo old", options);
+  seen.results.push_back(std::move(before));
+  registry->add_server(std::move(moved));  // same id, another machine
+  const auto after_options = run_options(10s);
+  auto after = co_await executor.async_run(kServer, "echo new", after_options);
+  seen.results.push_back(std::move(after));
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+// add_server() with new settings for a known id (the machine moved, or its credentials were
+// rotated): commands issued afterwards must run with the new settings, not on a session opened
+// with the old ones. For a diagnosis tool, the old session means diagnosing the wrong machine.
+TEST_F(PoolTest, ReplacedServerSettingsAreUsedByTheNextCommand) {
+  SshdFixture old_machine;
+  old_machine.start();
+  SshdFixture new_machine;
+  new_machine.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(old_machine));
+  const auto seen = test::run_async(io_, move_server(&registry, server_for(new_machine)));
+  ASSERT_EQ(count_errors(seen.results), 0U);
+  EXPECT_EQ(old_machine.accepted_auth_count(), 1U);
+  EXPECT_EQ(new_machine.accepted_auth_count(), 1U) << "the command ran on the old machine";
+  EXPECT_TRUE(new_machine.wait_for_log("Starting session: ", 1, 1s));
+  EXPECT_EQ(seen.stats.sessions_opened, 2U);
+}
+
+asio::awaitable<Observed> host_key_changes(pool::Registry* registry, SshdFixture* sshd) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  const auto options = run_options(10s);
+  auto before = co_await executor.async_run(kServer, "true", options);
+  seen.results.push_back(std::move(before));
+  sshd->regenerate_host_key();  // restarts sshd with a new key; known_hosts keeps the old one
+  for (int i = 0; i < 5; ++i) {
+    const auto after_options = run_options(10s);
+    auto after = co_await executor.async_run(kServer, "true", after_options);
+    seen.results.push_back(std::move(after));
+  }
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, ChangedHostKeyOpensTheCircuitBeforeAnyCredentialIsSent) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, host_key_changes(&registry, &sshd));
+  ASSERT_EQ(seen.results.size(), 6U);
+  ASSERT_TRUE(seen.results[0]) << seen.results[0].error().message();
+  for (std::size_t i = 1; i < seen.results.size(); ++i) {
+    ASSERT_FALSE(seen.results[i]) << i;
+    const auto& code = seen.results[i].error().code;
+    EXPECT_TRUE(code == ssh::Errc::host_key_changed || code == pool::Errc::circuit_open)
+        << i << ": " << seen.results[i].error().message();
+  }
+  EXPECT_EQ(seen.results[1].error().code, ssh::Errc::host_key_changed)
+      << seen.results[1].error().message();
+  EXPECT_EQ(seen.results.back().error().code, pool::Errc::circuit_open);
+  EXPECT_EQ(seen.stats.handshakes_failed, 1U);
+  // One connection to the impostor, and no credential offered to it.
+  EXPECT_EQ(sshd.connection_count(), 2U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 1U);
+  EXPECT_EQ(sshd.failed_auth_count(), 0U);
+}
+
+asio::awaitable<Observed> expired_deadline(pool::Registry* registry) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  const auto options = run_options(10s);
+  auto first = co_await executor.async_run(kServer, "true", options);
+  seen.results.push_back(std::move(first));
+  exec::RunOptions late;
+  late.deadline = Deadline(Clock::now() - 1ms);
+  auto expired = co_await executor.async_run(kServer, "echo too late", late);
+  seen.results.push_back(std::move(expired));
+  seen.stats = registry->stats(kServer);
+  const auto next_options = run_options(10s);
+  auto next = co_await executor.async_run(kServer, "echo next", next_options);
+  seen.results.push_back(std::move(next));
+  seen.stats_after = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+// A request whose deadline has already passed fails at once and costs the healthy, shared
+// session nothing: it never reached the remote host.
+TEST_F(PoolTest, ExpiredDeadlineFailsWithoutCostingTheSession) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, expired_deadline(&registry));
+  ASSERT_EQ(seen.results.size(), 3U);
+  ASSERT_FALSE(seen.results[1]);
+  std::cout << "expired deadline: " << seen.results[1].error().message() << "\n";
+  EXPECT_EQ(seen.stats.sessions_ready, 1U);
+  EXPECT_EQ(seen.stats.timeouts, 0U);
+  ASSERT_TRUE(seen.results[2]) << seen.results[2].error().message();
+  EXPECT_TRUE(seen.results[2]->session_reused);
+  EXPECT_EQ(seen.stats_after.sessions_opened, 1U);
 }
 
 // --- 14. shutdown ---------------------------------------------------------------------------

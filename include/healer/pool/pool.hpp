@@ -55,7 +55,9 @@ struct PoolStats {
   std::size_t waiters = 0;
   std::uint64_t acquisitions = 0;        ///< leases handed out
   std::uint64_t served_by_existing = 0;  ///< leases on a session that had served before
-  std::uint64_t commands = 0;            ///< leases returned
+  std::uint64_t commands = 0;  ///< leases returned after running (or trying) a command; refused
+                               ///< channels are not counted
+  std::uint64_t channels_refused = 0;  ///< leases given back because the server refused the channel
   std::uint64_t handshakes_started = 0;
   std::uint64_t handshakes_failed = 0;
   std::uint64_t sessions_opened = 0;
