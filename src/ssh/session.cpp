@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -197,6 +198,7 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   void start_io();
   void ack_quickly();
   void send_keepalive();
+  void close_if_same_socket(int fd);
   static awaitable<void> pump(std::shared_ptr<Impl> self);
   static awaitable<void> flush_output(std::shared_ptr<Impl> self);
   static awaitable<void> keepalive(std::shared_ptr<Impl> self);
@@ -396,7 +398,15 @@ void Session::Impl::teardown(Error reason) {
   }
   event_.reset();
   if (session_) {
-    ssh_disconnect(session_.get());
+    ssh_session s = session_.get();
+    const socket_t fd = ssh_get_fd(s);
+    if (fd != SSH_INVALID_SOCKET) {
+      // The loop knows the socket is writable: let libssh write the disconnect message now
+      // instead of queueing it behind a poll that will never come.
+      ssh_set_fd_towrite(s);
+      ssh_disconnect(s);
+      close_if_same_socket(fd);
+    }
   }
   if (wait_fd_) {
     std::error_code ignored;
@@ -406,6 +416,22 @@ void Session::Impl::teardown(Error reason) {
   waiters_.notify_all();
   if (was_ready) {
     logger()->debug("{} closed: {}", tag(), failure_.message());
+  }
+}
+
+// libssh 0.10 closes a socket given with SSH_OPTIONS_FD when an I/O error hits it, but merely
+// forgets it in ssh_disconnect and ssh_free. `fd` is closed here only if it still is our socket
+// (same inode as the wait descriptor, a dup of it): never a number libssh closed and the process
+// reused.
+void Session::Impl::close_if_same_socket(int fd) {
+  if (!wait_fd_ || !wait_fd_->is_open()) {
+    return;
+  }
+  struct stat ours {};
+  struct stat theirs {};
+  if (::fstat(wait_fd_->native_handle(), &ours) == 0 && ::fstat(fd, &theirs) == 0 &&
+      ours.st_ino == theirs.st_ino && ours.st_dev == theirs.st_dev) {
+    ::close(fd);
   }
 }
 

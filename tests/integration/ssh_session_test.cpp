@@ -608,3 +608,60 @@ TEST_F(SessionTest, ExecAfterCloseFailsCleanly) {
 
 }  // namespace
 }  // namespace healer
+
+namespace healer {
+namespace {
+
+std::size_t open_fd_count() {
+  std::size_t count = 0;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    ++count;
+  }
+  return count;
+}
+
+asio::awaitable<int> connect_exec_close(ssh::Endpoint endpoint, ssh::ConnectOptions options,
+                                        int sessions) {
+  int ran = 0;
+  for (int i = 0; i < sessions; ++i) {
+    auto endpoint_copy = endpoint;
+    auto options_copy = options;
+    auto session = co_await ssh::Session::async_connect(
+        std::move(endpoint_copy), std::move(options_copy), Deadline::after(10s));
+    if (!session) {
+      continue;
+    }
+    auto result = co_await session->async_exec("true", ssh::ExecOptions{}, Deadline::after(5s));
+    ran += result ? 1 : 0;
+    co_await session->async_close(Deadline::after(2s));
+  }
+  co_return ran;
+}
+
+// A closed session leaves no socket behind and tells the server goodbye, also after it ran a
+// command (libssh keeps sockets given with SSH_OPTIONS_FD open and its disconnect message queued).
+TEST_F(SessionTest, ClosedSessionsReleaseTheirSocketAndSayGoodbye) {
+  SshdFixture sshd;
+  sshd.start();
+  // Warm up lazily created descriptors (resolver, loggers) before counting.
+  ASSERT_EQ(test::run_async(io_, connect_exec_close(endpoint_of(sshd), options_for(sshd), 1)), 1);
+  const std::size_t before = open_fd_count();
+  EXPECT_EQ(test::run_async(io_, connect_exec_close(endpoint_of(sshd), options_for(sshd), 5)), 5);
+  EXPECT_EQ(open_fd_count(), before);
+  EXPECT_TRUE(sshd.wait_for_log("Received disconnect from", 6)) << sshd.log_text();
+}
+
+TEST_F(SessionTest, FailedConnectReleasesItsSocket) {
+  SshdFixture sshd;
+  sshd.start();
+  sshd.regenerate_host_key();
+  ASSERT_EQ(test::run_async(io_, connect_exec_close(endpoint_of(sshd), options_for(sshd), 1)), 0);
+  const std::size_t before = open_fd_count();
+  EXPECT_EQ(test::run_async(io_, connect_exec_close(endpoint_of(sshd), options_for(sshd), 5)), 0);
+  EXPECT_EQ(open_fd_count(), before);
+}
+
+}  // namespace
+}  // namespace healer

@@ -53,8 +53,11 @@ std::optional<ProcessEntry> read_process(pid_t pid) {
 std::vector<ProcessEntry> list_processes() {
   std::vector<ProcessEntry> entries;
   std::error_code ec;
-  for (const auto& item : std::filesystem::directory_iterator("/proc", ec)) {
-    const auto pid = parse_pid(item.path().filename().native());
+  // Processes come and go while we read: increment with an error_code (a range-for's ++ throws
+  // when an entry vanishes under it).
+  for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const auto pid = parse_pid(it->path().filename().native());
     if (!pid) {
       continue;
     }
