@@ -18,7 +18,13 @@ std::string read_small_file(const std::filesystem::path& path) {
   if (!in) {
     return {};
   }
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  // libstdc++'s filebuf throws when read() fails, as it does for a process that exits while we
+  // read its /proc file: treat that process as gone.
+  try {
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  } catch (const std::ios_base::failure&) {
+    return {};
+  }
 }
 
 std::optional<pid_t> parse_pid(std::string_view text) {
