@@ -65,6 +65,9 @@ using CStringHandle = std::unique_ptr<char, CStringFree>;
 
 std::atomic<std::uint64_t> g_next_session_id{1};
 
+// Environment variable that marks a root login's command processes (see Session::Impl::reap).
+constexpr const char* kRunMarker = "HEALER_RUN";
+
 std::shared_ptr<spdlog::logger> logger() {
   static const auto instance = log::get("ssh");
   return instance;
@@ -93,6 +96,7 @@ struct ChannelState {
   std::uint64_t out_bytes = 0;
   std::uint64_t err_bytes = 0;
   bool opened = false;  // the server confirmed the channel
+  std::string run_id;   // root logins: marks the command's processes for the kill fallback
   bool remote_eof = false;
   bool remote_closed = false;
   std::optional<int> exit_status;
@@ -161,8 +165,10 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   ~Impl() { teardown(make_error(Errc::cancelled, "session destroyed")); }
 
   static awaitable<Result<void>> connect(std::shared_ptr<Impl> self, Deadline deadline);
+  /// `while_closing`: also during a graceful close (the timeout reaper's kill command).
   static awaitable<Result<CommandResult>> exec(std::shared_ptr<Impl> self, std::string command,
-                                               ExecOptions options, Deadline deadline);
+                                               ExecOptions options, Deadline deadline,
+                                               bool while_closing = false);
   static awaitable<Result<void>> ping(std::shared_ptr<Impl> self, Deadline deadline);
   static awaitable<void> close(std::shared_ptr<Impl> self, Deadline deadline);
 
@@ -225,6 +231,9 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   // Channels open, opening or being reaped after a timeout; freed before the session is.
   std::list<std::shared_ptr<ChannelState>> channels_;
   bool flushing_ = false;
+  bool root_login_ = false;  // sshd refuses "signal" requests for root logins
+  std::uint64_t runs_ = 0;   // commands started, for run ids
+  int reaping_ = 0;          // timed-out commands still being killed
   asio::steady_timer keepalive_timer_;
 };
 
@@ -757,6 +766,11 @@ awaitable<Result<void>> Session::Impl::connect(std::shared_ptr<Impl> self, Deadl
     co_return error;
   }
   self->private_key_.reset();
+  char* login = nullptr;
+  if (ssh_options_get(s, SSH_OPTIONS_USER, &login) == SSH_OK && login != nullptr) {
+    self->root_login_ = std::string_view(login) == "root";
+    ssh_string_free_char(login);
+  }
   // From now on the pump reads the socket through an event, even when no call is pending.
   self->event_.reset(ssh_event_new());
   if (!self->event_ || ssh_event_add_session(self->event_.get(), s) != SSH_OK) {
@@ -779,8 +793,8 @@ awaitable<Result<void>> Session::Impl::connect(std::shared_ptr<Impl> self, Deadl
 
 awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
                                                      std::string command, ExecOptions options,
-                                                     Deadline deadline) {
-  if (self->state_ != State::ready) {
+                                                     Deadline deadline, bool while_closing) {
+  if (self->state_ != State::ready && !(while_closing && self->state_ == State::closing)) {
     co_return make_error(self->state_ == State::closed ? Errc::not_started : Errc::cancelled,
                          self->state_ == State::closed ? self->failure_.message()
                                                        : fmt::format("{} is closing", self->peer_));
@@ -794,6 +808,12 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
   state->install();
   self->channels_.push_back(state);
   ssh_channel channel = state->channel.get();
+  if (self->root_login_) {
+    // sshd ignores "signal" requests after a root login; mark the command's processes so a
+    // timeout can find and kill them from a second channel (see reap()).
+    state->run_id = fmt::format("{}-{}-{}", ::getpid(), self->id_, ++self->runs_);
+    command = fmt::format("export {}={}; {}", kRunMarker, state->run_id, command);
+  }
 
   auto opened = co_await self->drive([channel] { return ssh_channel_open_session(channel); },
                                      deadline, SSH_AGAIN);
@@ -896,13 +916,16 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
   co_return result;
 }
 
-// After a timeout: TERM, a grace period, KILL, a grace period, then the channel is closed. The
+// After a timeout: TERM, a grace period, KILL, a grace period, then the channel is closed (root
+// logins: the marked processes are killed from a second channel instead). The
 // channel keeps its slot until then so the session is never over-committed.
 awaitable<void> Session::Impl::reap(std::shared_ptr<Impl> self,
                                     std::shared_ptr<ChannelState> channel,
                                     std::chrono::milliseconds grace) {
+  ++self->reaping_;
   for (const char* signal : {"TERM", "KILL"}) {
-    if (self->state_ == State::closed || channel->remote_closed || !channel->channel) {
+    if (self->state_ == State::closed || channel->remote_closed || !channel->channel ||
+        !channel->run_id.empty()) {  // root login: sshd would refuse the signal
       break;
     }
     ssh_channel_request_send_signal(channel->channel.get(), signal);
@@ -912,11 +935,36 @@ awaitable<void> Session::Impl::reap(std::shared_ptr<Impl> self,
       co_await self->waiters_.wait(until);
     }
   }
-  if (!channel->remote_closed && self->state_ != State::closed) {
-    logger()->warn("{} command ignored SIGTERM and SIGKILL for {} ms; closing its channel",
+  const bool still_running = !channel->remote_closed && self->state_ != State::closed;
+  self->release_channel(channel);
+  if (still_running && !channel->run_id.empty()) {
+    // Root login: the signals were refused. Kill the marked processes from a fresh channel (the
+    // timed-out one is closed first, so a full MaxSessions still has room).
+    const std::string pids =
+        fmt::format("grep -lzx '{}={}' /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3", kRunMarker,
+                    channel->run_id);
+    std::string killer = fmt::format(
+        "p=$({0}); [ -z \"$p\" ] || kill -TERM $p; sleep {1}; p=$({0}); "
+        "[ -z \"$p\" ] || kill -KILL $p; true",
+        pids, static_cast<double>(grace.count()) / 1000.0);
+    ExecOptions options;
+    const auto deadline = Deadline::after(2 * grace + std::chrono::seconds(5));
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      auto killed = co_await exec(self, killer, options, deadline, true);
+      if (killed || killed.error().code != Errc::channel_refused) {
+        if (!killed) {
+          logger()->warn("{} could not kill a timed-out command: {}", self->tag(),
+                         killed.error().message());
+        }
+        break;
+      }
+    }
+  } else if (still_running) {
+    logger()->warn("{} command ignored SIGTERM and SIGKILL for {} ms; closed its channel",
                    self->tag(), 2 * grace.count());
   }
-  self->release_channel(channel);
+  --self->reaping_;
+  self->waiters_.notify_all();  // a graceful close may be waiting for us
 }
 
 awaitable<Result<void>> Session::Impl::ping(std::shared_ptr<Impl> self, Deadline deadline) {
@@ -948,7 +996,8 @@ awaitable<void> Session::Impl::close(std::shared_ptr<Impl> self, Deadline deadli
     self->state_ = State::closing;
   }
   // Let running commands finish until the deadline; no new ones start.
-  while (!self->channels_.empty() && self->state_ != State::closed && !deadline.expired()) {
+  while ((!self->channels_.empty() || self->reaping_ > 0) && self->state_ != State::closed &&
+         !deadline.expired()) {
     co_await self->waiters_.wait(deadline);
   }
   self->teardown(make_error(Errc::cancelled, fmt::format("{} closed", self->peer_)));
@@ -987,7 +1036,7 @@ asio::awaitable<Result<Session>> Session::async_connect(Endpoint endpoint, Conne
 
 asio::awaitable<Result<CommandResult>> Session::async_exec(std::string command, ExecOptions options,
                                                            Deadline deadline) {
-  return Impl::exec(impl_, std::move(command), std::move(options), deadline);
+  return Impl::exec(impl_, std::move(command), std::move(options), deadline, false);
 }
 
 asio::awaitable<Result<void>> Session::async_ping(Deadline deadline) {

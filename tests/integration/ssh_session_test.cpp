@@ -477,6 +477,27 @@ TEST_F(SessionTest, TimedOutCommandIsKilledOnTheServer) {
       << sshd.remote_processes_matching("sleep 31337") << " remote sleep still running";
 }
 
+// sshd refuses "signal" requests after a root login; the command's processes are found by their
+// marker and killed from a second channel instead.
+TEST_F(SessionTest, TimedOutCommandOfARootLoginIsKilledToo) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "needs root to log in as root";
+  }
+  SshdFixture::Options sshd_options;
+  sshd_options.login_as_root = true;
+  SshdFixture sshd(sshd_options);
+  sshd.start();
+  ASSERT_EQ(sshd.user(), "root");
+  const std::string marker = "sleep 31338." + std::to_string(::getpid());
+  const auto run = exec(sshd, marker + "; echo never", {}, 1s);
+  ASSERT_TRUE(run.connected) << run.connected.error().message();
+  ASSERT_FALSE(run.result);
+  EXPECT_EQ(run.result.error().code, Errc::timeout);
+  EXPECT_TRUE(test::poll_until([&] { return sshd.remote_processes_matching(marker) == 0; }, 5s))
+      << sshd.remote_processes_matching(marker) << " remote sleep still running";
+  sshd.kill_remote_processes_matching(marker);
+}
+
 TEST_F(SessionTest, ClosedPortIsConnectRefused) {
   const auto port = test::closed_port();
   ssh::ConnectOptions options;

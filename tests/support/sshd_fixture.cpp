@@ -130,7 +130,7 @@ SshdFixture::SshdFixture(Options options) : options_(std::move(options)), dir_("
     throw std::runtime_error("no passwd entry for the current user");
   }
   user_ = entry.pw_name;
-  if (::geteuid() == 0) {
+  if (::geteuid() == 0 && !options_.login_as_root) {
     // Log in as an unprivileged user when running as root: OpenSSH turns privilege separation
     // off after a root login and then refuses "signal" channel requests (timeouts could not
     // kill remote commands), and its /bin/sh login skips root's rc files.

@@ -49,6 +49,8 @@ class SshdFixture {
     /// Non-zero: clients connect through a DelayProxy adding this round-trip time; port() is
     /// then the proxy's port and sshd_port() the real one.
     std::chrono::milliseconds rtt{0};
+    /// Log in as root even when healer-test exists (tests of root-only behaviour; needs root).
+    bool login_as_root = false;
   };
 
   /// A key pair in dir(), made by add_client_key().
