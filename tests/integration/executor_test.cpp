@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "async_poll.hpp"
 #include "healer/core/pool_config.hpp"
 #include "healer/pool/errors.hpp"
 #include "healer/pool/pool.hpp"
@@ -25,6 +26,9 @@
 
 namespace healer {
 namespace {
+
+using test::async_pause;
+using test::async_poll;
 
 using namespace std::chrono_literals;
 using test::SshdFixture;
@@ -53,23 +57,6 @@ exec::RunOptions run_options(std::chrono::milliseconds timeout) {
   exec::RunOptions options;
   options.deadline = Deadline::after(timeout);
   return options;
-}
-
-asio::awaitable<void> async_pause(std::chrono::milliseconds duration) {
-  asio::steady_timer timer(co_await asio::this_coro::executor, duration);
-  co_await timer.async_wait(kNoThrow);
-}
-
-template <class Condition>
-asio::awaitable<bool> async_poll(Condition condition, std::chrono::milliseconds timeout) {
-  const auto give_up = Clock::now() + timeout;
-  while (!condition()) {
-    if (Clock::now() >= give_up) {
-      co_return condition();
-    }
-    co_await async_pause(5ms);
-  }
-  co_return true;
 }
 
 struct Observed {

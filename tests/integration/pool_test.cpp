@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "async_poll.hpp"
 #include "healer/core/pool_config.hpp"
 #include "healer/exec/executor.hpp"
 #include "healer/pool/errors.hpp"
@@ -32,6 +33,9 @@
 
 namespace healer {
 namespace {
+
+using test::async_pause;
+using test::async_poll;
 
 using namespace std::chrono_literals;
 using test::SshdFixture;
@@ -55,25 +59,6 @@ pool::Server server_for(const SshdFixture& sshd, std::string id = kServer,
 
 std::int64_t ms_since(Clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since).count();
-}
-
-// Pacing only: lets the io_context run the pool's timers and sessions meanwhile.
-asio::awaitable<void> async_pause(std::chrono::milliseconds duration) {
-  asio::steady_timer timer(co_await asio::this_coro::executor, duration);
-  co_await timer.async_wait(kNoThrow);
-}
-
-// Re-checks `condition` every 5 ms (running the loop in between) until it holds or `timeout`.
-template <class Condition>
-asio::awaitable<bool> async_poll(Condition condition, std::chrono::milliseconds timeout) {
-  const auto give_up = Clock::now() + timeout;
-  while (!condition()) {
-    if (Clock::now() >= give_up) {
-      co_return condition();
-    }
-    co_await async_pause(5ms);
-  }
-  co_return true;
 }
 
 // N commands at once through the executor; results in input order.
