@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace healer {
 namespace {
@@ -68,6 +69,22 @@ TEST(Result, VoidSuccessAndFailure) {
 TEST(Error, MessageWithoutDetail) {
   Error e{make_error_code(TestErrc::broken), ""};
   EXPECT_EQ(e.message(), "broken thing");
+}
+
+}  // namespace
+}  // namespace healer
+
+namespace healer {
+namespace {
+
+Result<std::vector<std::string>> make_names() { return std::vector<std::string>{"a", "b"}; }
+
+TEST(Result, RangeForOverATemporaryResultIsSafe) {
+  std::string joined;
+  for (const auto& name : *make_names()) {  // the value outlives the loop (ASan checks this)
+    joined += name;
+  }
+  EXPECT_EQ(joined, "ab");
 }
 
 }  // namespace

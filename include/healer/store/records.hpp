@@ -1,0 +1,119 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace healer::store {
+
+// Records are plain values: what goes into the store and what comes out. Ids are SQLite rowids;
+// 0 means "not stored yet". Times are Unix epoch milliseconds (UTC).
+
+/// How healer authenticates to a server.
+enum class AuthMethod {
+  key_file,    ///< private key file at identity_file
+  agent,       ///< ssh-agent (identity_file, if set, selects the agent key)
+  password,    ///< password, kept encrypted in the database (secret)
+  stored_key,  ///< private key PEM kept encrypted in the database (secret)
+};
+
+/// What to do with a host key that known_hosts does not list (a changed key is always an error).
+enum class HostKeyPolicy {
+  strict,      ///< unknown host = error
+  accept_new,  ///< record an unknown host's key (trust on first use)
+};
+
+/// A server of the inventory.
+struct ServerRecord {
+  std::int64_t id = 0;
+  std::string name;  ///< unique
+  std::string host;
+  std::uint16_t port = 22;
+  std::string user;
+  AuthMethod auth_method = AuthMethod::key_file;
+  std::string identity_file;
+  HostKeyPolicy host_key_policy = HostKeyPolicy::strict;
+  std::string known_hosts_file;
+  std::vector<std::string> tags;              ///< sorted, unique when read back
+  std::map<std::string, std::string> labels;  ///< key -> value
+  /// Password (AuthMethod::password) or private key PEM (AuthMethod::stored_key). Plaintext only
+  /// in memory: encrypted before it reaches SQLite. Read back only on request
+  /// (SecretAccess::decrypt). On update, nullopt keeps the stored secret. Never format or log it.
+  std::optional<std::string> secret;
+  bool has_secret = false;      ///< output only: the database holds an encrypted secret
+  std::int64_t created_at = 0;  ///< output only
+  std::int64_t updated_at = 0;  ///< output only
+};
+
+/// Whether a read decrypts the server's secret into ServerRecord::secret.
+enum class SecretAccess { omit, decrypt };
+
+/// An application: a server plus the systemd units, ports, health URL and log paths that make it
+/// up (the unit of `diagnose(applicationId)`).
+struct ApplicationRecord {
+  std::int64_t id = 0;
+  std::string name;  ///< unique
+  std::int64_t server_id = 0;
+  std::vector<std::string> systemd_units;
+  std::vector<std::uint16_t> ports;
+  std::string health_url;  ///< empty: none
+  std::vector<std::string> log_paths;
+};
+
+/// Outcome of a check, with the Nagios plugin meaning.
+enum class CheckStatus { ok, warning, critical, unknown };
+
+/// "OK", "WARNING", "CRITICAL", "UNKNOWN".
+[[nodiscard]] std::string_view to_string(CheckStatus status) noexcept;
+/// Parses to_string()'s output; nullopt for anything else.
+[[nodiscard]] std::optional<CheckStatus> parse_check_status(std::string_view text) noexcept;
+
+/// One check's result inside a diagnosis run.
+struct CheckResultRecord {
+  std::string name;
+  CheckStatus status = CheckStatus::unknown;
+  std::string message;
+  std::string perfdata;  ///< Nagios perfdata text, as produced by the check
+  std::int64_t duration_ms = 0;
+};
+
+/// One diagnosis of a server (or of one of its applications) and its checks, in order.
+struct DiagnosisRun {
+  std::int64_t id = 0;
+  std::int64_t started_at = 0;
+  std::int64_t finished_at = 0;
+  std::int64_t server_id = 0;
+  std::optional<std::int64_t> app_id;
+  CheckStatus status = CheckStatus::unknown;  ///< overall (usually the worst check)
+  std::vector<CheckResultRecord> checks;
+};
+
+/// One metric value of one server at one time.
+struct MetricSample {
+  std::int64_t server_id = 0;
+  std::int64_t collected_at = 0;  ///< Unix ms
+  std::string name;               ///< e.g. "node_load1"
+  std::string labels;             ///< opaque to the store, e.g. "cpu=0,mode=idle"
+  double value = 0.0;
+};
+
+/// How long raw history is kept.
+struct Retention {
+  std::chrono::days samples{30};  ///< metric samples older than this are deleted
+  std::chrono::days runs{90};     ///< diagnosis runs (and their checks) older than this
+};
+
+/// What prune() deleted.
+struct PruneResult {
+  std::int64_t samples_deleted = 0;
+  std::int64_t runs_deleted = 0;
+};
+
+/// Current time as Unix epoch milliseconds (system clock).
+[[nodiscard]] std::int64_t now_unix_ms() noexcept;
+
+}  // namespace healer::store

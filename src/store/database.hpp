@@ -1,0 +1,83 @@
+#pragma once
+
+// The store's synchronous core: one connection, the master key, and every operation as a plain
+// function call. Store runs these on its thread; nothing here is thread-safe.
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "healer/core/result.hpp"
+#include "healer/store/master_key.hpp"
+#include "healer/store/records.hpp"
+#include "healer/store/store.hpp"
+#include "sqlite.hpp"
+
+namespace healer::store {
+
+/// Creates the directories leading to `db_path` (mode 0700) and the file itself (mode 0600) if
+/// missing, before SQLite touches it; tightens an existing database (and its -wal/-shm files) to
+/// 0600. SQLite creates -wal/-shm with the database file's mode.
+[[nodiscard]] Result<void> prepare_database_file(const std::filesystem::path& db_path);
+
+class Database {
+ public:
+  /// prepare_database_file, open, pragmas (WAL, foreign keys, busy timeout), migrate, key check.
+  [[nodiscard]] static Result<Database> open(const StoreOptions& options);
+
+  [[nodiscard]] int schema_version() const noexcept { return schema_version_; }
+
+  [[nodiscard]] Result<std::int64_t> add_server(const ServerRecord& server);
+  [[nodiscard]] Result<void> update_server(const ServerRecord& server);
+  [[nodiscard]] Result<ServerRecord> get_server(std::int64_t id, SecretAccess access);
+  [[nodiscard]] Result<ServerRecord> get_server_by_name(std::string_view name, SecretAccess access);
+  [[nodiscard]] Result<std::vector<ServerRecord>> list_servers(std::string_view tag);
+  [[nodiscard]] Result<void> remove_server(std::int64_t id);
+  [[nodiscard]] Result<void> remove_server_by_name(std::string_view name);
+
+  [[nodiscard]] Result<std::int64_t> add_application(const ApplicationRecord& app);
+  [[nodiscard]] Result<void> update_application(const ApplicationRecord& app);
+  [[nodiscard]] Result<ApplicationRecord> get_application(std::int64_t id);
+  [[nodiscard]] Result<ApplicationRecord> get_application_by_name(std::string_view name);
+  [[nodiscard]] Result<std::vector<ApplicationRecord>> list_applications(
+      std::optional<std::int64_t> server_id);
+  [[nodiscard]] Result<void> remove_application(std::int64_t id);
+
+  [[nodiscard]] Result<std::int64_t> record_run(const DiagnosisRun& run);
+  [[nodiscard]] Result<DiagnosisRun> get_run(std::int64_t id);
+  [[nodiscard]] Result<std::vector<DiagnosisRun>> recent_runs(std::int64_t server_id,
+                                                              std::size_t limit);
+  [[nodiscard]] Result<std::size_t> append_samples(const std::vector<MetricSample>& samples);
+  [[nodiscard]] Result<std::vector<MetricSample>> samples_since(std::int64_t server_id,
+                                                                std::int64_t since_ms,
+                                                                std::string_view name);
+  [[nodiscard]] Result<PruneResult> prune(const Retention& retention, std::int64_t now_ms);
+
+ private:
+  Database(sql::Connection connection, MasterKey key, int schema_version)
+      : db_(std::move(connection)), key_(std::move(key)), schema_version_(schema_version) {}
+
+  // Reads the server rows selected by `where` (a SQL suffix; `bind` binds its parameters), with
+  // tags and labels, without decrypting secrets.
+  Result<std::vector<ServerRecord>> select_servers(
+      std::string_view where, const std::function<void(sql::Statement&)>& bind);
+  Result<void> write_tags_and_labels(const ServerRecord& server, std::int64_t id);
+  Result<void> write_secret(std::int64_t id, const std::optional<std::string>& secret);
+  Result<void> decrypt_secret(ServerRecord& server);
+  Result<std::vector<ApplicationRecord>> select_applications(std::string_view where,
+                                                             std::optional<std::int64_t> key,
+                                                             std::string_view name);
+  Result<std::vector<DiagnosisRun>> select_runs(std::string_view where, std::int64_t key,
+                                                std::int64_t limit);
+
+  sql::Connection db_;
+  MasterKey key_;
+  int schema_version_;
+};
+
+}  // namespace healer::store

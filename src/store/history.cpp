@@ -1,0 +1,336 @@
+// Diagnosis runs with their check results, metric samples, and retention.
+#include <cmath>
+#include <string>
+
+#include "database.hpp"
+#include "healer/store/errors.hpp"
+
+namespace healer::store {
+namespace {
+
+constexpr std::int64_t kMsPerDay = 24LL * 60 * 60 * 1000;
+// Rows deleted per transaction by prune(), so other writers (another process) get the lock
+// between chunks instead of waiting for one long delete.
+constexpr std::int64_t kPruneChunk = 5000;
+
+Error invalid(std::string detail) { return make_error(Errc::invalid_record, std::move(detail)); }
+
+Result<void> validate(const DiagnosisRun& run) {
+  if (run.server_id <= 0) {
+    return invalid("a diagnosis run needs a server");
+  }
+  if (run.finished_at < run.started_at) {
+    return invalid("a diagnosis run cannot finish before it started");
+  }
+  for (const auto& check : run.checks) {
+    if (check.name.empty()) {
+      return invalid("a check result needs a name");
+    }
+    if (check.duration_ms < 0) {
+      return invalid("check '" + check.name + "' has a negative duration");
+    }
+  }
+  return {};
+}
+
+Result<CheckStatus> status_from_sql(const std::string& text) {
+  if (auto status = parse_check_status(text)) {
+    return *status;
+  }
+  return make_error(Errc::corrupt, "unknown check status in the database");
+}
+
+// Deletes the rows `select_rowids` (a SELECT of rowids binding ?1 = cutoff, ?2 = limit) from
+// `table`, chunk by chunk, each chunk in its own transaction. Returns how many went.
+Result<std::int64_t> delete_in_chunks(sql::Connection& db, std::string_view table,
+                                      std::string_view select_rowids, std::int64_t cutoff) {
+  const std::string sql =
+      "DELETE FROM " + std::string(table) + " WHERE rowid IN (" + std::string(select_rowids) + ")";
+  std::int64_t total = 0;
+  for (;;) {
+    auto transaction = sql::Transaction::begin(db);
+    if (!transaction) {
+      return std::move(transaction).error();
+    }
+    auto remove = db.prepare(sql);
+    if (!remove) {
+      return std::move(remove).error();
+    }
+    remove->bind(1, cutoff).bind(2, kPruneChunk);
+    if (auto removed = remove->run(); !removed) {
+      return std::move(removed).error();
+    }
+    const std::int64_t deleted = db.changes();
+    if (auto committed = transaction->commit(); !committed) {
+      return std::move(committed).error();
+    }
+    total += deleted;
+    if (deleted < kPruneChunk) {
+      return total;
+    }
+  }
+}
+
+}  // namespace
+
+Result<std::int64_t> Database::record_run(const DiagnosisRun& run) {
+  if (auto valid = validate(run); !valid) {
+    return std::move(valid).error();
+  }
+  auto transaction = sql::Transaction::begin(db_);
+  if (!transaction) {
+    return std::move(transaction).error();
+  }
+  if (run.app_id) {
+    // A run of an application must belong to that application's server.
+    auto owner = db_.prepare("SELECT server_id FROM applications WHERE id = ?1");
+    if (!owner) {
+      return std::move(owner).error();
+    }
+    owner->bind(1, *run.app_id);
+    auto row = owner->step();
+    if (!row) {
+      return std::move(row).error();
+    }
+    if (!*row) {
+      return make_error(Errc::not_found, "application #" + std::to_string(*run.app_id));
+    }
+    if (owner->int64(0) != run.server_id) {
+      return invalid("application #" + std::to_string(*run.app_id) + " is not on server #" +
+                     std::to_string(run.server_id));
+    }
+  }
+  auto insert = db_.prepare(
+      "INSERT INTO diagnosis_runs (server_id, app_id, started_at, finished_at, status) "
+      "VALUES (?1, ?2, ?3, ?4, ?5)");
+  if (!insert) {
+    return std::move(insert).error();
+  }
+  insert->bind(1, run.server_id)
+      .bind(2, run.app_id)
+      .bind(3, run.started_at)
+      .bind(4, run.finished_at)
+      .bind(5, to_string(run.status));
+  if (auto inserted = insert->run(); !inserted) {
+    Error error = std::move(inserted).error();
+    if (error.code == make_error_code(Errc::not_found)) {
+      error.detail = "server #" + std::to_string(run.server_id);
+    }
+    return error;
+  }
+  const std::int64_t id = db_.last_insert_rowid();
+  auto check = db_.prepare(
+      "INSERT INTO check_results (run_id, position, name, status, message, perfdata, "
+      "duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+  if (!check) {
+    return std::move(check).error();
+  }
+  std::int64_t position = 0;
+  for (const auto& result : run.checks) {
+    check->reset();
+    check->bind(1, id)
+        .bind(2, position++)
+        .bind(3, result.name)
+        .bind(4, to_string(result.status))
+        .bind(5, result.message)
+        .bind(6, result.perfdata)
+        .bind(7, result.duration_ms);
+    if (auto inserted = check->run(); !inserted) {
+      return std::move(inserted).error();
+    }
+  }
+  if (auto committed = transaction->commit(); !committed) {
+    return std::move(committed).error();
+  }
+  return id;
+}
+
+Result<std::vector<DiagnosisRun>> Database::select_runs(std::string_view where, std::int64_t key,
+                                                        std::int64_t limit) {
+  auto query = db_.prepare(
+      "SELECT id, server_id, app_id, started_at, finished_at, status FROM diagnosis_runs " +
+      std::string(where));
+  if (!query) {
+    return std::move(query).error();
+  }
+  query->bind(1, key).bind(2, limit);
+  std::vector<DiagnosisRun> runs;
+  for (;;) {
+    auto row = query->step();
+    if (!row) {
+      return std::move(row).error();
+    }
+    if (!*row) {
+      break;
+    }
+    DiagnosisRun run;
+    run.id = query->int64(0);
+    run.server_id = query->int64(1);
+    if (!query->is_null(2)) {
+      run.app_id = query->int64(2);
+    }
+    run.started_at = query->int64(3);
+    run.finished_at = query->int64(4);
+    auto status = status_from_sql(query->text(5));
+    if (!status) {
+      return std::move(status).error();
+    }
+    run.status = *status;
+    runs.push_back(std::move(run));
+  }
+  auto checks = db_.prepare(
+      "SELECT name, status, message, perfdata, duration_ms FROM check_results "
+      "WHERE run_id = ?1 ORDER BY position");
+  if (!checks) {
+    return std::move(checks).error();
+  }
+  for (auto& run : runs) {
+    checks->reset();
+    checks->bind(1, run.id);
+    for (;;) {
+      auto row = checks->step();
+      if (!row) {
+        return std::move(row).error();
+      }
+      if (!*row) {
+        break;
+      }
+      CheckResultRecord check;
+      check.name = checks->text(0);
+      auto status = status_from_sql(checks->text(1));
+      if (!status) {
+        return std::move(status).error();
+      }
+      check.status = *status;
+      check.message = checks->text(2);
+      check.perfdata = checks->text(3);
+      check.duration_ms = checks->int64(4);
+      run.checks.push_back(std::move(check));
+    }
+  }
+  return runs;
+}
+
+Result<DiagnosisRun> Database::get_run(std::int64_t id) {
+  auto runs = select_runs("WHERE id = ?1 LIMIT ?2", id, 1);
+  if (!runs) {
+    return std::move(runs).error();
+  }
+  if (runs->empty()) {
+    return make_error(Errc::not_found, "diagnosis run #" + std::to_string(id));
+  }
+  return std::move(runs->front());
+}
+
+Result<std::vector<DiagnosisRun>> Database::recent_runs(std::int64_t server_id, std::size_t limit) {
+  const auto capped = static_cast<std::int64_t>(std::min<std::size_t>(limit, 1'000'000));
+  return select_runs("WHERE server_id = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2", server_id,
+                     capped);
+}
+
+Result<std::size_t> Database::append_samples(const std::vector<MetricSample>& samples) {
+  for (const auto& sample : samples) {
+    if (sample.name.empty()) {
+      return invalid("a metric sample needs a name");
+    }
+    if (std::isnan(sample.value)) {
+      // SQLite stores NaN as NULL; refuse it here with a clear message instead.
+      return invalid("metric sample '" + sample.name + "' is NaN");
+    }
+  }
+  if (samples.empty()) {
+    return std::size_t{0};
+  }
+  auto transaction = sql::Transaction::begin(db_);
+  if (!transaction) {
+    return std::move(transaction).error();
+  }
+  auto insert = db_.prepare(
+      "INSERT INTO metric_samples (server_id, collected_at, name, labels, value) "
+      "VALUES (?1, ?2, ?3, ?4, ?5)");
+  if (!insert) {
+    return std::move(insert).error();
+  }
+  for (const auto& sample : samples) {
+    insert->reset();
+    insert->bind(1, sample.server_id)
+        .bind(2, sample.collected_at)
+        .bind(3, sample.name)
+        .bind(4, sample.labels)
+        .bind(5, sample.value);
+    if (auto inserted = insert->run(); !inserted) {
+      Error error = std::move(inserted).error();
+      if (error.code == make_error_code(Errc::not_found)) {
+        error.detail = "server #" + std::to_string(sample.server_id) + " (metric samples)";
+      }
+      return error;
+    }
+  }
+  if (auto committed = transaction->commit(); !committed) {
+    return std::move(committed).error();
+  }
+  return samples.size();
+}
+
+Result<std::vector<MetricSample>> Database::samples_since(std::int64_t server_id,
+                                                          std::int64_t since_ms,
+                                                          std::string_view name) {
+  std::string sql =
+      "SELECT server_id, collected_at, name, labels, value FROM metric_samples "
+      "WHERE server_id = ?1 AND collected_at >= ?2";
+  if (!name.empty()) {
+    sql += " AND name = ?3";
+  }
+  sql += " ORDER BY collected_at, rowid";
+  auto query = db_.prepare(sql);
+  if (!query) {
+    return std::move(query).error();
+  }
+  query->bind(1, server_id).bind(2, since_ms);
+  if (!name.empty()) {
+    query->bind(3, name);
+  }
+  std::vector<MetricSample> samples;
+  for (;;) {
+    auto row = query->step();
+    if (!row) {
+      return std::move(row).error();
+    }
+    if (!*row) {
+      break;
+    }
+    MetricSample sample;
+    sample.server_id = query->int64(0);
+    sample.collected_at = query->int64(1);
+    sample.name = query->text(2);
+    sample.labels = query->text(3);
+    sample.value = query->real(4);
+    samples.push_back(std::move(sample));
+  }
+  return samples;
+}
+
+Result<PruneResult> Database::prune(const Retention& retention, std::int64_t now_ms) {
+  if (retention.samples.count() < 0 || retention.runs.count() < 0) {
+    return invalid("retention must not be negative");
+  }
+  PruneResult result;
+  auto samples = delete_in_chunks(
+      db_, "metric_samples", "SELECT rowid FROM metric_samples WHERE collected_at < ?1 LIMIT ?2",
+      now_ms - static_cast<std::int64_t>(retention.samples.count()) * kMsPerDay);
+  if (!samples) {
+    return std::move(samples).error();
+  }
+  result.samples_deleted = *samples;
+  // Check results go with their runs (ON DELETE CASCADE).
+  auto runs = delete_in_chunks(
+      db_, "diagnosis_runs", "SELECT id FROM diagnosis_runs WHERE started_at < ?1 LIMIT ?2",
+      now_ms - static_cast<std::int64_t>(retention.runs.count()) * kMsPerDay);
+  if (!runs) {
+    return std::move(runs).error();
+  }
+  result.runs_deleted = *runs;
+  return result;
+}
+
+}  // namespace healer::store

@@ -1,0 +1,191 @@
+#include "migrations.hpp"
+
+#include <array>
+#include <string>
+
+#include "healer/store/errors.hpp"
+#include "healer/store/records.hpp"
+
+namespace healer::store::migrations {
+namespace {
+
+// Enums are stored as their names (readable with the sqlite3 shell, immune to reordering) and
+// constrained by CHECKs; times are Unix ms; tables are STRICT.
+constexpr std::string_view kInitialSchema = R"sql(
+CREATE TABLE meta (
+  key   TEXT PRIMARY KEY,
+  value BLOB NOT NULL
+) STRICT;
+
+CREATE TABLE servers (
+  id               INTEGER PRIMARY KEY,
+  name             TEXT NOT NULL UNIQUE,
+  host             TEXT NOT NULL,
+  port             INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+  user             TEXT NOT NULL,
+  auth_method      TEXT NOT NULL
+                   CHECK (auth_method IN ('key_file', 'agent', 'password', 'stored_key')),
+  identity_file    TEXT NOT NULL DEFAULT '',
+  host_key_policy  TEXT NOT NULL CHECK (host_key_policy IN ('strict', 'accept_new')),
+  known_hosts_file TEXT NOT NULL DEFAULT '',
+  -- format byte || 24-byte nonce || XChaCha20-Poly1305 ciphertext and tag; never plaintext
+  secret           BLOB,
+  created_at       INTEGER NOT NULL,
+  updated_at       INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE server_tags (
+  server_id INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+  tag       TEXT NOT NULL,
+  PRIMARY KEY (server_id, tag)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX server_tags_by_tag ON server_tags(tag, server_id);
+
+CREATE TABLE diagnosis_runs (
+  id          INTEGER PRIMARY KEY,
+  server_id   INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+  started_at  INTEGER NOT NULL,
+  finished_at INTEGER NOT NULL,
+  status      TEXT NOT NULL CHECK (status IN ('OK', 'WARNING', 'CRITICAL', 'UNKNOWN'))
+) STRICT;
+CREATE INDEX diagnosis_runs_by_server ON diagnosis_runs(server_id, started_at);
+CREATE INDEX diagnosis_runs_by_time ON diagnosis_runs(started_at);
+
+CREATE TABLE check_results (
+  run_id      INTEGER NOT NULL REFERENCES diagnosis_runs(id) ON DELETE CASCADE,
+  position    INTEGER NOT NULL,
+  name        TEXT NOT NULL,
+  status      TEXT NOT NULL CHECK (status IN ('OK', 'WARNING', 'CRITICAL', 'UNKNOWN')),
+  message     TEXT NOT NULL,
+  perfdata    TEXT NOT NULL,
+  duration_ms INTEGER NOT NULL,
+  PRIMARY KEY (run_id, position)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE metric_samples (
+  server_id    INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+  collected_at INTEGER NOT NULL,
+  name         TEXT NOT NULL,
+  labels       TEXT NOT NULL DEFAULT '',
+  value        REAL NOT NULL
+) STRICT;
+CREATE INDEX metric_samples_by_server_time ON metric_samples(server_id, collected_at);
+CREATE INDEX metric_samples_by_time ON metric_samples(collected_at);
+)sql";
+
+// Labels on servers, applications (the unit of diagnose(applicationId)) and runs of applications.
+// The application's lists are JSON arrays: read and written whole, queryable with json_each().
+constexpr std::string_view kLabelsAndApplications = R"sql(
+CREATE TABLE server_labels (
+  server_id INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+  key       TEXT NOT NULL,
+  value     TEXT NOT NULL,
+  PRIMARY KEY (server_id, key)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE applications (
+  id            INTEGER PRIMARY KEY,
+  name          TEXT NOT NULL UNIQUE,
+  server_id     INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+  systemd_units TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(systemd_units)),
+  ports         TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(ports)),
+  health_url    TEXT NOT NULL DEFAULT '',
+  log_paths     TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(log_paths)),
+  created_at    INTEGER NOT NULL,
+  updated_at    INTEGER NOT NULL
+) STRICT;
+CREATE INDEX applications_by_server ON applications(server_id);
+
+ALTER TABLE diagnosis_runs
+  ADD COLUMN app_id INTEGER REFERENCES applications(id) ON DELETE SET NULL;
+CREATE INDEX diagnosis_runs_by_app ON diagnosis_runs(app_id, started_at);
+)sql";
+
+constexpr std::array kMigrations = {
+    Migration{1, "initial schema", kInitialSchema},
+    Migration{2, "server labels and applications", kLabelsAndApplications},
+};
+
+constexpr std::string_view kCreateMigrationsTable = R"sql(
+CREATE TABLE IF NOT EXISTS schema_migrations (
+  version    INTEGER PRIMARY KEY,
+  name       TEXT NOT NULL,
+  applied_at INTEGER NOT NULL
+) STRICT;
+)sql";
+
+Error step_failed(const Migration& migration, const Error& cause) {
+  return make_error(Errc::migration_failed, "migration " + std::to_string(migration.version) +
+                                                " (" + std::string(migration.name) +
+                                                "): " + cause.message());
+}
+
+}  // namespace
+
+std::span<const Migration> all() noexcept { return kMigrations; }
+
+int latest_version() noexcept { return kMigrations.back().version; }
+
+Result<int> current_version(sql::Connection& db) {
+  if (auto created = db.exec(kCreateMigrationsTable); !created) {
+    return std::move(created).error();
+  }
+  auto query = db.prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+  if (!query) {
+    return std::move(query).error();
+  }
+  auto row = query->step();
+  if (!row) {
+    return std::move(row).error();
+  }
+  return static_cast<int>(query->int64(0));
+}
+
+Result<int> migrate(sql::Connection& db, int target) {
+  auto version = current_version(db);
+  if (!version) {
+    return version;
+  }
+  if (*version > latest_version()) {
+    return make_error(Errc::schema_too_new,
+                      "database is at schema version " + std::to_string(*version) +
+                          ", this healer knows up to " + std::to_string(latest_version()));
+  }
+  for (const Migration& migration : kMigrations) {
+    if (migration.version <= *version || migration.version > target) {
+      continue;
+    }
+    auto transaction = sql::Transaction::begin(db);
+    if (!transaction) {
+      return step_failed(migration, transaction.error());
+    }
+    // Another process may have migrated between our version read and the write lock.
+    auto now_at = current_version(db);
+    if (!now_at) {
+      return step_failed(migration, now_at.error());
+    }
+    if (*now_at >= migration.version) {
+      *version = *now_at;
+      continue;
+    }
+    if (auto applied = db.exec(migration.sql); !applied) {
+      return step_failed(migration, applied.error());
+    }
+    auto record =
+        db.prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)");
+    if (!record) {
+      return step_failed(migration, record.error());
+    }
+    record->bind(1, migration.version).bind(2, migration.name).bind(3, now_unix_ms());
+    if (auto recorded = record->run(); !recorded) {
+      return step_failed(migration, recorded.error());
+    }
+    if (auto committed = transaction->commit(); !committed) {
+      return step_failed(migration, committed.error());
+    }
+    *version = migration.version;
+  }
+  return *version;
+}
+
+}  // namespace healer::store::migrations
