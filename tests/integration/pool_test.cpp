@@ -28,6 +28,7 @@
 #include "healer/exec/executor.hpp"
 #include "healer/pool/errors.hpp"
 #include "healer/ssh/errors.hpp"
+#include "pool_helpers.hpp"
 #include "run_async.hpp"
 #include "sshd_fixture.hpp"
 
@@ -36,25 +37,16 @@ namespace {
 
 using test::async_pause;
 using test::async_poll;
+using test::evictions;
 
 using namespace std::chrono_literals;
 using test::SshdFixture;
 constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 const std::string kServer = "srv";
 
-std::size_t evictions(const pool::PoolStats& stats, pool::Eviction why) {
-  return static_cast<std::size_t>(stats.evictions[static_cast<std::size_t>(why)]);
-}
-
 pool::Server server_for(const SshdFixture& sshd, std::string id = kServer,
                         const std::filesystem::path& key = {}) {
-  pool::Server server;
-  server.id = std::move(id);
-  server.endpoint = ssh::Endpoint(sshd.host(), sshd.port());
-  server.connect.user = sshd.user();
-  server.connect.identity_file = key.empty() ? sshd.client_key_path().string() : key.string();
-  server.connect.known_hosts_file = sshd.known_hosts_path().string();
-  return server;
+  return test::pool_server(sshd, std::move(id), key);
 }
 
 std::int64_t ms_since(Clock::time_point since) {
