@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <chrono>
@@ -10,6 +11,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -296,6 +298,45 @@ int run_exec(const ExecArgs& args) {
     print_stats(outcome->stats);
   }
   return exit_code;
+}
+
+Command add_exec_command(CLI::App& app) {
+  auto args = std::make_shared<ExecArgs>();
+  auto& exec = *args;
+  auto* exec_cmd = app.add_subcommand(
+      "exec", "Run commands on a host through the connection pool (concurrently, one connection)");
+  exec_cmd->add_option("--host", exec.host, "Host name or address")->required();
+  exec_cmd->add_option("--port,-p", exec.port, "SSH port")->check(CLI::Range(1, 65535));
+  exec_cmd->add_option("--user,-l", exec.user, "Remote user (default: the local user)");
+  exec_cmd
+      ->add_option("--auth", exec.auth, "key | agent | password (password from HEALER_PASSWORD)")
+      ->check(CLI::IsMember({"key", "agent", "password"}));
+  exec_cmd->add_option("--identity,-i", exec.identity,
+                       "Private key file (default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa); "
+                       "passphrase from HEALER_KEY_PASSPHRASE");
+  exec_cmd->add_option("--known-hosts", exec.known_hosts,
+                       "known_hosts file (default: ~/.ssh/known_hosts)");
+  exec_cmd->add_flag("--accept-new-host-key", exec.accept_new_host_key,
+                     "Record the key of a host not yet in known_hosts (trust on first use); a "
+                     "changed key is always refused");
+  exec_cmd
+      ->add_option("--timeout", exec.timeout_s,
+                   "Deadline for the whole run (queueing, connecting, running), in seconds")
+      ->check(CLI::PositiveNumber);
+  exec_cmd
+      ->add_option("--max-output", exec.max_output,
+                   "Bytes kept per stream; the rest is counted and dropped")
+      ->check(CLI::PositiveNumber);
+  exec_cmd->add_option("--stdin-file", exec.stdin_file,
+                       "Send this file ('-' = stdin) to each command as stdin");
+  exec_cmd->add_option("--commands", exec.commands_file,
+                       "Read commands from FILE, one per line ('#' starts a comment)");
+  exec_cmd->add_flag("--json", exec.json, "Print JSON instead of the raw output");
+  exec_cmd->add_flag("--stats", exec.stats, "Print the connection pool's stats after the run");
+  exec_cmd->add_option("command", exec.command,
+                       "The remote command(s), after --; separate several with :::");
+  add_pool_options(*exec_cmd, exec.pool);
+  return Command{exec_cmd, [args] { return run_exec(*args); }};
 }
 
 }  // namespace healer::cli

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "command.hpp"
 #include "pool_options.hpp"
 
 namespace healer::cli {
@@ -31,5 +32,8 @@ struct ExecArgs {
 /// Runs the commands on one host through the connection pool, concurrently over one connection,
 /// and returns the process exit code.
 int run_exec(const ExecArgs& args);
+
+/// Registers `healer exec` on `app`.
+Command add_exec_command(CLI::App& app);
 
 }  // namespace healer::cli

@@ -2,6 +2,7 @@
 
 #include "healer/pool/errors.hpp"
 #include "healer/ssh/errors.hpp"
+#include "healer/store/errors.hpp"
 
 namespace healer::cli {
 
@@ -18,6 +19,16 @@ int exit_code_for(const Error& error) {
         return kExitCancelled;
       case pool::Errc::unknown_server:
         return kExitUsage;
+    }
+  }
+  if (error.code.category() == store::error_category()) {
+    switch (static_cast<store::Errc>(error.code.value())) {
+      case store::Errc::not_found:
+      case store::Errc::duplicate_name:
+      case store::Errc::invalid_record:
+        return kExitUsage;
+      default:
+        return kExitStore;
     }
   }
   if (error.code.category() != ssh::error_category()) {

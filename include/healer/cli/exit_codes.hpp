@@ -7,8 +7,10 @@ namespace healer::cli {
 /// Exit codes of `healer exec` when the command did not run to completion. A command that ran
 /// exits with its own status (or 128 + signal number), like ssh.
 enum ExitCode : int {
-  kExitUsage = 2,             ///< bad flags or configuration
-  kExitTimeout = 124,         ///< the command (or connect) hit its deadline, as timeout(1)
+  kExitUsage = 2,  ///< bad flags or configuration
+  kExitTimeout = 124,
+  kExitStore = 239,  ///< inventory database or master key unusable (see the message)         ///<
+                     ///< the command (or connect) hit its deadline, as timeout(1)
   kExitConnectRefused = 240,  ///< nothing listening / connection refused
   kExitConnectTimeout = 241,  ///< no TCP connection or handshake in time
   kExitResolveFailed = 242,   ///< host name did not resolve
