@@ -1,0 +1,168 @@
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "healer/checks/check.hpp"
+#include "healer/core/deadline.hpp"
+#include "healer/core/error.hpp"
+#include "healer/exec/executor.hpp"
+#include "healer/pool/pool.hpp"
+
+// Runs checks for real: a server's checks over its pooled connection, parsed into a Diagnosis.
+// Everything here runs on the executor's (the pool registry's) thread.
+namespace healer::checks {
+
+/// The raw outcome of one check's command, kept by ResultCache so a cached check is parsed again
+/// with the current settings.
+struct CachedOutput {
+  std::string out;
+  std::string err;
+  std::optional<int> exit_status;
+  bool out_truncated = false;
+  std::optional<double> sent_at;
+  std::optional<double> received_at;
+  Clock::time_point expires_at{};  ///< steady clock
+};
+
+/// In-memory cache of command outputs for checks with CheckDefinition::cache_for > 0 (for
+/// example security_updates), keyed by server id, check name and command. Owned by the caller
+/// (a daemon keeps one across sweeps); used on the executor's thread only. Only outputs that
+/// parsed to OK, WARNING or CRITICAL are kept: an UNKNOWN is retried next time.
+class ResultCache {
+ public:
+  /// The fresh output of `check` on `server_id`, if any (expired entries are dropped).
+  [[nodiscard]] const CachedOutput* find(const std::string& server_id,
+                                         const CheckDefinition& check);
+  /// Keeps `output` (its expires_at set by the caller).
+  void store(const std::string& server_id, const CheckDefinition& check, CachedOutput output);
+  /// Drops every entry of `server_id` (new credentials, an operator asking for a fresh look).
+  void forget(const std::string& server_id);
+  [[nodiscard]] std::size_t size() const noexcept { return entries_.size(); }
+
+ private:
+  // (server id, check name, command) -> output; expired entries are dropped on lookup
+  std::map<std::tuple<std::string, std::string, std::string>, CachedOutput, std::less<>> entries_;
+};
+
+/// How a server's checks are sent.
+enum class RunMode {
+  concurrent,  ///< one channel per check, packed on one pooled session (default)
+  batched,     ///< all checks in one exec, run in parallel by the remote shell, output framed by
+               ///< a per-run random marker with per-section exit codes
+};
+
+/// How to diagnose one server. Not an aggregate on purpose (see ssh/options.hpp).
+struct DiagnoseOptions {
+  DiagnoseOptions() = default;
+
+  /// Overall deadline (connect, queueing and every check); each check also stops at its own
+  /// CheckDefinition::timeout, counted from when it starts.
+  Deadline deadline = Deadline::after(std::chrono::seconds(60));
+  pool::Priority priority = pool::Priority::normal;
+  /// Checks in flight at once on the server; 0: the pool's max_channels (capped by
+  /// max_concurrent), so they share one connection.
+  std::size_t max_parallel = 0;
+  std::size_t max_output = std::size_t{1} << 20;  ///< stdout/stderr bytes kept per check
+  RunMode mode = RunMode::concurrent;
+  /// Results of checks with cache_for > 0 are taken from and stored here; null: no cache. Must
+  /// outlive the call.
+  ResultCache* cache = nullptr;
+};
+
+/// One check's result on one server, with how it was obtained.
+struct CheckRun {
+  CheckResult result;
+  std::chrono::microseconds duration{0};  ///< start of its run (incl. queueing) to parsed
+  bool cached = false;                    ///< parsed from ResultCache output, nothing was run
+  std::optional<int> exit_status;         ///< of the remote command, when it ran and exited
+  /// Why the command did not run or finish (its result is then UNKNOWN); unset when it ran.
+  std::optional<Error> error;
+};
+
+/// One server's diagnosis: every check's result (in the order given) and the overall status.
+struct Diagnosis {
+  std::string server_id;
+  Status status = Status::unknown;  ///< worst() over the checks; UNKNOWN when there are none
+  std::vector<CheckRun> checks;
+  /// Set when the server could not be reached at all (connect refused or timed out, auth
+  /// failed, host key unknown or changed, circuit open, unknown server...): ssh::Errc or
+  /// pool::Errc. Every check is then UNKNOWN with this reason.
+  std::optional<Error> server_error;
+  std::chrono::system_clock::time_point started_at{};  ///< wall clock, for storing runs
+  std::chrono::microseconds duration{0};
+  RunMode mode = RunMode::concurrent;
+
+  [[nodiscard]] bool reachable() const noexcept { return !server_error.has_value(); }
+};
+
+/// Runs `checks` on `server_id` through `executor` (which must outlive the call) and parses them
+/// with `settings`. Concurrent mode: one connection is acquired first (so an unreachable server
+/// costs one attempt: a wrong key means one failed authentication), then the checks run in
+/// parallel on pooled channels. A failed exec (timeout, disconnect...) makes that check UNKNOWN
+/// with a one-line reason, never CRITICAL. Never throws on remote failure.
+asio::awaitable<Diagnosis> async_diagnose(exec::Executor& executor, std::string server_id,
+                                          std::vector<CheckDefinition> checks,
+                                          CheckSettings settings, DiagnoseOptions options);
+
+/// One server of a sweep.
+struct ServerChecks {
+  ServerChecks() = default;
+  ServerChecks(std::string id, std::vector<CheckDefinition> check_list,
+               CheckSettings check_settings = {})
+      : server_id(std::move(id)),
+        checks(std::move(check_list)),
+        settings(std::move(check_settings)) {}
+
+  std::string server_id;
+  std::vector<CheckDefinition> checks;
+  CheckSettings settings;
+};
+
+/// Called as each server's diagnosis completes (in completion order): its index in the input
+/// and the diagnosis. Runs on the executor's thread; must not block.
+using DiagnosisCallback = std::function<void(std::size_t index, const Diagnosis& diagnosis)>;
+
+/// How to sweep many servers. Not an aggregate on purpose.
+struct SweepOptions {
+  SweepOptions() = default;
+
+  std::size_t max_servers = 32;  ///< servers diagnosed at once (at least 1)
+  /// Per server, counted from when its diagnosis starts, bounded by `deadline`.
+  std::chrono::milliseconds server_timeout{60000};
+  Deadline deadline = Deadline::never();  ///< the whole sweep
+  DiagnoseOptions per_server;             ///< its deadline is replaced per server
+  DiagnosisCallback on_diagnosis;         ///< may be empty
+};
+
+/// Diagnoses every server of `servers`, at most SweepOptions::max_servers at once; results in
+/// input order. `executor` must outlive the call.
+asio::awaitable<std::vector<Diagnosis>> async_diagnose_all(exec::Executor& executor,
+                                                           std::vector<ServerChecks> servers,
+                                                           SweepOptions options);
+
+/// The batched-mode script for `checks` framed by `marker` (exposed for tests).
+[[nodiscard]] std::string batch_script(const std::vector<CheckDefinition>& checks,
+                                       const std::string& marker);
+
+/// One check's part of a batched run's output.
+struct BatchSection {
+  std::string out;
+  std::string err;
+  std::optional<int> exit_status;  ///< unset when the section's end marker is missing
+};
+
+/// Splits a batched run's stdout and stderr into `count` sections by `marker`.
+[[nodiscard]] std::vector<BatchSection> split_batch_output(const std::string& out,
+                                                           const std::string& err,
+                                                           const std::string& marker,
+                                                           std::size_t count);
+
+}  // namespace healer::checks

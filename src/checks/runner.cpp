@@ -1,0 +1,484 @@
+#include "healer/checks/runner.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <exception>
+#include <memory>
+#include <random>
+#include <utility>
+
+#include "healer/ssh/errors.hpp"
+#include "text.hpp"
+
+namespace healer::checks {
+namespace {
+
+constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
+
+// A batched run keeps this many output bytes at most, whatever max_output * checks says.
+constexpr std::size_t kMaxBatchOutput = std::size_t{64} << 20;
+
+double wall_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::chrono::microseconds since(Clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
+}
+
+CheckResult unknown_result(const std::string& name, std::string_view reason) {
+  CheckResult result;
+  result.name = name;
+  result.status = Status::unknown;
+  result.message = text::one_line(reason);
+  return result;
+}
+
+std::string seconds_text(Clock::duration duration) {
+  return text::number(std::chrono::duration<double>(duration).count(), 1) + " s";
+}
+
+// The one-line reason of a check whose command did not run or finish. `own_deadline` is true
+// when the check's own timeout (not the overall deadline) bounded it.
+std::string exec_failure_reason(const Error& error, bool own_deadline, Clock::duration allowed) {
+  if (error.code == ssh::Errc::timeout) {
+    return own_deadline ? "timed out after " + seconds_text(allowed) + " (the check's timeout)"
+                        : "timed out: the diagnosis deadline passed";
+  }
+  return "command failed: " + error.message();
+}
+
+CheckResult parse_output(const CheckDefinition& check, const CheckInput& input,
+                         const CheckSettings& settings) {
+  if (check.parse == nullptr) {
+    return unknown_result(check.name, "no parser for this check");
+  }
+  CheckResult result = check.parse(input, settings);
+  if (result.name.empty()) {
+    result.name = check.name;
+  }
+  return result;
+}
+
+CheckInput input_of(const CachedOutput& output) {
+  CheckInput input;
+  input.out = output.out;
+  input.err = output.err;
+  input.exit_status = output.exit_status;
+  input.out_truncated = output.out_truncated;
+  input.sent_at = output.sent_at;
+  input.received_at = output.received_at;
+  return input;
+}
+
+// Parses `output` for `check` into `run`, and keeps it in the cache when the check asks for it
+// and the result is worth keeping.
+void finish_run(CheckRun& run, const CheckDefinition& check, CachedOutput output,
+                const std::string& server_id, const CheckSettings& settings, ResultCache* cache) {
+  run.exit_status = output.exit_status;
+  run.result = parse_output(check, input_of(output), settings);
+  if (cache != nullptr && check.cache_for.count() > 0 && run.result.status != Status::unknown) {
+    output.expires_at = Clock::now() + check.cache_for;
+    cache->store(server_id, check, std::move(output));
+  }
+}
+
+std::string random_marker() {
+  std::random_device device;
+  std::uniform_int_distribution<unsigned> nibble(0, 15);
+  std::string marker = "@@hb";
+  for (int i = 0; i < 20; ++i) {
+    marker.push_back("0123456789abcdef"[nibble(device)]);
+  }
+  return marker;
+}
+
+// What one async_diagnose shares with the workers it spawned.
+struct ServerRun {
+  ServerRun(asio::any_io_executor io_executor, exec::Executor* executor_in, std::string id,
+            std::vector<CheckDefinition> check_list, CheckSettings check_settings,
+            DiagnoseOptions run_options)
+      : executor(executor_in),
+        server_id(std::move(id)),
+        checks(std::move(check_list)),
+        settings(std::move(check_settings)),
+        options(std::move(run_options)),
+        runs(checks.size()),
+        done(std::move(io_executor)) {}
+
+  exec::Executor* executor;
+  std::string server_id;
+  std::vector<CheckDefinition> checks;
+  CheckSettings settings;
+  DiagnoseOptions options;
+  std::vector<CheckRun> runs;       // by check index; never resized while workers run
+  std::vector<std::size_t> to_run;  // indexes of checks to execute, in input order
+  std::size_t next = 0;             // next position in to_run a worker takes
+  std::size_t workers_left = 0;
+  asio::steady_timer done;  // cancelled when workers_left reaches 0
+};
+
+// Decrements the worker count even when a worker ends by an exception (a broken invariant), so
+// the waiting diagnosis never hangs.
+struct WorkerDone {
+  std::shared_ptr<ServerRun> state;
+  ~WorkerDone() {
+    if (--state->workers_left == 0) {
+      state->done.cancel();
+    }
+  }
+};
+
+asio::awaitable<void> run_check(std::shared_ptr<ServerRun> state, std::size_t index) {
+  const CheckDefinition& check = state->checks[index];
+  CheckRun& run = state->runs[index];
+  const auto started = Clock::now();
+  const Deadline own = Deadline::after(check.timeout);
+  exec::RunOptions run_options;
+  run_options.deadline = state->options.deadline.min(own);
+  run_options.priority = state->options.priority;
+  run_options.max_output = state->options.max_output;
+  const double before = wall_now();
+  auto result = co_await state->executor->async_run(state->server_id, check.command, run_options);
+  const double after = wall_now();
+  if (!result) {
+    const bool own_deadline = run_options.deadline.at() == own.at();
+    run.error = result.error();
+    run.result = unknown_result(check.name,
+                                exec_failure_reason(result.error(), own_deadline, check.timeout));
+  } else {
+    CachedOutput output;
+    output.exit_status = result->exit_status;
+    output.out_truncated = result->out_truncated;
+    // The command ran during the last `run` of the call (queueing and channel open came first).
+    const double run_seconds = std::chrono::duration<double>(result->timing.run).count();
+    output.sent_at = std::max(before, after - run_seconds);
+    output.received_at = after;
+    output.out = std::move(result->out);
+    output.err = std::move(result->err);
+    finish_run(run, check, std::move(output), state->server_id, state->settings,
+               state->options.cache);
+  }
+  run.duration = since(started);
+}
+
+asio::awaitable<void> check_worker(std::shared_ptr<ServerRun> state) {
+  WorkerDone guard{state};
+  while (state->next < state->to_run.size()) {
+    const std::size_t index = state->to_run[state->next++];
+    co_await run_check(state, index);
+  }
+}
+
+// Batched mode: one exec for every check in state->to_run.
+asio::awaitable<void> run_batched(std::shared_ptr<ServerRun> state) {
+  std::vector<CheckDefinition> batch;
+  auto longest = std::chrono::seconds(0);
+  for (const std::size_t index : state->to_run) {
+    batch.push_back(state->checks[index]);
+    longest = std::max(longest, state->checks[index].timeout);
+  }
+  const std::string marker = random_marker();
+  const auto started = Clock::now();
+  const Deadline own = Deadline::after(longest);
+  exec::RunOptions run_options;
+  run_options.deadline = state->options.deadline.min(own);
+  run_options.priority = state->options.priority;
+  run_options.max_output =
+      std::min(kMaxBatchOutput, state->options.max_output * std::max<std::size_t>(1, batch.size()));
+  const double before = wall_now();
+  auto result = co_await state->executor->async_run(state->server_id, batch_script(batch, marker),
+                                                    run_options);
+  const double after = wall_now();
+  const auto elapsed = since(started);
+  if (!result) {
+    const bool own_deadline = run_options.deadline.at() == own.at();
+    for (const std::size_t index : state->to_run) {
+      CheckRun& run = state->runs[index];
+      run.error = result.error();
+      run.result = unknown_result(state->checks[index].name,
+                                  exec_failure_reason(result.error(), own_deadline, longest));
+      run.duration = elapsed;
+    }
+    co_return;
+  }
+  const double run_seconds = std::chrono::duration<double>(result->timing.run).count();
+  auto sections = split_batch_output(result->out, result->err, marker, batch.size());
+  for (std::size_t i = 0; i < state->to_run.size(); ++i) {
+    const std::size_t index = state->to_run[i];
+    const CheckDefinition& check = state->checks[index];
+    CheckRun& run = state->runs[index];
+    run.duration = elapsed;
+    if (!sections[i].exit_status) {
+      run.result = unknown_result(check.name, result->out_truncated
+                                                  ? "batched output was truncated before this check"
+                                                  : "batched run ended before this check finished");
+      continue;
+    }
+    CachedOutput output;
+    output.exit_status = sections[i].exit_status;
+    output.sent_at = std::max(before, after - run_seconds);
+    output.received_at = after;
+    output.out = std::move(sections[i].out);
+    output.err = std::move(sections[i].err);
+    finish_run(run, check, std::move(output), state->server_id, state->settings,
+               state->options.cache);
+  }
+}
+
+// What one async_diagnose_all shares with its workers.
+struct Sweep {
+  Sweep(asio::any_io_executor io_executor, exec::Executor* executor_in,
+        std::vector<ServerChecks> server_list, SweepOptions sweep_options)
+      : executor(executor_in),
+        servers(std::move(server_list)),
+        options(std::move(sweep_options)),
+        results(servers.size()),
+        done(std::move(io_executor)) {}
+
+  exec::Executor* executor;
+  std::vector<ServerChecks> servers;
+  SweepOptions options;
+  std::vector<Diagnosis> results;  // by server index
+  std::size_t next = 0;
+  std::size_t workers_left = 0;
+  std::exception_ptr failure;  // first exception from a worker (e.g. the callback), rethrown
+  asio::steady_timer done;
+};
+
+asio::awaitable<void> sweep_worker(std::shared_ptr<Sweep> sweep) {
+  try {
+    while (sweep->next < sweep->servers.size()) {
+      const std::size_t index = sweep->next++;
+      ServerChecks& server = sweep->servers[index];
+      DiagnoseOptions options = sweep->options.per_server;
+      options.deadline =
+          sweep->options.deadline.min(Deadline::after(sweep->options.server_timeout));
+      sweep->results[index] =
+          co_await async_diagnose(*sweep->executor, server.server_id, std::move(server.checks),
+                                  std::move(server.settings), std::move(options));
+      if (sweep->options.on_diagnosis) {
+        sweep->options.on_diagnosis(index, sweep->results[index]);
+      }
+    }
+  } catch (...) {
+    if (!sweep->failure) {
+      sweep->failure = std::current_exception();
+    }
+  }
+  if (--sweep->workers_left == 0) {
+    sweep->done.cancel();
+  }
+}
+
+}  // namespace
+
+// --- ResultCache --------------------------------------------------------------------------------
+
+const CachedOutput* ResultCache::find(const std::string& server_id, const CheckDefinition& check) {
+  const auto it = entries_.find(std::make_tuple(server_id, check.name, check.command));
+  if (it == entries_.end()) {
+    return nullptr;
+  }
+  if (Clock::now() >= it->second.expires_at) {
+    entries_.erase(it);
+    return nullptr;
+  }
+  return &it->second;
+}
+
+void ResultCache::store(const std::string& server_id, const CheckDefinition& check,
+                        CachedOutput output) {
+  entries_.insert_or_assign(std::make_tuple(server_id, check.name, check.command),
+                            std::move(output));
+}
+
+void ResultCache::forget(const std::string& server_id) {
+  std::erase_if(entries_, [&](const auto& entry) { return std::get<0>(entry.first) == server_id; });
+}
+
+// --- batched mode ---------------------------------------------------------------------------
+
+// Each check runs in its own subshell in the background, its streams and exit code in files of
+// a private temp dir; after `wait` the sections are printed in order, framed by the marker:
+//   stdout: "<M> begin <i>\n" <out> "\n<M> end <i> <rc>\n"
+//   stderr: "<M> begin <i>\n" <err> "\n<M> end <i>\n"
+// The newline before "end" is always added and always removed, so output without a final
+// newline comes back byte for byte. A missing rc (the section was killed) leaves "<M> end <i> ".
+std::string batch_script(const std::vector<CheckDefinition>& checks, const std::string& marker) {
+  std::string script =
+      "D=$(mktemp -d 2>/dev/null || mktemp -d -t healer.XXXXXX) || exit 125\n"
+      "trap 'rm -rf \"$D\"' EXIT\n"
+      "trap 'exit 143' TERM INT HUP\n";
+  for (std::size_t i = 0; i < checks.size(); ++i) {
+    script += fmt::format(
+        "{{ (\n{}\n) >\"$D/{}.o\" 2>\"$D/{}.e\" </dev/null; echo $? >\"$D/{}.r\"; }} &\n",
+        checks[i].command, i, i, i);
+  }
+  script += "wait\n";
+  script += fmt::format(
+      "i=0; while [ $i -lt {} ]; do "
+      "printf '%s begin %s\\n' '{}' $i; cat \"$D/$i.o\" 2>/dev/null; "
+      "printf '\\n%s end %s %s\\n' '{}' $i \"$(cat \"$D/$i.r\" 2>/dev/null)\"; "
+      "printf '%s begin %s\\n' '{}' $i >&2; cat \"$D/$i.e\" >&2 2>/dev/null; "
+      "printf '\\n%s end %s\\n' '{}' $i >&2; "
+      "i=$((i + 1)); done\n",
+      checks.size(), marker, marker, marker, marker);
+  return script;
+}
+
+std::vector<BatchSection> split_batch_output(const std::string& out, const std::string& err,
+                                             const std::string& marker, std::size_t count) {
+  std::vector<BatchSection> sections(count);
+  // The text of section `i` in `stream`, and what follows its end marker on that line.
+  const auto section = [&](const std::string& stream, std::size_t i,
+                           std::string* tail) -> std::optional<std::string> {
+    const std::string begin = fmt::format("{} begin {}\n", marker, i);
+    const std::string end = fmt::format("\n{} end {}", marker, i);
+    const auto b = stream.find(begin);
+    if (b == std::string::npos) {
+      return std::nullopt;
+    }
+    const auto body = b + begin.size();
+    const auto e = stream.find(end, body);
+    if (e == std::string::npos) {
+      return std::nullopt;
+    }
+    const auto after = e + end.size();
+    const auto line_end = stream.find('\n', after);
+    if (line_end == std::string::npos) {
+      return std::nullopt;
+    }
+    if (tail != nullptr) {
+      *tail = stream.substr(after, line_end - after);
+    }
+    return stream.substr(body, e - body);
+  };
+  for (std::size_t i = 0; i < count; ++i) {
+    std::string tail;
+    if (auto text_out = section(out, i, &tail)) {
+      sections[i].out = std::move(*text_out);
+      if (auto rc = text::to_i64(text::trim(tail)); rc && *rc >= 0 && *rc <= 255) {
+        sections[i].exit_status = static_cast<int>(*rc);
+      }
+    }
+    if (auto text_err = section(err, i, nullptr)) {
+      sections[i].err = std::move(*text_err);
+    }
+  }
+  return sections;
+}
+
+// --- async_diagnose ---------------------------------------------------------------------------
+
+asio::awaitable<Diagnosis> async_diagnose(exec::Executor& executor, std::string server_id,
+                                          std::vector<CheckDefinition> checks,
+                                          CheckSettings settings, DiagnoseOptions options) {
+  const auto started = Clock::now();
+  Diagnosis diagnosis;
+  diagnosis.server_id = server_id;
+  diagnosis.started_at = std::chrono::system_clock::now();
+  diagnosis.mode = options.mode;
+  auto io_executor = co_await asio::this_coro::executor;
+  auto state =
+      std::make_shared<ServerRun>(io_executor, &executor, std::move(server_id), std::move(checks),
+                                  std::move(settings), std::move(options));
+  for (std::size_t i = 0; i < state->checks.size(); ++i) {
+    const CheckDefinition& check = state->checks[i];
+    CheckRun& run = state->runs[i];
+    run.result = unknown_result(check.name, "not run");
+    const CachedOutput* hit = nullptr;
+    if (state->options.cache != nullptr && check.cache_for.count() > 0) {
+      hit = state->options.cache->find(state->server_id, check);
+    }
+    if (hit != nullptr) {
+      run.result = parse_output(check, input_of(*hit), state->settings);
+      run.exit_status = hit->exit_status;
+      run.cached = true;
+    } else {
+      state->to_run.push_back(i);
+    }
+  }
+
+  if (!state->to_run.empty()) {
+    // One connection first: an unreachable server then costs one attempt (one failed
+    // authentication for a wrong key), and its reason is the server's, not 25 checks'.
+    Result<pool::Lease> probe = co_await executor.registry().async_acquire(
+        state->server_id, state->options.priority, state->options.deadline);
+    if (!probe) {
+      diagnosis.server_error = probe.error();
+      const std::string reason = "server unreachable: " + probe.error().message();
+      for (const std::size_t index : state->to_run) {
+        CheckRun& run = state->runs[index];
+        run.error = probe.error();
+        run.result = unknown_result(state->checks[index].name, reason);
+        run.duration = since(started);
+      }
+      state->to_run.clear();
+    } else {
+      probe->release();
+    }
+  }
+
+  if (!state->to_run.empty()) {
+    if (state->options.mode == RunMode::batched) {
+      co_await run_batched(state);
+    } else {
+      std::size_t parallel = state->options.max_parallel;
+      if (parallel == 0) {
+        const auto& config = executor.registry().config();
+        parallel = std::min(config.max_channels, config.max_concurrent);
+      }
+      parallel = std::clamp<std::size_t>(parallel, 1, state->to_run.size());
+      state->workers_left = parallel;
+      for (std::size_t i = 0; i < parallel; ++i) {
+        asio::co_spawn(io_executor, check_worker(state), asio::detached);
+      }
+      while (state->workers_left > 0) {
+        state->done.expires_at(Clock::time_point::max());
+        co_await state->done.async_wait(kNoThrow);
+      }
+    }
+  }
+
+  diagnosis.checks = std::move(state->runs);
+  if (!diagnosis.checks.empty()) {
+    diagnosis.status = Status::ok;
+    for (const auto& run : diagnosis.checks) {
+      diagnosis.status = worst(diagnosis.status, run.result.status);
+    }
+  }
+  diagnosis.duration = since(started);
+  co_return diagnosis;
+}
+
+asio::awaitable<std::vector<Diagnosis>> async_diagnose_all(exec::Executor& executor,
+                                                           std::vector<ServerChecks> servers,
+                                                           SweepOptions options) {
+  auto io_executor = co_await asio::this_coro::executor;
+  const std::size_t parallel =
+      std::min(std::max<std::size_t>(1, options.max_servers), servers.size());
+  auto sweep =
+      std::make_shared<Sweep>(io_executor, &executor, std::move(servers), std::move(options));
+  sweep->workers_left = parallel;
+  for (std::size_t i = 0; i < parallel; ++i) {
+    asio::co_spawn(io_executor, sweep_worker(sweep), asio::detached);
+  }
+  while (sweep->workers_left > 0) {
+    sweep->done.expires_at(Clock::time_point::max());
+    co_await sweep->done.async_wait(kNoThrow);
+  }
+  if (sweep->failure) {
+    std::rethrow_exception(sweep->failure);
+  }
+  co_return std::move(sweep->results);
+}
+
+}  // namespace healer::checks
