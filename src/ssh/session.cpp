@@ -6,6 +6,7 @@
 #include <libssh/server.h>  // ssh_send_keepalive lives here but serves clients too
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <string.h>  // explicit_bzero
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -71,6 +72,14 @@ constexpr const char* kRunMarker = "HEALER_RUN";
 std::shared_ptr<spdlog::logger> logger() {
   static const auto instance = log::get("ssh");
   return instance;
+}
+
+// Overwrites a secret's bytes (the compiler may not drop it as a dead store), then empties it.
+void wipe_secret(std::string& secret) noexcept {
+  if (!secret.empty()) {
+    ::explicit_bzero(secret.data(), secret.size());
+  }
+  secret.clear();
 }
 
 std::int64_t ms_between(Clock::time_point from, Clock::time_point to) {
@@ -214,6 +223,7 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   Error connection_error(const char* phase);
   Result<void> verify_host_key();
   Result<void> load_identity();
+  Result<void> load_key_data();
   awaitable<Result<void>> authenticate(Deadline deadline);
   awaitable<Result<void>> tcp_connect(Deadline deadline);
 
@@ -602,6 +612,9 @@ Result<void> Session::Impl::verify_host_key() {
 }
 
 Result<void> Session::Impl::load_identity() {
+  if (options_.auth == AuthMethod::key_data) {
+    return load_key_data();
+  }
   if (options_.auth != AuthMethod::key_file) {
     return {};
   }
@@ -627,6 +640,52 @@ Result<void> Session::Impl::load_identity() {
   } else {
     why = fmt::format("cannot load {}: wrong passphrase or not a private key",
                       options_.identity_file);
+  }
+  return make_error(Errc::key_invalid, std::move(why));
+}
+
+// The key text is parsed in memory (libssh's "base64" import takes the whole file's text, PEM or
+// OpenSSH), then wiped from this session's options: nothing else needs it, and a core dump or a
+// later heap read should not find it. No message quotes the text, not even a prefix.
+Result<void> Session::Impl::load_key_data() {
+  const std::size_t length = options_.private_key.size();
+  const bool armored = options_.private_key.find("-----BEGIN ") != std::string::npos &&
+                       options_.private_key.find("PRIVATE KEY-----") != std::string::npos;
+  const bool has_passphrase = !options_.passphrase.empty();
+  int rc = SSH_ERROR;
+  ssh_key raw = nullptr;
+  if (armored) {
+    rc = ssh_pki_import_privkey_base64(options_.private_key.c_str(),
+                                       has_passphrase ? options_.passphrase.c_str() : nullptr,
+                                       nullptr, nullptr, &raw);
+  }
+  private_key_.reset(raw);
+  wipe_secret(options_.private_key);
+  wipe_secret(options_.passphrase);
+  if (rc == SSH_OK && private_key_ && ssh_key_is_private(private_key_.get()) == 1) {
+    return {};
+  }
+  private_key_.reset();
+  std::string why;
+  if (length == 0) {
+    why =
+        "the in-memory private key is empty (AuthMethod::key_data needs "
+        "ConnectOptions::private_key)";
+  } else if (!armored) {
+    why = fmt::format(
+        "the in-memory private key ({} bytes) is not a private key: no \"-----BEGIN ... PRIVATE "
+        "KEY-----\" line",
+        length);
+  } else if (!has_passphrase) {
+    why = fmt::format(
+        "cannot load the in-memory private key ({} bytes): damaged, of an unsupported type, or "
+        "encrypted (give its passphrase)",
+        length);
+  } else {
+    why = fmt::format(
+        "cannot load the in-memory private key ({} bytes): wrong passphrase, damaged, or of an "
+        "unsupported type",
+        length);
   }
   return make_error(Errc::key_invalid, std::move(why));
 }
@@ -659,6 +718,8 @@ awaitable<Result<void>> Session::Impl::authenticate(Deadline deadline) {
   Result<int> rc;
   switch (options_.auth) {
     case AuthMethod::key_file:
+    case AuthMethod::key_data:
+      // libssh picks rsa-sha2-512/256 for RSA keys from the server's server-sig-algs.
       rc = co_await drive([&] { return ssh_userauth_publickey(s, nullptr, private_key); }, deadline,
                           SSH_AUTH_AGAIN);
       break;
@@ -700,16 +761,17 @@ awaitable<Result<void>> Session::Impl::authenticate(Deadline deadline) {
       co_return Result<void>{};
     case SSH_AUTH_DENIED:
     case SSH_AUTH_PARTIAL: {
-      const char* what = options_.auth == AuthMethod::key_file ? "key"
-                         : options_.auth == AuthMethod::agent  ? "agent keys"
-                                                               : "password";
+      const char* what = options_.auth == AuthMethod::agent      ? "agent keys"
+                         : options_.auth == AuthMethod::password ? "password"
+                                                                 : "key";
       const std::string user = options_.user.empty() ? "the current user" : options_.user;
       co_return make_error(
           Errc::auth_failed,
-          fmt::format("{} rejected the {} for {}{}; check the user and authorized_keys "
-                      "(not retried, to stay clear of ban lists)",
+          fmt::format("{} rejected the {} for {}{}; check the user and {} (not retried, to "
+                      "stay clear of ban lists)",
                       peer_, what, user,
-                      *rc == SSH_AUTH_PARTIAL ? " (more authentication methods required)" : ""));
+                      *rc == SSH_AUTH_PARTIAL ? " (more authentication methods required)" : "",
+                      options_.auth == AuthMethod::password ? "the password" : "authorized_keys"));
     }
     default:
       co_return connection_error("authentication failed");

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <pwd.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <random>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -36,6 +38,10 @@ constexpr const char* kSshPath = "/usr/bin/ssh";
 // unit creates it, a container without the service has none.
 constexpr const char* kPrivsepDir = "/run/sshd";
 constexpr const char* kTestUser = "healer-test";  // created by scripts/install-deps.sh
+constexpr const char* kChpasswdPath = "/usr/sbin/chpasswd";
+constexpr const char* kUsermodPath = "/usr/sbin/usermod";
+// Serialises the test processes that set healer-test's (system-wide) password; root only.
+constexpr const char* kPasswordLockPath = "/run/healer-test-password.lock";
 constexpr milliseconds kStartTimeout{5000};
 constexpr milliseconds kStopGrace{3000};
 constexpr int kPortAttempts = 5;
@@ -117,6 +123,82 @@ std::string describe_wait_status(int status) {
   return "unknown status";
 }
 
+// 24 letters and digits from the system's random source: ~142 bits.
+std::string random_password() {
+  static constexpr std::string_view kAlphabet =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  std::random_device source;
+  std::uniform_int_distribution<std::size_t> pick(0, kAlphabet.size() - 1);
+  std::string password(24, ' ');
+  for (char& letter : password) {
+    letter = kAlphabet[pick(source)];
+  }
+  return password;
+}
+
+// Runs `args` (args[0] an absolute path) with `input` on stdin and stdout+stderr captured;
+// returns the exit status (-1 when killed by a signal) and the output. `input` must fit the pipe
+// buffer (64 KiB), which a "user:password" line does. Only execv and dup2 run in the child.
+std::pair<int, std::string> run_with_input(const std::vector<std::string>& args,
+                                           std::string_view input) {
+  std::vector<std::string> arg_storage = args;
+  std::vector<char*> argv;
+  for (auto& arg : arg_storage) {
+    argv.push_back(arg.data());
+  }
+  argv.push_back(nullptr);
+  int input_pipe[2] = {-1, -1};
+  int output_pipe[2] = {-1, -1};
+  if (::pipe2(input_pipe, O_CLOEXEC) != 0) {
+    throw std::system_error(errno, std::generic_category(), "pipe2");
+  }
+  if (::pipe2(output_pipe, O_CLOEXEC) != 0) {
+    const int error = errno;
+    ::close(input_pipe[0]);
+    ::close(input_pipe[1]);
+    throw std::system_error(error, std::generic_category(), "pipe2");
+  }
+  // Written before the fork, so a child that dies early cannot SIGPIPE us; fits the pipe buffer.
+  if (::write(input_pipe[1], input.data(), input.size()) != static_cast<ssize_t>(input.size())) {
+    const int error = errno;
+    for (const int fd : {input_pipe[0], input_pipe[1], output_pipe[0], output_pipe[1]}) {
+      ::close(fd);
+    }
+    throw std::system_error(error, std::generic_category(), "write to pipe");
+  }
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::dup2(input_pipe[0], STDIN_FILENO);
+    ::dup2(output_pipe[1], STDOUT_FILENO);
+    ::dup2(output_pipe[1], STDERR_FILENO);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  const int fork_error = errno;
+  ::close(input_pipe[0]);
+  ::close(input_pipe[1]);  // the child sees EOF after the line
+  ::close(output_pipe[1]);
+  std::string output;
+  if (child > 0) {
+    char buffer[4096];
+    ssize_t got = 0;
+    while ((got = ::read(output_pipe[0], buffer, sizeof buffer)) > 0 ||
+           (got < 0 && errno == EINTR)) {
+      if (got > 0) {
+        output.append(buffer, static_cast<std::size_t>(got));
+      }
+    }
+  }
+  ::close(output_pipe[0]);
+  if (child < 0) {
+    throw std::system_error(fork_error, std::generic_category(), "fork");
+  }
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
 }  // namespace
 
 SshdFixture::SshdFixture() : SshdFixture(Options{}) {}
@@ -154,6 +236,11 @@ SshdFixture::SshdFixture(Options options) : options_(std::move(options)), dir_("
 }
 
 SshdFixture::~SshdFixture() {
+  try {
+    clear_password();
+  } catch (const std::exception& error) {
+    std::cerr << "SshdFixture teardown: " << error.what() << '\n';
+  }
   try {
     stop();
     if (::testing::Test::HasFailure()) {
@@ -205,6 +292,52 @@ SshdFixture::ClientKey SshdFixture::add_client_key(KeyType type, std::string_vie
     authorize(key.public_key);
   }
   return key;
+}
+
+std::string SshdFixture::set_random_password() {
+  if (::geteuid() != 0 || user_ != kTestUser) {
+    throw std::runtime_error(
+        fmt::format("set_random_password needs root and the {} login user", kTestUser));
+  }
+  if (password_lock_fd_ < 0) {
+    const int fd = ::open(kPasswordLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+      throw std::system_error(errno, std::generic_category(), kPasswordLockPath);
+    }
+    // Blocks while another test process owns the password; its fixture clears it within seconds.
+    while (::flock(fd, LOCK_EX) != 0) {
+      if (errno != EINTR) {
+        const int error = errno;
+        ::close(fd);
+        throw std::system_error(error, std::generic_category(), "flock");
+      }
+    }
+    password_lock_fd_ = fd;
+  }
+  std::string password = random_password();
+  // chpasswd reads "user:password" from stdin, so the password never shows in a command line.
+  const std::string input = fmt::format("{}:{}\n", kTestUser, password);
+  const auto [status, output] = run_with_input({kChpasswdPath}, input);
+  if (status != 0) {
+    clear_password();
+    throw std::runtime_error(fmt::format("chpasswd failed ({}): {}", status, output));
+  }
+  return password;
+}
+
+void SshdFixture::clear_password() {
+  if (password_lock_fd_ < 0) {
+    return;
+  }
+  const CommandOutput result = run_command({kUsermodPath, "-p", "*", kTestUser});
+  ::close(password_lock_fd_);  // releases the flock
+  password_lock_fd_ = -1;
+  if (result.exit_code() != 0) {
+    throw std::runtime_error(
+        fmt::format("usermod -p '*' {} failed, the test password is still "
+                    "set (run it by hand): {}",
+                    kTestUser, result.err));
+  }
 }
 
 void SshdFixture::write_config(std::uint16_t port) const {
@@ -591,6 +724,10 @@ std::size_t SshdFixture::accepted_auth_count() const {
 
 std::size_t SshdFixture::failed_auth_count() const {
   return count_lines_containing(log_text(), {"Failed publickey for ", "Failed password for "});
+}
+
+std::size_t SshdFixture::failed_password_count() const {
+  return count_in_log("Failed password for ");
 }
 
 std::size_t SshdFixture::connection_count() const { return count_in_log("Connection from "); }

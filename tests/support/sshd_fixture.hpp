@@ -105,6 +105,20 @@ class SshdFixture {
   ClientKey add_client_key(KeyType type = KeyType::ed25519, std::string_view passphrase = {},
                            bool authorized = true);
 
+  /// Root only: gives the login user (healer-test) a fresh random password (24 letters and
+  /// digits, never printed) and returns it, for password authentication tests (set
+  /// Options::password_authentication too). The password is system-wide, so the fixture holds an
+  /// exclusive lock (flock on /run/healer-test-password.lock) from here until clear_password():
+  /// concurrent test processes wait for each other instead of overwriting each other's password.
+  /// Throws std::runtime_error when not root, when the login user is not healer-test, or when
+  /// chpasswd fails.
+  [[nodiscard]] std::string set_random_password();
+  /// Restores healer-test's password field to "*" (no password; key logins still work, as
+  /// scripts/install-deps.sh sets it) and releases the lock. The destructor calls it, so a test
+  /// never leaves a known password behind (the machine's own sshd may accept passwords).
+  /// Idempotent; throws std::runtime_error when usermod fails.
+  void clear_password();
+
   // --- addresses and files ------------------------------------------------------------------
 
   [[nodiscard]] bool running() const noexcept { return pid_ > 0; }
@@ -154,6 +168,8 @@ class SshdFixture {
   /// Rejected credentials: "Failed publickey for " (a key not in authorized_keys, whether only
   /// queried or offered with a signature) and "Failed password for " lines.
   [[nodiscard]] std::size_t failed_auth_count() const;
+  /// Rejected passwords only: "Failed password for " lines.
+  [[nodiscard]] std::size_t failed_password_count() const;
   /// TCP connections that reached a per-connection sshd: "Connection from " lines (connections
   /// dropped by MaxStartups are not among them).
   [[nodiscard]] std::size_t connection_count() const;
@@ -207,6 +223,7 @@ class SshdFixture {
   int extra_keys_ = 0;                 // names the files of add_client_key()
   std::vector<pid_t> paused_;          // what pause_all() stopped
   std::unique_ptr<DelayProxy> proxy_;  // in front of sshd when options_.rtt > 0
+  int password_lock_fd_ = -1;          // flock held while healer-test has our password, else -1
 };
 
 }  // namespace healer::test

@@ -33,18 +33,24 @@ enum class AuthMethod {
   key_file,  ///< private key file (ed25519, ECDSA, RSA with rsa-sha2-256/512)
   agent,     ///< ssh-agent; with identity_file set, only that key's public half is offered
   password,  ///< password authentication
+  key_data,  ///< private key given as text in ConnectOptions::private_key; never touches disk
 };
 
-/// Connection settings of one session. Secrets (passphrase, password) are never logged.
+/// Connection settings of one session. Secrets (private_key, passphrase, password) are never
+/// logged and never appear in error messages.
 struct ConnectOptions {
   ConnectOptions() = default;
 
   std::string user;
   AuthMethod auth = AuthMethod::key_file;
   std::string identity_file;  ///< private key path (key_file) or public-key filter (agent)
-  std::string passphrase;     ///< for encrypted private keys; secret
-  std::string password;       ///< for AuthMethod::password; secret
-  std::string agent_socket;   ///< empty: $SSH_AUTH_SOCK
+  /// For AuthMethod::key_data: the whole private key file's text (OpenSSH "-----BEGIN OPENSSH
+  /// PRIVATE KEY-----" or PEM), as read from the inventory; secret. Parsed in memory only, before
+  /// connecting; the session's copy is wiped once parsed. Ignored by the other methods.
+  std::string private_key;
+  std::string passphrase;    ///< for encrypted private keys (key_file, key_data); secret
+  std::string password;      ///< for AuthMethod::password; secret
+  std::string agent_socket;  ///< empty: $SSH_AUTH_SOCK
   std::string known_hosts_file;
   HostKeyPolicy host_key_policy = HostKeyPolicy::strict;
   /// Keepalive request interval; zero disables keepalive.
