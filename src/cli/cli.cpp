@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "command.hpp"
+#include "diagnose_command.hpp"
 #include "exec_command.hpp"
 #include "healer/cli/exit_codes.hpp"
 #include "server_command.hpp"
@@ -38,6 +39,7 @@ int run(int argc, char** argv) {
   const std::vector<Command> commands{
       add_exec_command(app),
       add_server_command(app),
+      add_diagnose_command(app),
   };
 
   try {

@@ -1,5 +1,7 @@
 #include "healer/cli/exit_codes.hpp"
 
+#include <system_error>
+
 #include "healer/pool/errors.hpp"
 #include "healer/ssh/errors.hpp"
 #include "healer/store/errors.hpp"
@@ -20,6 +22,9 @@ int exit_code_for(const Error& error) {
       case pool::Errc::unknown_server:
         return kExitUsage;
     }
+  }
+  if (error.code == std::errc::invalid_argument) {
+    return kExitUsage;  // bad input found after parsing (an unknown server name...)
   }
   if (error.code.category() == store::error_category()) {
     switch (static_cast<store::Errc>(error.code.value())) {

@@ -32,8 +32,8 @@ struct SshConfigImport {
 /// Values the token expansion needs (%d, %u, ~), passed in so the parser stays pure.
 struct SshConfigContext {
   std::string file_name = "config";  ///< names the top-level file in warnings
-  std::string home;        ///< for ~ and %d
-  std::string local_user;  ///< for %u
+  std::string home;                  ///< for ~ and %d
+  std::string local_user;            ///< for %u
   /// Reads an Include'd file (already resolved to an absolute path, globs expanded by the
   /// callee); nullopt when it cannot be read. Unset: Include lines are reported and skipped.
   std::function<std::vector<std::pair<std::string, std::string>>(const std::string& pattern)>

@@ -1,0 +1,170 @@
+// `healer diagnose` as a user runs it: an inventory of several real sshds (one down, one that
+// refuses our key) diagnosed in one sweep; Nagios exit codes; runs recorded in the SQLite file.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "child_process.hpp"
+#include "healer/cli/exit_codes.hpp"
+#include "healer/store/store.hpp"
+#include "ports.hpp"
+#include "sshd_fixture.hpp"
+#include "temp_dir.hpp"
+
+namespace healer {
+namespace {
+
+namespace fs = std::filesystem;
+using test::SshdFixture;
+
+test::CommandOutput healer(const test::TempDir& home, std::vector<std::string> args) {
+  std::vector<std::string> argv{"env", "HOME=" + home.path().string(),
+                                "HEALER_DB=" + (home.path() / "inventory.db").string(), HEALER_BIN};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return test::run_command(argv, std::chrono::seconds(40));
+}
+
+void add(const test::TempDir& home, const std::string& name, const SshdFixture& sshd,
+         std::uint16_t port, const fs::path& key, const std::string& tag) {
+  const auto added =
+      healer(home, {"server", "add", name, "--host", sshd.host(), "--port", std::to_string(port),
+                    "--user", sshd.user(), "--identity", key.string(), "--known-hosts",
+                    sshd.known_hosts_path().string(), "--tag", tag});
+  ASSERT_EQ(added.exit_code(), 0) << added.err;
+}
+
+const nlohmann::json& server_doc(const nlohmann::json& doc, const std::string& name) {
+  for (const auto& server : doc["servers"]) {
+    if (server["server"] == name) {
+      return server;
+    }
+  }
+  throw std::runtime_error("no server " + name + " in the output");
+}
+
+// Deterministic checks: memory and uptime with thresholds no healthy machine trips.
+const std::vector<std::string> kCalmChecks{"--check",     "memory",      "--check",
+                                           "uptime",      "--threshold", "memory=0:0",
+                                           "--threshold", "uptime=0:0"};
+
+TEST(DiagnoseCli, OneSweepGoodDownAndWrongKey) {
+  SshdFixture good1;
+  SshdFixture good2;
+  SshdFixture refuses;
+  good1.start();
+  good2.start();
+  refuses.start();
+  const auto stranger = refuses.add_client_key(SshdFixture::KeyType::ed25519, {}, false);
+  test::TempDir home;
+  add(home, "good1", good1, good1.port(), good1.client_key_path(), "fleet");
+  add(home, "good2", good2, good2.port(), good2.client_key_path(), "fleet");
+  add(home, "down", good1, test::closed_port(), good1.client_key_path(), "fleet");
+  add(home, "wrongkey", refuses, refuses.port(), stranger.private_key, "fleet");
+
+  std::vector<std::string> args{"diagnose", "--tag", "fleet", "--json"};
+  args.insert(args.end(), kCalmChecks.begin(), kCalmChecks.end());
+  const auto run = healer(home, args);
+  ASSERT_EQ(run.exit_code(), 3) << run.err;  // UNKNOWN: two servers could not be looked at
+  const auto doc = nlohmann::json::parse(run.out);
+  ASSERT_EQ(doc["servers"].size(), 4u);
+  for (const std::string name : {"good1", "good2"}) {
+    const auto& server = server_doc(doc, name);
+    EXPECT_EQ(server["status"], "OK") << server.dump();
+    EXPECT_EQ(server["reachable"], true);
+    ASSERT_EQ(server["checks"].size(), 2u);
+    EXPECT_EQ(server["checks"][0]["name"], "memory");
+    EXPECT_EQ(server["checks"][0]["status"], "OK");
+  }
+  const auto& down = server_doc(doc, "down");
+  EXPECT_EQ(down["reachable"], false);
+  EXPECT_EQ(down["status"], "UNKNOWN");
+  EXPECT_NE(down["error"]["message"].get<std::string>().find("connection refused"),
+            std::string::npos)
+      << down.dump();
+  const auto& wrong = server_doc(doc, "wrongkey");
+  EXPECT_EQ(wrong["reachable"], false);
+  EXPECT_NE(wrong["error"]["message"].get<std::string>().find("auth"), std::string::npos)
+      << wrong.dump();
+  // One failed authentication, never a retry loop; the good servers took one login each.
+  EXPECT_EQ(refuses.failed_auth_count(), 1u);
+  EXPECT_EQ(good1.accepted_auth_count(), 1u);
+  EXPECT_EQ(good2.accepted_auth_count(), 1u);
+
+  // Every run is in the store, with its checks.
+  store::StoreOptions options;
+  options.db_path = home.path() / "inventory.db";
+  auto store = store::Store::open(std::move(options));
+  ASSERT_TRUE(store) << store.error().message();
+  for (const std::string name : {"good1", "down"}) {
+    auto record = store->get_server_by_name(name);
+    ASSERT_TRUE(record);
+    auto runs = store->recent_runs(record->id);
+    ASSERT_TRUE(runs);
+    ASSERT_EQ(runs->size(), 1u) << name;
+    EXPECT_EQ(runs->front().checks.size(), 2u);
+    EXPECT_EQ(runs->front().status,
+              name == "good1" ? store::CheckStatus::ok : store::CheckStatus::unknown);
+  }
+}
+
+TEST(DiagnoseCli, ExitCodesFollowNagios) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  add(home, "box", sshd, sshd.port(), sshd.client_key_path(), "t");
+  const auto ok = healer(
+      home, {"diagnose", "box", "--no-store", "--check", "memory", "--threshold", "memory=0:0"});
+  EXPECT_EQ(ok.exit_code(), 0) << ok.out << ok.err;
+  EXPECT_NE(ok.out.find("memory"), std::string::npos);
+  EXPECT_EQ(ok.out.find("\033["), std::string::npos);  // no colour when piped
+  // Available memory is always <= 100%: a lower-is-worse critical level of 100 trips.
+  const auto warning = healer(
+      home, {"diagnose", "box", "--no-store", "--check", "memory", "--threshold", "memory=100:"});
+  EXPECT_EQ(warning.exit_code(), 1) << warning.out;
+  const auto critical = healer(
+      home, {"diagnose", "box", "--no-store", "--check", "memory", "--threshold", "memory=:100"});
+  EXPECT_EQ(critical.exit_code(), 2) << critical.out;
+  EXPECT_NE(critical.out.find("CRITICAL"), std::string::npos);
+}
+
+TEST(DiagnoseCli, SeedChecksShareOneConnection) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  add(home, "box", sshd, sshd.port(), sshd.client_key_path(), "t");
+  const auto run = healer(home, {"diagnose", "box", "--seed", "--json"});
+  ASSERT_LE(run.exit_code(), 3) << run.err;
+  const auto doc = nlohmann::json::parse(run.out);
+  ASSERT_EQ(doc["servers"][0]["checks"].size(), 7u);
+  EXPECT_EQ(doc["servers"][0]["reachable"], true);
+  EXPECT_EQ(sshd.accepted_auth_count(), 1u);
+  EXPECT_EQ(sshd.connection_count(), 1u);
+}
+
+TEST(DiagnoseCli, BadInputIsAUsageError) {
+  test::TempDir home;
+  const auto nothing = healer(home, {"diagnose"});
+  EXPECT_EQ(nothing.exit_code(), cli::kExitUsage);
+  EXPECT_NE(nothing.err.find("--all"), std::string::npos) << nothing.err;
+  const auto ghost = healer(home, {"diagnose", "ghost"});
+  EXPECT_EQ(ghost.exit_code(), cli::kExitUsage);
+  EXPECT_NE(ghost.err.find("no server named 'ghost'"), std::string::npos) << ghost.err;
+  const auto check = healer(home, {"diagnose", "--all", "--check", "nope"});
+  EXPECT_EQ(check.exit_code(), cli::kExitUsage);
+  EXPECT_NE(check.err.find("no check named 'nope'"), std::string::npos);
+  const auto threshold = healer(home, {"diagnose", "--all", "--threshold", "disk_space=abc:1"});
+  EXPECT_EQ(threshold.exit_code(), cli::kExitUsage);
+  EXPECT_NE(threshold.err.find("not a number"), std::string::npos) << threshold.err;
+  const auto key = healer(home, {"diagnose", "--all", "--threshold", "nosuch=1:2"});
+  EXPECT_EQ(key.exit_code(), cli::kExitUsage);
+  EXPECT_NE(key.err.find("no check reads the threshold 'nosuch'"), std::string::npos);
+  const auto empty = healer(home, {"diagnose", "--all"});
+  EXPECT_EQ(empty.exit_code(), cli::kExitUsage);
+  EXPECT_NE(empty.err.find("holds no server yet"), std::string::npos) << empty.err;
+}
+
+}  // namespace
+}  // namespace healer
