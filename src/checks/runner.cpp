@@ -10,6 +10,7 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <exception>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <utility>
@@ -306,12 +307,13 @@ void ResultCache::forget(const std::string& server_id) {
 
 // --- batched mode ---------------------------------------------------------------------------
 
-// Each check runs in its own subshell in the background, its streams and exit code in files of
-// a private temp dir; after `wait` the sections are printed in order, framed by the marker:
+// Each check runs in its own subshell in the background; its framed stdout and stderr go to
+// files of a private temp dir, printed in order after `wait` (two `cat`s: forks are what a
+// batch costs, on bash especially):
 //   stdout: "<M> begin <i>\n" <out> "\n<M> end <i> <rc>\n"
 //   stderr: "<M> begin <i>\n" <err> "\n<M> end <i>\n"
 // The newline before "end" is always added and always removed, so output without a final
-// newline comes back byte for byte. A missing rc (the section was killed) leaves "<M> end <i> ".
+// newline comes back byte for byte. A section killed before it ended has no end marker.
 std::string batch_script(const std::vector<CheckDefinition>& checks, const std::string& marker) {
   std::string script =
       "D=$(mktemp -d 2>/dev/null || mktemp -d -t healer.XXXXXX) || exit 125\n"
@@ -319,18 +321,12 @@ std::string batch_script(const std::vector<CheckDefinition>& checks, const std::
       "trap 'exit 143' TERM INT HUP\n";
   for (std::size_t i = 0; i < checks.size(); ++i) {
     script += fmt::format(
-        "{{ (\n{}\n) >\"$D/{}.o\" 2>\"$D/{}.e\" </dev/null; echo $? >\"$D/{}.r\"; }} &\n",
-        checks[i].command, i, i, i);
+        "{{ printf '{m} begin {i}\\n'; printf '{m} begin {i}\\n' >&2; (\n{cmd}\n) </dev/null; "
+        "printf '\\n{m} end {i} %s\\n' $?; printf '\\n{m} end {i}\\n' >&2; }} "
+        ">\"$D/{i:06}.o\" 2>\"$D/{i:06}.e\" &\n",
+        fmt::arg("m", marker), fmt::arg("i", i), fmt::arg("cmd", checks[i].command));
   }
-  script += "wait\n";
-  script += fmt::format(
-      "i=0; while [ $i -lt {} ]; do "
-      "printf '%s begin %s\\n' '{}' $i; cat \"$D/$i.o\" 2>/dev/null; "
-      "printf '\\n%s end %s %s\\n' '{}' $i \"$(cat \"$D/$i.r\" 2>/dev/null)\"; "
-      "printf '%s begin %s\\n' '{}' $i >&2; cat \"$D/$i.e\" >&2 2>/dev/null; "
-      "printf '\\n%s end %s\\n' '{}' $i >&2; "
-      "i=$((i + 1)); done\n",
-      checks.size(), marker, marker, marker, marker);
+  script += "wait\ncat \"$D\"/*.o; cat \"$D\"/*.e >&2\n";
   return script;
 }
 
@@ -436,14 +432,34 @@ asio::awaitable<Diagnosis> async_diagnose(exec::Executor& executor, std::string 
         const auto& config = executor.registry().config();
         parallel = std::min(config.max_channels, config.max_concurrent);
       }
-      parallel = std::clamp<std::size_t>(parallel, 1, state->to_run.size());
-      state->workers_left = parallel;
-      for (std::size_t i = 0; i < parallel; ++i) {
-        asio::co_spawn(io_executor, check_worker(state), asio::detached);
+      // Expensive checks (those worth caching) run after the others: apt or dnf busy on the
+      // server's CPUs would otherwise show up in the cpu check's sample as the server's load.
+      std::vector<std::size_t> later;
+      if (state->options.expensive_last) {
+        const auto expensive = [&](std::size_t index) {
+          return state->checks[index].cache_for.count() > 0;
+        };
+        std::copy_if(state->to_run.begin(), state->to_run.end(), std::back_inserter(later),
+                     expensive);
+        std::erase_if(state->to_run, expensive);
       }
-      while (state->workers_left > 0) {
-        state->done.expires_at(Clock::time_point::max());
-        co_await state->done.async_wait(kNoThrow);
+      for (auto* phase : {&state->to_run, &later}) {
+        if (phase->empty()) {
+          continue;
+        }
+        if (phase != &state->to_run) {
+          state->to_run = std::move(*phase);
+        }
+        state->next = 0;
+        const std::size_t workers = std::clamp<std::size_t>(parallel, 1, state->to_run.size());
+        state->workers_left = workers;
+        for (std::size_t i = 0; i < workers; ++i) {
+          asio::co_spawn(io_executor, check_worker(state), asio::detached);
+        }
+        while (state->workers_left > 0) {
+          state->done.expires_at(Clock::time_point::max());
+          co_await state->done.async_wait(kNoThrow);
+        }
       }
     }
   }

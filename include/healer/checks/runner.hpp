@@ -72,6 +72,9 @@ struct DiagnoseOptions {
   std::size_t max_parallel = 0;
   std::size_t max_output = std::size_t{1} << 20;  ///< stdout/stderr bytes kept per check
   RunMode mode = RunMode::concurrent;
+  /// Concurrent mode: checks with cache_for > 0 (the expensive ones, e.g. security_updates) start
+  /// after the others have finished, so their CPU use does not show in the cpu check's sample.
+  bool expensive_last = true;
   /// Results of checks with cache_for > 0 are taken from and stored here; null: no cache. Must
   /// outlive the call.
   ResultCache* cache = nullptr;

@@ -1,0 +1,474 @@
+// checks::async_diagnose and async_diagnose_all against a real OpenSSH sshd on 127.0.0.1 (this
+// Debian machine is the server): every default and seed check runs live without a CRITICAL from
+// a missing tool; a server's checks share one connection; a sweep with a closed port and a wrong
+// key gives typed UNKNOWNs and exactly one failed authentication; a check past its deadline is
+// UNKNOWN while the others finish; the result cache; batched mode, and its figures against
+// concurrent mode (printed, not asserted).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <asio/io_context.hpp>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "async_poll.hpp"
+#include "healer/checks/catalog.hpp"
+#include "healer/checks/parsers.hpp"
+#include "healer/checks/report.hpp"
+#include "healer/checks/runner.hpp"
+#include "healer/core/pool_config.hpp"
+#include "healer/pool/pool.hpp"
+#include "healer/ssh/errors.hpp"
+#include "poll_until.hpp"
+#include "pool_helpers.hpp"
+#include "ports.hpp"
+#include "run_async.hpp"
+#include "sshd_fixture.hpp"
+
+namespace healer::checks {
+namespace {
+
+using namespace std::chrono_literals;
+using test::SshdFixture;
+
+std::vector<CheckDefinition> all_checks() {
+  auto checks = default_checks();
+  for (auto& seed : seed_checks()) {
+    checks.push_back(std::move(seed));
+  }
+  return checks;
+}
+
+DiagnoseOptions diagnose_options(std::chrono::seconds timeout, RunMode mode = RunMode::concurrent) {
+  DiagnoseOptions options;
+  options.deadline = Deadline::after(timeout);
+  options.mode = mode;
+  return options;
+}
+
+struct Observed {
+  std::vector<Diagnosis> diagnoses;
+  std::map<std::string, pool::PoolStats> stats;
+  std::vector<std::size_t> completed;  // indexes, in completion order
+};
+
+asio::awaitable<Observed> diagnose_one(pool::Registry* registry, std::string server_id,
+                                       std::vector<CheckDefinition> checks,
+                                       DiagnoseOptions options) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  CheckSettings settings;
+  seen.diagnoses.push_back(co_await async_diagnose(executor, server_id, std::move(checks),
+                                                   std::move(settings), std::move(options)));
+  seen.stats[server_id] = registry->stats(server_id);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+class ChecksRunnerTest : public ::testing::Test {
+ protected:
+  asio::io_context io_;
+};
+
+// --- every check, live -----------------------------------------------------------------------
+
+void expect_sane(const Diagnosis& diagnosis) {
+  for (const auto& run : diagnosis.checks) {
+    const auto& result = run.result;
+    SCOPED_TRACE(result.name + ": " + std::string(status_name(result.status)) + " - " +
+                 result.message);
+    EXPECT_FALSE(run.error.has_value()) << run.error->message();
+    EXPECT_FALSE(result.message.empty());
+    EXPECT_EQ(result.message.find('|'), std::string::npos);
+    EXPECT_GT(run.duration.count(), 0);
+    if (result.status == Status::unknown) {
+      EXPECT_GT(result.message.size(), 5U) << "an UNKNOWN needs a reason";
+    }
+    // A CRITICAL here can only be a measured finding on this (shared, busy) machine, never a
+    // missing tool: pending updates, or CPU, load and zombies from other work on it.
+    if (result.status == Status::critical) {
+      static const std::set<std::string> kFindings = {"security_updates", "failed_units", "cpu",
+                                                      "load", "processes"};
+      EXPECT_TRUE(kFindings.contains(result.name)) << "unexpected CRITICAL";
+      EXPECT_FALSE(result.perfdata.empty()) << "a CRITICAL must be a measurement";
+    }
+  }
+}
+
+TEST_F(ChecksRunnerTest, EveryDefaultAndSeedCheckRunsLive) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(test::pool_server(sshd, "local"));
+  const auto checks = all_checks();
+  ASSERT_EQ(checks.size(), 25U);
+  const auto seen =
+      test::run_async(io_, diagnose_one(&registry, "local", checks, diagnose_options(40s)), 50s);
+  const Diagnosis& diagnosis = seen.diagnoses.at(0);
+  std::fputs(render_table(diagnosis, RenderOptions()).c_str(), stdout);
+  ASSERT_TRUE(diagnosis.reachable()) << diagnosis.server_error->message();
+  ASSERT_EQ(diagnosis.checks.size(), checks.size());
+  Status expected = Status::ok;
+  for (std::size_t i = 0; i < checks.size(); ++i) {
+    EXPECT_EQ(diagnosis.checks[i].result.name, checks[i].name) << "input order";
+    expected = worst(expected, diagnosis.checks[i].result.status);
+  }
+  EXPECT_EQ(diagnosis.status, expected);
+  expect_sane(diagnosis);
+
+  // What this machine must report: measurements with perfdata; memory and disks are fine here.
+  static const std::set<std::string> kMeasured = {
+      "disk_space",   "disk_inodes", "memory",           "swap",
+      "load",         "cpu",         "oom_kills",        "clock_skew",
+      "processes",    "uptime",      "file_descriptors", "seed.uptime",
+      "seed.df_root", "seed.free",   "seed.loadavg",     "seed.processes",
+      "seed.meminfo"};
+  static const std::set<std::string> kHealthy = {"disk_space", "disk_inodes",      "memory",
+                                                 "swap",       "file_descriptors", "seed.df_root",
+                                                 "seed.free",  "seed.meminfo"};
+  std::size_t measured = 0;
+  for (const auto& run : diagnosis.checks) {
+    const auto& result = run.result;
+    SCOPED_TRACE(result.name + ": " + result.message);
+    if (kMeasured.contains(result.name)) {
+      ++measured;
+      EXPECT_NE(result.status, Status::unknown);
+      EXPECT_FALSE(result.perfdata.empty());
+      EXPECT_TRUE(run.exit_status.has_value());
+    }
+    if (kHealthy.contains(result.name)) {
+      EXPECT_TRUE(result.status == Status::ok || result.status == Status::warning);
+    }
+  }
+  EXPECT_EQ(measured, kMeasured.size());
+  // Packed on one connection: max_channels (10) checks at a time.
+  EXPECT_EQ(seen.stats.at("local").handshakes_started, 1U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 1U);
+}
+
+// --- one connection -------------------------------------------------------------------------
+
+TEST_F(ChecksRunnerTest, SeedChecksShareOneConnection) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(test::pool_server(sshd, "seed"));
+  const auto seen =
+      test::run_async(io_, diagnose_one(&registry, "seed", seed_checks(), diagnose_options(20s)));
+  const Diagnosis& diagnosis = seen.diagnoses.at(0);
+  ASSERT_TRUE(diagnosis.reachable()) << diagnosis.server_error->message();
+  ASSERT_EQ(diagnosis.checks.size(), 7U);
+  expect_sane(diagnosis);
+  for (const auto& run : diagnosis.checks) {
+    EXPECT_TRUE(run.exit_status.has_value()) << run.result.name;
+  }
+  const auto& stats = seen.stats.at("seed");
+  EXPECT_EQ(stats.handshakes_started, 1U);
+  EXPECT_EQ(stats.sessions_opened, 1U);
+  EXPECT_EQ(stats.commands, 8U);  // 7 checks + the connection probe's lease
+  EXPECT_EQ(sshd.connection_count(), 1U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 1U);
+  EXPECT_TRUE(sshd.wait_for_log("Starting session: ", 7));
+  EXPECT_EQ(sshd.session_open_count(), 7U);
+}
+
+// --- a sweep with bad servers ---------------------------------------------------------------
+
+asio::awaitable<Observed> sweep(pool::Registry* registry, std::vector<ServerChecks> servers,
+                                std::size_t max_servers) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  SweepOptions options;
+  options.max_servers = max_servers;
+  options.server_timeout = 20s;
+  options.on_diagnosis = [&seen, &servers](std::size_t index, const Diagnosis& diagnosis) {
+    EXPECT_EQ(diagnosis.server_id, servers.at(index).server_id);
+    seen.completed.push_back(index);
+  };
+  seen.diagnoses = co_await async_diagnose_all(executor, servers, std::move(options));
+  for (const auto& server : servers) {
+    seen.stats[server.server_id] = registry->stats(server.server_id);
+  }
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(ChecksRunnerTest, SweepReportsDownAndWrongKeyServersAsUnknown) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto stranger =
+      sshd.add_client_key(SshdFixture::KeyType::ed25519, {}, /*authorized=*/false);
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(test::pool_server(sshd, "good1"));
+  auto down = test::pool_server(sshd, "down");
+  down.endpoint = ssh::Endpoint(sshd.host(), test::closed_port());
+  registry.add_server(down);
+  registry.add_server(test::pool_server(sshd, "wrong-key", stranger.private_key));
+  registry.add_server(test::pool_server(sshd, "good2"));
+  std::vector<ServerChecks> servers;
+  for (const char* id : {"good1", "down", "wrong-key", "good2"}) {
+    servers.emplace_back(id, seed_checks());
+  }
+  servers.emplace_back("not-registered", seed_checks());
+  const auto seen = test::run_async(io_, sweep(&registry, servers, 2));
+
+  ASSERT_EQ(seen.diagnoses.size(), servers.size());
+  for (std::size_t i = 0; i < servers.size(); ++i) {
+    EXPECT_EQ(seen.diagnoses[i].server_id, servers[i].server_id) << "input order";
+  }
+  // Each server completed once.
+  auto completed = seen.completed;
+  std::sort(completed.begin(), completed.end());
+  EXPECT_EQ(completed, (std::vector<std::size_t>{0, 1, 2, 3, 4}));
+
+  for (const std::size_t good : {0U, 3U}) {
+    const auto& diagnosis = seen.diagnoses[good];
+    SCOPED_TRACE(diagnosis.server_id);
+    EXPECT_TRUE(diagnosis.reachable());
+    ASSERT_EQ(diagnosis.checks.size(), 7U);
+    expect_sane(diagnosis);
+    EXPECT_EQ(seen.stats.at(diagnosis.server_id).handshakes_started, 1U);
+  }
+  const auto expect_unreachable = [&](std::size_t index, std::error_code code,
+                                      std::string_view words) {
+    const auto& diagnosis = seen.diagnoses[index];
+    SCOPED_TRACE(diagnosis.server_id);
+    ASSERT_FALSE(diagnosis.reachable());
+    EXPECT_EQ(diagnosis.server_error->code, code) << diagnosis.server_error->message();
+    EXPECT_EQ(diagnosis.status, Status::unknown);
+    ASSERT_EQ(diagnosis.checks.size(), 7U);
+    for (const auto& run : diagnosis.checks) {
+      EXPECT_EQ(run.result.status, Status::unknown);
+      ASSERT_TRUE(run.error.has_value());
+      EXPECT_EQ(run.error->code, code);
+      EXPECT_NE(run.result.message.find(words), std::string::npos) << run.result.message;
+      EXPECT_EQ(run.result.message.find('\n'), std::string::npos);
+    }
+  };
+  expect_unreachable(1, ssh::Errc::connect_refused, "connection refused");
+  expect_unreachable(2, ssh::Errc::auth_failed, "authentication failed");
+  expect_unreachable(4, pool::Errc::unknown_server, "not-registered");
+  EXPECT_EQ(seen.stats.at("wrong-key").handshakes_started, 1U);
+  EXPECT_EQ(seen.stats.at("down").handshakes_started, 1U);
+  // One try with the wrong key, not one per check.
+  EXPECT_EQ(sshd.failed_auth_count(), 1U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 2U);
+  EXPECT_EQ(nagios_exit_code(seen.diagnoses), 3 /* no WARNING or CRITICAL above the UNKNOWNs */)
+      << render_json(seen.diagnoses, 2);
+}
+
+// --- deadlines --------------------------------------------------------------------------------
+
+TEST_F(ChecksRunnerTest, CheckPastItsDeadlineIsUnknownAndTheOthersFinish) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(test::pool_server(sshd, "slow"));
+  auto checks = seed_checks();
+  CheckDefinition stuck;
+  stuck.name = "stuck";
+  stuck.command = "sleep 31338; cat /proc/uptime";
+  stuck.parse = parse_uptime;
+  stuck.timeout = 1s;
+  checks.insert(checks.begin() + 2, stuck);
+  const auto started = Clock::now();
+  const auto seen =
+      test::run_async(io_, diagnose_one(&registry, "slow", checks, diagnose_options(20s)));
+  const auto elapsed = Clock::now() - started;
+  const Diagnosis& diagnosis = seen.diagnoses.at(0);
+  ASSERT_TRUE(diagnosis.reachable());
+  ASSERT_EQ(diagnosis.checks.size(), 8U);
+  const auto& late = diagnosis.checks[2];
+  EXPECT_EQ(late.result.name, "stuck");
+  EXPECT_EQ(late.result.status, Status::unknown);
+  ASSERT_TRUE(late.error.has_value());
+  EXPECT_EQ(late.error->code, ssh::Errc::timeout);
+  EXPECT_NE(late.result.message.find("timed out after 1 s"), std::string::npos)
+      << late.result.message;
+  EXPECT_GE(late.duration, 1s);
+  EXPECT_LT(elapsed, 15s);  // bounded by its own timeout, not the 20 s diagnosis deadline
+  for (std::size_t i = 0; i < diagnosis.checks.size(); ++i) {
+    if (i == 2) {
+      continue;
+    }
+    const auto& run = diagnosis.checks[i];
+    EXPECT_FALSE(run.error.has_value()) << run.result.name << ": " << run.error->message();
+    EXPECT_TRUE(run.exit_status.has_value()) << run.result.name;
+  }
+  EXPECT_EQ(seen.stats.at("slow").timeouts, 1U);
+  EXPECT_TRUE(
+      test::poll_until([&] { return sshd.remote_processes_matching("sleep 31338") == 0; }, 3s));
+  sshd.kill_remote_processes_matching("sleep 31338");
+}
+
+TEST_F(ChecksRunnerTest, OverallDeadlineBoundsEveryCheck) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(test::pool_server(sshd, "slow"));
+  CheckDefinition stuck;
+  stuck.name = "stuck";
+  stuck.command = "sleep 31339";
+  stuck.parse = parse_uptime;
+  stuck.timeout = 30s;
+  DiagnoseOptions options;
+  options.deadline = Deadline::after(1500ms);
+  const auto seen = test::run_async(io_, diagnose_one(&registry, "slow", {stuck}, options));
+  const auto& run = seen.diagnoses.at(0).checks.at(0);
+  EXPECT_EQ(run.result.status, Status::unknown);
+  EXPECT_NE(run.result.message.find("diagnosis deadline"), std::string::npos) << run.result.message;
+  EXPECT_LT(run.duration, 5s);
+  sshd.kill_remote_processes_matching("sleep 31339");
+}
+
+// --- cache ------------------------------------------------------------------------------------
+
+asio::awaitable<Observed> diagnose_twice(pool::Registry* registry, std::string server_id,
+                                         std::vector<CheckDefinition> checks, ResultCache* cache) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  for (int i = 0; i < 2; ++i) {
+    auto options = diagnose_options(10s);
+    options.cache = cache;
+    const CheckSettings settings;
+    seen.diagnoses.push_back(
+        co_await async_diagnose(executor, server_id, checks, settings, options));
+    seen.stats[server_id + std::to_string(i)] = registry->stats(server_id);
+  }
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(ChecksRunnerTest, CachedChecksAreNotRunAgain) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(test::pool_server(sshd, "cached"));
+  auto checks = seed_checks();
+  checks.resize(2);  // seed.uptime, seed.df_root
+  checks[1].cache_for = 60s;
+  ResultCache cache;
+  const auto seen = test::run_async(io_, diagnose_twice(&registry, "cached", checks, &cache));
+  ASSERT_EQ(seen.diagnoses.size(), 2U);
+  const auto& first = seen.diagnoses[0];
+  const auto& second = seen.diagnoses[1];
+  EXPECT_FALSE(first.checks[1].cached);
+  EXPECT_TRUE(second.checks[1].cached);
+  EXPECT_FALSE(second.checks[0].cached);
+  EXPECT_EQ(second.checks[1].result.message, first.checks[1].result.message);
+  EXPECT_EQ(second.checks[1].result.status, first.checks[1].result.status);
+  EXPECT_EQ(cache.size(), 1U);
+  // 2 commands, then 1 (each run also takes one lease to probe the connection).
+  EXPECT_EQ(seen.stats.at("cached0").commands, 3U);
+  EXPECT_EQ(seen.stats.at("cached1").commands, 5U);
+  EXPECT_EQ(sshd.session_open_count(), 3U);
+  // All cached: no connection needed at all.
+  cache.forget("other");
+  EXPECT_EQ(cache.size(), 1U);
+  cache.forget("cached");
+  EXPECT_EQ(cache.size(), 0U);
+}
+
+// --- batched mode -----------------------------------------------------------------------------
+
+TEST_F(ChecksRunnerTest, BatchedModeRunsEveryCheckInOneExec) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(test::pool_server(sshd, "batch"));
+  auto checks = seed_checks();
+  CheckDefinition failing;
+  failing.name = "failing";
+  failing.command = "echo partial; echo oops >&2; exit 127";
+  failing.parse = parse_uptime;
+  checks.push_back(failing);
+  const auto seen = test::run_async(
+      io_, diagnose_one(&registry, "batch", checks, diagnose_options(20s, RunMode::batched)));
+  const Diagnosis& diagnosis = seen.diagnoses.at(0);
+  ASSERT_TRUE(diagnosis.reachable());
+  EXPECT_EQ(diagnosis.mode, RunMode::batched);
+  ASSERT_EQ(diagnosis.checks.size(), 8U);
+  for (std::size_t i = 0; i < 7; ++i) {
+    const auto& run = diagnosis.checks[i];
+    SCOPED_TRACE(run.result.name + ": " + run.result.message);
+    EXPECT_EQ(run.exit_status, 0);
+    EXPECT_NE(run.result.status, Status::critical);
+  }
+  // seed.system_state may be UNKNOWN without systemd; the measured ones are not.
+  for (const std::size_t i : {0U, 1U, 2U, 3U, 5U, 6U}) {
+    EXPECT_NE(diagnosis.checks[i].result.status, Status::unknown)
+        << diagnosis.checks[i].result.name << ": " << diagnosis.checks[i].result.message;
+  }
+  EXPECT_EQ(diagnosis.checks[7].exit_status, 127);
+  EXPECT_EQ(diagnosis.checks[7].result.status, Status::unknown);
+  EXPECT_EQ(seen.stats.at("batch").commands, 2U);  // the probe's lease + the batch
+  EXPECT_TRUE(sshd.wait_for_log("Starting session: "));
+  EXPECT_EQ(sshd.session_open_count(), 1U);
+}
+
+// --- figures: concurrent vs batched (printed, not asserted) ----------------------------------
+
+asio::awaitable<std::vector<double>> time_runs(pool::Registry* registry, std::string server_id,
+                                               std::vector<CheckDefinition> checks, RunMode mode,
+                                               int runs) {
+  exec::Executor executor(*registry);
+  std::vector<double> ms;
+  for (int i = 0; i <= runs; ++i) {
+    auto options = diagnose_options(30s, mode);
+    const CheckSettings settings;
+    auto diagnosis = co_await async_diagnose(executor, server_id, checks, settings, options);
+    EXPECT_TRUE(diagnosis.reachable());
+    if (i > 0) {  // the first run pays the handshake
+      ms.push_back(static_cast<double>(diagnosis.duration.count()) / 1000.0);
+    }
+  }
+  co_return ms;
+}
+
+asio::awaitable<int> shut_down(pool::Registry* registry) {
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return 0;
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values.empty() ? 0 : values[values.size() / 2];
+}
+
+TEST_F(ChecksRunnerTest, FiguresConcurrentVersusBatched) {
+  for (const auto rtt : {0ms, 50ms}) {
+    SshdFixture::Options sshd_options;
+    sshd_options.rtt = rtt;
+    SshdFixture sshd(sshd_options);
+    sshd.start();
+    pool::Registry registry(io_.get_executor(), PoolConfig{});
+    registry.add_server(test::pool_server(sshd, "bench"));
+    auto fast = default_checks();
+    std::erase_if(fast, [](const CheckDefinition& check) {
+      return check.name == "cpu" || check.name == "security_updates";
+    });
+    struct Set {
+      const char* name;
+      std::vector<CheckDefinition> checks;
+    };
+    for (const auto& set :
+         {Set{"seed (7)", seed_checks()}, Set{"default minus cpu/apt (16)", fast}}) {
+      for (const auto mode : {RunMode::concurrent, RunMode::batched}) {
+        const auto ms = test::run_async(io_, time_runs(&registry, "bench", set.checks, mode, 5));
+        std::printf("[figures] rtt %3lld ms, %-28s %-10s median %7.1f ms (min %7.1f, max %7.1f)\n",
+                    static_cast<long long>(rtt.count()), set.name,
+                    mode == RunMode::batched ? "batched" : "concurrent", median(ms),
+                    *std::min_element(ms.begin(), ms.end()),
+                    *std::max_element(ms.begin(), ms.end()));
+      }
+    }
+    test::run_async(io_, shut_down(&registry));
+  }
+}
+
+}  // namespace
+}  // namespace healer::checks
