@@ -180,8 +180,9 @@ Result<pool::Server> pool_server_for(const store::ServerRecord& record, const Po
         return usage_error(
             fmt::format("server '{}' uses a stored key but none is stored", record.name));
       }
-      return usage_error(
-          fmt::format("server '{}': stored keys are not supported by this build", record.name));
+      connect.auth = ssh::AuthMethod::key_data;
+      connect.private_key = *record.secret;
+      break;
   }
   return server;
 }

@@ -1,5 +1,6 @@
 // `healer server ...` as a user runs it: a real SQLite inventory in a temp dir and a real sshd.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -164,6 +165,70 @@ TEST(ServerCli, TestConnectsVerifiesAndMeasures) {
   const auto plain = healer(home, {"server", "test", "local"});
   EXPECT_EQ(plain.exit_code(), 0) << plain.err;
   EXPECT_TRUE(plain.out.starts_with("OK local (")) << plain.out;
+}
+
+TEST(ServerCli, StoredKeyLivesOnlyEncryptedInTheDatabase) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  const auto key_text = slurp(sshd.client_key_path());
+  auto args = add_args(sshd, "vault", sshd.client_key_path(), sshd.known_hosts_path());
+  args.insert(args.end(), {"--auth", "stored-key"});
+  const auto added = healer(home, args);
+  ASSERT_EQ(added.exit_code(), 0) << added.err;
+  // The key file may go away: the server works from the database's encrypted copy.
+  const auto tested = healer(home, {"server", "test", "vault"});
+  EXPECT_EQ(tested.exit_code(), 0) << tested.err;
+  EXPECT_EQ(sshd.accepted_auth_count(), 1u);
+  // The base64 body of the key is nowhere in the inventory's files.
+  const auto body_line = key_text.substr(key_text.find('\n') + 1, 40);
+  ASSERT_EQ(body_line.size(), 40u);
+  for (const auto& entry : fs::directory_iterator(home.path())) {
+    if (entry.is_regular_file()) {
+      EXPECT_EQ(slurp(entry.path()).find(body_line), std::string::npos) << entry.path();
+    }
+  }
+  const auto shown = healer(home, {"server", "show", "vault", "--json"});
+  EXPECT_EQ(nlohmann::json::parse(shown.out)["auth"], "stored-key");
+  EXPECT_EQ(shown.out.find(body_line), std::string::npos);
+}
+
+TEST(ServerCli, StoredPasswordAuthenticatesAndAWrongOneFailsOnce) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "needs root to give the test user healer-test a temporary password";
+  }
+  SshdFixture::Options options;
+  options.password_authentication = true;
+  SshdFixture sshd(options);
+  sshd.start();
+  const std::string password = sshd.set_random_password();
+  test::TempDir home;
+  const std::vector<std::string> base{"server",
+                                      "add",
+                                      "pw",
+                                      "--host",
+                                      sshd.host(),
+                                      "--port",
+                                      std::to_string(sshd.port()),
+                                      "--user",
+                                      sshd.user(),
+                                      "--known-hosts",
+                                      sshd.known_hosts_path().string(),
+                                      "--auth",
+                                      "password"};
+  auto added = healer(home, base, {"HEALER_PASSWORD=" + password});
+  ASSERT_EQ(added.exit_code(), 0) << added.err;
+  const auto tested = healer(home, {"server", "test", "pw"});
+  EXPECT_EQ(tested.exit_code(), 0) << tested.err;
+  EXPECT_EQ(sshd.count_in_log("Accepted password for " + sshd.user()), 1u);
+
+  auto replace = base;
+  replace.emplace_back("--replace");
+  ASSERT_EQ(healer(home, replace, {"HEALER_PASSWORD=wrong-" + password}).exit_code(), 0);
+  const auto refused = healer(home, {"server", "test", "pw"});
+  EXPECT_EQ(refused.exit_code(), cli::kExitAuthFailed) << refused.err;
+  EXPECT_EQ(sshd.failed_password_count(), 1u);
+  EXPECT_EQ(refused.err.find(password), std::string::npos);
 }
 
 TEST(ServerCli, TestWithAWrongKeyFailsOnce) {
