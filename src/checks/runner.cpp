@@ -212,15 +212,25 @@ asio::awaitable<void> run_batched(std::shared_ptr<ServerRun> state) {
   }
   const double run_seconds = std::chrono::duration<double>(result->timing.run).count();
   auto sections = split_batch_output(result->out, result->err, marker, batch.size());
+  // No section at all: the wrapper itself failed (no mktemp, no writable temp dir...).
+  const bool none_ran = std::none_of(sections.begin(), sections.end(), [](const BatchSection& s) {
+    return s.exit_status.has_value();
+  });
+  const std::string wrapper_failed =
+      none_ran ? fmt::format("batched run failed (exit {}): {}", result->shell_exit_code(),
+                             text::first_line(result->err))
+               : std::string();
   for (std::size_t i = 0; i < state->to_run.size(); ++i) {
     const std::size_t index = state->to_run[i];
     const CheckDefinition& check = state->checks[index];
     CheckRun& run = state->runs[index];
     run.duration = elapsed;
     if (!sections[i].exit_status) {
-      run.result = unknown_result(check.name, result->out_truncated
-                                                  ? "batched output was truncated before this check"
-                                                  : "batched run ended before this check finished");
+      std::string reason = none_ran ? wrapper_failed
+                           : result->out_truncated
+                               ? "batched output was truncated before this check"
+                               : "batched run ended before this check finished";
+      run.result = unknown_result(check.name, reason);
       continue;
     }
     CachedOutput output;

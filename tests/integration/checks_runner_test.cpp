@@ -209,8 +209,12 @@ TEST_F(ChecksRunnerTest, SweepReportsDownAndWrongKeyServersAsUnknown) {
   registry.add_server(down);
   registry.add_server(test::pool_server(sshd, "wrong-key", stranger.private_key));
   registry.add_server(test::pool_server(sshd, "good2"));
+  SshdFixture impostor;  // a server whose host key no longer matches known_hosts
+  impostor.start();
+  impostor.regenerate_host_key();
+  registry.add_server(test::pool_server(impostor, "changed-host-key"));
   std::vector<ServerChecks> servers;
-  for (const char* id : {"good1", "down", "wrong-key", "good2"}) {
+  for (const char* id : {"good1", "down", "wrong-key", "good2", "changed-host-key"}) {
     servers.emplace_back(id, seed_checks());
   }
   servers.emplace_back("not-registered", seed_checks());
@@ -223,7 +227,7 @@ TEST_F(ChecksRunnerTest, SweepReportsDownAndWrongKeyServersAsUnknown) {
   // Each server completed once.
   auto completed = seen.completed;
   std::sort(completed.begin(), completed.end());
-  EXPECT_EQ(completed, (std::vector<std::size_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(completed, (std::vector<std::size_t>{0, 1, 2, 3, 4, 5}));
 
   for (const std::size_t good : {0U, 3U}) {
     const auto& diagnosis = seen.diagnoses[good];
@@ -251,7 +255,9 @@ TEST_F(ChecksRunnerTest, SweepReportsDownAndWrongKeyServersAsUnknown) {
   };
   expect_unreachable(1, ssh::Errc::connect_refused, "connection refused");
   expect_unreachable(2, ssh::Errc::auth_failed, "authentication failed");
-  expect_unreachable(4, pool::Errc::unknown_server, "not-registered");
+  expect_unreachable(4, ssh::Errc::host_key_changed, "HOST KEY CHANGED");
+  expect_unreachable(5, pool::Errc::unknown_server, "not-registered");
+  EXPECT_EQ(impostor.accepted_auth_count(), 0U);  // no credentials sent to an impostor
   EXPECT_EQ(seen.stats.at("wrong-key").handshakes_started, 1U);
   EXPECT_EQ(seen.stats.at("down").handshakes_started, 1U);
   // One try with the wrong key, not one per check.
@@ -327,16 +333,17 @@ TEST_F(ChecksRunnerTest, OverallDeadlineBoundsEveryCheck) {
 
 // --- cache ------------------------------------------------------------------------------------
 
-asio::awaitable<Observed> diagnose_twice(pool::Registry* registry, std::string server_id,
-                                         std::vector<CheckDefinition> checks, ResultCache* cache) {
+asio::awaitable<Observed> diagnose_rounds(pool::Registry* registry, std::string server_id,
+                                          std::vector<std::vector<CheckDefinition>> rounds,
+                                          ResultCache* cache) {
   Observed seen;
   exec::Executor executor(*registry);
-  for (int i = 0; i < 2; ++i) {
+  for (std::size_t i = 0; i < rounds.size(); ++i) {
     auto options = diagnose_options(10s);
     options.cache = cache;
     const CheckSettings settings;
     seen.diagnoses.push_back(
-        co_await async_diagnose(executor, server_id, checks, settings, options));
+        co_await async_diagnose(executor, server_id, rounds[i], settings, options));
     seen.stats[server_id + std::to_string(i)] = registry->stats(server_id);
   }
   co_await registry->async_shutdown(Deadline::after(5s));
@@ -352,8 +359,9 @@ TEST_F(ChecksRunnerTest, CachedChecksAreNotRunAgain) {
   checks.resize(2);  // seed.uptime, seed.df_root
   checks[1].cache_for = 60s;
   ResultCache cache;
-  const auto seen = test::run_async(io_, diagnose_twice(&registry, "cached", checks, &cache));
-  ASSERT_EQ(seen.diagnoses.size(), 2U);
+  const auto seen = test::run_async(
+      io_, diagnose_rounds(&registry, "cached", {checks, checks, {checks[1]}}, &cache));
+  ASSERT_EQ(seen.diagnoses.size(), 3U);
   const auto& first = seen.diagnoses[0];
   const auto& second = seen.diagnoses[1];
   EXPECT_FALSE(first.checks[1].cached);
@@ -361,12 +369,17 @@ TEST_F(ChecksRunnerTest, CachedChecksAreNotRunAgain) {
   EXPECT_FALSE(second.checks[0].cached);
   EXPECT_EQ(second.checks[1].result.message, first.checks[1].result.message);
   EXPECT_EQ(second.checks[1].result.status, first.checks[1].result.status);
+  EXPECT_EQ(second.checks[1].exit_status, 0);
   EXPECT_EQ(cache.size(), 1U);
   // 2 commands, then 1 (each run also takes one lease to probe the connection).
   EXPECT_EQ(seen.stats.at("cached0").commands, 3U);
   EXPECT_EQ(seen.stats.at("cached1").commands, 5U);
+  // Only cached checks: no lease at all.
+  const auto& third = seen.diagnoses[2];
+  EXPECT_TRUE(third.reachable());
+  EXPECT_TRUE(third.checks.at(0).cached);
+  EXPECT_EQ(seen.stats.at("cached2").acquisitions, seen.stats.at("cached1").acquisitions);
   EXPECT_EQ(sshd.session_open_count(), 3U);
-  // All cached: no connection needed at all.
   cache.forget("other");
   EXPECT_EQ(cache.size(), 1U);
   cache.forget("cached");
