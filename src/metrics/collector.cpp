@@ -1,0 +1,122 @@
+#include "healer/metrics/collector.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <exception>
+#include <memory>
+
+#include "healer/metrics/errors.hpp"
+#include "healer/ssh/errors.hpp"
+
+namespace healer::metrics {
+namespace {
+
+// What the workers of one sweep share. Workers take the next server index in turn, so at most
+// `workers` servers are in flight whatever the length of the list.
+struct Sweep {
+  Sweep(std::vector<std::string> ids, CollectOptions opts, asio::any_io_executor executor)
+      : server_ids(std::move(ids)),
+        options(std::move(opts)),
+        results(server_ids.size()),
+        done(std::move(executor)) {}
+  std::vector<std::string> server_ids;
+  CollectOptions options;
+  std::vector<CollectResult> results;  // by input index
+  std::size_t next = 0;                // next index to start
+  std::size_t running = 0;             // workers not finished
+  std::exception_ptr failure;          // first exception of a worker (on_result threw)
+  asio::steady_timer done;
+};
+
+asio::awaitable<void> run_worker(exec::Executor* executor, std::shared_ptr<Sweep> sweep) {
+  try {
+    while (sweep->next < sweep->server_ids.size() && !sweep->failure) {
+      const std::size_t index = sweep->next++;
+      sweep->results[index] =
+          co_await async_collect_one(*executor, sweep->server_ids[index], sweep->options);
+      if (sweep->options.on_result) {
+        sweep->options.on_result(sweep->results[index]);
+      }
+    }
+  } catch (...) {
+    if (!sweep->failure) {
+      sweep->failure = std::current_exception();
+    }
+  }
+  if (--sweep->running == 0) {
+    sweep->done.cancel();
+  }
+}
+
+}  // namespace
+
+asio::awaitable<CollectResult> async_collect_one(exec::Executor& executor, std::string server_id,
+                                                 CollectOptions options) {
+  const auto started = Clock::now();
+  CollectResult result;
+  result.server_id = server_id;
+  const Deadline deadline = options.deadline.min(Deadline::after(options.timeout));
+  if (deadline.expired()) {
+    result.sample = make_error(ssh::Errc::timeout,
+                               server_id + ": the sweep's deadline passed before collection");
+  } else {
+    const std::string marker = make_marker();
+    exec::RunOptions run;
+    run.deadline = deadline;
+    run.max_output = options.max_output;
+    run.stdin_data = probe_script(marker, options.probe);
+    auto ran = co_await executor.async_run(server_id, std::string(kProbeCommand), std::move(run));
+    if (!ran) {
+      result.sample = std::move(ran).error();
+    } else {
+      const ssh::CommandResult& command = *ran;
+      auto sample = parse_probe_output(command.out, command.err, marker);
+      if (sample && command.exit_status != 0) {
+        // The script ends with `exit 0`: anything else means the shell died part way (its
+        // complete sections are still worth keeping, the missing ones are listed as failures).
+        sample->failures.push_back(SectionFailure{
+            "probe",
+            make_error(Errc::probe_failed, server_id + ": probe exited with " +
+                                               std::to_string(command.shell_exit_code()))});
+      }
+      if (!sample) {
+        Error error = std::move(sample).error();
+        error.detail = server_id + ": " + error.detail + " (exit " +
+                       std::to_string(command.shell_exit_code()) + ")";
+        result.sample = std::move(error);
+      } else {
+        result.sample = std::move(sample);
+      }
+    }
+  }
+  result.collected_at = std::chrono::system_clock::now();
+  result.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started);
+  co_return result;
+}
+
+asio::awaitable<std::vector<CollectResult>> async_collect(exec::Executor& executor,
+                                                          std::vector<std::string> server_ids,
+                                                          CollectOptions options) {
+  auto io = co_await asio::this_coro::executor;
+  const std::size_t workers =
+      std::min(server_ids.size(), std::max<std::size_t>(options.concurrency, 1));
+  auto sweep = std::make_shared<Sweep>(std::move(server_ids), std::move(options), io);
+  sweep->running = workers;
+  for (std::size_t i = 0; i < workers; ++i) {
+    asio::co_spawn(io, run_worker(&executor, sweep), asio::detached);
+  }
+  while (sweep->running > 0) {
+    sweep->done.expires_at(Clock::time_point::max());
+    co_await sweep->done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+  }
+  if (sweep->failure) {
+    std::rethrow_exception(sweep->failure);
+  }
+  co_return std::move(sweep->results);
+}
+
+}  // namespace healer::metrics
