@@ -11,6 +11,7 @@
 #include "diagnose_command.hpp"
 #include "exec_command.hpp"
 #include "healer/cli/exit_codes.hpp"
+#include "metrics_command.hpp"
 #include "server_command.hpp"
 
 namespace healer::cli {
@@ -40,6 +41,7 @@ int run(int argc, char** argv) {
       add_exec_command(app),
       add_server_command(app),
       add_diagnose_command(app),
+      add_metrics_command(app),
   };
 
   try {
