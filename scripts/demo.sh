@@ -47,5 +47,34 @@ step "healer exec with an empty known_hosts   # strict host key checking"
 echo "exit code: $? (243 = host key unknown)"
 set -e
 
+# The inventory: an embedded SQLite file in the throwaway dir (secrets in it are encrypted under
+# the master key created next to it on first use).
+export HEALER_DB="$testbed/healer.db"
+step healer server add demo --host 127.0.0.1 --port "$port" --user "$user" --identity ... --tag demo
+"$healer" server add demo "${target[@]}" --tag demo
+
+step healer server test demo   # connect, verify the host key, authenticate, round trip
+"$healer" server test demo
+
+step healer server list
+"$healer" server list
+
+step "healer diagnose demo --seed   # the seed design's 7 checks over one pooled connection"
+set +e
+"$healer" diagnose demo --seed
+echo "exit code: $? (Nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)"
+
+step "healer diagnose demo   # the full check set (security updates are slow: apt on the server)"
+"$healer" diagnose demo
+echo "exit code: $?"
+set -e
+
+step "healer metrics collect --all   # one probe on stdin per server, node_exporter names"
+"$healer" metrics collect --all
+"$healer" metrics collect --all >/dev/null 2>&1
+
+step healer metrics show demo --name node_load1
+"$healer" metrics show demo --name node_load1
+
 echo
 echo "demo: done; sshd log: $(grep -c 'Accepted publickey' "$testbed/sshd.log") logins, $(grep -c 'Starting session' "$testbed/sshd.log") sessions"
