@@ -62,9 +62,7 @@ CheckResult parse_output(const CheckDefinition& check, const CheckInput& input,
     return unknown_result(check.name, "no parser for this check");
   }
   CheckResult result = check.parse(input, settings);
-  if (result.name.empty()) {
-    result.name = check.name;
-  }
+  result.name = check.name;  // the definition names the result (a parser may serve several)
   return result;
 }
 
