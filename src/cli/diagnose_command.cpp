@@ -9,17 +9,21 @@
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "check_config.hpp"
 #include "healer/checks/catalog.hpp"
 #include "healer/checks/check.hpp"
 #include "healer/checks/report.hpp"
 #include "healer/checks/runner.hpp"
 #include "healer/cli/exit_codes.hpp"
+#include "healer/core/config_loader.hpp"
 #include "healer/exec/executor.hpp"
 #include "healer/pool/pool.hpp"
 #include "inventory.hpp"
@@ -195,6 +199,27 @@ int run_diagnose(const DiagnoseArgs& args) {
     overrides.thresholds[parsed->first] = parsed->second;
   }
 
+  // Per-server and per-tag settings from the config file's [checks] table.
+  CheckConfig check_config;
+  {
+    auto file = config::find_config_file(config::Environment::process(), args.pool.config_file);
+    if (!file) {
+      return usage(file.error().message());
+    }
+    if (*file) {
+      std::ifstream in(**file, std::ios::binary);
+      const std::string text{std::istreambuf_iterator<char>(in), {}};
+      auto parsed = parse_check_config(text, (*file)->string(), known_threshold_keys());
+      if (!parsed) {
+        return usage(parsed.error().detail);
+      }
+      check_config = std::move(*parsed);
+    }
+  }
+  auto settings_for = [&](const store::ServerRecord& record) {
+    return checks::overlay(check_config.settings_for(record.name, record.tags), overrides);
+  };
+
   auto store = open_store(args.store);
   if (!store) {
     std::cerr << "healer: " << store.error().message() << '\n';
@@ -212,8 +237,10 @@ int run_diagnose(const DiagnoseArgs& args) {
     if (!record) {
       return usage(record.error().message());
     }
-    Target target{std::move(*record), overrides, app->id};
-    target.settings.expected_ports = app->ports;
+    auto settings = settings_for(*record);
+    settings.expected_ports.insert(settings.expected_ports.end(), app->ports.begin(),
+                                   app->ports.end());
+    Target target{std::move(*record), std::move(settings), app->id};
     targets.push_back(std::move(target));
   }
   if (!args.selection.empty()) {
@@ -223,7 +250,8 @@ int run_diagnose(const DiagnoseArgs& args) {
       return exit_code_for(records.error());
     }
     for (auto& record : *records) {
-      targets.push_back(Target{std::move(record), overrides, std::nullopt});
+      auto settings = settings_for(record);
+      targets.push_back(Target{std::move(record), std::move(settings), std::nullopt});
     }
   }
   if (targets.empty()) {

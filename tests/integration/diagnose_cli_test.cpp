@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -128,6 +129,33 @@ TEST(DiagnoseCli, ExitCodesFollowNagios) {
       home, {"diagnose", "box", "--no-store", "--check", "memory", "--threshold", "memory=:100"});
   EXPECT_EQ(critical.exit_code(), 2) << critical.out;
   EXPECT_NE(critical.out.find("CRITICAL"), std::string::npos);
+}
+
+TEST(DiagnoseCli, ConfigFileThresholdsPerTagAndServer) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  add(home, "calm", sshd, sshd.port(), sshd.client_key_path(), "relaxed");
+  add(home, "picky", sshd, sshd.port(), sshd.client_key_path(), "strict");
+  add(home, "pickiest", sshd, sshd.port(), sshd.client_key_path(), "strict");
+  const auto config = home.path() / "healer.toml";
+  std::ofstream(config) << "[checks]\nthresholds = { memory = [0, 0] }\n"
+                        << "[checks.tags.strict]\nthresholds = { memory = [100, 0] }\n"
+                        << "[checks.servers.pickiest]\nthresholds = { memory = { crit = 100 } }\n";
+  const auto run = healer(home, {"diagnose", "--all", "--json", "--no-store", "--check", "memory",
+                                 "--config", config.string()});
+  ASSERT_EQ(run.exit_code(), 2) << run.err;
+  const auto doc = nlohmann::json::parse(run.out);
+  EXPECT_EQ(server_doc(doc, "calm")["status"], "OK");
+  EXPECT_EQ(server_doc(doc, "picky")["status"], "WARNING");
+  EXPECT_EQ(server_doc(doc, "pickiest")["status"], "CRITICAL");
+
+  std::ofstream(config) << "[checks.servers.calm]\nthresholds = { memroy = [1, 2] }\n";
+  const auto bad = healer(home, {"diagnose", "--all", "--config", config.string()});
+  EXPECT_EQ(bad.exit_code(), cli::kExitUsage);
+  EXPECT_NE(bad.err.find("checks.servers.calm.thresholds.memroy: no check reads this threshold"),
+            std::string::npos)
+      << bad.err;
 }
 
 TEST(DiagnoseCli, SeedChecksShareOneConnection) {
