@@ -20,7 +20,7 @@ struct SectionCommand {
 };
 
 constexpr SectionCommand kCommands[] = {
-    {"clk_tck", "getconf CLK_TCK"},
+    {"clk_tck", "hm_clk_tck"},
     {"stat", "cat \"$P/stat\""},
     {"loadavg", "cat \"$P/loadavg\""},
     {"meminfo", "cat \"$P/meminfo\""},
@@ -157,6 +157,10 @@ hm_section() {{
   ( "$@" )
   hm_rc=$?
   printf '\n%s end %s %s\n' "$M" "$hm_name" "$hm_rc"
+}}
+# busybox has no getconf; USER_HZ is 100 on every Linux port in use.
+hm_clk_tck() {{
+  getconf CLK_TCK 2>/dev/null || echo 100
 }}
 hm_uname() {{
   uname -s && uname -r && uname -v && uname -m && uname -n
