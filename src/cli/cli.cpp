@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "app_command.hpp"
 #include "command.hpp"
 #include "diagnose_command.hpp"
 #include "exec_command.hpp"
@@ -38,10 +39,8 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
 
   const std::vector<Command> commands{
-      add_exec_command(app),
-      add_server_command(app),
-      add_diagnose_command(app),
-      add_metrics_command(app),
+      add_exec_command(app),     add_server_command(app),  add_app_command(app),
+      add_diagnose_command(app), add_metrics_command(app),
   };
 
   try {

@@ -158,6 +158,52 @@ TEST(DiagnoseCli, ConfigFileThresholdsPerTagAndServer) {
       << bad.err;
 }
 
+TEST(DiagnoseCli, ApplicationChecksItsPortsAndRecordsTheApp) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  add(home, "box", sshd, sshd.port(), sshd.client_key_path(), "t");
+  // The sshd's own port listens; the closed one does not.
+  const auto closed = test::closed_port();
+  ASSERT_EQ(healer(home, {"app", "add", "shop", "--server", "box", "--port",
+                          std::to_string(sshd.sshd_port()), "--unit", "shop.service"})
+                .exit_code(),
+            0);
+  ASSERT_EQ(
+      healer(home, {"app", "add", "broken", "--server", "box", "--port", std::to_string(closed)})
+          .exit_code(),
+      0);
+  const auto listed = nlohmann::json::parse(healer(home, {"app", "list", "--json"}).out);
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed[1]["server"], "box");
+  EXPECT_EQ(listed[1]["systemd_units"], (nlohmann::json{"shop.service"}));
+
+  const auto good =
+      healer(home, {"diagnose", "--app", "shop", "--check", "listening_ports", "--json"});
+  EXPECT_EQ(good.exit_code(), 0) << good.out << good.err;
+  const auto bad = healer(home, {"diagnose", "--app", "broken", "--check", "listening_ports"});
+  EXPECT_EQ(bad.exit_code(), 2) << bad.out << bad.err;
+  EXPECT_NE(bad.out.find(std::to_string(closed)), std::string::npos) << bad.out;
+
+  // The runs are recorded against the server with the application's id.
+  store::StoreOptions options;
+  options.db_path = home.path() / "inventory.db";
+  auto store = store::Store::open(std::move(options));
+  ASSERT_TRUE(store);
+  const auto app = store->get_application_by_name("broken");
+  ASSERT_TRUE(app);
+  const auto runs = store->recent_runs(app->server_id);
+  ASSERT_TRUE(runs);
+  ASSERT_EQ(runs->size(), 2u);
+  EXPECT_EQ(runs->front().app_id, app->id);
+
+  EXPECT_EQ(healer(home, {"diagnose", "--app", "nope"}).exit_code(), cli::kExitUsage);
+  EXPECT_EQ(healer(home, {"app", "add", "x", "--server", "ghost"}).exit_code(), cli::kExitUsage);
+  EXPECT_EQ(healer(home, {"app", "add", "shop", "--server", "box"}).exit_code(), cli::kExitUsage);
+  EXPECT_EQ(healer(home, {"app", "remove", "shop"}).exit_code(), 0);
+  EXPECT_EQ(healer(home, {"app", "remove", "shop"}).exit_code(), cli::kExitUsage);
+}
+
 TEST(DiagnoseCli, SeedChecksShareOneConnection) {
   SshdFixture sshd;
   sshd.start();
