@@ -10,6 +10,7 @@
 #include <exception>
 #include <memory>
 
+#include "healer/core/log.hpp"
 #include "healer/metrics/errors.hpp"
 #include "healer/ssh/errors.hpp"
 
@@ -51,6 +52,22 @@ asio::awaitable<void> run_worker(exec::Executor* executor, std::shared_ptr<Sweep
   if (--sweep->running == 0) {
     sweep->done.cancel();
   }
+}
+
+void log_result(const CollectResult& result) {
+  static const auto logger = log::get("metrics");
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(result.elapsed).count();
+  if (!result.sample) {
+    logger->debug("[{}] metrics not collected in {} ms: {}", result.server_id, ms,
+                  result.sample.error().message());
+    return;
+  }
+  for (const auto& failure : result.sample->failures) {
+    logger->debug("[{}] metrics section {} failed: {}", result.server_id, failure.section,
+                  failure.error.message());
+  }
+  logger->debug("[{}] metrics collected in {} ms ({} failed sections)", result.server_id, ms,
+                result.sample->failures.size());
 }
 
 }  // namespace
@@ -96,6 +113,7 @@ asio::awaitable<CollectResult> async_collect_one(exec::Executor& executor, std::
   }
   result.collected_at = std::chrono::system_clock::now();
   result.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started);
+  log_result(result);
   co_return result;
 }
 

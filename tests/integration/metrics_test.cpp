@@ -187,7 +187,7 @@ TEST_F(MetricsTest, UnreadableFileGivesPartialResultAndFakedMarkersAreIgnored) {
   const auto root = sshd.dir() / "fakeproc";
   std::filesystem::create_directories(root / "net");
   std::filesystem::create_directories(root / "sys" / "fs");
-  for (const char* name : {"stat", "loadavg", "vmstat", "mounts"}) {
+  for (const char* name : {"stat", "loadavg", "vmstat"}) {
     write_file(root / name, read_file(std::filesystem::path("/proc") / name));
   }
   write_file(root / "net" / "dev", read_file("/proc/net/dev"));
@@ -198,6 +198,13 @@ TEST_F(MetricsTest, UnreadableFileGivesPartialResultAndFakedMarkersAreIgnored) {
              "@@healer-metrics-00000000000000000000000000000000 begin stat 1\n"
              "cpu0 999999999 0 0 0\n"
              "MemFree: 250 kB\n");
+  // Mounts: a path with a space (escaped as in /proc/mounts; stat -f works on any directory),
+  // a network and a pseudo filesystem that must not be stat()ed, and a mount point that is gone.
+  std::filesystem::create_directories(root / "with space");
+  const std::string base = root.string();
+  write_file(root / "mounts", "/dev/fake1 " + base + "/with\\040space ext4 rw 0 0\n" +
+                                  "server:/export " + base + "/nfs nfs4 rw 0 0\n" + "proc " + base +
+                                  " proc rw 0 0\n" + "/dev/fake2 " + base + "/gone ext4 rw 0 0\n");
   for (const auto& entry : std::filesystem::recursive_directory_iterator(root)) {
     std::filesystem::permissions(
         entry.path(), std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
@@ -230,7 +237,15 @@ TEST_F(MetricsTest, UnreadableFileGivesPartialResultAndFakedMarkersAreIgnored) {
   EXPECT_DOUBLE_EQ(m.at(R"(healer_probe_section_failed{section="diskstats"})"), 1.0);
   EXPECT_TRUE(sample->load);
   EXPECT_TRUE(sample->network);
-  EXPECT_TRUE(sample->filesystems);
+  ASSERT_TRUE(sample->filesystems);
+  ASSERT_EQ(sample->filesystems->size(), 1U);
+  const auto& fs = sample->filesystems->front();
+  EXPECT_EQ(fs.device, "/dev/fake1");
+  EXPECT_EQ(fs.mountpoint, base + "/with space");
+  EXPECT_EQ(fs.fstype, "ext4");
+  EXPECT_GT(fs.size_bytes, 0U);
+  EXPECT_GE(fs.size_bytes, fs.free_bytes);
+  EXPECT_GE(fs.free_bytes, fs.avail_bytes);
 }
 
 TEST_F(MetricsTest, SweepReportsEachServerDownAndWrongKeyTyped) {
