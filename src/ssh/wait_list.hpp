@@ -22,10 +22,16 @@ class WaitList {
   /// Suspends until notify_all() or the deadline, whichever comes first.
   asio::awaitable<void> wait(Deadline deadline) {
     asio::steady_timer timer(executor_, deadline.at());
-    // waiting timers, in arrival order; a notification cancels them all
-    const auto position = timers_.insert(timers_.end(), &timer);
+    // Waiting timers, in arrival order; a notification cancels them all. The entry is removed
+    // by a destructor, not after the co_await: when the io_context is destroyed with this frame
+    // suspended, the frame is freed without being resumed, and a later notify_all() (from a
+    // Session destroyed in another frame) must not find a pointer to the freed timer.
+    struct Unlink {
+      std::list<asio::steady_timer*>& list;
+      std::list<asio::steady_timer*>::iterator position;
+      ~Unlink() { list.erase(position); }
+    } unlink{timers_, timers_.insert(timers_.end(), &timer)};
     co_await timer.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
-    timers_.erase(position);
   }
 
   void notify_all() {
