@@ -3,6 +3,7 @@
 // or a log line.
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -345,6 +346,46 @@ TEST_F(AuthTest, ClearedPasswordNoLongerAuthenticates) {
   key_options.known_hosts_file = sshd.known_hosts_path().string();
   const auto by_key = exec_with(sshd, key_options, "echo key");
   ASSERT_TRUE(by_key.result) << by_key.failure();
+}
+
+// A test process killed while it held a password leaves it in /etc/shadow; the next fixture
+// restores "*", but never while another fixture holds the password.
+TEST_F(AuthTest, PasswordLeftByAKilledTestIsClearedByTheNextFixture) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "needs root to give the test user healer-test a temporary password";
+  }
+  const auto password_field = [] {
+    const auto shadow = test::run_command({"getent", "shadow", "healer-test"});
+    const auto start = shadow.out.find(':') + 1;
+    return shadow.out.substr(start, shadow.out.find(':', start) - start);
+  };
+  {
+    SshdFixture holder;
+    static_cast<void>(holder.set_random_password());
+    SshdFixture bystander;  // must not clear a password in use
+    EXPECT_NE(password_field(), "*");
+  }
+  ASSERT_EQ(password_field(), "*");
+
+  // The child sets a password and dies without running destructors, as a killed test would.
+  const pid_t child = ::fork();
+  if (child == 0) {
+    try {
+      auto* doomed = new SshdFixture();  // leaked on purpose: no destructor may run
+      static_cast<void>(doomed->set_random_password());
+      std::filesystem::remove_all(doomed->dir());
+    } catch (...) {
+      ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  ASSERT_GT(child, 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_NE(password_field(), "*") << "the child did not set a password";
+  SshdFixture next;
+  EXPECT_EQ(password_field(), "*");
 }
 
 }  // namespace

@@ -199,6 +199,43 @@ std::pair<int, std::string> run_with_input(const std::vector<std::string>& args,
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
+// The password field of `user` in /etc/shadow (root only); empty when not found.
+std::string shadow_password_field(std::string_view user) {
+  std::ifstream shadow("/etc/shadow");
+  for (std::string line; std::getline(shadow, line);) {
+    if (line.size() > user.size() && line.starts_with(user) && line[user.size()] == ':') {
+      const auto start = user.size() + 1;
+      return line.substr(start, line.find(':', start) - start);
+    }
+  }
+  return {};
+}
+
+// A test process killed while it held a password from set_random_password() left that password
+// behind; the next fixture puts "*" back, unless another process holds the lock and uses it.
+void clear_stale_password() {
+  if (shadow_password_field(kTestUser) == "*") {
+    return;
+  }
+  const int fd = ::open(kPasswordLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    return;
+  }
+  // Re-read under the lock: the owner may have restored it meanwhile.
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+    const std::string field = shadow_password_field(kTestUser);
+    if (!field.empty() && field != "*") {
+      std::cerr << "SshdFixture: " << kTestUser
+                << " still had a test password (a test was killed?); restoring '*'\n";
+      const CommandOutput result = run_command({kUsermodPath, "-p", "*", kTestUser});
+      if (result.exit_code() != 0) {
+        std::cerr << "SshdFixture: usermod -p '*' " << kTestUser << " failed: " << result.err;
+      }
+    }
+  }
+  ::close(fd);  // releases the flock
+}
+
 }  // namespace
 
 SshdFixture::SshdFixture() : SshdFixture(Options{}) {}
@@ -222,6 +259,7 @@ SshdFixture::SshdFixture(Options options) : options_(std::move(options)), dir_("
                                " does not exist: run scripts/install-deps.sh as root");
     }
     user_ = kTestUser;
+    clear_stale_password();
     // The login user must reach authorized_keys and its HOME inside our 0700 temp dir.
     std::filesystem::permissions(dir(), std::filesystem::perms::owner_all |
                                             std::filesystem::perms::group_exec |
