@@ -191,6 +191,71 @@ std::vector<CheckDefinition> seed_checks() {
   return checks;
 }
 
+namespace {
+
+// 'text' for sh: single quotes, each ' written as '\''.
+std::string sh_quote(std::string_view text) {
+  std::string out = "'";
+  for (const char c : text) {
+    out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  }
+  return out + "'";
+}
+
+std::string quoted_list(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) {
+    out += ' ';
+    out += sh_quote(item);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<CheckDefinition> application_checks(const ApplicationSpec& app) {
+  std::vector<CheckDefinition> checks;
+  if (!app.units.empty()) {
+    checks.push_back(
+        define("app.units", fmt::format("{}: systemd units active", app.name),
+               plain(fmt::format(
+                   "if ! command -v systemctl >/dev/null 2>&1 || [ ! -d /run/systemd/system ]; "
+                   "then echo '@@healer unavailable systemd is not running'; exit 0; fi; "
+                   "for u in{}; do printf "
+                   "'%s %s\\n' \"$u\" \"$(systemctl is-active \"$u\" 2>/dev/null)\"; done",
+                   quoted_list(app.units))),
+               parse_app_units,
+               {{"app.units", defaults::kAppUnitsDown, "", "application units not active"}}));
+  }
+  if (!app.health_url.empty()) {
+    const auto url = sh_quote(app.health_url);
+    checks.push_back(define(
+        "app.health", fmt::format("{}: health URL answers", app.name),
+        plain(fmt::format(
+            "if command -v curl >/dev/null 2>&1; then r=$(curl -sS -o /dev/null -m 10 -w "
+            "'%{{http_code}} %{{time_total}}' {0}); e=$?; echo \"@@healer curl $e ${{r:-000 0}}\"; "
+            "elif command -v wget >/dev/null 2>&1; "
+            "then if wget -q -T 10 -O /dev/null {0}; then echo '@@healer wget ok'; else echo "
+            "\"@@healer wget failed $?\"; fi; else echo '@@healer unavailable neither curl nor "
+            "wget on the server'; fi",
+            url)),
+        parse_app_health,
+        {{"app.response_time", defaults::kAppResponseTime, "s", "seconds to answer"}}));
+  }
+  if (!app.log_paths.empty()) {
+    checks.push_back(define(
+        "app.logs", fmt::format("{}: error lines in the logs", app.name),
+        plain(fmt::format(
+            "for f in{}; do if [ ! -e \"$f\" ]; then echo \"@@healer missing $f\"; elif [ ! -r "
+            "\"$f\" ]; then echo \"@@healer unreadable $f\"; else n=$(tail -n 500 \"$f\" | "
+            "grep -ciE 'error|fatal|panic|exception'); echo \"@@healer log $n $f\"; fi; done",
+            quoted_list(app.log_paths))),
+        parse_app_logs,
+        {{"app.log_errors", defaults::kAppLogErrors, "", "error lines in the last 500"}}));
+  }
+  return checks;
+}
+
 std::optional<CheckDefinition> find_check(std::string_view name) {
   for (auto list : {default_checks(), seed_checks()}) {
     for (auto& definition : list) {

@@ -217,7 +217,12 @@ Result<CheckConfig> parse_check_config(std::string_view toml_text, std::string_v
 
 std::vector<std::string> known_threshold_keys() {
   std::set<std::string> keys;
-  for (const auto& list : {checks::default_checks(), checks::seed_checks()}) {
+  checks::ApplicationSpec app;
+  app.units = {"u"};
+  app.health_url = "u";
+  app.log_paths = {"u"};
+  for (const auto& list :
+       {checks::default_checks(), checks::seed_checks(), checks::application_checks(app)}) {
     for (const auto& check : list) {
       for (const auto& named : check.thresholds) {
         keys.emplace(named.key);

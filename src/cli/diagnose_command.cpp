@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <charconv>
@@ -92,15 +93,9 @@ Result<std::pair<std::string, checks::Thresholds>> parse_threshold(std::string_v
   return std::pair{std::string(text.substr(0, eq)), levels};
 }
 
-bool known_threshold_key(const std::vector<checks::CheckDefinition>& list, std::string_view key) {
-  for (const auto& check : list) {
-    for (const auto& named : check.thresholds) {
-      if (named.key == key) {
-        return true;
-      }
-    }
-  }
-  return false;
+bool known_threshold_key(std::string_view key) {
+  const auto keys = known_threshold_keys();
+  return std::find(keys.begin(), keys.end(), key) != keys.end();
 }
 
 store::CheckStatus to_store(checks::Status status) {
@@ -151,6 +146,7 @@ struct Target {
   store::ServerRecord record;
   checks::CheckSettings settings;
   std::optional<std::int64_t> app_id;
+  std::vector<checks::CheckDefinition> extra_checks;  ///< the application's own checks
 };
 
 asio::awaitable<std::vector<checks::Diagnosis>> sweep(std::vector<pool::Server> servers,
@@ -193,7 +189,7 @@ int run_diagnose(const DiagnoseArgs& args) {
     if (!parsed) {
       return usage(parsed.error().detail);
     }
-    if (!known_threshold_key(check_list, parsed->first)) {
+    if (!known_threshold_key(parsed->first)) {
       return usage(fmt::format("no check reads the threshold '{}'", parsed->first));
     }
     overrides.thresholds[parsed->first] = parsed->second;
@@ -240,7 +236,13 @@ int run_diagnose(const DiagnoseArgs& args) {
     auto settings = settings_for(*record);
     settings.expected_ports.insert(settings.expected_ports.end(), app->ports.begin(),
                                    app->ports.end());
-    Target target{std::move(*record), std::move(settings), app->id};
+    checks::ApplicationSpec spec;
+    spec.name = app->name;
+    spec.units = app->systemd_units;
+    spec.health_url = app->health_url;
+    spec.log_paths = app->log_paths;
+    Target target{std::move(*record), std::move(settings), app->id,
+                  checks::application_checks(spec)};
     targets.push_back(std::move(target));
   }
   if (!args.selection.empty()) {
@@ -251,7 +253,7 @@ int run_diagnose(const DiagnoseArgs& args) {
     }
     for (auto& record : *records) {
       auto settings = settings_for(record);
-      targets.push_back(Target{std::move(record), std::move(settings), std::nullopt});
+      targets.push_back(Target{std::move(record), std::move(settings), std::nullopt, {}});
     }
   }
   if (targets.empty()) {
@@ -266,7 +268,9 @@ int run_diagnose(const DiagnoseArgs& args) {
       return usage(server.error().detail);
     }
     servers.push_back(std::move(*server));
-    work.emplace_back(target.record.name, check_list, target.settings);
+    auto list = check_list;
+    list.insert(list.end(), target.extra_checks.begin(), target.extra_checks.end());
+    work.emplace_back(target.record.name, std::move(list), target.settings);
   }
 
   const bool tty = isatty(STDERR_FILENO) != 0;
@@ -334,7 +338,13 @@ int run_diagnose(const DiagnoseArgs& args) {
 }
 
 int list_checks() {
-  for (const auto& list : {checks::default_checks(), checks::seed_checks()}) {
+  checks::ApplicationSpec app;
+  app.name = "--app";
+  app.units = {"u"};
+  app.health_url = "u";
+  app.log_paths = {"u"};
+  for (const auto& list :
+       {checks::default_checks(), checks::seed_checks(), checks::application_checks(app)}) {
     for (const auto& check : list) {
       std::cout << fmt::format("{:<18} {}\n", check.name, check.summary);
       for (const auto& named : check.thresholds) {

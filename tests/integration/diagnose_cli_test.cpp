@@ -166,24 +166,35 @@ TEST(DiagnoseCli, ApplicationChecksItsPortsAndRecordsTheApp) {
   // The sshd's own port listens; the closed one does not.
   const auto closed = test::closed_port();
   ASSERT_EQ(healer(home, {"app", "add", "shop", "--server", "box", "--port",
-                          std::to_string(sshd.sshd_port()), "--unit", "shop.service"})
+                          std::to_string(sshd.sshd_port()), "--log", "/etc/hostname"})
                 .exit_code(),
             0);
-  ASSERT_EQ(
-      healer(home, {"app", "add", "broken", "--server", "box", "--port", std::to_string(closed)})
-          .exit_code(),
-      0);
+  ASSERT_EQ(healer(home, {"app", "add", "broken", "--server", "box", "--port",
+                          std::to_string(closed), "--unit", "shop.service", "--health-url",
+                          "http://127.0.0.1:" + std::to_string(closed) + "/health"})
+                .exit_code(),
+            0);
   const auto listed = nlohmann::json::parse(healer(home, {"app", "list", "--json"}).out);
   ASSERT_EQ(listed.size(), 2u);
-  EXPECT_EQ(listed[1]["server"], "box");
-  EXPECT_EQ(listed[1]["systemd_units"], (nlohmann::json{"shop.service"}));
+  EXPECT_EQ(listed[0]["name"], "broken");
+  EXPECT_EQ(listed[0]["server"], "box");
+  EXPECT_EQ(listed[0]["systemd_units"], (nlohmann::json{"shop.service"}));
 
   const auto good =
       healer(home, {"diagnose", "--app", "shop", "--check", "listening_ports", "--json"});
   EXPECT_EQ(good.exit_code(), 0) << good.out << good.err;
+  const auto good_doc = nlohmann::json::parse(good.out);
+  const auto& good_checks = good_doc["servers"][0]["checks"];
+  ASSERT_EQ(good_checks.size(), 2u);  // listening_ports, then the application's log check
+  EXPECT_EQ(good_checks[1]["name"], "app.logs");
+  EXPECT_EQ(good_checks[1]["status"], "OK") << good_checks[1].dump();
   const auto bad = healer(home, {"diagnose", "--app", "broken", "--check", "listening_ports"});
   EXPECT_EQ(bad.exit_code(), 2) << bad.out << bad.err;
   EXPECT_NE(bad.out.find(std::to_string(closed)), std::string::npos) << bad.out;
+  // The unit (no systemd here: UNKNOWN; with systemd: not active) and the health URL (nothing
+  // listens: CRITICAL, or UNKNOWN without curl and wget) are checked too.
+  EXPECT_NE(bad.out.find("app.units"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("app.health"), std::string::npos) << bad.out;
 
   // The runs are recorded against the server with the application's id.
   store::StoreOptions options;

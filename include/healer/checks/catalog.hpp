@@ -1,6 +1,7 @@
 #pragma once
 
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -17,6 +18,19 @@ namespace healer::checks {
 /// `systemctl is-system-running || true`, `ps -e | wc -l`, `head -5 /proc/meminfo`), each
 /// behind `LC_ALL=C`, with simple parsers; names start with "seed.".
 [[nodiscard]] std::vector<CheckDefinition> seed_checks();
+
+/// What an application needs from its server (the store's ApplicationRecord, without the store).
+struct ApplicationSpec {
+  std::string name;
+  std::vector<std::string> units;      ///< systemd units that must be active
+  std::string health_url;              ///< fetched from the server itself; empty: none
+  std::vector<std::string> log_paths;  ///< files scanned for error lines
+};
+
+/// The checks of one application, those it has data for: "app.units", "app.health" (curl or
+/// wget on the server, so a URL bound to localhost works), "app.logs". Every value is
+/// single-quoted into the command, so names with spaces or quotes cannot inject shell.
+[[nodiscard]] std::vector<CheckDefinition> application_checks(const ApplicationSpec& app);
 
 /// The default or seed check called `name`.
 [[nodiscard]] std::optional<CheckDefinition> find_check(std::string_view name);

@@ -72,6 +72,12 @@ inline constexpr Thresholds kUptime{.warn = 600.0, .lower_is_worse = true};
 inline constexpr Thresholds kMissingPorts{.crit = 1.0};
 /// seed.processes: process count of `ps -e | wc -l`; no levels by default (informational).
 inline constexpr Thresholds kSeedProcesses{};
+/// app.units: application units not active (any is critical).
+inline constexpr Thresholds kAppUnitsDown{.crit = 1.0};
+/// app.health: seconds to answer, check_http's usual -w 2 -c 5 style.
+inline constexpr Thresholds kAppResponseTime{.warn = 2.0, .crit = 5.0};
+/// app.logs: error-looking lines among the last 500 of the worst log file.
+inline constexpr Thresholds kAppLogErrors{.warn = 5.0, .crit = 50.0};
 }  // namespace defaults
 
 /// disk_space from `df -PT -l` (GNU) or `df -P` + "@@healer mounts" + /proc/mounts (busybox).
@@ -147,5 +153,15 @@ inline constexpr Thresholds kSeedProcesses{};
 /// seed.meminfo: `head -5 /proc/meminfo`; the memory check on the first five lines.
 [[nodiscard]] CheckResult parse_seed_meminfo(const CheckInput& input,
                                              const CheckSettings& settings);
+
+/// app.units: lines "<unit> <state>" from `systemctl is-active`; every unit must be active
+/// (activating / reloading is WARNING, anything else CRITICAL).
+[[nodiscard]] CheckResult parse_app_units(const CheckInput& input, const CheckSettings& settings);
+/// app.health: "@@healer curl <http code> <seconds>" or "@@healer wget ok|failed <exit>": 2xx and
+/// 3xx are healthy, judged further on the response time; no answer or 4xx/5xx is CRITICAL.
+[[nodiscard]] CheckResult parse_app_health(const CheckInput& input, const CheckSettings& settings);
+/// app.logs: "@@healer log <error lines> <path>", "@@healer missing <path>" (WARNING) or
+/// "@@healer unreadable <path>" (UNKNOWN: healer cannot look, which is not a finding).
+[[nodiscard]] CheckResult parse_app_logs(const CheckInput& input, const CheckSettings& settings);
 
 }  // namespace healer::checks
