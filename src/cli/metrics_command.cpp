@@ -8,6 +8,7 @@
 #include <asio/io_context.hpp>
 #include <chrono>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -20,6 +21,7 @@
 #include "healer/metrics/collector.hpp"
 #include "healer/metrics/metric.hpp"
 #include "healer/metrics/probe.hpp"
+#include "healer/metrics/rates.hpp"
 #include "healer/pool/pool.hpp"
 #include "inventory.hpp"
 #include "pool_options.hpp"
@@ -89,8 +91,12 @@ std::optional<std::int64_t> parse_duration_ms(const std::string& text) {
 }
 
 // The few figures a person looks at first, from one sample.
-std::string headline(const metrics::Sample& sample) {
+std::string headline(const metrics::Sample& sample, const std::optional<metrics::Rates>& rates) {
   std::vector<std::string> parts;
+  if (rates && rates->cpu) {
+    parts.push_back(fmt::format("cpu {:.1f}% busy ({:.1f}% iowait) over {:.0f} s", rates->cpu->busy,
+                                rates->cpu->iowait, rates->interval_seconds));
+  }
   if (sample.load) {
     parts.push_back(fmt::format("load {:.2f} {:.2f} {:.2f}", sample.load->load1, sample.load->load5,
                                 sample.load->load15));
@@ -128,6 +134,36 @@ std::string headline(const metrics::Sample& sample) {
     text += text.empty() ? part : ", " + part;
   }
   return text;
+}
+
+// How far back `collect` looks for the previous collection of a server to compute rates from
+// (a 5-minute schedule keeps ~3 collections in it; older ones make poor rates anyway).
+constexpr std::int64_t kRateWindowMs = 15 * 60 * 1000;
+
+struct Previous {
+  std::chrono::system_clock::time_point at;
+  metrics::Sample counters;
+};
+
+// The latest stored collection of `server_id` within the window, rebuilt as counters.
+std::optional<Previous> previous_collection(store::Store& store, std::int64_t server_id) {
+  auto samples = store.samples_since(server_id, store::now_unix_ms() - kRateWindowMs);
+  if (!samples || samples->empty()) {
+    return std::nullopt;
+  }
+  const auto latest = samples->back().collected_at;
+  std::vector<metrics::Metric> collection;
+  for (const auto& sample : *samples) {
+    if (sample.collected_at != latest) {
+      continue;
+    }
+    auto labels = metrics::parse_labels(sample.labels);
+    if (labels) {
+      collection.push_back(metrics::Metric{sample.name, std::move(*labels), sample.value});
+    }
+  }
+  return Previous{std::chrono::system_clock::time_point(std::chrono::milliseconds(latest)),
+                  metrics::counters_from_metrics(collection)};
 }
 
 struct Progress {
@@ -186,6 +222,16 @@ int run_collect(const MetricsArgs& args) {
     servers.push_back(std::move(*server));
   }
 
+  std::map<std::string, Previous> previous;
+  if (!args.no_store) {
+    for (const auto& record : *records) {
+      if (auto found = previous_collection(*store, record.id)) {
+        previous.emplace(record.name, std::move(*found));
+      }
+    }
+  }
+  std::map<std::string, metrics::Rates> rates;
+
   Progress progress;
   progress.enabled = !args.no_progress && isatty(STDERR_FILENO) != 0;
   progress.total = servers.size();
@@ -199,10 +245,27 @@ int run_collect(const MetricsArgs& args) {
     ++progress.done;
     if (!result.sample) {
       ++progress.failed;
-    } else if (!args.no_store) {
+    } else {
+      auto metric_list = metrics::to_metrics(*result.sample);
+      if (auto before = previous.find(result.server_id); before != previous.end()) {
+        auto computed = metrics::compute_rates(before->second.counters, before->second.at,
+                                               *result.sample, result.collected_at);
+        if (computed) {
+          auto rate_metrics = metrics::to_metrics(*computed);
+          metric_list.insert(metric_list.end(), std::make_move_iterator(rate_metrics.begin()),
+                             std::make_move_iterator(rate_metrics.end()));
+          rates.emplace(result.server_id, std::move(*computed));
+        }
+      }
+      if (args.no_store) {
+        if (progress.enabled) {
+          progress.update();
+        }
+        return;
+      }
       std::vector<store::MetricSample> rows;
       const auto at = unix_ms(result.collected_at);
-      for (auto& metric : metrics::to_metrics(*result.sample)) {
+      for (auto& metric : metric_list) {
         rows.push_back(store::MetricSample{ids[result.server_id], at, std::move(metric.name),
                                            metrics::format_labels(std::move(metric.labels)),
                                            metric.value});
@@ -259,6 +322,9 @@ int run_collect(const MetricsArgs& args) {
       ++partial;
     }
     const auto metric_list = metrics::to_metrics(sample);
+    const auto rate = rates.find(result.server_id);
+    const std::optional<metrics::Rates> server_rates =
+        rate == rates.end() ? std::nullopt : std::optional<metrics::Rates>(rate->second);
     if (args.json) {
       nlohmann::json entry{{"server", result.server_id},
                            {"ok", true},
@@ -273,6 +339,17 @@ int run_collect(const MetricsArgs& args) {
         entry["metrics"].push_back(
             {{"name", metric.name}, {"labels", labels}, {"value", metric.value}});
       }
+      entry["rates"] = nlohmann::json::array();
+      if (server_rates) {
+        for (const auto& metric : metrics::to_metrics(*server_rates)) {
+          nlohmann::json labels = nlohmann::json::object();
+          for (const auto& [key, value] : metric.labels) {
+            labels[key] = value;
+          }
+          entry["rates"].push_back(
+              {{"name", metric.name}, {"labels", labels}, {"value", metric.value}});
+        }
+      }
       entry["failed_sections"] = nlohmann::json::array();
       for (const auto& failure : sample.failures) {
         entry["failed_sections"].push_back(
@@ -282,7 +359,7 @@ int run_collect(const MetricsArgs& args) {
       continue;
     }
     std::cout << fmt::format("{:<16} OK      {} series in {:.0f} ms: {}\n", result.server_id,
-                             metric_list.size(), ms, headline(sample));
+                             metric_list.size(), ms, headline(sample, server_rates));
     for (const auto& failure : sample.failures) {
       std::cout << fmt::format("{:<16}         section {} failed: {}\n", "", failure.section,
                                failure.error.message());

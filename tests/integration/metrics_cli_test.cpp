@@ -128,6 +128,32 @@ TEST(MetricsCli, HumanOutputAndNoStore) {
   EXPECT_EQ(nlohmann::json::parse(shown.out).size(), 0u);
 }
 
+TEST(MetricsCli, SecondCollectionHasRatesFromTheStoredFirst) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  add(home, "box", sshd, sshd.port(), sshd.client_key_path());
+  const auto first = healer(home, {"metrics", "collect", "box", "--json"});
+  ASSERT_EQ(first.exit_code(), 0) << first.err;
+  EXPECT_TRUE(nlohmann::json::parse(first.out)[0]["rates"].empty());  // nothing to compare with
+  const auto second = healer(home, {"metrics", "collect", "box", "--json"});
+  ASSERT_EQ(second.exit_code(), 0) << second.err;
+  const auto rates = nlohmann::json::parse(second.out)[0]["rates"];
+  const nlohmann::json* busy = nullptr;
+  for (const auto& rate : rates) {
+    if (rate["name"] == "healer_cpu_busy_percent") {
+      busy = &rate;
+    }
+  }
+  ASSERT_NE(busy, nullptr) << rates.dump();
+  EXPECT_GE((*busy)["value"].get<double>(), 0.0);
+  EXPECT_LE((*busy)["value"].get<double>(), 100.0);
+  // The rates are stored with the collection.
+  const auto shown =
+      healer(home, {"metrics", "show", "box", "--name", "healer_cpu_busy_percent", "--json"});
+  EXPECT_EQ(nlohmann::json::parse(shown.out).size(), 1u) << shown.out;
+}
+
 TEST(MetricsCli, BadInputIsAUsageError) {
   test::TempDir home;
   const auto since = healer(home, {"metrics", "show", "x", "--since", "5 parsecs"});

@@ -1,8 +1,11 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
+
+#include "healer/core/result.hpp"
 
 namespace healer::metrics {
 
@@ -21,6 +24,10 @@ struct Metric {
 /// in values; empty for no labels. Stable: the same labels in any order give the same string,
 /// which is what store::MetricSample::labels holds.
 [[nodiscard]] std::string format_labels(Labels labels);
+
+/// The inverse of format_labels(): `key="value",...` back into pairs (escapes undone).
+/// Errc::malformed for text format_labels() cannot produce.
+[[nodiscard]] Result<Labels> parse_labels(std::string_view text);
 
 /// `name{labels}` (or `name` without labels): a series key for maps and messages.
 [[nodiscard]] std::string series_key(const Metric& metric);

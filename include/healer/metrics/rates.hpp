@@ -45,6 +45,11 @@ struct Rates {
   std::vector<NetRate> network;  ///< interfaces present in both samples, current order
 };
 
+/// The counters compute_rates() reads (CPU seconds per CPU and mode, boot time, disk and network
+/// byte counters), rebuilt from metrics as to_metrics(Sample) named them: a collection read back
+/// from the store, so a one-shot CLI gets rates from the previous run.
+[[nodiscard]] Sample counters_from_metrics(const std::vector<Metric>& metrics);
+
 /// Rates from `previous` (taken at `previous_at`) to `current` (at `current_at`). Counters that
 /// went backwards count as 0 (never a negative rate); CPUs online in only one sample are left
 /// out. Errc::rebooted when the boot times differ by more than 2 s (no rate spans a reboot),
