@@ -29,6 +29,7 @@
 #include "healer/pool/pool.hpp"
 #include "inventory.hpp"
 #include "pool_options.hpp"
+#include "retention.hpp"
 
 namespace healer::cli {
 namespace {
@@ -197,20 +198,24 @@ int run_diagnose(const DiagnoseArgs& args) {
 
   // Per-server and per-tag settings from the config file's [checks] table.
   CheckConfig check_config;
-  {
-    auto file = config::find_config_file(config::Environment::process(), args.pool.config_file);
-    if (!file) {
-      return usage(file.error().message());
+  auto config_file = read_config_file(args.pool);
+  if (!config_file) {
+    return usage(config_file.error().message());
+  }
+  if (*config_file) {
+    auto parsed = parse_check_config((*config_file)->text, (*config_file)->path.string(),
+                                     known_threshold_keys());
+    if (!parsed) {
+      return usage(parsed.error().detail);
     }
-    if (*file) {
-      std::ifstream in(**file, std::ios::binary);
-      const std::string text{std::istreambuf_iterator<char>(in), {}};
-      auto parsed = parse_check_config(text, (*file)->string(), known_threshold_keys());
-      if (!parsed) {
-        return usage(parsed.error().detail);
-      }
-      check_config = std::move(*parsed);
-    }
+    check_config = std::move(*parsed);
+  }
+  auto retention =
+      load_retention(config::Environment::process(),
+                     *config_file ? std::optional<std::string>((*config_file)->text) : std::nullopt,
+                     *config_file ? (*config_file)->path.string() : std::string());
+  if (!retention) {
+    return usage(retention.error().detail);
   }
   auto settings_for = [&](const store::ServerRecord& record) {
     return checks::overlay(check_config.settings_for(record.name, record.tags), overrides);
@@ -304,7 +309,7 @@ int run_diagnose(const DiagnoseArgs& args) {
   }
 
   if (!args.no_store) {
-    std::vector<store::DiagnosisRun> runs;
+    store->prune_async(*retention);  // history older than the retention goes
     for (std::size_t i = 0; i < diagnoses.size(); ++i) {
       if (auto recorded =
               store->record_run(to_run(diagnoses[i], targets[i].record.id, targets[i].app_id));

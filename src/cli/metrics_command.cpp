@@ -25,6 +25,7 @@
 #include "healer/pool/pool.hpp"
 #include "inventory.hpp"
 #include "pool_options.hpp"
+#include "retention.hpp"
 
 namespace healer::cli {
 namespace {
@@ -203,6 +204,17 @@ int run_collect(const MetricsArgs& args) {
   if (!config) {
     return usage(config.error().message());
   }
+  auto config_file = read_config_file(args.pool);
+  if (!config_file) {
+    return usage(config_file.error().message());
+  }
+  auto retention =
+      load_retention(config::Environment::process(),
+                     *config_file ? std::optional<std::string>((*config_file)->text) : std::nullopt,
+                     *config_file ? (*config_file)->path.string() : std::string());
+  if (!retention) {
+    return usage(retention.error().detail);
+  }
   auto store = open_store(args.store);
   if (!store) {
     return fail(store.error());
@@ -292,6 +304,9 @@ int run_collect(const MetricsArgs& args) {
                    results = std::move(value);
                  });
   io.run();
+  if (!args.no_store) {
+    store->prune_async(*retention);  // samples older than the retention go
+  }
   store->flush();
   if (progress.enabled) {
     std::cerr << "\r\033[K" << std::flush;

@@ -31,4 +31,12 @@ void add_pool_options(CLI::App& app, PoolOptionValues& values);
 /// ~/.config/healer/config.toml if it exists) over the defaults. Errors name the bad setting.
 [[nodiscard]] Result<PoolConfig> resolve_pool_config(const PoolOptionValues& values);
 
+/// The config file as resolve_pool_config() finds it (--config, $HEALER_CONFIG, the XDG default):
+/// its path and text, or nullopt when there is none. Errors name the file.
+struct ConfigFile {
+  std::filesystem::path path;
+  std::string text;
+};
+[[nodiscard]] Result<std::optional<ConfigFile>> read_config_file(const PoolOptionValues& values);
+
 }  // namespace healer::cli

@@ -9,6 +9,7 @@
 
 #include "child_process.hpp"
 #include "healer/cli/exit_codes.hpp"
+#include "healer/store/store.hpp"
 #include "ports.hpp"
 #include "sshd_fixture.hpp"
 #include "temp_dir.hpp"
@@ -152,6 +153,49 @@ TEST(MetricsCli, SecondCollectionHasRatesFromTheStoredFirst) {
   const auto shown =
       healer(home, {"metrics", "show", "box", "--name", "healer_cpu_busy_percent", "--json"});
   EXPECT_EQ(nlohmann::json::parse(shown.out).size(), 1u) << shown.out;
+}
+
+TEST(MetricsCli, CollectPrunesSamplesPastTheRetention) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  add(home, "box", sshd, sshd.port(), sshd.client_key_path());
+  const auto db = home.path() / "inventory.db";
+  {
+    store::StoreOptions options;
+    options.db_path = db;
+    auto store = store::Store::open(std::move(options));
+    ASSERT_TRUE(store) << store.error().message();
+    const auto box = store->get_server_by_name("box");
+    ASSERT_TRUE(box);
+    const std::int64_t day_ms = 86'400'000;
+    const auto now = store::now_unix_ms();
+    ASSERT_TRUE(store->append_samples({{box->id, now - 3 * day_ms, "node_load1", "", 1.0},
+                                       {box->id, now - day_ms / 2, "node_load1", "", 2.0}}));
+  }
+  const auto run = healer(home, {"metrics", "collect", "box", "--no-progress"});
+  ASSERT_EQ(run.exit_code(), 0) << run.err;
+  // The default keeps 30 days: nothing old is gone yet.
+  auto shown = nlohmann::json::parse(
+      healer(home, {"metrics", "show", "box", "--since", "7d", "--name", "node_load1", "--json"})
+          .out);
+  EXPECT_EQ(shown.size(), 3u);
+  const auto pruned = test::run_command(
+      {"env", "HOME=" + home.path().string(), "HEALER_DB=" + db.string(),
+       "HEALER_SAMPLES_RETENTION_DAYS=1", HEALER_BIN, "metrics", "collect", "box"});
+  ASSERT_EQ(pruned.exit_code(), 0) << pruned.err;
+  shown = nlohmann::json::parse(
+      healer(home, {"metrics", "show", "box", "--since", "7d", "--name", "node_load1", "--json"})
+          .out);
+  EXPECT_EQ(shown.size(), 3u);  // the 3-day-old one went, the second collection came
+  for (const auto& sample : shown) {
+    EXPECT_NE(sample["value"], 1.0);
+  }
+  const auto bad = test::run_command({"env", "HOME=" + home.path().string(),
+                                      "HEALER_DB=" + db.string(), "HEALER_SAMPLES_RETENTION_DAYS=0",
+                                      HEALER_BIN, "metrics", "collect", "box"});
+  EXPECT_EQ(bad.exit_code(), cli::kExitUsage);
+  EXPECT_NE(bad.err.find("HEALER_SAMPLES_RETENTION_DAYS='0'"), std::string::npos) << bad.err;
 }
 
 TEST(MetricsCli, BadInputIsAUsageError) {
