@@ -27,24 +27,6 @@ struct AppArgs {
   bool json = false;
 };
 
-int fail(const Error& error) {
-  std::cerr << "healer: " << error.message() << '\n';
-  return exit_code_for(error);
-}
-
-int usage(const std::string& message) {
-  std::cerr << "healer: " << message << '\n';
-  return kExitUsage;
-}
-
-std::string join(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& item : items) {
-    out += out.empty() ? item : ", " + item;
-  }
-  return out;
-}
-
 nlohmann::json app_json(const store::ApplicationRecord& app, const std::string& server) {
   return {{"id", app.id},
           {"name", app.name},

@@ -50,11 +50,6 @@ struct DiagnoseArgs {
   std::size_t parallel = 32;
 };
 
-int usage(const std::string& message) {
-  std::cerr << "healer: " << message << '\n';
-  return kExitUsage;
-}
-
 std::optional<double> parse_number(std::string_view text) {
   double value = 0;
   const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);

@@ -19,6 +19,7 @@
 #include "healer/exec/executor.hpp"
 #include "healer/pool/pool.hpp"
 #include "healer/ssh/errors.hpp"
+#include "inventory.hpp"
 
 namespace healer::cli {
 namespace {
@@ -26,22 +27,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr const char* kServerId = "cli";
-
-std::string home_dir() {
-  const char* home = std::getenv("HOME");
-  return home != nullptr ? home : "";
-}
-
-// OpenSSH's default identities, in its order, for users who pass no --identity.
-std::string default_identity() {
-  for (const char* name : {"id_ed25519", "id_ecdsa", "id_rsa"}) {
-    const auto path = fs::path(home_dir()) / ".ssh" / name;
-    if (fs::exists(path)) {
-      return path.string();
-    }
-  }
-  return (fs::path(home_dir()) / ".ssh" / "id_ed25519").string();
-}
 
 // Words after "--", split into commands at ":::" (as GNU parallel does).
 std::vector<std::string> split_commands(const std::vector<std::string>& words) {
@@ -194,9 +179,8 @@ int run_exec(const ExecArgs& args) {
   server.id = kServerId;
   server.endpoint = ssh::Endpoint(args.host, args.port);
   server.connect.user = args.user;
-  server.connect.known_hosts_file = args.known_hosts.empty()
-                                        ? (fs::path(home_dir()) / ".ssh" / "known_hosts").string()
-                                        : args.known_hosts;
+  server.connect.known_hosts_file =
+      args.known_hosts.empty() ? default_known_hosts() : args.known_hosts;
   server.connect.host_key_policy =
       args.accept_new_host_key ? ssh::HostKeyPolicy::accept_new : ssh::HostKeyPolicy::strict;
   if (args.auth == "agent") {

@@ -1,13 +1,17 @@
 #include "inventory.hpp"
 
 #include <fmt/format.h>
+#include <pwd.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <iostream>
 #include <set>
 
+#include "healer/cli/exit_codes.hpp"
 #include "healer/core/error.hpp"
 #include "healer/store/paths.hpp"
 
@@ -16,16 +20,45 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string home_dir() {
-  const char* home = std::getenv("HOME");
-  return home != nullptr ? home : "";
-}
-
 Error usage_error(std::string detail) {
   return Error{std::make_error_code(std::errc::invalid_argument), std::move(detail)};
 }
 
 }  // namespace
+
+std::string home_dir() {
+  const char* home = std::getenv("HOME");
+  return home != nullptr ? home : "";
+}
+
+std::string local_user() {
+  if (const passwd* entry = getpwuid(getuid()); entry != nullptr) {
+    return entry->pw_name;
+  }
+  const char* user = std::getenv("USER");
+  return user != nullptr ? user : "";
+}
+
+int usage(const std::string& message) {
+  std::cerr << "healer: " << message << '\n';
+  return kExitUsage;
+}
+
+int fail(const Error& error) {
+  std::cerr << "healer: " << error.message() << '\n';
+  return exit_code_for(error);
+}
+
+std::string join(const std::vector<std::string>& items, std::string_view separator) {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) {
+      out += separator;
+    }
+    out += item;
+  }
+  return out;
+}
 
 void add_store_options(CLI::App& app, StoreArgs& args) {
   app.add_option("--db", args.db,

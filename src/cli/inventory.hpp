@@ -3,6 +3,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "healer/core/pool_config.hpp"
@@ -45,6 +46,20 @@ void add_selection_options(CLI::App& app, Selection& selection);
 /// is meant for pool_server_for().
 [[nodiscard]] Result<std::vector<store::ServerRecord>> select_servers(store::Store& store,
                                                                       const Selection& selection);
+
+/// $HOME (empty when unset).
+[[nodiscard]] std::string home_dir();
+/// The local user's name (passwd entry, else $USER).
+[[nodiscard]] std::string local_user();
+
+/// Prints "healer: <message>" to stderr; returns the usage exit code (2).
+int usage(const std::string& message);
+/// Prints "healer: <error>" to stderr; returns exit_code_for(error).
+int fail(const Error& error);
+
+/// `items` joined with `separator`.
+[[nodiscard]] std::string join(const std::vector<std::string>& items,
+                               std::string_view separator = ", ");
 
 /// ~/.ssh/known_hosts.
 [[nodiscard]] std::string default_known_hosts();

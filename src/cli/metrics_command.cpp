@@ -45,16 +45,6 @@ struct MetricsArgs {
   std::string name;
 };
 
-int usage(const std::string& message) {
-  std::cerr << "healer: " << message << '\n';
-  return kExitUsage;
-}
-
-int fail(const Error& error) {
-  std::cerr << "healer: " << error.message() << '\n';
-  return exit_code_for(error);
-}
-
 std::int64_t unix_ms(std::chrono::system_clock::time_point at) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count();
 }

@@ -60,29 +60,6 @@ struct ServerArgs {
   bool dry_run = false;
 };
 
-std::string home_dir() {
-  const char* home = std::getenv("HOME");
-  return home != nullptr ? home : "";
-}
-
-std::string local_user() {
-  if (const passwd* entry = getpwuid(getuid()); entry != nullptr) {
-    return entry->pw_name;
-  }
-  const char* user = std::getenv("USER");
-  return user != nullptr ? user : "";
-}
-
-int fail(const Error& error) {
-  std::cerr << "healer: " << error.message() << '\n';
-  return error.code.category() == std::generic_category() ? kExitUsage : exit_code_for(error);
-}
-
-int usage(const std::string& message) {
-  std::cerr << "healer: " << message << '\n';
-  return kExitUsage;
-}
-
 std::optional<std::string> read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -103,17 +80,6 @@ const char* auth_name(store::AuthMethod method) {
       return "stored-key";
   }
   return "?";
-}
-
-std::string join(const std::vector<std::string>& items, const char* separator) {
-  std::string out;
-  for (const auto& item : items) {
-    if (!out.empty()) {
-      out += separator;
-    }
-    out += item;
-  }
-  return out;
 }
 
 nlohmann::json record_json(const store::ServerRecord& record) {
