@@ -63,6 +63,7 @@
 #include <vector>
 
 #include "child_process.hpp"
+#include "common.hpp"
 #include "delay_proxy.hpp"
 #include "healer/core/deadline.hpp"
 #include "healer/core/pool_config.hpp"
@@ -73,8 +74,6 @@
 #include "run_async.hpp"
 #include "sshd_fixture.hpp"
 #include "temp_dir.hpp"
-
-extern char** environ;  // NOLINT: POSIX declares it nowhere else
 
 namespace healer::bench {
 namespace {
@@ -87,8 +86,6 @@ constexpr auto kStepTimeout = 60s;
 constexpr auto kSweepTimeout = 300s;
 // OpenSSH's default MaxSessions, and healer's default max_channels: the realistic server.
 constexpr int kMaxSessions = 10;
-// Fleet addresses: 127.0.X.Y with Y in 1..250, X from 1 (127.0.0.1 is the sshd itself).
-constexpr std::size_t kHostsPerOctet = 250;
 
 /// The seed's diagnosis, in its order.
 std::vector<std::string> diagnosis_commands() {
@@ -152,34 +149,7 @@ struct Target {
 // ---------------------------------------------------------------------------------------------
 // Figures
 
-double ms_since(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
 double to_ms(std::chrono::microseconds us) { return static_cast<double>(us.count()) / 1000.0; }
-
-/// Median and 90th percentile (nearest rank) of a sample.
-struct Summary {
-  double median = 0;
-  double p90 = 0;
-  std::size_t count = 0;
-};
-
-Summary summarize(std::vector<double> samples) {
-  Summary summary;
-  summary.count = samples.size();
-  if (samples.empty()) {
-    return summary;
-  }
-  std::sort(samples.begin(), samples.end());
-  const std::size_t n = samples.size();
-  summary.median = n % 2 == 1 ? samples[n / 2] : (samples[n / 2 - 1] + samples[n / 2]) / 2.0;
-  const auto rank = static_cast<std::size_t>(std::ceil(0.9 * static_cast<double>(n)));
-  summary.p90 = samples[std::max<std::size_t>(rank, 1) - 1];
-  return summary;
-}
-
-double median_of(const std::vector<double>& samples) { return summarize(samples).median; }
 
 /// One client's samples for one row (ms, or KiB for memory), or why there are none.
 struct Figure {
@@ -214,19 +184,6 @@ struct Row {
   std::string target_text;
 };
 
-/// sshd log lines of one case.
-struct LogCounts {
-  std::size_t accepted = 0;     ///< "Accepted publickey for": completed handshakes
-  std::size_t connections = 0;  ///< "Connection from": TCP connections that reached sshd
-  std::size_t dropped = 0;      ///< "drop connection #": MaxStartups
-  std::size_t refused = 0;      ///< "no more sessions": MaxSessions refusals
-  std::size_t sessions = 0;     ///< "Starting session:": channels that ran a command
-  std::size_t errors = 0;       ///< lines with "error:" or "fatal:"
-  std::string first_error;
-  /// CPU time of this process: the DelayProxies (and healer itself in the diagnosis).
-  double bench_cpu_ms = 0;
-};
-
 /// Handshakes and errors of one case (the third table).
 struct CaseCounts {
   std::string name;
@@ -247,376 +204,6 @@ struct Report {
   std::vector<std::string> notes;
   std::string asyncssh_version = "?";
 };
-
-void progress(std::string_view what) {
-  static const auto start = Clock::now();
-  std::cerr << fmt::format("[{:6.1f} s] {}\n", ms_since(start) / 1000.0, what);
-}
-
-std::string format_ms(double ms) {
-  if (ms >= 1000) {
-    return fmt::format("{:.2f} s", ms / 1000.0);
-  }
-  return ms < 10 ? fmt::format("{:.2f} ms", ms) : fmt::format("{:.1f} ms", ms);
-}
-
-std::string trimmed_tail(const std::string& text, std::size_t max_chars = 300) {
-  std::string tail = text.size() > max_chars ? text.substr(text.size() - max_chars) : text;
-  std::replace(tail.begin(), tail.end(), '\n', ' ');
-  std::replace(tail.begin(), tail.end(), '|', '/');  // keep Markdown tables intact
-  while (!tail.empty() && tail.back() == ' ') {
-    tail.pop_back();
-  }
-  return tail;
-}
-
-// ---------------------------------------------------------------------------------------------
-// /proc
-
-/// A small /proc file with plain POSIX reads: no iostream exceptions when a process exits
-/// while it is read.
-std::optional<std::string> read_small_file(const std::filesystem::path& file) {
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return std::nullopt;
-  }
-  std::string text;
-  std::array<char, 4096> buffer{};
-  for (;;) {
-    const ssize_t n = ::read(fd, buffer.data(), buffer.size());
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      ::close(fd);
-      return n == 0 ? std::optional<std::string>(std::move(text)) : std::nullopt;
-    }
-    text.append(buffer.data(), static_cast<std::size_t>(n));
-  }
-}
-
-std::string read_text(const std::filesystem::path& file) {
-  return read_small_file(file).value_or("");
-}
-
-/// A "Name:   1234 kB" field of /proc/<pid>/status, in KiB.
-std::optional<long> status_kib(const std::filesystem::path& file, std::string_view field) {
-  const auto text = read_small_file(file);
-  if (!text) {
-    return std::nullopt;
-  }
-  std::istringstream lines(*text);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.starts_with(field) && line.size() > field.size() && line[field.size()] == ':') {
-      std::istringstream value(line.substr(field.size() + 1));
-      long kib = 0;
-      if (value >> kib) {
-        return kib;
-      }
-    }
-  }
-  return std::nullopt;
-}
-
-/// What every CPU of the machine did since boot, in ms (/proc/stat's first line).
-struct MachineCpu {
-  double user = 0;  ///< user + nice
-  double system = 0;
-  double softirq = 0;  ///< irq + softirq: loopback TCP is processed here
-  double steal = 0;    ///< taken by the hypervisor for other guests
-
-  [[nodiscard]] double busy() const { return user + system + softirq + steal; }
-  MachineCpu operator-(const MachineCpu& other) const {
-    MachineCpu delta;
-    delta.user = user - other.user;
-    delta.system = system - other.system;
-    delta.softirq = softirq - other.softirq;
-    delta.steal = steal - other.steal;
-    return delta;
-  }
-};
-
-MachineCpu machine_cpu() {
-  std::istringstream in(read_text("/proc/stat"));
-  std::string label;
-  in >> label;
-  std::array<double, 8> ticks{};  // user nice system idle iowait irq softirq steal
-  for (auto& value : ticks) {
-    in >> value;
-  }
-  const double ms_per_tick = 1000.0 / static_cast<double>(::sysconf(_SC_CLK_TCK));
-  MachineCpu cpu;
-  cpu.user = (ticks[0] + ticks[1]) * ms_per_tick;
-  cpu.system = ticks[2] * ms_per_tick;
-  cpu.softirq = (ticks[5] + ticks[6]) * ms_per_tick;
-  cpu.steal = ticks[7] * ms_per_tick;
-  return cpu;
-}
-
-/// CPU time every CPU of the machine spent busy (not idle, not iowait) since boot, in ms.
-double machine_busy_ms() { return machine_cpu().busy(); }
-
-/// CPU time (user + system) of this process, or of its waited-for children, in ms.
-double rusage_cpu_ms(int who) {
-  rusage usage{};
-  ::getrusage(who, &usage);
-  const auto ms = [](const timeval& t) {
-    return static_cast<double>(t.tv_sec) * 1000.0 + static_cast<double>(t.tv_usec) / 1000.0;
-  };
-  return ms(usage.ru_utime) + ms(usage.ru_stime);
-}
-
-/// Samples the summed VmRSS of a process and all its descendants every `interval`, on a thread
-/// of its own, and keeps the peak: the client memory of tools that run a process per connection
-/// (pdsh, parallel-ssh). Shared pages count once per process, as in VmRSS.
-class TreeRssSampler {
- public:
-  TreeRssSampler(pid_t root, std::chrono::milliseconds interval)
-      : root_(root), interval_(interval), thread_([this] { loop(); }) {}
-  TreeRssSampler(const TreeRssSampler&) = delete;
-  TreeRssSampler& operator=(const TreeRssSampler&) = delete;
-  TreeRssSampler(TreeRssSampler&&) = delete;
-  TreeRssSampler& operator=(TreeRssSampler&&) = delete;
-  ~TreeRssSampler() { stop(); }
-
-  void stop() {
-    stop_ = true;
-    if (thread_.joinable()) {
-      thread_.join();
-    }
-  }
-  [[nodiscard]] long peak_kib() const { return peak_kib_.load(); }
-  [[nodiscard]] std::size_t peak_processes() const { return peak_processes_.load(); }
-
- private:
-  void loop() {
-    static const long page_kib = ::sysconf(_SC_PAGESIZE) / 1024;
-    while (!stop_) {
-      long kib = 0;
-      std::size_t processes = 0;
-      add_tree(root_, page_kib, kib, processes, 0);
-      peak_kib_ = std::max(peak_kib_.load(), kib);
-      peak_processes_ = std::max(peak_processes_.load(), processes);
-      std::this_thread::sleep_for(interval_);
-    }
-  }
-
-  static void add_tree(pid_t pid, long page_kib, long& kib, std::size_t& processes, int depth) {
-    const auto proc = std::filesystem::path("/proc") / std::to_string(pid);
-    const auto statm = read_small_file(proc / "statm");
-    if (!statm || depth > 8) {
-      return;
-    }
-    std::istringstream fields(*statm);
-    long size = 0;
-    long resident = 0;
-    fields >> size >> resident;
-    kib += resident * page_kib;
-    ++processes;
-    std::error_code ec;
-    for (const auto& task : std::filesystem::directory_iterator(proc / "task", ec)) {
-      std::istringstream children(read_text(task.path() / "children"));
-      long child = 0;
-      while (children >> child) {
-        add_tree(static_cast<pid_t>(child), page_kib, kib, processes, depth + 1);
-      }
-    }
-  }
-
-  pid_t root_;
-  std::chrono::milliseconds interval_;
-  std::atomic<bool> stop_{false};
-  std::atomic<long> peak_kib_{0};
-  std::atomic<std::size_t> peak_processes_{0};
-  std::thread thread_;  // last: starts once everything above is initialised
-};
-
-// ---------------------------------------------------------------------------------------------
-// Processes: posix_spawn and waitpid directly, so a timing covers exactly start to exit.
-
-pid_t spawn_process(const std::vector<std::string>& argv, const std::filesystem::path& log,
-                    const std::vector<std::string>& extra_env = {}) {
-  std::vector<std::string> args = argv;
-  std::vector<char*> c_args;
-  c_args.reserve(args.size() + 1);
-  for (auto& arg : args) {
-    c_args.push_back(arg.data());
-  }
-  c_args.push_back(nullptr);
-
-  // The environment, with `extra_env` ("NAME=value") replacing variables of the same name.
-  std::vector<std::string> env = extra_env;
-  for (char** entry = environ; *entry != nullptr; ++entry) {
-    const std::string_view variable(*entry);
-    const auto equals = variable.find('=');
-    const auto name = variable.substr(0, equals == std::string_view::npos ? 0 : equals + 1);
-    const bool replaced =
-        !name.empty() && std::any_of(extra_env.begin(), extra_env.end(),
-                                     [&](const std::string& e) { return e.starts_with(name); });
-    if (!replaced) {
-      env.emplace_back(variable);
-    }
-  }
-  std::vector<char*> c_env;
-  c_env.reserve(env.size() + 1);
-  for (auto& entry : env) {
-    c_env.push_back(entry.data());
-  }
-  c_env.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0600);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  sigset_t all_signals;
-  sigfillset(&all_signals);
-  sigset_t no_signals;
-  sigemptyset(&no_signals);
-  posix_spawnattr_setsigdefault(&attributes, &all_signals);
-  posix_spawnattr_setsigmask(&attributes, &no_signals);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-  pid_t pid = -1;
-  const int error =
-      ::posix_spawnp(&pid, c_args[0], &actions, &attributes, c_args.data(), c_env.data());
-  posix_spawnattr_destroy(&attributes);
-  posix_spawn_file_actions_destroy(&actions);
-  if (error != 0) {
-    throw std::system_error(error, std::generic_category(), "posix_spawn " + argv.front());
-  }
-  return pid;
-}
-
-/// Waits for `pid` and returns its exit code (128 + signal when a signal ended it).
-int wait_process(pid_t pid) {
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) {
-      return -1;
-    }
-  }
-  if (WIFEXITED(status)) {
-    return WEXITSTATUS(status);
-  }
-  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
-}
-
-/// Runs `argv` to completion: wall milliseconds, or nullopt when it exited non-zero.
-std::optional<double> time_process(const std::vector<std::string>& argv,
-                                   const std::filesystem::path& log) {
-  const auto started = Clock::now();
-  const pid_t pid = spawn_process(argv, log);
-  const int code = wait_process(pid);
-  const double elapsed = ms_since(started);
-  if (code != 0) {
-    return std::nullopt;
-  }
-  return elapsed;
-}
-
-/// Starts every command at once and waits for all: wall time until the last one exited.
-struct BatchOutcome {
-  double wall_ms = 0;
-  int failures = 0;
-};
-
-BatchOutcome run_parallel(const std::vector<std::vector<std::string>>& commands,
-                          const std::filesystem::path& log) {
-  BatchOutcome outcome;
-  std::vector<pid_t> pids;
-  pids.reserve(commands.size());
-  const auto started = Clock::now();
-  for (const auto& argv : commands) {
-    pids.push_back(spawn_process(argv, log));
-  }
-  for (const pid_t pid : pids) {
-    if (wait_process(pid) != 0) {
-      ++outcome.failures;
-    }
-  }
-  outcome.wall_ms = ms_since(started);
-  return outcome;
-}
-
-/// Runs a /proc scan of the test bed again when it threw (a process exiting mid-read).
-template <class Scan>
-auto scan_proc(Scan scan) -> decltype(scan()) {
-  for (int attempt = 1;; ++attempt) {
-    try {
-      return scan();
-    } catch (const std::ios_base::failure&) {
-      if (attempt == 5) {
-        throw;
-      }
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The sshd log
-
-/// Counts the lines of `sshd`'s log written since a starting point, and the CPU this process
-/// used since then. (sshd's own CPU cannot be read reliably from its listener's reaped-children
-/// times: per-connection processes outlive their parents; see docs/performance.md.)
-class LogWindow {
- public:
-  explicit LogWindow(const test::SshdFixture& sshd)
-      : sshd_(sshd), start_(sshd.log_text().size()), bench_cpu_ms_(rusage_cpu_ms(RUSAGE_SELF)) {}
-
-  [[nodiscard]] LogCounts counts() const {
-    const std::string text = sshd_.log_text();
-    LogCounts counts;
-    counts.bench_cpu_ms = rusage_cpu_ms(RUSAGE_SELF) - bench_cpu_ms_;
-    std::istringstream lines(text.size() > start_ ? text.substr(start_) : std::string());
-    std::string line;
-    while (std::getline(lines, line)) {
-      const auto has = [&line](std::string_view needle) {
-        return line.find(needle) != std::string::npos;
-      };
-      counts.accepted += has("Accepted publickey for ") ? 1U : 0U;
-      counts.connections += has("Connection from ") ? 1U : 0U;
-      counts.dropped += has("drop connection #") ? 1U : 0U;
-      counts.refused += has("no more sessions") ? 1U : 0U;
-      counts.sessions += has("Starting session: ") ? 1U : 0U;
-      if (has("error:") || has("fatal:")) {
-        ++counts.errors;
-        if (counts.first_error.empty()) {
-          counts.first_error = line;
-        }
-      }
-    }
-    return counts;
-  }
-
- private:
-  const test::SshdFixture& sshd_;
-  std::size_t start_;
-  double bench_cpu_ms_;
-};
-
-/// Waits until sshd's process count stops falling (only its listener left, or no change for
-/// 200 ms; `limit` at most), so the previous client's teardown does not eat CPU during the next
-/// measurement.
-void settle(const test::SshdFixture& sshd, std::chrono::milliseconds limit = 5s) {
-  const auto give_up = Clock::now() + limit;
-  const auto count_processes = [&sshd] {
-    return scan_proc([&sshd] { return sshd.server_processes().size(); });
-  };
-  std::size_t last_count = count_processes();
-  auto last_change = Clock::now();
-  while (last_count > 1 && Clock::now() < give_up && Clock::now() - last_change < 200ms) {
-    std::this_thread::sleep_for(10ms);
-    const std::size_t count = count_processes();
-    if (count != last_count) {
-      last_count = count;
-      last_change = Clock::now();
-    }
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // healer: the pool and the executor
@@ -882,18 +469,6 @@ asio::awaitable<nlohmann::json> async_fleet_run(FleetChildArgs args,
   co_return report;
 }
 
-std::vector<std::string> read_lines(const std::filesystem::path& file) {
-  std::vector<std::string> lines;
-  std::istringstream in(read_text(file));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty()) {
-      lines.push_back(line);
-    }
-  }
-  return lines;
-}
-
 int fleet_child_main(const FleetChildArgs& args) {
   nlohmann::json report;
   try {
@@ -908,112 +483,6 @@ int fleet_child_main(const FleetChildArgs& args) {
   }
   std::cout << report.dump() << std::endl;
   return report.contains("error") ? 1 : 0;
-}
-
-// ---------------------------------------------------------------------------------------------
-// OpenSSH through the fixture's argv (no user config, no agent, strict host key checking),
-// ControlMaster sockets in a private directory.
-
-class OpenSsh {
- public:
-  OpenSsh(const test::SshdFixture& sshd, std::filesystem::path control_dir)
-      : sshd_(sshd), control_dir_(std::move(control_dir)), log_(control_dir_ / "ssh.log") {}
-  OpenSsh(const OpenSsh&) = delete;
-  OpenSsh& operator=(const OpenSsh&) = delete;
-  OpenSsh(OpenSsh&&) = delete;
-  OpenSsh& operator=(OpenSsh&&) = delete;
-  ~OpenSsh() { stop_all_masters(); }
-
-  [[nodiscard]] std::string control_path(const std::string& name) const {
-    return (control_dir_ / name).string();
-  }
-  /// `ssh host command` on a new connection, never through a master.
-  [[nodiscard]] std::vector<std::string> new_connection_argv(std::string_view command) const {
-    return sshd_.ssh_argv(command, {"-o", "ControlMaster=no", "-o", "ControlPath=none"});
-  }
-  /// A master that goes to the background (-f) once authenticated and stays (ControlPersist).
-  [[nodiscard]] std::vector<std::string> master_argv(const std::string& control) const {
-    auto argv = sshd_.ssh_argv("", {"-M", "-N", "-f", "-S", control, "-o", "ControlPersist=yes"});
-    argv.pop_back();  // no remote command
-    return argv;
-  }
-  [[nodiscard]] std::vector<std::string> mux_argv(const std::string& control,
-                                                  std::string_view command) const {
-    return sshd_.ssh_argv(command, {"-S", control, "-o", "ControlMaster=no"});
-  }
-
-  std::optional<double> start_master(const std::string& control) {
-    return time_process(master_argv(control), log_);
-  }
-
-  /// pids of the masters running now: processes whose command line names our control dir.
-  [[nodiscard]] std::vector<pid_t> master_pids() const {
-    return scan_proc([this] {
-      std::vector<pid_t> pids;
-      const std::string marker = control_dir_.string() + "/";
-      for (const auto& entry : test::list_processes()) {
-        if (entry.pid != ::getpid() && entry.state != 'Z' &&
-            test::process_cmdline(entry.pid).find(marker) != std::string::npos) {
-          pids.push_back(entry.pid);
-        }
-      }
-      return pids;
-    });
-  }
-
-  /// `ssh -O exit` to every master, then SIGTERM by pid to any that is left.
-  void stop_all_masters() {
-    const auto pids = master_pids();
-    if (pids.empty()) {
-      return;
-    }
-    for (const auto& entry : std::filesystem::directory_iterator(control_dir_)) {
-      if (entry.is_socket()) {
-        auto argv = sshd_.ssh_argv("", {"-S", entry.path().string(), "-O", "exit"});
-        argv.pop_back();
-        time_process(argv, log_);
-      }
-    }
-    const auto all_gone = [&pids] {
-      return scan_proc([&pids] {
-        return std::all_of(pids.begin(), pids.end(),
-                           [](pid_t pid) { return test::process_gone(pid); });
-      });
-    };
-    if (!test::poll_until(all_gone, 5s)) {
-      for (const pid_t pid : pids) {
-        if (!scan_proc([pid] { return test::process_gone(pid); })) {
-          ::kill(pid, SIGTERM);
-        }
-      }
-      test::poll_until(all_gone, 5s);
-    }
-  }
-
-  [[nodiscard]] const std::filesystem::path& log() const { return log_; }
-  [[nodiscard]] std::string log_tail() const { return trimmed_tail(read_text(log_)); }
-
- private:
-  const test::SshdFixture& sshd_;
-  std::filesystem::path control_dir_;
-  std::filesystem::path log_;
-};
-
-// ---------------------------------------------------------------------------------------------
-// asyncssh: bench/peers/asyncssh_fleet.py under Debian's python3, one JSON object per run.
-
-nlohmann::json run_json_command(const std::vector<std::string>& argv, std::string_view who) {
-  const auto output = test::run_command(argv, std::chrono::seconds(900));
-  try {
-    auto report = nlohmann::json::parse(output.out);
-    if (!report.contains("error") && output.exit_code() != 0) {
-      report["error"] =
-          fmt::format("exit code {}: {}", output.exit_code(), trimmed_tail(output.err));
-    }
-    return report;
-  } catch (const nlohmann::json::exception&) {
-    return {{"error", fmt::format("{}: {}", who, trimmed_tail(output.out + output.err))}};
-  }
 }
 
 std::vector<std::string> asyncssh_argv(const Settings& settings, const Target& target,
@@ -1303,113 +772,6 @@ void run_diagnosis(const Settings& settings, int rtt_ms, Report& report) {
 // ---------------------------------------------------------------------------------------------
 // Part 2: the fleet sweep
 
-std::string fleet_address(std::size_t index) {
-  return fmt::format("127.0.{}.{}", 1 + index / kHostsPerOctet, 1 + index % kHostsPerOctet);
-}
-
-/// N DelayProxies, one per 127.0.x.y address, all on the same port, in front of one sshd; and
-/// the client files that go with them (known_hosts with one line per address, host lists, an
-/// ssh_config for pdsh and parallel-ssh).
-class Fleet {
- public:
-  Fleet(const test::SshdFixture& sshd, std::size_t size, std::chrono::milliseconds rtt,
-        const std::filesystem::path& dir)
-      : dir_(dir) {
-    for (int attempt = 1;; ++attempt) {
-      try {
-        start_proxies(sshd, size, rtt);
-        break;
-      } catch (const std::system_error& error) {
-        // Another process holds the port on one of the addresses: start over on another port.
-        stop();
-        if (attempt == 5) {
-          throw;
-        }
-        progress(fmt::format("  fleet proxies: {}; retrying on another port", error.what()));
-      }
-    }
-    write_files(sshd);
-  }
-  Fleet(const Fleet&) = delete;
-  Fleet& operator=(const Fleet&) = delete;
-  Fleet(Fleet&&) = delete;
-  Fleet& operator=(Fleet&&) = delete;
-  ~Fleet() { stop(); }
-
-  [[nodiscard]] std::uint16_t port() const { return port_; }
-  [[nodiscard]] std::filesystem::path known_hosts() const { return dir_ / "known_hosts"; }
-  [[nodiscard]] std::filesystem::path ssh_config() const { return dir_ / "ssh_config"; }
-  /// The first `count` addresses, one per line.
-  [[nodiscard]] std::filesystem::path hosts_file(std::size_t count) const {
-    const auto path = dir_ / fmt::format("hosts_{}", count);
-    if (!std::filesystem::exists(path)) {
-      std::ofstream out(path);
-      for (std::size_t i = 0; i < count; ++i) {
-        out << fleet_address(i) << '\n';
-      }
-    }
-    return path;
-  }
-
- private:
-  void start_proxies(const test::SshdFixture& sshd, std::size_t size,
-                     std::chrono::milliseconds rtt) {
-    port_ = 0;
-    for (std::size_t i = 0; i < size; ++i) {
-      test::DelayProxy::Options options;
-      options.target_port = sshd.sshd_port();
-      options.one_way_delay = std::chrono::duration_cast<std::chrono::microseconds>(rtt) / 2;
-      options.listen_host = fleet_address(i);
-      options.listen_port = port_;
-      auto proxy = std::make_unique<test::DelayProxy>(options);
-      proxy->start();
-      port_ = proxy->port();
-      proxies_.push_back(std::move(proxy));
-    }
-  }
-
-  void stop() {
-    for (auto& proxy : proxies_) {
-      proxy->stop();
-    }
-    proxies_.clear();
-  }
-
-  void write_files(const test::SshdFixture& sshd) const {
-    std::istringstream public_key(read_text(sshd.host_key_path().string() + ".pub"));
-    std::string type;
-    std::string blob;
-    if (!(public_key >> type >> blob)) {
-      throw std::runtime_error("cannot read the host public key");
-    }
-    std::ofstream known(known_hosts());
-    for (std::size_t i = 0; i < proxies_.size(); ++i) {
-      known << fmt::format("[{}]:{} {} {}\n", fleet_address(i), port_, type, blob);
-    }
-    std::ofstream config(ssh_config());
-    config << fmt::format(
-        "Host *\n"
-        "  Port {}\n"
-        "  User {}\n"
-        "  IdentityFile {}\n"
-        "  IdentitiesOnly yes\n"
-        "  IdentityAgent none\n"
-        "  UserKnownHostsFile {}\n"
-        "  GlobalKnownHostsFile /dev/null\n"
-        "  StrictHostKeyChecking yes\n"
-        "  BatchMode yes\n"
-        "  ConnectTimeout 120\n"
-        "  ControlMaster no\n"
-        "  ControlPath none\n"
-        "  LogLevel ERROR\n",
-        port_, sshd.user(), sshd.client_key_path().string(), known_hosts().string());
-  }
-
-  std::filesystem::path dir_;
-  std::uint16_t port_ = 0;
-  std::vector<std::unique_ptr<test::DelayProxy>> proxies_;
-};
-
 // Fleet peer columns.
 constexpr std::size_t kPdsh = 0;
 constexpr std::size_t kPssh = 1;
@@ -1489,14 +851,6 @@ ProcessSweep run_process_sweep(const std::vector<std::string>& argv,
   sweep.peak_processes = sampler.peak_processes();
   sweep.output = read_text(log);
   return sweep;
-}
-
-std::size_t count_occurrences(const std::string& text, std::string_view needle) {
-  std::size_t count = 0;
-  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
-    ++count;
-  }
-  return count;
 }
 
 /// Where the machine's CPU went during healer's sweeps (medians over sweeps).
@@ -1902,34 +1256,6 @@ std::string render_counts(const std::vector<CaseCounts>& cases) {
         c.pool.empty() ? "—" : c.pool);
   }
   return table;
-}
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> items;
-  std::string item;
-  std::istringstream in(text);
-  while (std::getline(in, item, ',')) {
-    if (!item.empty()) {
-      items.push_back(item);
-    }
-  }
-  return items;
-}
-
-std::vector<int> split_ints(const std::string& text) {
-  std::vector<int> values;
-  for (const auto& item : split_list(text)) {
-    values.push_back(std::stoi(item));
-  }
-  return values;
-}
-
-void raise_fd_limit() {
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-    limit.rlim_cur = limit.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &limit);
-  }
 }
 
 /// Only warnings and errors of the library, on stderr (its loggers print info on stdout

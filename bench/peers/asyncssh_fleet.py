@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""asyncssh side of healer-pool-bench: a diagnosis on one server and a sweep over a fleet.
+"""asyncssh side of healer-pool-bench and healer-cli-bench: a diagnosis on one server and a sweep.
 
-Run by Debian's interpreter (/usr/bin/python3, python3-asyncssh); healer-pool-bench starts it and
+Run by Debian's interpreter (/usr/bin/python3, python3-asyncssh); the benchmarks start it and
 reads one JSON object from stdout. asyncssh is used the way a careful user would for many hosts:
 the private key and known_hosts are read once and passed as objects (not file names that asyncssh
 would re-read per connection); no user ssh config, no agent.
@@ -12,6 +12,11 @@ Modes:
                    (the first is an untimed warm-up);
              warm: one connection, one untimed gather, then R timed gathers, G ms apart.
              -> {"cold_ms": [...], "warm_ms": [...], "failures": n}
+  oneshot    --host H --port P --command C [--command C ...]
+             one cold diagnosis in this fresh process: connect() + asyncio.gather of every
+             command, then close; timed from just before `import asyncssh` (the interpreter's own
+             start-up is only in the caller's process-start-to-exit figure).
+             -> {"import_ms": ..., "connect_run_ms": ..., "inside_ms": ..., "failures": n}
   fleet      --hosts-file F --port P --command C --warm-sweeps W --concurrency K
              one run: cold = gather over every host of (connect + run) with at most K of them in
              flight (a semaphore); warm = W more gathers of conn.run on the open connections, all
@@ -32,10 +37,14 @@ import sys
 import time
 import warnings
 
+STARTED = time.perf_counter()  # before `import asyncssh`: the oneshot mode counts the import
+
 # Debian's cryptography warns about legacy ciphers on import; keep stderr for real errors.
 warnings.simplefilter("ignore")
 
 import asyncssh  # noqa: E402  (after the warnings filter on purpose)
+
+IMPORTED = time.perf_counter()
 
 
 def status_kib(field):
@@ -137,6 +146,20 @@ async def diagnosis(args):
             "first_error": failures.first}
 
 
+async def oneshot(args):
+    creds = Credentials(args)
+    failures = Failures()
+    started = time.perf_counter()
+    conn = await creds.connect(args.host)
+    await gather_commands(conn, args.command, failures)
+    finished = time.perf_counter()
+    await close(conn)
+    return {"import_ms": (IMPORTED - STARTED) * 1000.0,
+            "connect_run_ms": (finished - started) * 1000.0,
+            "inside_ms": (finished - STARTED) * 1000.0,
+            "failures": failures.count, "first_error": failures.first}
+
+
 async def fleet(args):
     with open(args.hosts_file, encoding="ascii") as hosts_file:
         hosts = [line.strip() for line in hosts_file if line.strip()]
@@ -186,7 +209,7 @@ async def fleet(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", required=True, choices=["diagnosis", "fleet"])
+    parser.add_argument("--mode", required=True, choices=["diagnosis", "oneshot", "fleet"])
     parser.add_argument("--host")
     parser.add_argument("--hosts-file")
     parser.add_argument("--port", type=int, required=True)
@@ -202,6 +225,8 @@ def main():
     try:
         if args.mode == "diagnosis":
             result = asyncio.run(diagnosis(args))
+        elif args.mode == "oneshot":
+            result = asyncio.run(oneshot(args))
         else:
             args.command = args.command[0]
             result = asyncio.run(fleet(args))
