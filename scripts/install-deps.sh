@@ -8,7 +8,7 @@ packages=(
   libssh-dev libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libsqlite3-dev libsodium-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev
-  openssh-server openssh-client procps python3 python3-asyncssh pdsh pssh
+  openssh-server openssh-client procps bsdutils python3 python3-asyncssh pdsh pssh
 )
 
 as_root() {

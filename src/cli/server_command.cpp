@@ -376,13 +376,8 @@ int run_test(const ServerArgs& args) {
           ask_yes(fmt::format("Trust the key {} of {} and record it in {}?", shown.str(),
                               describe(*record), server->connect.known_hosts_file))) {
         server->connect.host_key_policy = ssh::HostKeyPolicy::accept_new;
+        server->connect.accept_fingerprint = shown.str();  // exactly the key shown, or nothing
         probe = run_probe(*server, Deadline::after(timeout));
-        if (probe.outcome && probe.fingerprint != shown.str()) {
-          std::cerr << fmt::format(
-              "healer: {} presented {} on the second connection, not the key you accepted\n",
-              describe(*record), probe.fingerprint);
-          return kExitHostKeyChanged;
-        }
       }
     }
     if (args.json) {

@@ -585,6 +585,13 @@ Result<void> Session::Impl::verify_host_key() {
     case SSH_KNOWN_HOSTS_NOT_FOUND:
     case SSH_KNOWN_HOSTS_UNKNOWN:
       if (options_.host_key_policy == HostKeyPolicy::accept_new) {
+        if (!options_.accept_fingerprint.empty() && options_.accept_fingerprint != fingerprint_) {
+          return make_error(
+              Errc::host_key_changed,
+              fmt::format("{} presented {} key {}, not the key that was accepted "
+                          "({}); nothing was recorded in {}",
+                          peer_, key_type, fingerprint_, options_.accept_fingerprint, file));
+        }
         if (!options_.known_hosts_file.empty()) {
           std::error_code ignored;
           const auto parent = std::filesystem::path(options_.known_hosts_file).parent_path();

@@ -272,6 +272,37 @@ TEST(ServerCli, UnknownHostNeedsConsentThenIsRecorded) {
   EXPECT_EQ(changed.exit_code(), cli::kExitHostKeyChanged) << changed.err;
 }
 
+// On a terminal, `server test` shows the unknown key and asks; only that key is recorded.
+TEST(ServerCli, UnknownHostAskedOnATerminal) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  const auto known_hosts = home.path() / "known_hosts";
+  ASSERT_EQ(healer(home, add_args(sshd, "local", sshd.client_key_path(), known_hosts)).exit_code(),
+            0);
+  // script(1) gives healer a pseudo-terminal; the answer arrives once the question is up.
+  auto on_terminal = [&](const std::string& answer) {
+    const std::string command = "HOME=" + home.path().string() +
+                                " HEALER_DB=" + (home.path() / "inventory.db").string() + " " +
+                                HEALER_BIN + " server test local";
+    return test::run_command(
+        {"sh", "-c", "(sleep 1; echo " + answer + ") | script -qec '" + command + "' /dev/null"},
+        std::chrono::seconds(20));
+  };
+  const auto declined = on_terminal("n");
+  EXPECT_EQ(declined.exit_code(), cli::kExitHostUnknown) << declined.out;
+  EXPECT_NE(declined.out.find("Trust the key SHA256:"), std::string::npos) << declined.out;
+  EXPECT_FALSE(fs::exists(known_hosts));
+  EXPECT_EQ(sshd.accepted_auth_count(), 0u);
+
+  const auto accepted = on_terminal("y");
+  EXPECT_EQ(accepted.exit_code(), 0) << accepted.out;
+  EXPECT_NE(accepted.out.find("OK local ("), std::string::npos) << accepted.out;
+  ASSERT_TRUE(fs::exists(known_hosts));
+  EXPECT_NE(slurp(known_hosts).find("ssh-ed25519"), std::string::npos);
+  EXPECT_EQ(sshd.accepted_auth_count(), 1u);
+}
+
 TEST(ServerCli, ImportsAnOpensshConfigAndTheResultWorks) {
   SshdFixture sshd;
   sshd.start();

@@ -320,6 +320,38 @@ TEST_F(SessionTest, AcceptNewRecordsTheKeyThenStrictModeAcceptsIt) {
   EXPECT_EQ(second.result->out, "second\n");
 }
 
+TEST_F(SessionTest, AcceptNewPinnedToAFingerprintRecordsOnlyThatKey) {
+  SshdFixture sshd;
+  sshd.start();
+  auto options = options_for(sshd);
+  options.known_hosts_file = (sshd.dir() / "pinned_known_hosts").string();
+  options.host_key_policy = ssh::HostKeyPolicy::accept_new;
+  // The key the person was shown is not the one the server presents now: refused, before any
+  // credential is sent, and nothing is recorded.
+  options.accept_fingerprint = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+  const auto wrong = exec_with(endpoint_of(sshd), options, "true");
+  ASSERT_FALSE(wrong.connected);
+  EXPECT_EQ(wrong.connected.error().code, Errc::host_key_changed);
+  EXPECT_NE(wrong.connected.error().detail.find("not the key that was accepted"),
+            std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(options.known_hosts_file));
+  EXPECT_EQ(sshd.accepted_auth_count() + sshd.failed_auth_count(), 0U);
+  // The real fingerprint, as a strict attempt shows it, is recorded.
+  auto strict = options;
+  strict.host_key_policy = ssh::HostKeyPolicy::strict;
+  const auto shown = exec_with(endpoint_of(sshd), strict, "true");
+  ASSERT_FALSE(shown.connected);
+  const auto& detail = shown.connected.error().detail;
+  const auto at = detail.find("SHA256:");
+  ASSERT_NE(at, std::string::npos);
+  options.accept_fingerprint = detail.substr(at, detail.find(')', at) - at);
+  const auto right = exec_with(endpoint_of(sshd), options, "echo pinned");
+  ASSERT_TRUE(right.result) << (right.connected ? right.result.error().message()
+                                                : right.connected.error().message());
+  EXPECT_EQ(right.result->out, "pinned\n");
+  EXPECT_TRUE(std::filesystem::exists(options.known_hosts_file));
+}
+
 TEST_F(SessionTest, ChangedHostKeyIsAHardErrorWithNoAuthAttempt) {
   SshdFixture sshd;
   sshd.start();

@@ -53,6 +53,11 @@ struct ConnectOptions {
   std::string agent_socket;  ///< empty: $SSH_AUTH_SOCK
   std::string known_hosts_file;
   HostKeyPolicy host_key_policy = HostKeyPolicy::strict;
+  /// With HostKeyPolicy::accept_new: record an unknown host's key only when its SHA256
+  /// fingerprint (as OpenSSH prints it, "SHA256:...") is this one, i.e. the key a person was
+  /// shown and accepted; another key fails with Errc::host_key_changed before any credential is
+  /// sent and nothing is recorded. Empty: any key is recorded (plain trust on first use).
+  std::string accept_fingerprint;
   /// Keepalive request interval; zero disables keepalive.
   std::chrono::milliseconds keepalive_interval{10000};
   /// Keepalives that may go unanswered before the session is declared dead.
