@@ -309,6 +309,15 @@ void ResultCache::store(const std::string& server_id, const CheckDefinition& che
                             std::move(output));
 }
 
+std::vector<ResultCache::Entry> ResultCache::entries() const {
+  std::vector<Entry> out;
+  out.reserve(entries_.size());
+  for (const auto& [key, output] : entries_) {
+    out.push_back(Entry{std::get<0>(key), std::get<1>(key), std::get<2>(key), &output});
+  }
+  return out;
+}
+
 void ResultCache::forget(const std::string& server_id) {
   std::erase_if(entries_, [&](const auto& entry) { return std::get<0>(entry.first) == server_id; });
 }

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,6 +47,7 @@ struct DiagnoseArgs {
   bool json = false;
   bool perfdata = false;
   bool no_store = false;
+  bool fresh = false;
   double timeout_s = 60;
   std::size_t parallel = 32;
 };
@@ -158,6 +160,70 @@ asio::awaitable<std::vector<checks::Diagnosis>> sweep(std::vector<pool::Server> 
   auto diagnoses = co_await checks::async_diagnose_all(runner, std::move(work), std::move(options));
   co_await registry.async_shutdown(Deadline::after(std::chrono::seconds(2)));
   co_return diagnoses;
+}
+
+std::int64_t wall_ms_from_steady(Clock::time_point at) {
+  return store::now_unix_ms() +
+         std::chrono::duration_cast<std::chrono::milliseconds>(at - Clock::now()).count();
+}
+
+void load_cache(store::Store& store, const std::vector<Target>& targets,
+                const std::vector<checks::ServerChecks>& work, checks::ResultCache& cache) {
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    auto outputs = store.cached_check_outputs(targets[i].record.id);
+    if (!outputs) {
+      continue;  // a cache is an optimisation: the checks simply run
+    }
+    for (auto& output : *outputs) {
+      for (const auto& check : work[i].checks) {
+        if (check.name != output.check_name || check.command != output.command) {
+          continue;
+        }
+        checks::CachedOutput kept;
+        kept.out = std::move(output.out);
+        kept.err = std::move(output.err);
+        kept.exit_status = output.exit_status;
+        kept.out_truncated = output.out_truncated;
+        kept.sent_at = output.sent_at;
+        kept.received_at = output.received_at;
+        kept.expires_at =
+            Clock::now() + std::chrono::milliseconds(output.expires_at - store::now_unix_ms());
+        cache.store(work[i].server_id, check, std::move(kept));
+        break;
+      }
+    }
+  }
+}
+
+void save_cache(store::Store& store, const std::vector<Target>& targets,
+                const checks::ResultCache& cache) {
+  std::map<std::string, std::int64_t, std::less<>> ids;
+  for (const auto& target : targets) {
+    ids.emplace(target.record.name, target.record.id);
+  }
+  std::vector<store::CachedCheckOutput> rows;
+  for (const auto& entry : cache.entries()) {
+    const auto id = ids.find(entry.server_id);
+    if (id == ids.end() || entry.output->expires_at <= Clock::now()) {
+      continue;
+    }
+    store::CachedCheckOutput row;
+    row.server_id = id->second;
+    row.check_name = entry.check_name;
+    row.command = entry.command;
+    row.out = entry.output->out;
+    row.err = entry.output->err;
+    row.exit_status = entry.output->exit_status;
+    row.out_truncated = entry.output->out_truncated;
+    row.sent_at = entry.output->sent_at;
+    row.received_at = entry.output->received_at;
+    row.expires_at = wall_ms_from_steady(entry.output->expires_at);
+    rows.push_back(std::move(row));
+  }
+  if (auto saved = store.put_cached_check_outputs(rows); !saved) {
+    std::cerr << "healer: could not keep the check output cache: " << saved.error().message()
+              << '\n';
+  }
 }
 
 int run_diagnose(const DiagnoseArgs& args) {
@@ -273,8 +339,16 @@ int run_diagnose(const DiagnoseArgs& args) {
     work.emplace_back(target.record.name, std::move(list), target.settings);
   }
 
+  // Outputs of expensive checks (security updates) kept in the store by earlier runs, reused
+  // until they expire; --fresh runs everything.
+  checks::ResultCache cache;
+  if (!args.fresh) {
+    load_cache(*store, targets, work, cache);
+  }
+
   const bool tty = isatty(STDERR_FILENO) != 0;
   checks::SweepOptions options;
+  options.per_server.cache = &cache;
   options.max_servers = args.parallel;
   options.server_timeout =
       std::chrono::milliseconds(static_cast<std::int64_t>(args.timeout_s * 1000.0));
@@ -304,6 +378,7 @@ int run_diagnose(const DiagnoseArgs& args) {
   }
 
   if (!args.no_store) {
+    save_cache(*store, targets, cache);
     store->prune_async(*retention);  // history older than the retention goes
     for (std::size_t i = 0; i < diagnoses.size(); ++i) {
       if (auto recorded =
@@ -379,6 +454,8 @@ Command add_diagnose_command(CLI::App& app) {
   cmd->add_flag("--json", a.json, "JSON output");
   cmd->add_flag("--perfdata", a.perfdata, "Show each check's perfdata");
   cmd->add_flag("--no-store", a.no_store, "Do not record the runs in the inventory database");
+  cmd->add_flag("--fresh", a.fresh,
+                "Run every check, ignoring kept outputs of slow ones (security updates: 6 h)");
   cmd->add_option("--timeout", a.timeout_s, "Seconds per server")->check(CLI::PositiveNumber);
   cmd->add_option("--parallel", a.parallel, "Servers diagnosed at once")
       ->check(CLI::Range(1, 10000));

@@ -53,6 +53,10 @@ class Database {
   [[nodiscard]] Result<std::vector<DiagnosisRun>> recent_runs(std::int64_t server_id,
                                                               std::size_t limit);
   [[nodiscard]] Result<std::size_t> append_samples(const std::vector<MetricSample>& samples);
+  [[nodiscard]] Result<std::vector<CachedCheckOutput>> cached_check_outputs(std::int64_t server_id,
+                                                                            std::int64_t now_ms);
+  [[nodiscard]] Result<void> put_cached_check_outputs(const std::vector<CachedCheckOutput>& outputs,
+                                                      std::int64_t now_ms);
   [[nodiscard]] Result<std::vector<MetricSample>> samples_since(std::int64_t server_id,
                                                                 std::int64_t since_ms,
                                                                 std::string_view name);

@@ -310,6 +310,116 @@ Result<std::vector<MetricSample>> Database::samples_since(std::int64_t server_id
   return samples;
 }
 
+Result<std::vector<CachedCheckOutput>> Database::cached_check_outputs(std::int64_t server_id,
+                                                                      std::int64_t now_ms) {
+  auto query = db_.prepare(
+      "SELECT check_name, command, stdout, stderr, exit_status, out_truncated, sent_at, "
+      "received_at, expires_at FROM check_output_cache WHERE server_id = ?1 AND expires_at > ?2 "
+      "ORDER BY check_name");
+  if (!query) {
+    return std::move(query).error();
+  }
+  query->bind(1, server_id).bind(2, now_ms);
+  std::vector<CachedCheckOutput> outputs;
+  for (;;) {
+    auto row = query->step();
+    if (!row) {
+      return std::move(row).error();
+    }
+    if (!*row) {
+      break;
+    }
+    CachedCheckOutput output;
+    output.server_id = server_id;
+    output.check_name = query->text(0);
+    output.command = query->text(1);
+    output.out = query->text(2);
+    output.err = query->text(3);
+    if (!query->is_null(4)) {
+      output.exit_status = static_cast<int>(query->int64(4));
+    }
+    output.out_truncated = query->int64(5) != 0;
+    if (!query->is_null(6)) {
+      output.sent_at = query->real(6);
+    }
+    if (!query->is_null(7)) {
+      output.received_at = query->real(7);
+    }
+    output.expires_at = query->int64(8);
+    outputs.push_back(std::move(output));
+  }
+  return outputs;
+}
+
+Result<void> Database::put_cached_check_outputs(const std::vector<CachedCheckOutput>& outputs,
+                                                std::int64_t now_ms) {
+  for (const auto& output : outputs) {
+    if (output.server_id == 0 || output.check_name.empty()) {
+      return invalid("a cached check output needs a server and a check name");
+    }
+  }
+  if (outputs.empty()) {
+    return {};
+  }
+  auto transaction = sql::Transaction::begin(db_);
+  if (!transaction) {
+    return std::move(transaction).error();
+  }
+  auto insert = db_.prepare(
+      "INSERT OR REPLACE INTO check_output_cache (server_id, check_name, command, stdout, stderr, "
+      "exit_status, out_truncated, sent_at, received_at, expires_at) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+  auto expired =
+      db_.prepare("DELETE FROM check_output_cache WHERE server_id = ?1 AND expires_at <= ?2");
+  if (!insert) {
+    return std::move(insert).error();
+  }
+  if (!expired) {
+    return std::move(expired).error();
+  }
+  for (const auto& output : outputs) {
+    insert->reset();
+    insert->bind(1, output.server_id)
+        .bind(2, output.check_name)
+        .bind(3, output.command)
+        .bind(4, output.out)
+        .bind(5, output.err)
+        .bind(7, output.out_truncated ? std::int64_t{1} : std::int64_t{0})
+        .bind(10, output.expires_at);
+    if (output.exit_status) {
+      insert->bind(6, static_cast<std::int64_t>(*output.exit_status));
+    } else {
+      insert->bind_null(6);
+    }
+    if (output.sent_at) {
+      insert->bind(8, *output.sent_at);
+    } else {
+      insert->bind_null(8);
+    }
+    if (output.received_at) {
+      insert->bind(9, *output.received_at);
+    } else {
+      insert->bind_null(9);
+    }
+    if (auto inserted = insert->run(); !inserted) {
+      Error error = std::move(inserted).error();
+      if (error.code == make_error_code(Errc::not_found)) {
+        error.detail = "server #" + std::to_string(output.server_id) + " (check output cache)";
+      }
+      return error;
+    }
+    expired->reset();
+    expired->bind(1, output.server_id).bind(2, now_ms);
+    if (auto deleted = expired->run(); !deleted) {
+      return std::move(deleted).error();
+    }
+  }
+  if (auto committed = transaction->commit(); !committed) {
+    return std::move(committed).error();
+  }
+  return {};
+}
+
 Result<PruneResult> Database::prune(const Retention& retention, std::int64_t now_ms) {
   if (retention.samples.count() < 0 || retention.runs.count() < 0) {
     return invalid("retention must not be negative");

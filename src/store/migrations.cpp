@@ -101,9 +101,28 @@ ALTER TABLE diagnosis_runs
 CREATE INDEX diagnosis_runs_by_app ON diagnosis_runs(app_id, started_at);
 )sql";
 
+// Raw output of expensive checks (security updates: apt takes seconds) kept between processes, so
+// a one-shot `healer diagnose` reuses it until it expires; parsed again with current settings.
+constexpr std::string_view kCheckOutputCache = R"sql(
+CREATE TABLE check_output_cache (
+  server_id     INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+  check_name    TEXT NOT NULL,
+  command       TEXT NOT NULL,
+  stdout        TEXT NOT NULL,
+  stderr        TEXT NOT NULL,
+  exit_status   INTEGER,
+  out_truncated INTEGER NOT NULL,
+  sent_at       REAL,
+  received_at   REAL,
+  expires_at    INTEGER NOT NULL,
+  PRIMARY KEY (server_id, check_name)
+) STRICT;
+)sql";
+
 constexpr std::array kMigrations = {
     Migration{1, "initial schema", kInitialSchema},
     Migration{2, "server labels and applications", kLabelsAndApplications},
+    Migration{3, "check output cache", kCheckOutputCache},
 };
 
 constexpr std::string_view kCreateMigrationsTable = R"sql(

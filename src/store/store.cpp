@@ -171,6 +171,18 @@ Result<std::size_t> Store::append_samples(const std::vector<MetricSample>& sampl
   return call(impl_.get(), [&](Database& db) { return db.append_samples(samples); });
 }
 
+Result<std::vector<CachedCheckOutput>> Store::cached_check_outputs(std::int64_t server_id,
+                                                                   std::int64_t now_ms) {
+  return call(impl_.get(),
+              [&](Database& db) { return db.cached_check_outputs(server_id, now_ms); });
+}
+
+Result<void> Store::put_cached_check_outputs(const std::vector<CachedCheckOutput>& outputs,
+                                             std::int64_t now_ms) {
+  return call(impl_.get(),
+              [&](Database& db) { return db.put_cached_check_outputs(outputs, now_ms); });
+}
+
 Result<std::vector<MetricSample>> Store::samples_since(std::int64_t server_id,
                                                        std::int64_t since_ms,
                                                        std::string_view name) {

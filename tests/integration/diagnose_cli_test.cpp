@@ -215,6 +215,32 @@ TEST(DiagnoseCli, ApplicationChecksItsPortsAndRecordsTheApp) {
   EXPECT_EQ(healer(home, {"app", "remove", "shop"}).exit_code(), cli::kExitUsage);
 }
 
+// security_updates (apt, seconds) is kept in the store for 6 h: the next process reuses it.
+TEST(DiagnoseCli, SlowCheckOutputIsReusedByTheNextRun) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  add(home, "box", sshd, sshd.port(), sshd.client_key_path(), "t");
+  auto cached_flag = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args{"diagnose", "box", "--check", "security_updates", "--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto run = healer(home, args);
+    const auto check = nlohmann::json::parse(run.out)["servers"][0]["checks"][0];
+    return std::pair{check["status"].get<std::string>(), check["cached"].get<bool>()};
+  };
+  const auto [status, first_cached] = cached_flag({});
+  EXPECT_FALSE(first_cached);
+  if (status == "UNKNOWN") {
+    GTEST_SKIP() << "security_updates cannot look on this machine (no apt/dnf/yum, or locked): "
+                    "UNKNOWN results are never cached";
+  }
+  const auto [again_status, again_cached] = cached_flag({});
+  EXPECT_TRUE(again_cached);
+  EXPECT_EQ(again_status, status);
+  EXPECT_FALSE(cached_flag({"--fresh"}).second);
+  EXPECT_EQ(sshd.accepted_auth_count(), 2u);  // the all-cached run opened no connection
+}
+
 TEST(DiagnoseCli, SeedChecksShareOneConnection) {
   SshdFixture sshd;
   sshd.start();

@@ -47,6 +47,16 @@ class ResultCache {
   void forget(const std::string& server_id);
   [[nodiscard]] std::size_t size() const noexcept { return entries_.size(); }
 
+  /// One kept output and what it belongs to (for persisting the cache between processes).
+  struct Entry {
+    std::string server_id;
+    std::string check_name;
+    std::string command;
+    const CachedOutput* output = nullptr;  ///< valid until the cache changes
+  };
+  /// Every kept output, expired ones included.
+  [[nodiscard]] std::vector<Entry> entries() const;
+
  private:
   // (server id, check name, command) -> output; expired entries are dropped on lookup
   std::map<std::tuple<std::string, std::string, std::string>, CachedOutput, std::less<>> entries_;

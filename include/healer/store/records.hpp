@@ -101,6 +101,20 @@ struct MetricSample {
   double value = 0.0;
 };
 
+/// The raw output of an expensive check, kept so the next process can reuse it until it expires.
+struct CachedCheckOutput {
+  std::int64_t server_id = 0;
+  std::string check_name;
+  std::string command;  ///< a changed command invalidates the entry
+  std::string out;
+  std::string err;
+  std::optional<int> exit_status;
+  bool out_truncated = false;
+  std::optional<double> sent_at;
+  std::optional<double> received_at;
+  std::int64_t expires_at = 0;  ///< Unix ms
+};
+
 /// How long raw history is kept.
 struct Retention {
   std::chrono::days samples{30};  ///< metric samples older than this are deleted

@@ -118,6 +118,14 @@ class Store {
   [[nodiscard]] Result<PruneResult> prune(const Retention& retention,
                                           std::int64_t now_ms = now_unix_ms());
 
+  /// A server's cached check outputs that have not expired at `now_ms`.
+  [[nodiscard]] Result<std::vector<CachedCheckOutput>> cached_check_outputs(
+      std::int64_t server_id, std::int64_t now_ms = now_unix_ms());
+  /// Keeps (replacing the server's entry for that check) cached outputs, in one transaction;
+  /// expired entries of the same servers are dropped.
+  [[nodiscard]] Result<void> put_cached_check_outputs(const std::vector<CachedCheckOutput>& outputs,
+                                                      std::int64_t now_ms = now_unix_ms());
+
   // Fire-and-forget writes for the event loop: queued in call order, never blocking.
 
   void record_run_async(DiagnosisRun run, Callback<std::int64_t> done = {});

@@ -772,5 +772,65 @@ TEST(StoreAsyncTest, AMovedFromStoreSaysClosed) {
   EXPECT_TRUE(moved.list_servers());
 }
 
+class CheckCacheTest : public StoreTest {};
+
+CachedCheckOutput cached(std::int64_t server, std::string name, std::int64_t expires_at) {
+  CachedCheckOutput output;
+  output.server_id = server;
+  output.check_name = std::move(name);
+  output.command = "LC_ALL=C apt-get -s dist-upgrade";
+  output.out = "Inst libc6 [2.36-9] (2.36-9+deb12u4 Debian-Security:12/stable-security)\n";
+  output.err = "W: noise";
+  output.exit_status = 0;
+  output.sent_at = 1.5;
+  output.expires_at = expires_at;
+  return output;
+}
+
+TEST_F(CheckCacheTest, RoundTripReplaceExpiryAndCascade) {
+  const std::int64_t id = add(key_file_server("web1"));
+  const std::int64_t now = 1'800'000'000'000;
+  ASSERT_TRUE(store_->put_cached_check_outputs(
+      {cached(id, "security_updates", now + 1000), cached(id, "old", now + 10)}, now));
+  auto read = store_->cached_check_outputs(id, now);
+  ASSERT_TRUE(read) << read.error().message();
+  ASSERT_EQ(read->size(), 2u);
+  const auto& first = (*read)[1];  // by check name: "old", "security_updates"
+  EXPECT_EQ(first.check_name, "security_updates");
+  EXPECT_EQ(first.out, cached(id, "", 0).out);
+  EXPECT_EQ(first.err, "W: noise");
+  EXPECT_EQ(first.exit_status, 0);
+  EXPECT_EQ(first.sent_at, 1.5);
+  EXPECT_FALSE(first.received_at.has_value());
+  EXPECT_EQ(first.expires_at, now + 1000);
+
+  // Expired entries are not returned, and are dropped on the next write.
+  read = store_->cached_check_outputs(id, now + 100);
+  ASSERT_TRUE(read);
+  ASSERT_EQ(read->size(), 1u);
+  auto replaced = cached(id, "security_updates", now + 5000);
+  replaced.exit_status.reset();
+  ASSERT_TRUE(store_->put_cached_check_outputs({replaced}, now + 100));
+  read = store_->cached_check_outputs(id, now);
+  ASSERT_TRUE(read);
+  ASSERT_EQ(read->size(), 1u);  // "old" deleted, the other replaced
+  EXPECT_FALSE(read->front().exit_status.has_value());
+  EXPECT_EQ(read->front().expires_at, now + 5000);
+
+  ASSERT_TRUE(store_->remove_server(id));
+  read = store_->cached_check_outputs(id, now);
+  ASSERT_TRUE(read);
+  EXPECT_TRUE(read->empty());
+}
+
+TEST_F(CheckCacheTest, BadRowsAreRefused) {
+  auto missing = store_->put_cached_check_outputs({cached(0, "x", 1)});
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, Errc::invalid_record);
+  auto unknown = store_->put_cached_check_outputs({cached(424242, "x", 1)});
+  ASSERT_FALSE(unknown);
+  EXPECT_TRUE(store_->put_cached_check_outputs({}));
+}
+
 }  // namespace
 }  // namespace healer::store
