@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "child_process.hpp"
+#include "common.hpp"
 #include "healer/core/deadline.hpp"
 #include "healer/ssh/session.hpp"
 #include "poll_until.hpp"
@@ -100,10 +101,6 @@ struct Target {
 // ---------------------------------------------------------------------------------------------
 // Figures
 
-double ms_since(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
 double to_ms(std::chrono::microseconds us) { return static_cast<double>(us.count()) / 1000.0; }
 
 /// CPU time of the calling thread: healer's io_context runs here, the DelayProxy elsewhere.
@@ -111,27 +108,6 @@ double thread_cpu_ms() {
   timespec now{};
   ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
   return static_cast<double>(now.tv_sec) * 1000.0 + static_cast<double>(now.tv_nsec) / 1e6;
-}
-
-/// Median and 90th percentile (nearest rank) of a sample.
-struct Summary {
-  double median = 0;
-  double p90 = 0;
-  std::size_t count = 0;
-};
-
-Summary summarize(std::vector<double> samples) {
-  Summary summary;
-  summary.count = samples.size();
-  if (samples.empty()) {
-    return summary;
-  }
-  std::sort(samples.begin(), samples.end());
-  const std::size_t n = samples.size();
-  summary.median = n % 2 == 1 ? samples[n / 2] : (samples[n / 2 - 1] + samples[n / 2]) / 2.0;
-  const auto rank = static_cast<std::size_t>(std::ceil(0.9 * static_cast<double>(n)));
-  summary.p90 = samples[std::max<std::size_t>(rank, 1) - 1];
-  return summary;
 }
 
 /// One client's samples for one measurement (ms, or KiB for memory), or why there are none.
@@ -166,61 +142,8 @@ struct Row {
   std::string target_text;
 };
 
-void progress(std::string_view what) {
-  static const auto start = Clock::now();
-  std::cerr << fmt::format("[{:6.1f} s] {}\n", ms_since(start) / 1000.0, what);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Processes: posix_spawn and waitpid directly, so a timing covers exactly start to exit.
-
-pid_t spawn_process(const std::vector<std::string>& argv, const std::filesystem::path& log) {
-  std::vector<std::string> args = argv;
-  std::vector<char*> c_args;
-  c_args.reserve(args.size() + 1);
-  for (auto& arg : args) {
-    c_args.push_back(arg.data());
-  }
-  c_args.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0600);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  sigset_t all_signals;
-  sigfillset(&all_signals);
-  sigset_t no_signals;
-  sigemptyset(&no_signals);
-  posix_spawnattr_setsigdefault(&attributes, &all_signals);
-  posix_spawnattr_setsigmask(&attributes, &no_signals);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-  pid_t pid = -1;
-  const int error = ::posix_spawnp(&pid, c_args[0], &actions, &attributes, c_args.data(), environ);
-  posix_spawnattr_destroy(&attributes);
-  posix_spawn_file_actions_destroy(&actions);
-  if (error != 0) {
-    throw std::system_error(error, std::generic_category(), "posix_spawn " + argv.front());
-  }
-  return pid;
-}
-
-/// Waits for `pid` and returns its exit code (128 + signal when a signal ended it).
-int wait_process(pid_t pid) {
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) {
-      return -1;
-    }
-  }
-  if (WIFEXITED(status)) {
-    return WEXITSTATUS(status);
-  }
-  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
-}
 
 /// Runs `argv` to completion: wall milliseconds, or nullopt when it exited non-zero.
 std::optional<double> time_process(const std::vector<std::string>& argv,
@@ -257,64 +180,6 @@ BatchOutcome run_parallel(const std::vector<std::vector<std::string>>& commands,
   }
   outcome.wall_ms = ms_since(started);
   return outcome;
-}
-
-/// A "Name:   1234 kB" field of /proc/<pid>/status or smaps_rollup, in KiB.
-std::optional<long> proc_field_kib(const std::filesystem::path& file, std::string_view field) {
-  std::string text;
-  try {
-    // libstdc++ throws from underflow when read() fails, e.g. ESRCH for an exiting process.
-    std::ifstream in(file);
-    std::ostringstream content;
-    content << in.rdbuf();
-    text = content.str();
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-  std::istringstream lines(text);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.starts_with(field) && line.size() > field.size() && line[field.size()] == ':') {
-      std::istringstream value(line.substr(field.size() + 1));
-      long kib = 0;
-      if (value >> kib) {
-        return kib;
-      }
-    }
-  }
-  return std::nullopt;
-}
-
-std::string trimmed_tail(const std::string& text, std::size_t max_chars = 400) {
-  std::string tail = text.size() > max_chars ? text.substr(text.size() - max_chars) : text;
-  std::replace(tail.begin(), tail.end(), '\n', ' ');
-  while (!tail.empty() && tail.back() == ' ') {
-    tail.pop_back();
-  }
-  return tail;
-}
-
-/// Runs a /proc scan of the test bed again when it threw: reading /proc/<pid>/... of a process
-/// that exits meanwhile fails inside libstdc++ (basic_filebuf::underflow, ESRCH) with an
-/// exception, and sshd's children come and go all the time here.
-template <class Scan>
-auto scan_proc(Scan scan) -> decltype(scan()) {
-  for (int attempt = 1;; ++attempt) {
-    try {
-      return scan();
-    } catch (const std::ios_base::failure&) {
-      if (attempt == 5) {
-        throw;
-      }
-    }
-  }
-}
-
-std::string read_text(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -575,7 +440,7 @@ int rss_child_main(const Target& target, int sessions, int width) {
     }
     io.restart();
     io.poll();
-    const auto before = proc_field_kib("/proc/self/status", "VmRSS");
+    const auto before = status_kib("/proc/self/status", "VmRSS");
     auto state =
         test::run_async(io, async_open_many(target, sessions, width), std::chrono::seconds(300));
     if (!state->first_failure.empty()) {
@@ -583,7 +448,7 @@ int rss_child_main(const Target& target, int sessions, int width) {
     }
     io.restart();
     io.run_for(200ms);  // idle: nothing in flight, keepalive timers armed
-    const auto after = proc_field_kib("/proc/self/status", "VmRSS");
+    const auto after = status_kib("/proc/self/status", "VmRSS");
     report["rss_before_kib"] = before.value_or(0);
     report["rss_after_kib"] = after.value_or(0);
     report["sessions"] = state->sessions.size();
@@ -861,8 +726,8 @@ OpenSshMemory measure_openssh_rss(OpenSsh& openssh, const Settings& settings) {
     double pss_sum = 0;
     for (const pid_t pid : pids) {
       const auto proc = std::filesystem::path("/proc") / std::to_string(pid);
-      rss_sum += static_cast<double>(proc_field_kib(proc / "status", "VmRSS").value_or(0));
-      pss_sum += static_cast<double>(proc_field_kib(proc / "smaps_rollup", "Pss").value_or(0));
+      rss_sum += static_cast<double>(status_kib(proc / "status", "VmRSS").value_or(0));
+      pss_sum += static_cast<double>(status_kib(proc / "smaps_rollup", "Pss").value_or(0));
     }
     const auto count = static_cast<double>(pids.size());
     memory.rss.samples.push_back(rss_sum / count);
@@ -955,7 +820,7 @@ void settle(const test::SshdFixture& sshd) {
   }
 }
 
-std::string format_ms(double ms) {
+std::string format_bare_ms(double ms) {
   return ms < 10 ? fmt::format("{:.2f}", ms) : fmt::format("{:.1f}", ms);
 }
 
@@ -967,7 +832,7 @@ std::string kex_note(int rtt_ms, std::string_view what, const Figure& figure) {
   std::string text = fmt::format(
       "RTT {} ms: OpenSSH {} with KexAlgorithms=curve25519-sha256 (healer's and asyncssh's kex) "
       "= {} ms (p90 {})",
-      rtt_ms, what, format_ms(figure.summary().median), format_ms(figure.summary().p90));
+      rtt_ms, what, format_bare_ms(figure.summary().median), format_bare_ms(figure.summary().p90));
   if (rtt_ms > 0) {
     text += fmt::format(" = {:.2f} RTT", figure.summary().median / static_cast<double>(rtt_ms));
   }
@@ -977,7 +842,8 @@ std::string kex_note(int rtt_ms, std::string_view what, const Figure& figure) {
 void note_client_cpu(Notes& notes, int rtt_ms, const Row& row, std::string_view per) {
   if (row.healer.valid() && row.healer.client_cpu_ms) {
     notes.lines.push_back(fmt::format("RTT {} ms: {}: healer client CPU {} ms per {}", rtt_ms,
-                                      row.measurement, format_ms(*row.healer.client_cpu_ms), per));
+                                      row.measurement, format_bare_ms(*row.healer.client_cpu_ms),
+                                      per));
   }
   if (row.healer.refused_channels > 0) {
     notes.lines.push_back(fmt::format(
@@ -1100,8 +966,9 @@ void run_rtt(const Settings& settings, int rtt_ms, std::vector<Row>& rows, Notes
         notes.lines.push_back(fmt::format(
             "RTT {} ms: healer warm `true` = channel open {} ms (p90 {}) + exec until channel "
             "closed {} ms (p90 {}), medians",
-            rtt_ms, format_ms(warm.open.summary().median), format_ms(warm.open.summary().p90),
-            format_ms(warm.run.summary().median), format_ms(warm.run.summary().p90)));
+            rtt_ms, format_bare_ms(warm.open.summary().median),
+            format_bare_ms(warm.open.summary().p90), format_bare_ms(warm.run.summary().median),
+            format_bare_ms(warm.run.summary().p90)));
       }
       row.healer = std::move(warm.total);
     }
@@ -1193,7 +1060,7 @@ void run_rtt(const Settings& settings, int rtt_ms, std::vector<Row>& rows, Notes
       notes.lines.push_back(
           fmt::format("server-side floor per command: local spawn of `{} -c true` = {} ms "
                       "(median of {})",
-                      shell, format_ms(spawn.summary().median), spawn.samples.size()));
+                      shell, format_bare_ms(spawn.summary().median), spawn.samples.size()));
     }
   }
   openssh.stop_all_masters();
@@ -1212,7 +1079,7 @@ std::string cell(const Figure& figure, const Row& row) {
     return fmt::format("{:.1f} KiB (p90 {:.1f})", summary.median, summary.p90);
   }
   std::string text =
-      fmt::format("{} ms (p90 {})", format_ms(summary.median), format_ms(summary.p90));
+      fmt::format("{} ms (p90 {})", format_bare_ms(summary.median), format_bare_ms(summary.p90));
   if (row.rtt_ms > 0) {
     text += fmt::format(" = {:.2f} RTT", summary.median / static_cast<double>(row.rtt_ms));
   }
@@ -1250,26 +1117,6 @@ std::string render_table(const std::vector<Row>& rows) {
                     verdict(row), ratio(row.healer, row.openssh), ratio(row.healer, row.asyncssh));
   }
   return table;
-}
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> items;
-  std::string item;
-  std::istringstream in(text);
-  while (std::getline(in, item, ',')) {
-    if (!item.empty()) {
-      items.push_back(item);
-    }
-  }
-  return items;
-}
-
-void raise_fd_limit() {
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-    limit.rlim_cur = limit.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &limit);
-  }
 }
 
 int bench_main(int argc, char** argv) {
