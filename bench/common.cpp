@@ -434,6 +434,10 @@ void OpenSsh::stop_all_masters() {
       time_process(argv, log_);
     }
   }
+  await_exit_or_terminate(pids);
+}
+
+void await_exit_or_terminate(const std::vector<pid_t>& pids) {
   const auto all_gone = [&pids] {
     return scan_proc([&pids] {
       return std::all_of(pids.begin(), pids.end(),

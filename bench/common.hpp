@@ -148,6 +148,9 @@ pid_t spawn_process(const std::vector<std::string>& argv, const std::filesystem:
                     const std::vector<std::string>& extra_env = {});
 /// Waits for `pid` and returns its exit code (128 + signal when a signal ended it).
 int wait_process(pid_t pid);
+/// Waits up to 5 s for every process of `pids` (ours, asked to exit) to be gone, then sends
+/// SIGTERM to those still there and waits up to 5 s more.
+void await_exit_or_terminate(const std::vector<pid_t>& pids);
 
 /// How a waited-for process ended, with its own resource usage (wait4).
 struct ProcessUsage {

@@ -610,20 +610,7 @@ class OpenSsh {
       }
     }
     run_parallel(commands, log_);
-    const auto all_gone = [&pids] {
-      return scan_proc([&pids] {
-        return std::all_of(pids.begin(), pids.end(),
-                           [](pid_t pid) { return test::process_gone(pid); });
-      });
-    };
-    if (!test::poll_until(all_gone, 5s)) {
-      for (const pid_t pid : pids) {
-        if (!scan_proc([pid] { return test::process_gone(pid); })) {
-          ::kill(pid, SIGTERM);
-        }
-      }
-      test::poll_until(all_gone, 5s);
-    }
+    await_exit_or_terminate(pids);
   }
 
   [[nodiscard]] const std::filesystem::path& log() const { return log_; }
