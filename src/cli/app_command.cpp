@@ -9,8 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "common.hpp"
 #include "healer/cli/exit_codes.hpp"
-#include "inventory.hpp"
+#include "healer/service/inventory.hpp"
+#include "healer/service/json.hpp"
+#include "values.hpp"
 
 namespace healer::cli {
 namespace {
@@ -43,10 +46,11 @@ std::string server_name(store::Store& store, std::int64_t id) {
 }
 
 int run_add(const AppArgs& args) {
-  auto store = open_store(args.store);
-  if (!store) {
-    return fail(store.error());
+  auto runtime = open_runtime(args.store, PoolOptionValues{});
+  if (!runtime) {
+    return fail(runtime.error());
   }
+  auto* store = &(*runtime)->store();
   auto server = store->get_server_by_name(args.server);
   if (!server) {
     return server.error().code == store::Errc::not_found
@@ -61,6 +65,9 @@ int run_add(const AppArgs& args) {
   app.ports = args.ports;
   app.health_url = args.health_url;
   app.log_paths = args.logs;
+  if (auto valid = service::validate_application(app); !valid) {
+    return fail(valid.error());
+  }
   if (args.replace) {
     if (auto existing = store->get_application_by_name(args.name); existing) {
       app.id = existing->id;
@@ -83,10 +90,11 @@ int run_add(const AppArgs& args) {
 }
 
 int run_list(const AppArgs& args) {
-  auto store = open_store(args.store);
-  if (!store) {
-    return fail(store.error());
+  auto runtime = open_runtime(args.store, PoolOptionValues{});
+  if (!runtime) {
+    return fail(runtime.error());
   }
+  auto* store = &(*runtime)->store();
   auto apps = store->list_applications();
   if (!apps) {
     return fail(apps.error());
@@ -96,7 +104,7 @@ int run_list(const AppArgs& args) {
     for (const auto& app : *apps) {
       doc.push_back(app_json(app, server_name(*store, app.server_id)));
     }
-    std::cout << doc.dump(2) << '\n';
+    std::cout << service::dump(doc, 2) << '\n';
     return 0;
   }
   if (apps->empty()) {
@@ -108,18 +116,21 @@ int run_list(const AppArgs& args) {
     for (auto port : app.ports) {
       ports.push_back(std::to_string(port));
     }
-    std::cout << fmt::format("{} on {}: units [{}], ports [{}]{}\n", app.name,
-                             server_name(*store, app.server_id), join(app.systemd_units),
-                             join(ports), app.health_url.empty() ? "" : ", " + app.health_url);
+    std::cout << terminal_safe(fmt::format("{} on {}: units [{}], ports [{}]{}", app.name,
+                                           server_name(*store, app.server_id),
+                                           join(app.systemd_units), join(ports),
+                                           app.health_url.empty() ? "" : ", " + app.health_url))
+              << '\n';
   }
   return 0;
 }
 
 int run_remove(const AppArgs& args) {
-  auto store = open_store(args.store);
-  if (!store) {
-    return fail(store.error());
+  auto runtime = open_runtime(args.store, PoolOptionValues{});
+  if (!runtime) {
+    return fail(runtime.error());
   }
+  auto* store = &(*runtime)->store();
   auto app = store->get_application_by_name(args.name);
   if (!app) {
     return app.error().code == store::Errc::not_found
@@ -148,7 +159,7 @@ Command add_app_command(CLI::App& app) {
   add->add_option("--server,-s", a.server, "The server it runs on")->required();
   add->add_option("--unit,-u", a.units, "systemd unit that must be active (repeatable)");
   add->add_option("--port,-p", a.ports, "TCP port that must be listening (repeatable)")
-      ->check(CLI::Range(1, 65535));
+      ->check(decimal_port());
   add->add_option("--health-url", a.health_url,
                   "URL fetched from the server itself; 2xx/3xx is healthy");
   add->add_option("--log", a.logs, "Log file path (repeatable)");

@@ -3,32 +3,25 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
-#include <asio/co_spawn.hpp>
-#include <asio/io_context.hpp>
 #include <chrono>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
+#include <cmath>
 #include <iostream>
-#include <iterator>
+#include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
-#include <optional>
 
 #include "healer/cli/exit_codes.hpp"
-#include "healer/exec/executor.hpp"
-#include "healer/pool/pool.hpp"
-#include "healer/ssh/errors.hpp"
-#include "inventory.hpp"
+#include "healer/service/errors.hpp"
+#include "healer/service/exec.hpp"
+#include "healer/service/inventory.hpp"
+#include "healer/service/json.hpp"
+#include "values.hpp"
 
 namespace healer::cli {
 namespace {
 
-namespace fs = std::filesystem;
+constexpr std::size_t kMaxInputFile = std::size_t{64} << 20;
 
-constexpr const char* kServerId = "cli";
-
-// Words after "--", split into commands at ":::" (as GNU parallel does).
+// Words split into commands at ":::" (as GNU parallel does).
 std::vector<std::string> split_commands(const std::vector<std::string>& words) {
   std::vector<std::string> commands(1);
   for (const auto& word : words) {
@@ -45,72 +38,6 @@ std::vector<std::string> split_commands(const std::vector<std::string>& words) {
   return commands;
 }
 
-std::optional<std::string> read_file(const std::string& path) {
-  if (path == "-") {
-    return std::string(std::istreambuf_iterator<char>(std::cin), {});
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return std::nullopt;
-  }
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-double ms(std::chrono::microseconds us) { return static_cast<double>(us.count()) / 1000.0; }
-
-std::string error_name(const Error& error) {
-  if (error.code.category() == ssh::error_category()) {
-    return ssh::errc_name(static_cast<ssh::Errc>(error.code.value()));
-  }
-  if (error.code.category() == pool::error_category()) {
-    return pool::errc_name(static_cast<pool::Errc>(error.code.value()));
-  }
-  return error.code.message();
-}
-
-nlohmann::json result_json(const std::string& command, const Result<ssh::CommandResult>& result) {
-  nlohmann::json doc;
-  doc["command"] = command;
-  if (!result) {
-    doc["ok"] = false;
-    doc["error"] = {{"code", error_name(result.error())}, {"message", result.error().message()}};
-    return doc;
-  }
-  const auto& r = *result;
-  doc["ok"] = true;
-  doc["exit_status"] = r.exit_status ? nlohmann::json(*r.exit_status) : nlohmann::json(nullptr);
-  doc["exit_signal"] =
-      r.exit_signal.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.exit_signal);
-  doc["stdout"] = r.out;
-  doc["stderr"] = r.err;
-  doc["stdout_truncated"] = r.out_truncated;
-  doc["stderr_truncated"] = r.err_truncated;
-  doc["stdout_bytes"] = r.out_bytes;
-  doc["stderr_bytes"] = r.err_bytes;
-  doc["host_key_fingerprint"] = r.host_key_fingerprint;
-  doc["session_reused"] = r.session_reused;
-  doc["queue_ms"] = ms(r.timing.queue);
-  doc["open_ms"] = ms(r.timing.open);
-  doc["run_ms"] = ms(r.timing.run);
-  return doc;
-}
-
-nlohmann::json stats_json(const pool::PoolStats& stats) {
-  return {{"sessions_ready", stats.sessions_ready},
-          {"sessions_opened", stats.sessions_opened},
-          {"handshakes_started", stats.handshakes_started},
-          {"handshakes_failed", stats.handshakes_failed},
-          {"acquisitions", stats.acquisitions},
-          {"hit_rate", stats.hit_rate()},
-          {"reuse", stats.reuse()},
-          {"exhausted", stats.exhausted},
-          {"timeouts", stats.timeouts},
-          {"channel_limit_lowered", stats.channel_limit_lowered},
-          {"handshake_ms_p50", static_cast<double>(stats.handshake_time.quantile_us(0.5)) / 1000},
-          {"wait_ms_p50", static_cast<double>(stats.wait_time.quantile_us(0.5)) / 1000},
-          {"wait_ms_p99", static_cast<double>(stats.wait_time.quantile_us(0.99)) / 1000}};
-}
-
 void print_stats(const pool::PoolStats& stats) {
   std::cerr << fmt::format(
       "pool: {} connection(s) opened, {} handshake(s) ({} failed), {} acquisitions, hit rate "
@@ -122,139 +49,32 @@ void print_stats(const pool::PoolStats& stats) {
       static_cast<double>(stats.wait_time.quantile_us(0.5)) / 1000);
 }
 
-struct Outcome {
-  std::vector<Result<ssh::CommandResult>> results;
-  pool::PoolStats stats;
-};
-
-asio::awaitable<Outcome> run_through_pool(pool::Server server, PoolConfig config,
-                                          std::vector<std::string> commands,
-                                          exec::RunOptions options) {
-  auto executor = co_await asio::this_coro::executor;
-  pool::Registry registry(executor, std::move(config));
-  registry.add_server(std::move(server));
-  exec::Executor runner(registry);
-  Outcome outcome;
-  outcome.results =
-      co_await runner.async_run_all(kServerId, std::move(commands), std::move(options));
-  co_await registry.async_shutdown(Deadline::after(std::chrono::seconds(2)));
-  outcome.stats = registry.stats(kServerId);
-  co_return outcome;
+// Remote output as it is when piped (byte for byte); on a terminal, with control characters
+// escaped (a server's output must not drive the terminal).
+void write_output(std::ostream& stream, const std::string& text, bool terminal) {
+  if (terminal) {
+    const auto safe = terminal_safe(text, true);
+    stream.write(safe.data(), static_cast<std::streamsize>(safe.size()));
+  } else {
+    stream.write(text.data(), static_cast<std::streamsize>(text.size()));
+  }
 }
 
-}  // namespace
-
-int run_exec(const ExecArgs& args) {
-  auto config = resolve_pool_config(args.pool);
-  if (!config) {
-    std::cerr << "healer: " << config.error().message() << '\n';
-    return kExitUsage;
-  }
-  std::vector<std::string> commands = split_commands(args.command);
-  if (!args.commands_file.empty()) {
-    auto text = read_file(args.commands_file);
-    if (!text) {
-      std::cerr << fmt::format("healer: cannot read --commands {}\n", args.commands_file);
-      return kExitUsage;
-    }
-    std::size_t start = 0;
-    while (start < text->size()) {
-      auto end = text->find('\n', start);
-      if (end == std::string::npos) {
-        end = text->size();
-      }
-      auto line = text->substr(start, end - start);
-      if (!line.empty() && line.front() != '#') {
-        commands.push_back(std::move(line));
-      }
-      start = end + 1;
-    }
-  }
-  if (commands.empty()) {
-    std::cerr << "healer: no command given (after --, or with --commands FILE)\n";
-    return kExitUsage;
-  }
-
-  pool::Server server;
-  server.id = kServerId;
-  server.endpoint = ssh::Endpoint(args.host, args.port);
-  server.connect.user = args.user;
-  server.connect.known_hosts_file =
-      args.known_hosts.empty() ? default_known_hosts() : args.known_hosts;
-  server.connect.host_key_policy =
-      args.accept_new_host_key ? ssh::HostKeyPolicy::accept_new : ssh::HostKeyPolicy::strict;
-  if (args.auth == "agent") {
-    server.connect.auth = ssh::AuthMethod::agent;
-    server.connect.identity_file = args.identity;
-  } else if (args.auth == "password") {
-    server.connect.auth = ssh::AuthMethod::password;
-    const char* password = std::getenv("HEALER_PASSWORD");
-    if (password == nullptr) {
-      std::cerr << "healer: --auth password needs the password in HEALER_PASSWORD\n";
-      return kExitUsage;
-    }
-    server.connect.password = password;
-  } else {
-    server.connect.auth = ssh::AuthMethod::key_file;
-    server.connect.identity_file = args.identity.empty() ? default_identity() : args.identity;
-    if (const char* passphrase = std::getenv("HEALER_KEY_PASSPHRASE"); passphrase != nullptr) {
-      server.connect.passphrase = passphrase;
-    }
-  }
-
-  exec::RunOptions options;
-  options.max_output = args.max_output;
-  options.deadline = Deadline::after(
-      std::chrono::milliseconds(static_cast<std::int64_t>(args.timeout_s * 1000.0)));
-  if (!args.stdin_file.empty()) {
-    auto stdin_data = read_file(args.stdin_file);
-    if (!stdin_data) {
-      std::cerr << fmt::format("healer: cannot read --stdin-file {}\n", args.stdin_file);
-      return kExitUsage;
-    }
-    options.stdin_data = std::move(*stdin_data);
-  }
-
-  asio::io_context io;
-  std::optional<Outcome> outcome;
-  asio::co_spawn(io, run_through_pool(std::move(server), std::move(*config), commands, options),
-                 [&outcome](std::exception_ptr failure, Outcome value) {
-                   if (failure) {
-                     std::rethrow_exception(failure);
-                   }
-                   outcome = std::move(value);
-                 });
-  io.run();
-
+// One server's results as before fan-out existed: the output of each command, "==> cmd <=="
+// headers with several commands.
+int print_single(const ExecArgs& args, const std::vector<std::string>& commands,
+                 const service::ExecServerResult& server, const std::string& who) {
   const bool single = commands.size() == 1;
-  if (args.json) {
-    nlohmann::json doc;
-    if (single) {
-      doc = result_json(commands.front(), outcome->results.front());
-      doc["host"] = args.host;
-      doc["port"] = args.port;
-    } else {
-      doc["host"] = args.host;
-      doc["port"] = args.port;
-      doc["results"] = nlohmann::json::array();
-      for (std::size_t i = 0; i < commands.size(); ++i) {
-        doc["results"].push_back(result_json(commands[i], outcome->results[i]));
-      }
-    }
-    if (args.stats) {
-      doc["pool"] = stats_json(outcome->stats);
-    }
-    std::cout << doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
-  }
-
+  const bool out_tty = stdout_is_terminal();
+  const bool err_tty = stderr_is_terminal();
   int exit_code = 0;
-  const std::string who = args.user.empty() ? args.host : args.user + "@" + args.host;
   for (std::size_t i = 0; i < commands.size(); ++i) {
-    const auto& result = outcome->results[i];
+    const auto& result = server.results[i];
     if (!result) {
-      std::cerr << fmt::format("healer: exec on {} failed{}: {}\n", who,
-                               single ? "" : fmt::format(" for `{}`", commands[i]),
-                               result.error().message());
+      std::cerr << terminal_safe(fmt::format("healer: exec on {} failed{}: {}", who,
+                                             single ? "" : fmt::format(" for `{}`", commands[i]),
+                                             result.error().message()))
+                << '\n';
       if (exit_code == 0) {
         exit_code = exit_code_for(result.error());
       }
@@ -262,11 +82,12 @@ int run_exec(const ExecArgs& args) {
     }
     if (!args.json) {
       if (!single) {
-        std::cout << fmt::format("==> {} <== (exit {})\n", commands[i], result->shell_exit_code());
+        std::cout << terminal_safe(
+            fmt::format("==> {} <== (exit {})\n", commands[i], result->shell_exit_code()), true);
       }
-      std::cout.write(result->out.data(), static_cast<std::streamsize>(result->out.size()));
+      write_output(std::cout, result->out, out_tty);
       std::cout.flush();
-      std::cerr.write(result->err.data(), static_cast<std::streamsize>(result->err.size()));
+      write_output(std::cerr, result->err, err_tty);
       if (result->out_truncated || result->err_truncated) {
         std::cerr << fmt::format(
             "healer: output truncated to {} bytes per stream ({} stdout, {} stderr bytes in "
@@ -278,19 +99,198 @@ int run_exec(const ExecArgs& args) {
       exit_code = result->shell_exit_code();
     }
   }
-  if (args.stats && !args.json) {
-    print_stats(outcome->stats);
+  return exit_code;
+}
+
+// The exit code of one command for the fan-out summary: its status, else its error's code.
+int command_code(const Result<ssh::CommandResult>& result) {
+  return result ? result->shell_exit_code() : exit_code_for(result.error());
+}
+
+// Several servers, grouped like `dshbak -c`: servers whose results are identical share one block
+// headed by their names; exit code = the worst (highest) of all.
+int print_fan_out(const ExecArgs& args, const std::vector<std::string>& commands,
+                  const service::ExecOutcome& outcome) {
+  const bool out_tty = stdout_is_terminal();
+  std::map<std::string, std::vector<std::string>> groups;  // block text -> servers
+  std::vector<std::string> order;
+  int worst = 0;
+  for (const auto& server : outcome.servers) {
+    std::string block;
+    for (std::size_t i = 0; i < commands.size(); ++i) {
+      const auto& result = server.results[i];
+      worst = std::max(worst, command_code(result));
+      if (commands.size() > 1) {
+        block += fmt::format("--- {} (exit {})\n", commands[i], command_code(result));
+      }
+      if (!result) {
+        block += "healer: " + result.error().message() + "\n";
+        continue;
+      }
+      block += result->out;
+      if (!result->err.empty()) {
+        block += result->err;
+      }
+      if (!result->out.empty() && result->out.back() != '\n') {
+        block += '\n';
+      }
+      if (commands.size() == 1 && result->shell_exit_code() != 0) {
+        block += fmt::format("(exit {})\n", result->shell_exit_code());
+      }
+    }
+    auto [it, inserted] = groups.try_emplace(block);
+    if (inserted) {
+      order.push_back(block);
+    }
+    it->second.push_back(server.server);
+  }
+  for (const auto& block : order) {
+    const auto& names = groups[block];
+    const std::string header =
+        fmt::format("----------------\n{}\n----------------\n", join(names, ","));
+    std::cout << terminal_safe(header, true);
+    write_output(std::cout, block, out_tty);
+  }
+  (void)args;
+  return worst;
+}
+
+int run_exec(const ExecArgs& args, const std::vector<std::string>& after_dashdash) {
+  auto timeout = timeout_from_seconds(args.timeout_s, "--timeout");
+  if (!timeout) {
+    return fail(timeout.error());
+  }
+  service::ExecRequest request;
+  std::vector<std::string> command_words = after_dashdash;
+  request.selection = args.selection;
+  if (!args.host.empty()) {
+    if (!args.words.empty() && after_dashdash.empty()) {
+      command_words = args.words;  // `healer exec --host h cmd` (no "--") still works
+    } else if (!args.words.empty()) {
+      return usage("give either --host or server names, not both");
+    }
+    service::AdHocTarget target;
+    target.host = args.host;
+    target.port = args.port;
+    target.user = args.user;
+    target.auth = *service::parse_auth(args.auth == "key" ? "key" : args.auth);
+    target.identity = args.identity;
+    target.known_hosts = args.known_hosts;
+    target.accept_new_host_key = args.accept_new_host_key;
+    request.host = target;
+  } else {
+    request.selection.names.insert(request.selection.names.end(), args.words.begin(),
+                                   args.words.end());
+  }
+  request.commands = split_commands(command_words);
+  if (!args.commands_file.empty()) {
+    auto text = read_user_file(args.commands_file, kMaxInputFile, "--commands");
+    if (!text) {
+      return fail(text.error());
+    }
+    std::size_t start = 0;
+    while (start < text->size()) {
+      auto end = text->find('\n', start);
+      if (end == std::string::npos) {
+        end = text->size();
+      }
+      auto line = text->substr(start, end - start);
+      if (!line.empty() && line.front() != '#') {
+        request.commands.push_back(std::move(line));
+      }
+      start = end + 1;
+    }
+  }
+  if (request.commands.empty()) {
+    return usage("no command given (after --, or with --commands FILE)");
+  }
+  if (!request.host && request.selection.empty()) {
+    return usage("name servers, or use --tag TAG, --all or --host HOST");
+  }
+  if (!args.stdin_file.empty()) {
+    auto data = read_user_file(args.stdin_file, kMaxInputFile, "--stdin-file");
+    if (!data) {
+      return fail(data.error());
+    }
+    request.stdin_data = std::move(*data);
+  }
+  request.max_output = args.max_output;
+  request.timeout = *timeout;
+  request.parallel = args.parallel;
+  request.with_stats = args.stats;
+  const auto commands = request.commands;
+
+  auto runtime = open_runtime(args.store, args.pool, !request.host.has_value());
+  if (!runtime) {
+    return fail(runtime.error());
+  }
+  if (request.host && request.host->auth == store::AuthMethod::password &&
+      !(*runtime)->secrets().password) {
+    return usage("--auth password needs the password in HEALER_PASSWORD");
+  }
+  int interrupted = 0;
+  auto outcome =
+      (*runtime)->run_one_shot(service::async_exec(**runtime, std::move(request)), &interrupted);
+  if (!outcome) {
+    return fail(outcome.error());
+  }
+  int exit_code = 0;
+  if (outcome->servers.size() == 1 && args.host.size() > 0) {
+    const auto& server = outcome->servers.front();
+    if (args.json) {
+      service::Json doc;
+      if (commands.size() == 1) {
+        doc = service::to_json(commands.front(), server.results.front(), service::Wire::text);
+        doc["host"] = args.host;
+        doc["port"] = args.port;
+      } else {
+        doc["host"] = args.host;
+        doc["port"] = args.port;
+        doc["results"] = service::Json::array();
+        for (std::size_t i = 0; i < commands.size(); ++i) {
+          doc["results"].push_back(
+              service::to_json(commands[i], server.results[i], service::Wire::text));
+        }
+      }
+      doc["healer_version"] = service::version();
+      if (outcome->stats) {
+        doc["pool"] = service::to_json(*outcome->stats);
+      }
+      std::cout << service::dump(doc, 2) << '\n';
+    }
+    const std::string who = args.user.empty() ? args.host : args.user + "@" + args.host;
+    exit_code = print_single(args, commands, server, who);
+  } else if (args.json) {
+    std::cout << service::dump(service::to_json(*outcome, commands, service::Wire::text), 2)
+              << '\n';
+    for (const auto& server : outcome->servers) {
+      for (const auto& result : server.results) {
+        exit_code = std::max(exit_code, command_code(result));
+      }
+    }
+  } else {
+    exit_code = print_fan_out(args, commands, *outcome);
+  }
+  if (args.stats && !args.json && outcome->stats) {
+    print_stats(*outcome->stats);
+  }
+  if (interrupted != 0) {
+    return 128 + interrupted;
   }
   return exit_code;
 }
 
-Command add_exec_command(CLI::App& app) {
+}  // namespace
+
+Command add_exec_command(CLI::App& app, const std::vector<std::string>* after_dashdash) {
   auto args = std::make_shared<ExecArgs>();
   auto& exec = *args;
   auto* exec_cmd = app.add_subcommand(
-      "exec", "Run commands on a host through the connection pool (concurrently, one connection)");
-  exec_cmd->add_option("--host", exec.host, "Host name or address")->required();
-  exec_cmd->add_option("--port,-p", exec.port, "SSH port")->check(CLI::Range(1, 65535));
+      "exec",
+      "Run commands on a host, or on inventory servers (names, --tag, --all) in parallel, "
+      "through the connection pool (one connection per server)");
+  exec_cmd->add_option("--host", exec.host, "Host name or address (instead of inventory names)");
+  exec_cmd->add_option("--port,-p", exec.port, "SSH port (decimal)")->check(decimal_port());
   exec_cmd->add_option("--user,-l", exec.user, "Remote user (default: the local user)");
   exec_cmd
       ->add_option("--auth", exec.auth, "key | agent | password (password from HEALER_PASSWORD)")
@@ -303,24 +303,30 @@ Command add_exec_command(CLI::App& app) {
   exec_cmd->add_flag("--accept-new-host-key", exec.accept_new_host_key,
                      "Record the key of a host not yet in known_hosts (trust on first use); a "
                      "changed key is always refused");
-  exec_cmd
-      ->add_option("--timeout", exec.timeout_s,
-                   "Deadline for the whole run (queueing, connecting, running), in seconds")
-      ->check(CLI::PositiveNumber);
+  exec_cmd->add_option("--tag,-t", exec.selection.tags, "Every server with this tag (repeatable)");
+  exec_cmd->add_flag("--all,-a", exec.selection.all, "Every server in the inventory");
+  exec_cmd->add_option("--timeout", exec.timeout_s,
+                       "Deadline for the whole run (queueing, connecting, running), in seconds");
   exec_cmd
       ->add_option("--max-output", exec.max_output,
                    "Bytes kept per stream; the rest is counted and dropped")
       ->check(CLI::PositiveNumber);
+  exec_cmd->add_option("--parallel", exec.parallel, "Servers at once (inventory servers)")
+      ->check(CLI::Range(1, 10000));
   exec_cmd->add_option("--stdin-file", exec.stdin_file,
                        "Send this file ('-' = stdin) to each command as stdin");
   exec_cmd->add_option("--commands", exec.commands_file,
                        "Read commands from FILE, one per line ('#' starts a comment)");
   exec_cmd->add_flag("--json", exec.json, "Print JSON instead of the raw output");
   exec_cmd->add_flag("--stats", exec.stats, "Print the connection pool's stats after the run");
-  exec_cmd->add_option("command", exec.command,
-                       "The remote command(s), after --; separate several with :::");
+  exec_cmd
+      ->add_option("words", exec.words,
+                   "Server names; the remote command(s) go after --, several separated "
+                   "with :::")
+      ->type_name("SERVER");
+  add_store_options(*exec_cmd, exec.store);
   add_pool_options(*exec_cmd, exec.pool);
-  return Command{exec_cmd, [args] { return run_exec(*args); }};
+  return Command{exec_cmd, [args, after_dashdash] { return run_exec(*args, *after_dashdash); }};
 }
 
 }  // namespace healer::cli

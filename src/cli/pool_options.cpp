@@ -3,9 +3,6 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
-#include <fstream>
-#include <iterator>
-#include <system_error>
 
 #include "healer/core/config_loader.hpp"
 
@@ -31,32 +28,6 @@ void add_pool_options(CLI::App& app, PoolOptionValues& values) {
         ->type_name(is_mode ? setting.rule : (setting.rule.starts_with("ms") ? "MS" : "N"))
         ->group(kGroup);
   }
-}
-
-Result<PoolConfig> resolve_pool_config(const PoolOptionValues& values) {
-  const auto env = config::Environment::process();
-  auto file = config::find_config_file(env, values.config_file);
-  if (!file) {
-    return std::move(file).error();
-  }
-  return config::load_pool_config(env, *file, values.flags);
-}
-
-Result<std::optional<ConfigFile>> read_config_file(const PoolOptionValues& values) {
-  auto file = config::find_config_file(config::Environment::process(), values.config_file);
-  if (!file) {
-    return std::move(file).error();
-  }
-  if (!*file) {
-    return std::optional<ConfigFile>{};
-  }
-  std::ifstream in(**file, std::ios::binary);
-  if (!in) {
-    return Error{std::make_error_code(std::errc::io_error),
-                 fmt::format("cannot read the config file {}", (*file)->string())};
-  }
-  return std::optional<ConfigFile>{
-      ConfigFile{**file, std::string(std::istreambuf_iterator<char>(in), {})}};
 }
 
 }  // namespace healer::cli

@@ -1,7 +1,5 @@
 #include "healer/core/config_loader.hpp"
 
-#include <toml++/toml.h>
-
 #include <algorithm>
 #include <array>
 #include <cerrno>
@@ -16,6 +14,8 @@
 #include <utility>
 #include <variant>
 
+#include "healer/core/config_document.hpp"
+
 namespace healer::config {
 namespace {
 
@@ -24,8 +24,6 @@ using std::chrono::milliseconds;
 
 // Durations are capped so that `now + duration` can never overflow steady_clock's nanoseconds.
 constexpr std::uint64_t kMaxMillis = 31'536'000'000;  // one year
-// A config file larger than this is a mistake (--config /dev/zero), not a config.
-constexpr std::streamsize kMaxFileBytes = 1 << 20;
 
 using Field = std::variant<std::size_t PoolConfig::*, int PoolConfig::*, milliseconds PoolConfig::*,
                            OnExhausted PoolConfig::*>;
@@ -382,47 +380,11 @@ std::size_t index_of(const Setting& setting) {
   return static_cast<std::size_t>(&setting - kSettings.data());
 }
 
-Result<std::string> read_file(const fs::path& file) {
-  std::error_code ec;
-  if (fs::is_directory(file, ec)) {
-    return make_error(Errc::file_unreadable, file.string() + ": is a directory");
-  }
-  errno = 0;
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    const int error = errno != 0 ? errno : ENOENT;
-    return make_error(Errc::file_unreadable,
-                      file.string() + ": " + std::generic_category().message(error));
-  }
-  std::string text(static_cast<std::size_t>(kMaxFileBytes) + 1, '\0');
-  in.read(text.data(), kMaxFileBytes + 1);
-  if (in.bad()) {
-    return make_error(Errc::file_unreadable, file.string() + ": read error");
-  }
-  const std::streamsize size = in.gcount();
-  if (size > kMaxFileBytes) {
-    return make_error(Errc::file_unreadable, file.string() + ": larger than 1 MiB");
-  }
-  text.resize(static_cast<std::size_t>(size));
-  return text;
-}
-
 // Applies the [pool] table of `file` over `config`; other top-level tables belong to other parts
 // of healer and are left alone.
-Result<void> apply_file(const fs::path& file, PoolConfig& config, Origins& origins) {
-  auto text = read_file(file);
-  if (!text) {
-    return std::move(text).error();
-  }
-  toml::table root;
-  try {
-    root = toml::parse(*text, file.string());
-  } catch (const toml::parse_error& e) {
-    return make_error(Errc::parse_error, file.string() + " line " +
-                                             std::to_string(e.source().begin.line) + " column " +
-                                             std::to_string(e.source().begin.column) + ": " +
-                                             std::string(e.description()));
-  }
+Result<void> apply_file(const ConfigFile& config_file, PoolConfig& config, Origins& origins) {
+  const fs::path& file = config_file.path();
+  const toml::table& root = config_file.document().root;
   for (const auto& [key, node] : root) {
     if (key.str() == "pool") {
       if (!node.is_table()) {
@@ -649,10 +611,22 @@ std::vector<SettingInfo> pool_settings() {
 Result<PoolConfig> load_pool_config(const Environment& env,
                                     const std::optional<std::filesystem::path>& file,
                                     const std::map<std::string, std::string>& flags) {
+  if (!file) {
+    return load_pool_config(env, static_cast<const ConfigFile*>(nullptr), flags);
+  }
+  auto parsed = ConfigFile::read(*file);
+  if (!parsed) {
+    return std::move(parsed).error();
+  }
+  return load_pool_config(env, &*parsed, flags);
+}
+
+Result<PoolConfig> load_pool_config(const Environment& env, const ConfigFile* file,
+                                    const std::map<std::string, std::string>& flags) {
   PoolConfig config;
   Origins origins = default_origins(config, "default");
   // Lowest precedence first: each layer overwrites what the one before set.
-  if (file) {
+  if (file != nullptr) {
     if (auto applied = apply_file(*file, config, origins); !applied) {
       return std::move(applied).error();
     }

@@ -86,6 +86,7 @@ asio::awaitable<CollectResult> async_collect_one(exec::Executor& executor, std::
     exec::RunOptions run;
     run.deadline = deadline;
     run.max_output = options.max_output;
+    run.priority = options.priority;
     run.stdin_data = probe_script(marker, options.probe);
     auto ran = co_await executor.async_run(server_id, std::string(kProbeCommand), std::move(run));
     if (!ran) {

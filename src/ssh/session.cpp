@@ -568,6 +568,9 @@ Result<void> Session::Impl::verify_host_key() {
       ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash.get(), hash_len));
   fingerprint_ = printable ? printable.get() : "";
   const char* key_type = ssh_key_type_to_char(ssh_key_type(key.get()));
+  if (options_.on_host_key) {
+    options_.on_host_key(key_type != nullptr ? key_type : "", fingerprint_);
+  }
   const std::string file =
       options_.known_hosts_file.empty() ? "~/.ssh/known_hosts" : options_.known_hosts_file;
 

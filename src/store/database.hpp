@@ -48,7 +48,16 @@ class Database {
       std::optional<std::int64_t> server_id);
   [[nodiscard]] Result<void> remove_application(std::int64_t id);
 
-  [[nodiscard]] Result<std::int64_t> record_run(const DiagnosisRun& run);
+  [[nodiscard]] Result<RecordedRun> record_run(const DiagnosisRun& run);
+  [[nodiscard]] Result<std::vector<DiagnosisRun>> latest_runs();
+  [[nodiscard]] Result<std::vector<DiagnosisRun>> runs_page(std::int64_t server_id,
+                                                            std::int64_t before_id,
+                                                            std::size_t limit);
+  [[nodiscard]] Result<std::vector<StatusTransition>> transitions(std::int64_t server_id,
+                                                                  std::int64_t since_ms,
+                                                                  std::size_t limit);
+  [[nodiscard]] Result<std::vector<MetricSample>> latest_samples(
+      std::optional<std::int64_t> server_id, std::int64_t since_ms);
   [[nodiscard]] Result<DiagnosisRun> get_run(std::int64_t id);
   [[nodiscard]] Result<std::vector<DiagnosisRun>> recent_runs(std::int64_t server_id,
                                                               std::size_t limit);

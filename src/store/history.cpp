@@ -73,7 +73,7 @@ Result<std::int64_t> delete_in_chunks(sql::Connection& db, std::string_view tabl
 
 }  // namespace
 
-Result<std::int64_t> Database::record_run(const DiagnosisRun& run) {
+Result<RecordedRun> Database::record_run(const DiagnosisRun& run) {
   if (auto valid = validate(run); !valid) {
     return std::move(valid).error();
   }
@@ -99,6 +99,26 @@ Result<std::int64_t> Database::record_run(const DiagnosisRun& run) {
       return invalid("application #" + std::to_string(*run.app_id) + " is not on server #" +
                      std::to_string(run.server_id));
     }
+  }
+  // The status before this run, for the transition (same server, same application or none).
+  auto previous = db_.prepare(
+      "SELECT status FROM diagnosis_runs WHERE server_id = ?1 AND app_id IS ?2 "
+      "ORDER BY started_at DESC, id DESC LIMIT 1");
+  if (!previous) {
+    return std::move(previous).error();
+  }
+  previous->bind(1, run.server_id).bind(2, run.app_id);
+  auto previous_row = previous->step();
+  if (!previous_row) {
+    return std::move(previous_row).error();
+  }
+  std::optional<CheckStatus> before;
+  if (*previous_row) {
+    auto status = status_from_sql(previous->text(0));
+    if (!status) {
+      return std::move(status).error();
+    }
+    before = *status;
   }
   auto insert = db_.prepare(
       "INSERT INTO diagnosis_runs (server_id, app_id, started_at, finished_at, status) "
@@ -139,10 +159,33 @@ Result<std::int64_t> Database::record_run(const DiagnosisRun& run) {
       return std::move(inserted).error();
     }
   }
+  RecordedRun recorded;
+  recorded.run_id = id;
+  if (!before || *before != run.status) {
+    auto transition = db_.prepare(
+        "INSERT INTO status_transitions (server_id, app_id, at, from_status, to_status, run_id) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+    if (!transition) {
+      return std::move(transition).error();
+    }
+    transition->bind(1, run.server_id)
+        .bind(2, run.app_id)
+        .bind(3, run.started_at)
+        .bind(5, to_string(run.status))
+        .bind(6, id);
+    if (before) {
+      transition->bind(4, to_string(*before));
+    }
+    if (auto inserted = transition->run(); !inserted) {
+      return std::move(inserted).error();
+    }
+    recorded.transition = StatusTransition{
+        db_.last_insert_rowid(), run.server_id, run.app_id, run.started_at, before, run.status, id};
+  }
   if (auto committed = transaction->commit(); !committed) {
     return std::move(committed).error();
   }
-  return id;
+  return recorded;
 }
 
 Result<std::vector<DiagnosisRun>> Database::select_runs(std::string_view where, std::int64_t key,

@@ -119,10 +119,27 @@ CREATE TABLE check_output_cache (
 ) STRICT;
 )sql";
 
+// Status changes of servers and applications, written with the run that showed them, so "red
+// since when" and the transition history need no scan of every run.
+constexpr std::string_view kStatusTransitions = R"sql(
+CREATE TABLE status_transitions (
+  id          INTEGER PRIMARY KEY,
+  server_id   INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+  app_id      INTEGER REFERENCES applications(id) ON DELETE CASCADE,
+  at          INTEGER NOT NULL,
+  from_status TEXT CHECK (from_status IN ('OK', 'WARNING', 'CRITICAL', 'UNKNOWN')),
+  to_status   TEXT NOT NULL CHECK (to_status IN ('OK', 'WARNING', 'CRITICAL', 'UNKNOWN')),
+  run_id      INTEGER REFERENCES diagnosis_runs(id) ON DELETE SET NULL
+) STRICT;
+CREATE INDEX status_transitions_by_server ON status_transitions(server_id, at);
+CREATE INDEX status_transitions_by_time ON status_transitions(at);
+)sql";
+
 constexpr std::array kMigrations = {
     Migration{1, "initial schema", kInitialSchema},
     Migration{2, "server labels and applications", kLabelsAndApplications},
     Migration{3, "check output cache", kCheckOutputCache},
+    Migration{4, "status transitions", kStatusTransitions},
 };
 
 constexpr std::string_view kCreateMigrationsTable = R"sql(

@@ -156,7 +156,35 @@ Result<void> Store::remove_application(std::int64_t id) {
 }
 
 Result<std::int64_t> Store::record_run(const DiagnosisRun& run) {
+  auto recorded = record_diagnosis(run);
+  if (!recorded) {
+    return std::move(recorded).error();
+  }
+  return recorded->run_id;
+}
+
+Result<RecordedRun> Store::record_diagnosis(const DiagnosisRun& run) {
   return call(impl_.get(), [&](Database& db) { return db.record_run(run); });
+}
+
+Result<std::vector<DiagnosisRun>> Store::latest_runs() {
+  return call(impl_.get(), [&](Database& db) { return db.latest_runs(); });
+}
+
+Result<std::vector<DiagnosisRun>> Store::runs_page(std::int64_t server_id, std::int64_t before_id,
+                                                   std::size_t limit) {
+  return call(impl_.get(), [&](Database& db) { return db.runs_page(server_id, before_id, limit); });
+}
+
+Result<std::vector<StatusTransition>> Store::transitions(std::int64_t server_id,
+                                                         std::int64_t since_ms, std::size_t limit) {
+  return call(impl_.get(),
+              [&](Database& db) { return db.transitions(server_id, since_ms, limit); });
+}
+
+Result<std::vector<MetricSample>> Store::latest_samples(std::optional<std::int64_t> server_id,
+                                                        std::int64_t since_ms) {
+  return call(impl_.get(), [&](Database& db) { return db.latest_samples(server_id, since_ms); });
 }
 
 Result<DiagnosisRun> Store::get_run(std::int64_t id) {
@@ -197,7 +225,14 @@ Result<PruneResult> Store::prune(const Retention& retention, std::int64_t now_ms
 void Store::record_run_async(DiagnosisRun run, Callback<std::int64_t> done) {
   post_write<std::int64_t>(
       impl_.get(), "recording a diagnosis run",
-      [run = std::move(run)](Database& db) { return db.record_run(run); }, std::move(done));
+      [run = std::move(run)](Database& db) -> Result<std::int64_t> {
+        auto recorded = db.record_run(run);
+        if (!recorded) {
+          return std::move(recorded).error();
+        }
+        return recorded->run_id;
+      },
+      std::move(done));
 }
 
 void Store::append_samples_async(std::vector<MetricSample> samples, Callback<std::size_t> done) {

@@ -9,6 +9,7 @@
 #include <system_error>
 #include <vector>
 
+#include "healer/core/config_file.hpp"
 #include "healer/core/pool_config.hpp"
 #include "healer/core/result.hpp"
 
@@ -68,10 +69,15 @@ struct SettingInfo {
 [[nodiscard]] std::vector<SettingInfo> pool_settings();
 
 /// Builds a PoolConfig from, in increasing precedence: the defaults, the [pool] table of `file`
-/// (if given; it must exist), the environment, and `flags` (flag name without dashes -> value,
+/// (if given; other tables are left to their owners, but a pool setting outside [pool] is an
+/// error), the environment, and `flags` (flag name without dashes -> value,
 /// only the flags given). Every value present in any source is validated, even one a higher source
 /// overrides; then relations between settings are checked. The first problem is returned, its
 /// detail naming the variable, key or flag and where it came from.
+[[nodiscard]] Result<PoolConfig> load_pool_config(const Environment& env, const ConfigFile* file,
+                                                  const std::map<std::string, std::string>& flags);
+/// The same, reading `file` first (tests and tools; a program reads its ConfigFile once and passes
+/// it to every section's parser).
 [[nodiscard]] Result<PoolConfig> load_pool_config(const Environment& env,
                                                   const std::optional<std::filesystem::path>& file,
                                                   const std::map<std::string, std::string>& flags);

@@ -34,6 +34,8 @@ struct CollectOptions {
   /// The whole sweep: no server's deadline is later (servers not started by then fail at once).
   Deadline deadline = Deadline::never();
   std::size_t max_output = std::size_t{4} << 20;  ///< bytes kept per stream
+  /// Queue priority of each probe (a daemon's schedule runs at background).
+  pool::Priority priority = pool::Priority::normal;
   ProbeOptions probe;
   /// Called on the executor as each server finishes, before async_collect returns (progress bars,
   /// storing results). Must not block; a throw ends the sweep with that exception.

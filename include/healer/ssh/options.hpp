@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 
@@ -58,6 +59,10 @@ struct ConnectOptions {
   /// shown and accepted; another key fails with Errc::host_key_changed before any credential is
   /// sent and nothing is recorded. Empty: any key is recorded (plain trust on first use).
   std::string accept_fingerprint;
+  /// Called once the server's host key is known, before it is checked against known_hosts:
+  /// its type ("ssh-ed25519") and SHA256 fingerprint. How a trust-on-first-use prompt learns
+  /// which key it shows; may be empty. Runs on the session's executor; must not block.
+  std::function<void(const std::string& key_type, const std::string& fingerprint)> on_host_key;
   /// Keepalive request interval; zero disables keepalive.
   std::chrono::milliseconds keepalive_interval{10000};
   /// Keepalives that may go unanswered before the session is declared dead.

@@ -92,6 +92,24 @@ struct DiagnosisRun {
   std::vector<CheckResultRecord> checks;
 };
 
+/// A change of a server's (or one of its applications') overall status between two recorded
+/// runs; the first run of a server is a transition from no status.
+struct StatusTransition {
+  std::int64_t id = 0;
+  std::int64_t server_id = 0;
+  std::optional<std::int64_t> app_id;
+  std::int64_t at = 0;              ///< the run's start, Unix ms
+  std::optional<CheckStatus> from;  ///< unset for the first run
+  CheckStatus to = CheckStatus::unknown;
+  std::int64_t run_id = 0;  ///< the run that showed the new status; 0 once it was pruned
+};
+
+/// What recording a run did.
+struct RecordedRun {
+  std::int64_t run_id = 0;
+  std::optional<StatusTransition> transition;  ///< set when the status changed
+};
+
 /// One metric value of one server at one time.
 struct MetricSample {
   std::int64_t server_id = 0;

@@ -104,6 +104,23 @@ class Store {
 
   /// Records a run and its checks in one transaction; returns the run's id.
   [[nodiscard]] Result<std::int64_t> record_run(const DiagnosisRun& run);
+  /// Records a run like record_run() and, in the same transaction, a status transition when the
+  /// run's status differs from the server's (or application's) previous run.
+  [[nodiscard]] Result<RecordedRun> record_diagnosis(const DiagnosisRun& run);
+  /// The newest server-level run (no application) of every server that has one, with checks.
+  [[nodiscard]] Result<std::vector<DiagnosisRun>> latest_runs();
+  /// A server's runs older than run `before_id` (0: the newest), newest first, with checks.
+  [[nodiscard]] Result<std::vector<DiagnosisRun>> runs_page(std::int64_t server_id,
+                                                            std::int64_t before_id,
+                                                            std::size_t limit);
+  /// A server's status transitions at or after `since_ms`, newest first.
+  [[nodiscard]] Result<std::vector<StatusTransition>> transitions(std::int64_t server_id,
+                                                                  std::int64_t since_ms = 0,
+                                                                  std::size_t limit = 100);
+  /// The newest collection (every sample of one collected_at) of one server, or of every server
+  /// when `server_id` is unset, among samples at or after `since_ms`.
+  [[nodiscard]] Result<std::vector<MetricSample>> latest_samples(
+      std::optional<std::int64_t> server_id, std::int64_t since_ms);
   [[nodiscard]] Result<DiagnosisRun> get_run(std::int64_t id);
   /// A server's most recent runs (newest first), with their checks.
   [[nodiscard]] Result<std::vector<DiagnosisRun>> recent_runs(std::int64_t server_id,

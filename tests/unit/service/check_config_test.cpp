@@ -1,12 +1,12 @@
 // The [checks] table of the config file: layering all < tags < server, both threshold forms, and
 // errors that name the file and the key.
-#include "check_config.hpp"
-
 #include <gtest/gtest.h>
 
 #include <string>
 
-namespace healer::cli {
+#include "healer/service/settings.hpp"
+
+namespace healer::service {
 namespace {
 
 const std::vector<std::string> kKeys{"disk_space", "memory", "cpu.busy"};
@@ -91,7 +91,7 @@ TEST(CheckConfig, ErrorsNameTheFileAndTheKey) {
             std::string::npos);
   EXPECT_NE(parse_error("[checks.tags]\nprod = 1\n").find("checks.tags.prod must be a table"),
             std::string::npos);
-  EXPECT_NE(parse_error("[checks\n").find("/etc/healer.toml: line 1"), std::string::npos);
+  EXPECT_NE(parse_error("[checks\n").find("/etc/healer.toml line 1"), std::string::npos);
 }
 
 TEST(CheckConfig, KnownKeysComeFromTheChecks) {
@@ -102,4 +102,4 @@ TEST(CheckConfig, KnownKeysComeFromTheChecks) {
 }
 
 }  // namespace
-}  // namespace healer::cli
+}  // namespace healer::service

@@ -1,9 +1,9 @@
 // Retention: environment over config file over defaults; bad values are named.
-#include "retention.hpp"
-
 #include <gtest/gtest.h>
 
-namespace healer::cli {
+#include "healer/service/settings.hpp"
+
+namespace healer::service {
 namespace {
 
 TEST(Retention, DefaultsFileAndEnvironment) {
@@ -44,4 +44,4 @@ TEST(Retention, BadValuesAreNamed) {
 }
 
 }  // namespace
-}  // namespace healer::cli
+}  // namespace healer::service

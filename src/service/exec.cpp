@@ -1,0 +1,119 @@
+#include "healer/service/exec.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <memory>
+
+#include "healer/exec/executor.hpp"
+#include "healer/service/errors.hpp"
+
+namespace healer::service {
+namespace {
+
+// What the workers of one fan-out share: each takes the next server in turn.
+struct FanOut {
+  FanOut(std::vector<std::string> server_ids, std::vector<std::string> command_list,
+         exec::RunOptions run_options, asio::any_io_executor executor)
+      : ids(std::move(server_ids)),
+        commands(std::move(command_list)),
+        options(std::move(run_options)),
+        results(ids.size()),
+        done(std::move(executor)) {}
+  std::vector<std::string> ids;
+  std::vector<std::string> commands;
+  exec::RunOptions options;
+  std::vector<std::vector<Result<ssh::CommandResult>>> results;
+  std::size_t next = 0;
+  std::size_t running = 0;
+  asio::steady_timer done;
+};
+
+asio::awaitable<void> fan_out_worker(exec::Executor* executor, std::shared_ptr<FanOut> fan) {
+  while (fan->next < fan->ids.size()) {
+    const std::size_t index = fan->next++;
+    fan->results[index] =
+        co_await executor->async_run_all(fan->ids[index], fan->commands, fan->options);
+  }
+  if (--fan->running == 0) {
+    fan->done.cancel();
+  }
+}
+
+}  // namespace
+
+asio::awaitable<Result<ExecOutcome>> async_exec(Runtime& runtime, ExecRequest request) {
+  std::erase_if(request.commands, [](const std::string& command) { return command.empty(); });
+  if (request.commands.empty()) {
+    co_return make_error(Errc::invalid_input,
+                         "no command given (after --, or with --commands FILE)");
+  }
+  if (request.host.has_value() == !request.selection.empty()) {
+    co_return make_error(Errc::invalid_input,
+                         request.host ? "give either --host or server names / --tag / --all"
+                                      : "name servers, or use --tag TAG, --all or --host HOST");
+  }
+  if (request.timeout <= std::chrono::milliseconds::zero()) {
+    co_return make_error(Errc::invalid_input, "the timeout must be positive");
+  }
+  std::vector<store::ServerRecord> records;
+  if (request.host) {
+    auto record = record_for(*request.host, runtime.secrets());
+    if (!record) {
+      co_return std::move(record).error();
+    }
+    records.push_back(std::move(*record));
+  } else {
+    if (!runtime.has_store()) {
+      co_return make_error(Errc::unavailable, "running on inventory servers needs the database");
+    }
+    // A named job: GCC 12 mis-builds a capturing lambda temporary inside co_await.
+    auto job = [&runtime, selection = request.selection]() {
+      return select_servers(runtime.store(), selection);
+    };
+    auto selected = co_await runtime.async_offload(std::move(job));
+    if (!selected) {
+      co_return std::move(selected).error();
+    }
+    records = std::move(*selected);
+  }
+  auto ids = register_servers(runtime, records);
+  if (!ids) {
+    co_return std::move(ids).error();
+  }
+
+  exec::RunOptions options;
+  options.max_output = request.max_output;
+  options.deadline = Deadline::after(request.timeout);
+  options.priority = request.priority;
+  options.stdin_data = std::move(request.stdin_data);
+  auto loop = runtime.io().get_executor();
+  auto fan = std::make_shared<FanOut>(*ids, std::move(request.commands), std::move(options), loop);
+  const std::size_t workers = std::min(ids->size(), std::max<std::size_t>(request.parallel, 1));
+  fan->running = workers;
+  for (std::size_t i = 0; i < workers; ++i) {
+    asio::co_spawn(loop, fan_out_worker(&runtime.executor(), fan), asio::detached);
+  }
+  while (fan->running > 0) {
+    fan->done.expires_at(Clock::time_point::max());
+    co_await fan->done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+  }
+
+  ExecOutcome outcome;
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    outcome.servers.push_back(
+        ExecServerResult{records[i].name, describe(records[i]), std::move(fan->results[i])});
+  }
+  if (request.with_stats) {
+    pool::PoolStats stats;
+    for (const auto& id : *ids) {
+      stats += runtime.registry().stats(id);
+    }
+    outcome.stats = stats;
+  }
+  co_return outcome;
+}
+
+}  // namespace healer::service

@@ -1,0 +1,147 @@
+// One JSON shape everywhere: outcomes survive the control socket's round trip exactly, and text
+// from servers (any bytes) never makes a document throw.
+#include "healer/service/json.hpp"
+
+#include <gtest/gtest.h>
+
+#include "healer/pool/errors.hpp"
+#include "healer/service/errors.hpp"
+#include "healer/ssh/errors.hpp"
+
+namespace healer::service {
+namespace {
+
+checks::Diagnosis sample_diagnosis() {
+  checks::Diagnosis diagnosis;
+  diagnosis.server_id = "web1";
+  diagnosis.status = checks::Status::warning;
+  diagnosis.started_at =
+      std::chrono::system_clock::time_point(std::chrono::milliseconds(1700000000123));
+  diagnosis.duration = std::chrono::microseconds(12345);
+  checks::CheckRun disk;
+  disk.result.name = "disk_space";
+  disk.result.status = checks::Status::warning;
+  disk.result.message = "/ 85% used \xff";  // a mount point with a byte that is not UTF-8
+  checks::Perfdata perfdata;
+  perfdata.label = "/";
+  perfdata.value = 85;
+  perfdata.unit = "%";
+  perfdata.warn = 80;
+  perfdata.crit = 90;
+  perfdata.min = 0;
+  disk.result.perfdata.push_back(perfdata);
+  disk.duration = std::chrono::microseconds(3000);
+  disk.exit_status = 0;
+  diagnosis.checks.push_back(disk);
+  checks::CheckRun load;
+  load.result.name = "load";
+  load.result.status = checks::Status::unknown;
+  load.result.message = "timed out";
+  load.error = Error{make_error_code(ssh::Errc::timeout), "web1: exec"};
+  diagnosis.checks.push_back(load);
+  return diagnosis;
+}
+
+TEST(Json, DiagnosisRoundTrip) {
+  const auto original = sample_diagnosis();
+  const auto text = dump(to_json(original));                // must not throw on 0xFF
+  EXPECT_NE(text.find("\xef\xbf\xbd"), std::string::npos);  // U+FFFD
+  auto back = diagnosis_from_json(to_json(original));
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->server_id, "web1");
+  EXPECT_EQ(back->status, checks::Status::warning);
+  EXPECT_EQ(back->started_at, original.started_at);
+  EXPECT_EQ(back->duration, original.duration);
+  ASSERT_EQ(back->checks.size(), 2U);
+  EXPECT_EQ(back->checks[0].result.perfdata[0].warn, 80);
+  EXPECT_FALSE(back->checks[0].result.perfdata[0].max.has_value());
+  EXPECT_EQ(back->checks[0].exit_status, 0);
+  ASSERT_TRUE(back->checks[1].error.has_value());
+  EXPECT_EQ(back->checks[1].error->code, ssh::Errc::timeout);
+  EXPECT_EQ(back->checks[1].error->message(), original.checks[1].error->message());
+}
+
+TEST(Json, ExactWireKeepsEveryByteOfCommandOutput) {
+  ssh::CommandResult result;
+  result.exit_status = 3;
+  result.out = std::string("\x00\xff\x1b[2J binary\n", 14);
+  result.err = "warn\r\n";
+  result.out_bytes = result.out.size();
+  result.timing.run = std::chrono::microseconds(1500);
+  ExecOutcome outcome;
+  outcome.servers.push_back(ExecServerResult{
+      "web1",
+      "u@h",
+      {Result<ssh::CommandResult>(result),
+       Result<ssh::CommandResult>(Error{make_error_code(pool::Errc::circuit_open), "web1"})}});
+  const auto doc = to_json(outcome, {"cat x", "true"}, Wire::exact);
+  auto back = exec_outcome_from_json(nlohmann::json::parse(dump(doc)));
+  ASSERT_TRUE(back) << back.error().message();
+  const auto& first = back->servers.at(0).results.at(0);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->out, result.out);
+  EXPECT_EQ(first->err, result.err);
+  EXPECT_EQ(first->exit_status, 3);
+  EXPECT_EQ(first->timing.run, result.timing.run);
+  const auto& second = back->servers.at(0).results.at(1);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, pool::Errc::circuit_open);
+}
+
+TEST(Json, CollectionRoundTrip) {
+  CollectedServer server;
+  server.server = "db\xff";
+  server.server_id = 7;
+  server.collected_at = 1700000000000;
+  server.elapsed_ms = 12.5;
+  server.metrics.push_back(metrics::Metric{"node_load1", {}, 0.5});
+  server.metrics.push_back(
+      metrics::Metric{"node_filesystem_size_bytes", {{"mountpoint", "/data\xfe"}}, 1e9});
+  server.rates.push_back(metrics::Metric{"healer_cpu_busy_percent", {}, 3.5});
+  server.failed_sections.emplace_back("netdev", "missing");
+  server.headline = "load 0.50";
+  CollectedServer failed;
+  failed.server = "down";
+  failed.error = Error{make_error_code(ssh::Errc::connect_refused), "down:22"};
+  CollectOutcome outcome;
+  outcome.servers = {server, failed};
+  outcome.values_stored = 3;
+  auto back = collect_outcome_from_json(to_json(outcome));
+  ASSERT_TRUE(back) << back.error().message();
+  ASSERT_EQ(back->servers.size(), 2U);
+  EXPECT_EQ(back->servers[0].metrics.size(), 2U);
+  EXPECT_EQ(back->servers[0].failed_sections.size(), 1U);
+  EXPECT_EQ(back->servers[1].error->code, ssh::Errc::connect_refused);
+  EXPECT_EQ(back->values_stored, 3U);
+  EXPECT_NO_THROW((void)dump(to_json(outcome), 2));
+}
+
+TEST(Json, MalformedDocumentsAreErrorsNotExceptions) {
+  EXPECT_FALSE(diagnosis_from_json(nlohmann::json::object()));
+  EXPECT_FALSE(diagnosis_from_json(nlohmann::json{{"server", 5}}));
+  EXPECT_FALSE(exec_outcome_from_json(nlohmann::json{{"servers", {{{"server", "x"}}}}}));
+  EXPECT_FALSE(collect_outcome_from_json(nlohmann::json::array()));
+  const auto bad_base64 = nlohmann::json{{"ok", true},
+                                         {"exit_status", 0},
+                                         {"exit_signal", nullptr},
+                                         {"stdout_base64", "!!!"},
+                                         {"stderr_base64", ""}};
+  EXPECT_FALSE(command_result_from_json(bad_base64));
+}
+
+TEST(Json, ErrorsKeepTheirCategoryAcrossTheWire) {
+  for (const Error& error : {Error{make_error_code(ssh::Errc::auth_failed), "web1: rejected"},
+                             Error{make_error_code(pool::Errc::pool_exhausted), "waited 2 s"},
+                             make_error(Errc::not_found, "no server named 'x'"),
+                             Error{std::make_error_code(std::errc::invalid_argument), "bad"}}) {
+    const auto back = error_from_json(to_json(error));
+    EXPECT_EQ(back.code, error.code);
+    EXPECT_EQ(back.detail, error.detail);
+    EXPECT_EQ(error_name(back), error_name(error));
+  }
+  EXPECT_EQ(error_from_json(nlohmann::json{{"category", "nope"}, {"code", 1}}).code,
+            Errc::internal);
+}
+
+}  // namespace
+}  // namespace healer::service
