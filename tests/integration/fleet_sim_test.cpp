@@ -12,13 +12,16 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <asio/connect.hpp>
 #include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "async_poll.hpp"
@@ -46,6 +49,7 @@ namespace healer {
 namespace {
 
 using namespace std::chrono_literals;
+using test::evictions;
 using test::FleetSim;
 using test::SshdFixture;
 
@@ -694,6 +698,111 @@ TEST_F(FleetSimTest, EachAddressHasItsOwnHostKey) {
   const Ran ran = run(server, {{"true"}});
   ASSERT_FALSE(ran.results.at(0));
   EXPECT_EQ(ran.results[0].error().code, ssh::Errc::host_unknown);
+}
+
+// The known_hosts file is OpenSSH's format: the OpenSSH client verifies every host strictly.
+TEST_F(FleetSimTest, OpenSshVerifiesHostsAgainstTheKnownHostsFile) {
+  FleetSim sim(small_fleet(3));
+  sim.start();
+  for (std::size_t host = 0; host < 3; ++host) {
+    const auto result = test::run_command({"/usr/bin/ssh",
+                                           "-F",
+                                           "/dev/null",
+                                           "-o",
+                                           "BatchMode=yes",
+                                           "-o",
+                                           "IdentitiesOnly=yes",
+                                           "-o",
+                                           "StrictHostKeyChecking=yes",
+                                           "-o",
+                                           "UserKnownHostsFile=" + sim.known_hosts_path().string(),
+                                           "-o",
+                                           "GlobalKnownHostsFile=/dev/null",
+                                           "-i",
+                                           sim.client_key_path().string(),
+                                           "-p",
+                                           std::to_string(sim.port()),
+                                           "-l",
+                                           sim.user(),
+                                           sim.host(host),
+                                           "uname -n"});
+    EXPECT_EQ(result.exit_code(), 0) << result.err;
+    EXPECT_EQ(result.out, "fleet-0000" + std::to_string(host) + "\n");
+  }
+}
+
+TEST_F(FleetSimTest, AHostWithItsOwnAuthorizedKeysAcceptsOnlyThem) {
+  FleetSim sim(small_fleet(2));
+  const auto own = sim.add_client_key(false);
+  sim.authorize_on_host(1, own.public_key);
+  sim.start();
+  const Ran fleet_key_on_0 = run(test::pool_server(sim, 0, "a"), {{"true"}});
+  const Ran fleet_key_on_1 = run(test::pool_server(sim, 1, "b"), {{"true"}});
+  const Ran own_key_on_1 = run(test::pool_server(sim, 1, "c", own.private_key), {{"true"}});
+  const Ran own_key_on_0 = run(test::pool_server(sim, 0, "d", own.private_key), {{"true"}});
+  EXPECT_TRUE(fleet_key_on_0.results.at(0));
+  ASSERT_FALSE(fleet_key_on_1.results.at(0));
+  EXPECT_EQ(fleet_key_on_1.results[0].error().code, ssh::Errc::auth_failed);
+  EXPECT_TRUE(own_key_on_1.results.at(0));
+  ASSERT_FALSE(own_key_on_0.results.at(0));
+  EXPECT_EQ(own_key_on_0.results[0].error().code, ssh::Errc::auth_failed);
+  const auto stats = sim.stats();
+  EXPECT_EQ(stats.auth_successes, 2U);
+  EXPECT_EQ(stats.auth_failures, 2U);
+}
+
+// Idle pooled sessions stay: keepalives are answered, and the next command reuses the session.
+TEST_F(FleetSimTest, KeepalivesAreAnsweredSoIdleSessionsStayOnBoth) {
+  SshdFixture sshd;
+  sshd.start();
+  FleetSim sim(small_fleet(1));
+  sim.start();
+  PoolConfig config;
+  config.keepalive_interval = 100ms;
+  config.keepalive_max_missed = 2;
+  config.health_check_idle = 0ms;
+  const std::vector<Command> commands = {{"echo one"}, {"sleep 0.6"}, {"echo two"}};
+  for (const auto& server : {test::pool_server(sshd, "sshd"), test::pool_server(sim, 0)}) {
+    // `sleep 0.6` keeps the session busy but silent for 6 keepalive intervals.
+    const Ran ran = run(server, commands, 10s, config);
+    for (const auto& result : ran.results) {
+      ASSERT_TRUE(result) << server.id << ": " << result.error().message();
+    }
+    EXPECT_EQ(ran.results[2]->out, "two\n");
+    EXPECT_TRUE(ran.results[2]->session_reused) << server.id;
+    EXPECT_EQ(ran.stats.handshakes_started, 1U) << server.id;
+    EXPECT_EQ(evictions(ran.stats, pool::Eviction::dead), 0U) << server.id;
+  }
+}
+
+// A client that connects and never authenticates is cut after the login grace time.
+TEST_F(FleetSimTest, UnauthenticatedConnectionsEndAfterTheLoginGraceTime) {
+  auto options = small_fleet(1);
+  options.extra_args = {"--login-grace", "1"};
+  FleetSim sim(options);
+  sim.start();
+  asio::ip::tcp::socket socket(io_);
+  socket.connect({asio::ip::make_address(sim.host(0)), sim.port()});
+  // Read the banner and whatever follows until the simulator closes the connection.
+  std::string received;
+  std::error_code ec;
+  const auto give_up = Clock::now() + 5s;
+  socket.non_blocking(true);
+  while (Clock::now() < give_up) {
+    char buffer[4096];
+    const auto got = socket.read_some(asio::buffer(buffer), ec);
+    if (ec == asio::error::would_block) {
+      std::this_thread::sleep_for(20ms);
+      continue;
+    }
+    if (ec) {
+      break;
+    }
+    received.append(buffer, got);
+  }
+  EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
+  EXPECT_EQ(received.rfind("SSH-2.0-", 0), 0U);
+  EXPECT_EQ(sim.stats().raw.at("login_timeouts"), 1U);
 }
 
 // One host per fault kind, and the typed error healer reports for each.

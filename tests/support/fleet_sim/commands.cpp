@@ -581,7 +581,7 @@ Plan CommandBook::plan(std::string_view command) const {
     };
     return plan;
   }
-  if (is_stdin_shell(*tokens)) {
+  if (command == metrics::kProbeCommand || is_stdin_shell(*tokens)) {
     plan.kind = "script";  // the probe, if stdin carries its marker
     plan.needs_eof = true;
     plan.finish = script_reply;

@@ -49,6 +49,7 @@ FleetSim::FleetSim() : FleetSim(Options{}) {}
 FleetSim::FleetSim(Options options) : options_(std::move(options)), dir_("healer-fleet-") {
   generate_key(client_key_path());
   std::filesystem::copy_file(client_key_path().string() + ".pub", authorized_keys_path());
+  std::filesystem::create_directory(host_authorized_keys_dir());
   if (!options_.responses.empty()) {
     nlohmann::json responses = nlohmann::json::array();
     for (const auto& response : options_.responses) {
@@ -95,6 +96,10 @@ FleetSim::ClientKey FleetSim::add_client_key(bool authorized) {
   return key;
 }
 
+void FleetSim::authorize_on_host(std::size_t index, const std::filesystem::path& public_key) {
+  std::ofstream(host_authorized_keys_dir() / host(index), std::ios::app) << read_file(public_key);
+}
+
 std::string FleetSim::host(std::size_t index) const {
   in_addr first{};
   if (::inet_pton(AF_INET, options_.first_address.c_str(), &first) != 1) {
@@ -119,6 +124,8 @@ std::vector<std::string> FleetSim::argv() const {
       user_,
       "--authorized-keys",
       authorized_keys_path().string(),
+      "--host-authorized-keys",
+      host_authorized_keys_dir().string(),
       "--host-key-seed",
       std::to_string(host_key_seed_),
       "--seed",

@@ -111,6 +111,10 @@ class FleetSim {
   /// next start).
   ClientKey add_client_key(bool authorized = false);
 
+  /// Host `index` accepts only the keys given this way (replacing the fleet's authorized_keys
+  /// for that host); effective at the next start.
+  void authorize_on_host(std::size_t index, const std::filesystem::path& public_key);
+
   /// The simulator's counters now (asked with SIGUSR1; waits up to 5 s for the answer).
   [[nodiscard]] Stats stats() const;
 
@@ -127,6 +131,10 @@ class FleetSim {
   [[nodiscard]] std::filesystem::path client_key_path() const { return dir() / "client_ed25519"; }
   [[nodiscard]] std::filesystem::path authorized_keys_path() const {
     return dir() / "authorized_keys";
+  }
+  /// Per-host authorized_keys files, named by address.
+  [[nodiscard]] std::filesystem::path host_authorized_keys_dir() const {
+    return dir() / "host_authorized_keys";
   }
   /// One file for the whole fleet (one line per host).
   [[nodiscard]] std::filesystem::path known_hosts_path() const { return dir() / "known_hosts"; }

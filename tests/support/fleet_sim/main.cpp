@@ -76,6 +76,7 @@ struct Flags {
   int parent_pid = 0;
   bool verbose = false;
   int libssh_verbosity = 0;
+  std::size_t write_chunk = 32768;
 };
 
 }  // namespace
@@ -123,6 +124,9 @@ int main(int argc, char** argv) {
   app.add_option("--parent-pid", flags.parent_pid,
                  "exit when this process is gone (default: the parent at start)");
   app.add_flag("--verbose", flags.verbose, "a log line per connection event on stderr");
+  app.add_option("--write-chunk", flags.write_chunk,
+                 "reply bytes per write; smaller: less memory per idle session, more loop turns")
+      ->check(CLI::Range(256, 1 << 20));
   app.add_option("--libssh-verbosity", flags.libssh_verbosity,
                  "libssh's own log on stderr (0 none ... 4 functions), for debugging")
       ->check(CLI::Range(0, 4));
@@ -169,6 +173,7 @@ int main(int argc, char** argv) {
     options.login_grace = std::chrono::seconds(flags.login_grace);
     options.verbose = flags.verbose;
     options.libssh_verbosity = flags.libssh_verbosity;
+    options.write_chunk = flags.write_chunk;
     auto templates = flags.proc_template.empty()
                          ? healer::fleet_sim::ProcTemplates::load_test_data(flags.data_dir)
                          : healer::fleet_sim::ProcTemplates::load_proc_dir(flags.proc_template);

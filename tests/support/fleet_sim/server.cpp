@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fmt/format.h>
 #include <libssh/callbacks.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -38,8 +39,6 @@ using SessionHandle = std::unique_ptr<std::remove_pointer_t<ssh_session>, Sessio
 using EventHandle = std::unique_ptr<std::remove_pointer_t<ssh_event>, EventFree>;
 using ChannelHandle = std::unique_ptr<std::remove_pointer_t<ssh_channel>, ChannelFree>;
 
-// Bytes written per ssh_channel_write call: libssh splits them into packets anyway.
-constexpr std::size_t kWriteChunk = 32768;
 // Polls of one session per wake-up: libssh reads at most 4 KiB per poll, and Asio's epoll is
 // edge-triggered, so a wake-up polls until nothing is left (bounded, to stay fair).
 constexpr int kPollsPerWakeup = 64;
@@ -231,6 +230,10 @@ bool Connection::start(ssh_bind bind, int fd, bool fail_auth) {
     closed_ = true;
     return false;
   }
+  // No compression: zlib keeps 256 KiB per direction and session (sshd offers delayed zlib;
+  // healer never asks for it).
+  ssh_options_set(s, SSH_OPTIONS_COMPRESSION_C_S, "none");
+  ssh_options_set(s, SSH_OPTIONS_COMPRESSION_S_C, "none");
   ssh_callbacks_init(&callbacks_);
   callbacks_.userdata = this;
   callbacks_.auth_pubkey_function = &Connection::on_auth_pubkey;
@@ -330,7 +333,7 @@ void Connection::wait_readable() {
 
 void Connection::wait_writable() {
   if (writing_ || closed_ || !socket_.is_open() || !session_ ||
-      (ssh_get_poll_flags(session_.get()) & SSH_WRITE_PENDING) == 0) {
+      (ssh_get_status(session_.get()) & SSH_WRITE_PENDING) == 0) {
     return;
   }
   writing_ = true;
@@ -531,12 +534,15 @@ void Connection::send_reply(Channel& channel) {
     const std::string& text = is_stderr ? channel.reply.err : channel.reply.out;
     std::size_t& sent = is_stderr ? channel.err_sent : channel.out_sent;
     while (sent < text.size()) {
+      if ((ssh_get_status(session_.get()) & SSH_WRITE_PENDING) != 0) {
+        return;  // the rest once libssh's socket buffer is written (wait_writable)
+      }
       const std::size_t window = ssh_channel_window_size(handle);
       if (window == 0) {
         return;
       }
-      const auto chunk =
-          static_cast<std::uint32_t>(std::min({text.size() - sent, window, kWriteChunk}));
+      const auto chunk = static_cast<std::uint32_t>(
+          std::min({text.size() - sent, window, server_.options().write_chunk}));
       const int written = is_stderr ? ssh_channel_write_stderr(handle, text.data() + sent, chunk)
                                     : ssh_channel_write(handle, text.data() + sent, chunk);
       if (written < 0) {
@@ -950,6 +956,10 @@ nlohmann::json Server::stats_json() const {
       {"channels_open", stats_.channels_open},
       {"commands_by_kind", stats_.commands_by_kind},
   };
+  // The heap as malloc sees it: bytes in use and bytes it holds (RSS includes the latter).
+  const auto heap = ::mallinfo2();
+  json["heap_in_use_bytes"] = heap.uordblks + heap.hblkhd;
+  json["heap_held_bytes"] = heap.arena + heap.hblkhd;
   return json;
 }
 
