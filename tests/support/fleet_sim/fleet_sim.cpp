@@ -214,11 +214,21 @@ void FleetSim::stop() {
     return;
   }
   process_->signal(SIGTERM);
-  if (!process_->wait_for_exit(milliseconds(3000))) {
+  auto status = process_->wait_for_exit(milliseconds(5000));
+  if (!status) {
     process_->signal(SIGKILL);
     (void)process_->wait_for_exit(milliseconds(3000));
   }
   process_.reset();
+  // SIGTERM makes it disconnect everyone and exit 0: anything else (a crash, a sanitizer
+  // report) is a failure of the test bed the test must show.
+  if (!status || status->exit_code != 0) {
+    dump_log_tail(40);
+    ADD_FAILURE() << "healer-fleet-sim did not exit cleanly on SIGTERM: "
+                  << (!status                    ? std::string("still running after 5 s")
+                      : status->term_signal != 0 ? fmt::format("signal {}", status->term_signal)
+                                                 : fmt::format("exit {}", status->exit_code));
+  }
 }
 
 void FleetSim::kill() {
