@@ -2,14 +2,13 @@
 // Debian machine is the server): every default and seed check runs live without a CRITICAL from
 // a missing tool; a server's checks share one connection; a sweep with a closed port and a wrong
 // key gives typed UNKNOWNs and exactly one failed authentication; a check past its deadline is
-// UNKNOWN while the others finish; the result cache; batched mode, and its figures against
-// concurrent mode (printed, not asserted).
+// UNKNOWN while the others finish; the result cache; batched mode (its figures against concurrent
+// mode: bench/checks_bench.cpp).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <asio/io_context.hpp>
 #include <chrono>
-#include <cstdio>
 #include <map>
 #include <set>
 #include <string>
@@ -495,68 +494,5 @@ TEST_F(ChecksRunnerTest, BatchedModeRunsEveryCheckInOneExec) {
   EXPECT_TRUE(sshd.wait_for_log("Starting session: "));
   EXPECT_EQ(sshd.session_open_count(), 1U);
 }
-
-// --- figures: concurrent vs batched (printed, not asserted) ----------------------------------
-
-asio::awaitable<std::vector<double>> time_runs(pool::Registry* registry, std::string server_id,
-                                               std::vector<CheckDefinition> checks, RunMode mode,
-                                               int runs) {
-  exec::Executor executor(*registry);
-  std::vector<double> ms;
-  for (int i = 0; i <= runs; ++i) {
-    auto options = diagnose_options(30s, mode);
-    const CheckSettings settings;
-    auto diagnosis = co_await async_diagnose(executor, server_id, checks, settings, options);
-    EXPECT_TRUE(diagnosis.reachable());
-    if (i > 0) {  // the first run pays the handshake
-      ms.push_back(static_cast<double>(diagnosis.duration.count()) / 1000.0);
-    }
-  }
-  co_return ms;
-}
-
-asio::awaitable<int> shut_down(pool::Registry* registry) {
-  co_await registry->async_shutdown(Deadline::after(5s));
-  co_return 0;
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values.empty() ? 0 : values[values.size() / 2];
-}
-
-// Disabled: figures, not a test (run with --gtest_also_run_disabled_tests
-// --gtest_filter=*Figures*).
-TEST_F(ChecksRunnerTest, DISABLED_FiguresConcurrentVersusBatched) {
-  for (const auto rtt : {0ms, 50ms}) {
-    SshdFixture::Options sshd_options;
-    sshd_options.rtt = rtt;
-    SshdFixture sshd(sshd_options);
-    sshd.start();
-    pool::Registry registry(io_.get_executor(), PoolConfig{});
-    registry.add_server(test::pool_server(sshd, "bench"));
-    auto fast = default_checks();
-    std::erase_if(fast, [](const CheckDefinition& check) {
-      return check.name == "cpu" || check.name == "security_updates";
-    });
-    struct Set {
-      const char* name;
-      std::vector<CheckDefinition> checks;
-    };
-    for (const auto& set :
-         {Set{"seed (7)", seed_checks()}, Set{"default minus cpu/apt (16)", fast}}) {
-      for (const auto mode : {RunMode::concurrent, RunMode::batched}) {
-        const auto ms = test::run_async(io_, time_runs(&registry, "bench", set.checks, mode, 5));
-        std::printf("[figures] rtt %3lld ms, %-28s %-10s median %7.1f ms (min %7.1f, max %7.1f)\n",
-                    static_cast<long long>(rtt.count()), set.name,
-                    mode == RunMode::batched ? "batched" : "concurrent", median(ms),
-                    *std::min_element(ms.begin(), ms.end()),
-                    *std::max_element(ms.begin(), ms.end()));
-      }
-    }
-    test::run_async(io_, shut_down(&registry));
-  }
-}
-
 }  // namespace
 }  // namespace healer::checks
