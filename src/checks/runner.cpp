@@ -70,6 +70,7 @@ CheckInput input_of(const CachedOutput& output) {
   CheckInput input;
   input.out = output.out;
   input.err = output.err;
+  input.marker = output.marker;
   input.exit_status = output.exit_status;
   input.out_truncated = output.out_truncated;
   input.sent_at = output.sent_at;
@@ -89,14 +90,10 @@ void finish_run(CheckRun& run, const CheckDefinition& check, CachedOutput output
   }
 }
 
-std::string random_marker() {
-  std::random_device device;
-  std::uniform_int_distribution<unsigned> nibble(0, 15);
-  std::string marker = "@@hb";
-  for (int i = 0; i < 20; ++i) {
-    marker.push_back("0123456789abcdef"[nibble(device)]);
-  }
-  return marker;
+// How a command and its marker go out: the marker on stdin, read before the command runs.
+void send_marked(exec::RunOptions& options, std::string& command, const std::string& marker) {
+  command.insert(0, kReadMarker);
+  options.stdin_data = marker + "\n";
 }
 
 // What one async_diagnose shares with the workers it spawned.
@@ -114,6 +111,7 @@ struct ServerRun {
 
   exec::Executor* executor;
   std::string server_id;
+  std::string marker = make_marker();  // frames every command of this run
   std::vector<CheckDefinition> checks;
   CheckSettings settings;
   DiagnoseOptions options;
@@ -144,8 +142,11 @@ asio::awaitable<void> run_check(std::shared_ptr<ServerRun> state, std::size_t in
   run_options.deadline = state->options.deadline.min(own);
   run_options.priority = state->options.priority;
   run_options.max_output = state->options.max_output;
+  std::string command = check.command;
+  send_marked(run_options, command, state->marker);
   const double before = wall_now();
-  auto result = co_await state->executor->async_run(state->server_id, check.command, run_options);
+  auto result = co_await state->executor->async_run(state->server_id, std::move(command),
+                                                    std::move(run_options));
   const double after = wall_now();
   if (!result) {
     const bool own_deadline = run_options.deadline.at() == own.at();
@@ -162,6 +163,7 @@ asio::awaitable<void> run_check(std::shared_ptr<ServerRun> state, std::size_t in
     output.received_at = after;
     output.out = std::move(result->out);
     output.err = std::move(result->err);
+    output.marker = state->marker;
     finish_run(run, check, std::move(output), state->server_id, state->settings,
                state->options.cache);
   }
@@ -184,7 +186,7 @@ asio::awaitable<void> run_batched(std::shared_ptr<ServerRun> state) {
     batch.push_back(state->checks[index]);
     longest = std::max(longest, state->checks[index].timeout);
   }
-  const std::string marker = random_marker();
+  const std::string& marker = state->marker;
   const auto started = Clock::now();
   const Deadline own = Deadline::after(longest);
   exec::RunOptions run_options;
@@ -192,9 +194,11 @@ asio::awaitable<void> run_batched(std::shared_ptr<ServerRun> state) {
   run_options.priority = state->options.priority;
   run_options.max_output =
       std::min(kMaxBatchOutput, state->options.max_output * std::max<std::size_t>(1, batch.size()));
+  std::string script = batch_script(batch);
+  send_marked(run_options, script, marker);
   const double before = wall_now();
-  auto result = co_await state->executor->async_run(state->server_id, batch_script(batch, marker),
-                                                    run_options);
+  auto result = co_await state->executor->async_run(state->server_id, std::move(script),
+                                                    std::move(run_options));
   const double after = wall_now();
   const auto elapsed = since(started);
   if (!result) {
@@ -237,6 +241,7 @@ asio::awaitable<void> run_batched(std::shared_ptr<ServerRun> state) {
     output.received_at = after;
     output.out = std::move(sections[i].out);
     output.err = std::move(sections[i].err);
+    output.marker = marker;
     finish_run(run, check, std::move(output), state->server_id, state->settings,
                state->options.cache);
   }
@@ -322,26 +327,38 @@ void ResultCache::forget(const std::string& server_id) {
   std::erase_if(entries_, [&](const auto& entry) { return std::get<0>(entry.first) == server_id; });
 }
 
-// --- batched mode ---------------------------------------------------------------------------
+// --- markers and batched mode ------------------------------------------------------------------
+
+std::string make_marker() {
+  std::random_device device;
+  std::uniform_int_distribution<unsigned> nibble(0, 15);
+  std::string marker = "@@healer-";
+  for (int i = 0; i < 32; ++i) {
+    marker.push_back("0123456789abcdef"[nibble(device)]);
+  }
+  return marker;
+}
 
 // Each check runs in its own subshell in the background; its framed stdout and stderr go to
 // files of a private temp dir, printed in order after `wait` (two `cat`s: forks are what a
-// batch costs, on bash especially):
+// batch costs, on bash especially). M is the value of HM (kReadMarker reads it from stdin):
 //   stdout: "<M> begin <i>\n" <out> "\n<M> end <i> <rc>\n"
 //   stderr: "<M> begin <i>\n" <err> "\n<M> end <i>\n"
 // The newline before "end" is always added and always removed, so output without a final
-// newline comes back byte for byte. A section killed before it ended has no end marker.
-std::string batch_script(const std::vector<CheckDefinition>& checks, const std::string& marker) {
+// newline comes back byte for byte. A section killed before it ended has no end marker. The
+// checks' own framing lines use the same marker; their tags are never "begin" or "end".
+std::string batch_script(const std::vector<CheckDefinition>& checks) {
   std::string script =
       "D=$(mktemp -d 2>/dev/null || mktemp -d -t healer.XXXXXX) || exit 125\n"
       "trap 'rm -rf \"$D\"' EXIT\n"
       "trap 'exit 143' TERM INT HUP\n";
   for (std::size_t i = 0; i < checks.size(); ++i) {
     script += fmt::format(
-        "{{ printf '{m} begin {i}\\n'; printf '{m} begin {i}\\n' >&2; (\n{cmd}\n) </dev/null; "
-        "printf '\\n{m} end {i} %s\\n' $?; printf '\\n{m} end {i}\\n' >&2; }} "
-        ">\"$D/{i:06}.o\" 2>\"$D/{i:06}.e\" &\n",
-        fmt::arg("m", marker), fmt::arg("i", i), fmt::arg("cmd", checks[i].command));
+        "{{ printf '%s begin {i}\\n' \"$HM\"; printf '%s begin {i}\\n' \"$HM\" >&2; (\n{cmd}\n) "
+        "</dev/null; printf '\\n%s end {i} %s\\n' \"$HM\" $?; printf '\\n%s end {i}\\n' \"$HM\" "
+        ">&2; "
+        "}} >\"$D/{i:06}.o\" 2>\"$D/{i:06}.e\" &\n",
+        fmt::arg("i", i), fmt::arg("cmd", checks[i].command));
   }
   script += "wait\ncat \"$D\"/*.o; cat \"$D\"/*.e >&2\n";
   return script;

@@ -182,6 +182,7 @@ void load_cache(store::Store& store, const std::vector<Target>& targets,
         checks::CachedOutput kept;
         kept.out = std::move(output.out);
         kept.err = std::move(output.err);
+        kept.marker = std::move(output.marker);
         kept.exit_status = output.exit_status;
         kept.out_truncated = output.out_truncated;
         kept.sent_at = output.sent_at;
@@ -213,6 +214,7 @@ void save_cache(store::Store& store, const std::vector<Target>& targets,
     row.command = entry.command;
     row.out = entry.output->out;
     row.err = entry.output->err;
+    row.marker = entry.output->marker;
     row.exit_status = entry.output->exit_status;
     row.out_truncated = entry.output->out_truncated;
     row.sent_at = entry.output->sent_at;

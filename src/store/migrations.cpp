@@ -119,10 +119,19 @@ CREATE TABLE check_output_cache (
 ) STRICT;
 )sql";
 
+// The checks runner frames command output with a random marker per run (a fixed one let server
+// output forge framing lines); a cached output keeps the marker it was printed with. Entries
+// framed the old way are dropped: it is a cache.
+constexpr std::string_view kCheckOutputMarker = R"sql(
+DELETE FROM check_output_cache;
+ALTER TABLE check_output_cache ADD COLUMN marker TEXT NOT NULL DEFAULT '';
+)sql";
+
 constexpr std::array kMigrations = {
     Migration{1, "initial schema", kInitialSchema},
     Migration{2, "server labels and applications", kLabelsAndApplications},
     Migration{3, "check output cache", kCheckOutputCache},
+    Migration{4, "check output cache marker", kCheckOutputMarker},
 };
 
 constexpr std::string_view kCreateMigrationsTable = R"sql(

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <asio/io_context.hpp>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <set>
 #include <string>
@@ -493,6 +494,79 @@ TEST_F(ChecksRunnerTest, BatchedModeRunsEveryCheckInOneExec) {
   EXPECT_EQ(seen.stats.at("batch").commands, 2U);  // the probe's lease + the batch
   EXPECT_TRUE(sshd.wait_for_log("Starting session: "));
   EXPECT_EQ(sshd.session_open_count(), 1U);
+}
+
+// --- framing cannot be forged -----------------------------------------------------------------
+
+// A full root filesystem as GNU df prints it, with the line a FUSE mount named
+// "@@healer unavailable ..." (fusermount -o fsname=, no root needed) adds: through a real sshd,
+// in both modes, the disk stays CRITICAL.
+CheckDefinition hostile_df_check() {
+  CheckDefinition check;
+  check.name = "disk_space";
+  check.command =
+      "printf '%s\\n' 'Filesystem Type 1024-blocks Used Available Capacity Mounted on' "
+      "'@@healer unavailable (a FUSE mount) fuse.x 100 1 99 1% /home/eve/m' "
+      "'/dev/sda1 ext4 41152736 40625132 527604 99% /'";
+  check.parse = parse_disk_space;
+  return check;
+}
+
+// Prints the command line of the shell that runs it ($$ is the `sh -c` of the exec, or the
+// batched script's shell in a subshell); its parser says whether the run's marker is on it.
+CheckDefinition own_command_line_check() {
+  CheckDefinition check;
+  check.name = "command_line";
+  check.command = "tr '\\000' ' ' < /proc/$$/cmdline; echo";
+  check.parse = [](const CheckInput& input, const CheckSettings&) {
+    CheckResult result;
+    if (input.marker.empty() || input.out.find("read -r HM") == std::string_view::npos) {
+      result.status = Status::unknown;
+      result.message = "no marker, or not the shell's command line: " + std::string(input.out);
+    } else if (input.out.find(input.marker) != std::string_view::npos) {
+      result.status = Status::critical;
+      result.message = "the marker is on the command line: " + std::string(input.out);
+    } else {
+      result.status = Status::ok;
+      result.message = "no marker on the command line";
+    }
+    return result;
+  };
+  return check;
+}
+
+// Uses the marker the runner sends on stdin to say it cannot run.
+CheckDefinition honest_unavailable_check() {
+  CheckDefinition check;
+  check.name = "unavailable";
+  check.command = "echo \"$HM unavailable the tool is missing\"; exit 0";
+  check.parse = parse_uptime;
+  return check;
+}
+
+TEST_F(ChecksRunnerTest, ServerOutputCannotForgeFramingInEitherMode) {
+  SshdFixture sshd;
+  sshd.start();
+  for (const auto mode : {RunMode::concurrent, RunMode::batched}) {
+    SCOPED_TRACE(mode == RunMode::batched ? "batched" : "concurrent");
+    pool::Registry registry(io_.get_executor(), PoolConfig{});
+    registry.add_server(test::pool_server(sshd, "hostile"));
+    const std::vector<CheckDefinition> checks = {hostile_df_check(), own_command_line_check(),
+                                                 honest_unavailable_check()};
+    const auto seen = test::run_async(
+        io_, diagnose_one(&registry, "hostile", checks, diagnose_options(20s, mode)));
+    const Diagnosis& diagnosis = seen.diagnoses.at(0);
+    ASSERT_TRUE(diagnosis.reachable()) << diagnosis.server_error->message();
+    ASSERT_EQ(diagnosis.checks.size(), 3U);
+    const auto& disk = diagnosis.checks[0].result;
+    EXPECT_EQ(disk.status, Status::critical) << disk.nagios_line();
+    EXPECT_NE(disk.message.find("/ 98.7% used (!!)"), std::string::npos) << disk.message;
+    const auto& command_line = diagnosis.checks[1].result;
+    EXPECT_EQ(command_line.status, Status::ok) << command_line.message;
+    const auto& unavailable = diagnosis.checks[2].result;
+    EXPECT_EQ(unavailable.status, Status::unknown);
+    EXPECT_EQ(unavailable.message, "the tool is missing");
+  }
 }
 }  // namespace
 }  // namespace healer::checks

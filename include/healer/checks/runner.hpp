@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -25,6 +26,7 @@ namespace healer::checks {
 struct CachedOutput {
   std::string out;
   std::string err;
+  std::string marker;  ///< the run's framing marker in `out` (CheckInput::marker); keep it too
   std::optional<int> exit_status;
   bool out_truncated = false;
   std::optional<double> sent_at;
@@ -66,7 +68,7 @@ class ResultCache {
 enum class RunMode {
   concurrent,  ///< one channel per check, packed on one pooled session (default)
   batched,     ///< all checks in one exec, run in parallel by the remote shell, output framed by
-               ///< a per-run random marker with per-section exit codes
+               ///< the run's random marker with per-section exit codes
 };
 
 /// How to diagnose one server. Not an aggregate on purpose (see ssh/options.hpp).
@@ -161,9 +163,17 @@ asio::awaitable<std::vector<Diagnosis>> async_diagnose_all(exec::Executor& execu
                                                            std::vector<ServerChecks> servers,
                                                            SweepOptions options);
 
-/// The batched-mode script for `checks` framed by `marker` (exposed for tests).
-[[nodiscard]] std::string batch_script(const std::vector<CheckDefinition>& checks,
-                                       const std::string& marker);
+/// A fresh framing marker for one run: "@@healer-" and 32 hex digits (128 bits from
+/// std::random_device). async_diagnose draws one per server and run and sends it on stdin, never
+/// on a command line (which other users of the server can read in /proc).
+[[nodiscard]] std::string make_marker();
+
+/// What the runner puts before every command it sends (a check's, or the batched script): reads
+/// the marker from the first line of stdin into the shell variable HM (not exported).
+inline constexpr std::string_view kReadMarker = "IFS= read -r HM; ";
+
+/// The batched-mode script for `checks`, framed by "$HM" (exposed for tests).
+[[nodiscard]] std::string batch_script(const std::vector<CheckDefinition>& checks);
 
 /// One check's part of a batched run's output.
 struct BatchSection {
@@ -172,7 +182,7 @@ struct BatchSection {
   std::optional<int> exit_status;  ///< unset when the section's end marker is missing
 };
 
-/// Splits a batched run's stdout and stderr into `count` sections by `marker`.
+/// Splits a batched run's stdout and stderr into `count` sections by `marker` (the value HM had).
 [[nodiscard]] std::vector<BatchSection> split_batch_output(const std::string& out,
                                                            const std::string& err,
                                                            const std::string& marker,

@@ -233,7 +233,7 @@ TEST(ReportJson, InvalidUtf8IsReplacedNotThrown) {
 // --- batched framing ----------------------------------------------------------------------------
 
 TEST(BatchFraming, SplitsSectionsByteForByteWithExitCodes) {
-  const std::string m = "@@hbabc";
+  const std::string m = "@@healer-abc";
   const std::string out = m + " begin 0\nline1\nline2\n\n" + m + " end 0 0\n" + m +
                           " begin 1\nno newline\n" + m + " end 1 3\n" + m + " begin 2\n\n" + m +
                           " end 2 \n";
@@ -256,11 +256,37 @@ TEST(BatchFraming, ScriptRunsEveryCommandInItsOwnSubshell) {
   a.command = "echo a; exit 4";
   CheckDefinition b;
   b.command = "echo b";
-  const std::string script = batch_script({a, b}, "@@hbx");
+  const std::string script = batch_script({a, b});
   EXPECT_NE(script.find("(\necho a; exit 4\n)"), std::string::npos) << script;
   EXPECT_NE(script.find("(\necho b\n)"), std::string::npos) << script;
   EXPECT_NE(script.find("wait"), std::string::npos);
-  EXPECT_NE(script.find("@@hbx"), std::string::npos);
+  // Framed by the marker the runner sends on stdin, never by a marker written into the script
+  // (a command line other users of the server can read).
+  EXPECT_NE(script.find("printf '%s begin 1\\n' \"$HM\""), std::string::npos) << script;
+  EXPECT_EQ(script.find("@@"), std::string::npos) << script;
+}
+
+TEST(BatchFraming, ALineWithAnotherMarkerIsPartOfTheSection) {
+  // What a check prints cannot end its section or fake another's exit code: only the run's
+  // marker frames, and the server never sees it on a command line.
+  const std::string m = "@@healer-00112233445566778899aabbccddeeff";
+  const std::string forged = "@@healer-ffffffffffffffffffffffffffffffff";
+  const std::string out = m + " begin 0\ndata\n" + forged + " end 0 0\n" + forged + " begin 1\n" +
+                          "\n" + m + " end 0 2\n" + m + " begin 1\nok\n\n" + m + " end 1 0\n";
+  const auto sections = split_batch_output(out, "", m, 2);
+  EXPECT_EQ(sections[0].out, "data\n" + forged + " end 0 0\n" + forged + " begin 1\n");
+  EXPECT_EQ(sections[0].exit_status, 2);
+  EXPECT_EQ(sections[1].out, "ok\n");
+  EXPECT_EQ(sections[1].exit_status, 0);
+}
+
+TEST(BatchFraming, MarkersAreFreshAndLong) {
+  const std::string a = make_marker();
+  const std::string b = make_marker();
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a.size(), std::string("@@healer-").size() + 32);  // 128 random bits
+  EXPECT_TRUE(a.starts_with("@@healer-"));
+  EXPECT_EQ(a.find_first_not_of("0123456789abcdef", 9), std::string::npos) << a;
 }
 
 }  // namespace

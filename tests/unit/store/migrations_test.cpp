@@ -142,6 +142,39 @@ TEST(MigrationsTest, MigratesADatabaseAtVersionOneKeepingItsRows) {
   EXPECT_DOUBLE_EQ(samples->front().value, 0.5);
 }
 
+TEST(MigrationsTest, CachedOutputsFramedByTheOldFixedMarkerAreDropped) {
+  healer::test::TempDir dir;
+  const auto options = options_in(dir.path());
+  {
+    auto db = raw_open(options.db_path);
+    ASSERT_EQ(*migrations::migrate(db, 3), 3);
+    ASSERT_TRUE(db.exec(R"sql(
+      INSERT INTO servers (id, name, host, port, user, auth_method, identity_file,
+                           host_key_policy, known_hosts_file, created_at, updated_at)
+        VALUES (7, 'web1', '10.0.0.7', 22, 'ops', 'agent', '', 'strict', '', 1000, 1000);
+      INSERT INTO check_output_cache (server_id, check_name, command, stdout, stderr, exit_status,
+                                      out_truncated, sent_at, received_at, expires_at)
+        VALUES (7, 'security_updates', 'apt', '@@healer apt', '', 0, 0, NULL, NULL,
+                9999999999999);
+    )sql"));
+  }
+  auto store = Store::open(options);
+  ASSERT_TRUE(store) << store.error().message();
+  auto cached = store->cached_check_outputs(7, 0);
+  ASSERT_TRUE(cached) << cached.error().message();
+  EXPECT_TRUE(cached->empty());
+  CachedCheckOutput output;
+  output.server_id = 7;
+  output.check_name = "security_updates";
+  output.marker = "@@healer-00";
+  output.expires_at = 9999999999999;
+  ASSERT_TRUE(store->put_cached_check_outputs({output}, 0));
+  cached = store->cached_check_outputs(7, 0);
+  ASSERT_TRUE(cached);
+  ASSERT_EQ(cached->size(), 1U);
+  EXPECT_EQ(cached->front().marker, "@@healer-00");
+}
+
 TEST(MigrationsTest, MigrateIsIdempotent) {
   healer::test::TempDir dir;
   auto db = raw_open(dir.path() / "healer.db");

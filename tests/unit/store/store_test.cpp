@@ -781,6 +781,7 @@ CachedCheckOutput cached(std::int64_t server, std::string name, std::int64_t exp
   output.command = "LC_ALL=C apt-get -s dist-upgrade";
   output.out = "Inst libc6 [2.36-9] (2.36-9+deb12u4 Debian-Security:12/stable-security)\n";
   output.err = "W: noise";
+  output.marker = "@@healer-0123456789abcdef0123456789abcdef";
   output.exit_status = 0;
   output.sent_at = 1.5;
   output.expires_at = expires_at;
@@ -799,6 +800,7 @@ TEST_F(CheckCacheTest, RoundTripReplaceExpiryAndCascade) {
   EXPECT_EQ(first.check_name, "security_updates");
   EXPECT_EQ(first.out, cached(id, "", 0).out);
   EXPECT_EQ(first.err, "W: noise");
+  EXPECT_EQ(first.marker, cached(id, "", 0).marker);  // the run's framing marker comes back
   EXPECT_EQ(first.exit_status, 0);
   EXPECT_EQ(first.sent_at, 1.5);
   EXPECT_FALSE(first.received_at.has_value());
