@@ -148,7 +148,8 @@ std::string to_json(const std::vector<std::string>& values) {
 }
 
 std::string to_json(const std::vector<std::uint16_t>& values) {
-  return nlohmann::json(values).dump();
+  // Numbers cannot be invalid UTF-8; the same handler anyway, so no dump() here can throw.
+  return nlohmann::json(values).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 template <class T>

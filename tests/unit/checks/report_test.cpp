@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "healer/checks/parsers.hpp"
 #include "healer/checks/runner.hpp"
 #include "healer/pool/errors.hpp"
 #include "healer/ssh/errors.hpp"
@@ -228,6 +229,47 @@ TEST(ReportJson, InvalidUtf8IsReplacedNotThrown) {
   std::string text;
   EXPECT_NO_THROW(text = render_json(diagnosis));
   EXPECT_TRUE(json::accept(text)) << text;
+}
+
+TEST(ReportJson, BytesThatAreNotUtf8AnywhereFromAServerNeverThrow) {
+  // A mount point as df prints it (a Latin-1 name), through the real parser: its message and
+  // perfdata label carry the byte, and one_line() may cut a multibyte character in half.
+  CheckInput input;
+  const std::string df =
+      "Filesystem Type 1024-blocks Used Available Capacity Mounted on\n"
+      "/dev/sdb1 ext4 1000 990 10 99% /srv/caf\xe9\n"
+      "/dev/sda1 ext4 1000 10 990 1% /\n";
+  input.out = df;
+  input.exit_status = 0;
+  CheckRun disk;
+  disk.result = parse_disk_space(input, CheckSettings{});
+  ASSERT_EQ(disk.result.status, Status::critical) << disk.result.message;
+  ASSERT_NE(disk.result.message.find("caf\xe9"), std::string::npos);
+  CheckRun cut = run_of("kernel_errors", Status::warning, std::string(299, 'x') + "\xc3\xa9");
+  cut.result.message = cut.result.message.substr(0, 300);  // half of "é"
+  CheckRun odd = run_of("n\xffme", Status::unknown, "bad \xff\xfe byte");
+  odd.error = make_error(ssh::Errc::protocol, "banner \xff\x80");
+  odd.result.perfdata.push_back(Perfdata{.label = "/mnt/\xff", .value = 1.0});
+  auto diagnosis = diagnosis_of(
+      "web\xff"
+      "1",
+      {disk, cut, odd});
+  diagnosis.server_error = make_error(ssh::Errc::auth_failed, "as \xfe");
+
+  std::string one;
+  std::string all;
+  ASSERT_NO_THROW(one = render_json(diagnosis, 2));
+  ASSERT_NO_THROW(all = render_json(std::vector<Diagnosis>{diagnosis, healthy()}));
+  for (const auto* text : {&one, &all}) {
+    ASSERT_TRUE(json::accept(*text)) << *text;
+    EXPECT_NE(text->find("\xef\xbf\xbd"), std::string::npos) << "U+FFFD replaces the bad bytes";
+  }
+  const json doc = json::parse(one);
+  EXPECT_EQ(doc["server"],
+            "web\xef\xbf\xbd"
+            "1");
+  EXPECT_EQ(doc["checks"][0]["perfdata"][0]["label"], "/srv/caf\xef\xbf\xbd");
+  EXPECT_EQ(doc["checks"][2]["name"], "n\xef\xbf\xbdme");
 }
 
 // --- batched framing ----------------------------------------------------------------------------
