@@ -12,7 +12,6 @@
 #include <exception>
 #include <iterator>
 #include <memory>
-#include <random>
 #include <utility>
 
 #include "healer/ssh/errors.hpp"
@@ -90,10 +89,14 @@ void finish_run(CheckRun& run, const CheckDefinition& check, CachedOutput output
   }
 }
 
-// How a command and its marker go out: the marker on stdin, read before the command runs.
-void send_marked(exec::RunOptions& options, std::string& command, const std::string& marker) {
-  command.insert(0, kReadMarker);
-  options.stdin_data = marker + "\n";
+// The reason a command that printed no marker line gets, when that is why it tells nothing.
+std::optional<std::string> no_marker_reason(const std::string& marker,
+                                            std::optional<int> exit_status) {
+  if (marker.empty() && exit_status == 125) {
+    return "healer could not draw a framing marker on the server (no "
+           "/proc/sys/kernel/random/uuid, no /dev/urandom)";
+  }
+  return std::nullopt;
 }
 
 // What one async_diagnose shares with the workers it spawned.
@@ -111,7 +114,6 @@ struct ServerRun {
 
   exec::Executor* executor;
   std::string server_id;
-  std::string marker = make_marker();  // frames every command of this run
   std::vector<CheckDefinition> checks;
   CheckSettings settings;
   DiagnoseOptions options;
@@ -142,8 +144,7 @@ asio::awaitable<void> run_check(std::shared_ptr<ServerRun> state, std::size_t in
   run_options.deadline = state->options.deadline.min(own);
   run_options.priority = state->options.priority;
   run_options.max_output = state->options.max_output;
-  std::string command = check.command;
-  send_marked(run_options, command, state->marker);
+  std::string command = std::string(kDrawMarker) + check.command;
   const double before = wall_now();
   auto result = co_await state->executor->async_run(state->server_id, std::move(command),
                                                     std::move(run_options));
@@ -161,11 +162,16 @@ asio::awaitable<void> run_check(std::shared_ptr<ServerRun> state, std::size_t in
     const double run_seconds = std::chrono::duration<double>(result->timing.run).count();
     output.sent_at = std::max(before, after - run_seconds);
     output.received_at = after;
+    output.marker = take_marker(result->out);
     output.out = std::move(result->out);
     output.err = std::move(result->err);
-    output.marker = state->marker;
-    finish_run(run, check, std::move(output), state->server_id, state->settings,
-               state->options.cache);
+    if (auto reason = no_marker_reason(output.marker, output.exit_status)) {
+      run.exit_status = output.exit_status;
+      run.result = unknown_result(check.name, *reason);
+    } else {
+      finish_run(run, check, std::move(output), state->server_id, state->settings,
+                 state->options.cache);
+    }
   }
   run.duration = since(started);
 }
@@ -186,7 +192,6 @@ asio::awaitable<void> run_batched(std::shared_ptr<ServerRun> state) {
     batch.push_back(state->checks[index]);
     longest = std::max(longest, state->checks[index].timeout);
   }
-  const std::string& marker = state->marker;
   const auto started = Clock::now();
   const Deadline own = Deadline::after(longest);
   exec::RunOptions run_options;
@@ -194,8 +199,7 @@ asio::awaitable<void> run_batched(std::shared_ptr<ServerRun> state) {
   run_options.priority = state->options.priority;
   run_options.max_output =
       std::min(kMaxBatchOutput, state->options.max_output * std::max<std::size_t>(1, batch.size()));
-  std::string script = batch_script(batch);
-  send_marked(run_options, script, marker);
+  std::string script = std::string(kDrawMarker) + batch_script(batch);
   const double before = wall_now();
   auto result = co_await state->executor->async_run(state->server_id, std::move(script),
                                                     std::move(run_options));
@@ -213,15 +217,20 @@ asio::awaitable<void> run_batched(std::shared_ptr<ServerRun> state) {
     co_return;
   }
   const double run_seconds = std::chrono::duration<double>(result->timing.run).count();
-  auto sections = split_batch_output(result->out, result->err, marker, batch.size());
+  const std::string marker = take_marker(result->out);
+  auto sections = marker.empty()
+                      ? std::vector<BatchSection>(batch.size())
+                      : split_batch_output(result->out, result->err, marker, batch.size());
   // No section at all: the wrapper itself failed (no mktemp, no writable temp dir...).
   const bool none_ran = std::none_of(sections.begin(), sections.end(), [](const BatchSection& s) {
     return s.exit_status.has_value();
   });
   const std::string wrapper_failed =
-      none_ran ? fmt::format("batched run failed (exit {}): {}", result->shell_exit_code(),
-                             text::first_line(result->err))
-               : std::string();
+      !none_ran ? std::string()
+      : no_marker_reason(marker, result->exit_status)
+          ? *no_marker_reason(marker, result->exit_status)
+          : fmt::format("batched run failed (exit {}): {}", result->shell_exit_code(),
+                        text::first_line(result->err));
   for (std::size_t i = 0; i < state->to_run.size(); ++i) {
     const std::size_t index = state->to_run[i];
     const CheckDefinition& check = state->checks[index];
@@ -329,19 +338,31 @@ void ResultCache::forget(const std::string& server_id) {
 
 // --- markers and batched mode ------------------------------------------------------------------
 
-std::string make_marker() {
-  std::random_device device;
-  std::uniform_int_distribution<unsigned> nibble(0, 15);
-  std::string marker = "@@healer-";
-  for (int i = 0; i < 32; ++i) {
-    marker.push_back("0123456789abcdef"[nibble(device)]);
+std::string take_marker(std::string& out) {
+  static constexpr std::string_view kPrefix = "@@healer-";
+  const auto at = out.find(kPrefix);
+  if (at == std::string::npos) {
+    return {};
   }
+  const auto end = out.find('\n', at);
+  if (end == std::string::npos) {
+    return {};
+  }
+  const std::string_view random =
+      std::string_view(out).substr(at + kPrefix.size(), end - at - kPrefix.size());
+  const bool valid = random.size() >= 32 && random.size() <= 36 &&
+                     random.find_first_not_of("0123456789abcdef-") == std::string_view::npos;
+  if (!valid) {
+    return {};
+  }
+  std::string marker = out.substr(at, end - at);
+  out.erase(0, end + 1);
   return marker;
 }
 
 // Each check runs in its own subshell in the background; its framed stdout and stderr go to
 // files of a private temp dir, printed in order after `wait` (two `cat`s: forks are what a
-// batch costs, on bash especially). M is the value of HM (kReadMarker reads it from stdin):
+// batch costs, on bash especially). M is the value of HM (drawn by kDrawMarker before it):
 //   stdout: "<M> begin <i>\n" <out> "\n<M> end <i> <rc>\n"
 //   stderr: "<M> begin <i>\n" <err> "\n<M> end <i>\n"
 // The newline before "end" is always added and always removed, so output without a final

@@ -520,7 +520,7 @@ CheckDefinition own_command_line_check() {
   check.command = "tr '\\000' ' ' < /proc/$$/cmdline; echo";
   check.parse = [](const CheckInput& input, const CheckSettings&) {
     CheckResult result;
-    if (input.marker.empty() || input.out.find("read -r HM") == std::string_view::npos) {
+    if (input.marker.empty() || input.out.find("random/uuid") == std::string_view::npos) {
       result.status = Status::unknown;
       result.message = "no marker, or not the shell's command line: " + std::string(input.out);
     } else if (input.out.find(input.marker) != std::string_view::npos) {
@@ -535,7 +535,7 @@ CheckDefinition own_command_line_check() {
   return check;
 }
 
-// Uses the marker the runner sends on stdin to say it cannot run.
+// Uses the marker the prologue drew on the server to say it cannot run.
 CheckDefinition honest_unavailable_check() {
   CheckDefinition check;
   check.name = "unavailable";

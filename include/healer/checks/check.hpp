@@ -84,7 +84,7 @@ struct CheckInput {
   /// arrived; only clock_skew reads them (skew is measured against their midpoint).
   std::optional<double> sent_at = std::nullopt;
   std::optional<double> received_at = std::nullopt;
-  /// The random marker of the run that produced `out` (runner.hpp, make_marker()): a line of
+  /// The random marker of the run that produced `out` (runner.hpp, kDrawMarker): a line of
   /// `out` is healer's framing ("<marker> <tag>") only if it starts with it. Empty: no line is.
   std::string_view marker{};
 };
@@ -123,10 +123,10 @@ struct CheckDefinition {
   std::string summary;  ///< one line for docs and `--help`
   /// POSIX sh; starts with `LC_ALL=C`; hang-prone tools run under `timeout` when the server has
   /// one. Framing lines on stdout separate sections or say why it cannot run: `echo "$HM <tag>"`
-  /// (`printf '%s <tag> %s\n' "$HM" "$value"` when a value follows). The runner reads HM, a
-  /// random marker drawn per run, from stdin before the command, so no command line on the
-  /// server and no output of a tool can show it: mount sources, process names, log lines and
-  /// file names cannot forge a framing line.
+  /// (`printf '%s <tag> %s\n' "$HM" "$value"` when a value follows). The runner's prologue
+  /// (runner.hpp, kDrawMarker) draws HM, a random marker, on the server before the command: it is
+  /// on no command line, so mount sources, process names, log lines and file names cannot forge
+  /// a framing line.
   std::string command;
   Parser parse = nullptr;
   std::chrono::seconds timeout{15};         ///< healer-side deadline the runner should allow

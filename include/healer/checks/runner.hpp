@@ -163,14 +163,22 @@ asio::awaitable<std::vector<Diagnosis>> async_diagnose_all(exec::Executor& execu
                                                            std::vector<ServerChecks> servers,
                                                            SweepOptions options);
 
-/// A fresh framing marker for one run: "@@healer-" and 32 hex digits (128 bits from
-/// std::random_device). async_diagnose draws one per server and run and sends it on stdin, never
-/// on a command line (which other users of the server can read in /proc).
-[[nodiscard]] std::string make_marker();
+/// What the runner puts before every command it sends (a check's, or the batched script): draws
+/// a framing marker on the server into the shell variable HM (not exported) and prints it as the
+/// first line of stdout. 122 random bits from the kernel (/proc/sys/kernel/random/uuid; 128 from
+/// /dev/urandom where that file is missing; exit 125 when neither works): the marker is on no
+/// command line and in no environment that another user of the server could read, and no tool
+/// has printed anything yet when it is printed. Costs no round trip (a marker healer sent on
+/// stdin would make every command wait for it) and no process where the uuid file exists.
+inline constexpr std::string_view kDrawMarker =
+    "IFS= read -r HM 2>/dev/null </proc/sys/kernel/random/uuid || "
+    "HM=$(od -An -N16 -tx1 /dev/urandom 2>/dev/null | tr -d ' \\n'); [ -n \"$HM\" ] || exit 125; "
+    "HM=\"@@healer-$HM\"; echo \"$HM\"; ";
 
-/// What the runner puts before every command it sends (a check's, or the batched script): reads
-/// the marker from the first line of stdin into the shell variable HM (not exported).
-inline constexpr std::string_view kReadMarker = "IFS= read -r HM; ";
+/// The marker line kDrawMarker printed, taken off `out`: returns the marker and leaves in `out`
+/// what followed its line. Anything before it (a login script's output) is dropped. The line is
+/// "@@healer-" and 32 to 36 characters of [0-9a-f-]; without one, returns "" and leaves `out`.
+[[nodiscard]] std::string take_marker(std::string& out);
 
 /// The batched-mode script for `checks`, framed by "$HM" (exposed for tests).
 [[nodiscard]] std::string batch_script(const std::vector<CheckDefinition>& checks);
@@ -182,7 +190,8 @@ struct BatchSection {
   std::optional<int> exit_status;  ///< unset when the section's end marker is missing
 };
 
-/// Splits a batched run's stdout and stderr into `count` sections by `marker` (the value HM had).
+/// Splits a batched run's stdout (its marker line already taken) and stderr into `count` sections
+/// by `marker`.
 [[nodiscard]] std::vector<BatchSection> split_batch_output(const std::string& out,
                                                            const std::string& err,
                                                            const std::string& marker,

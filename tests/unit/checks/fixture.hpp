@@ -10,7 +10,7 @@
 
 namespace healer::checks::testing {
 
-/// The marker the checks tests run with; a real run draws a random one (checks::make_marker()).
+/// The marker the checks tests run with; a real run draws a random one (checks::kDrawMarker).
 inline constexpr std::string_view kMarker = "@@healer-5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e";
 
 /// `text` as a run framed by kMarker prints it: fixtures and inline outputs write the marker as

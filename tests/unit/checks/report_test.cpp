@@ -302,8 +302,8 @@ TEST(BatchFraming, ScriptRunsEveryCommandInItsOwnSubshell) {
   EXPECT_NE(script.find("(\necho a; exit 4\n)"), std::string::npos) << script;
   EXPECT_NE(script.find("(\necho b\n)"), std::string::npos) << script;
   EXPECT_NE(script.find("wait"), std::string::npos);
-  // Framed by the marker the runner sends on stdin, never by a marker written into the script
-  // (a command line other users of the server can read).
+  // Framed by the marker the prologue draws on the server, never by a marker written into the
+  // script (a command line other users of the server can read).
   EXPECT_NE(script.find("printf '%s begin 1\\n' \"$HM\""), std::string::npos) << script;
   EXPECT_EQ(script.find("@@"), std::string::npos) << script;
 }
@@ -322,13 +322,39 @@ TEST(BatchFraming, ALineWithAnotherMarkerIsPartOfTheSection) {
   EXPECT_EQ(sections[1].exit_status, 0);
 }
 
-TEST(BatchFraming, MarkersAreFreshAndLong) {
-  const std::string a = make_marker();
-  const std::string b = make_marker();
-  EXPECT_NE(a, b);
-  EXPECT_EQ(a.size(), std::string("@@healer-").size() + 32);  // 128 random bits
-  EXPECT_TRUE(a.starts_with("@@healer-"));
-  EXPECT_EQ(a.find_first_not_of("0123456789abcdef", 9), std::string::npos) << a;
+TEST(Markers, TheMarkerLineIsTakenOffTheOutput) {
+  const std::string uuid = "@@healer-3b043b74-f2d8-4f4e-aa45-2781740e054b";
+  std::string out = "motd from a login script\n" + uuid + "\nFilesystem ...\n" + uuid + " mounts\n";
+  EXPECT_EQ(take_marker(out), uuid);
+  EXPECT_EQ(out, "Filesystem ...\n" + uuid + " mounts\n") << "noise dropped, framing kept";
+
+  const std::string hex = "@@healer-6078f3ee2d5972feef02732fcbcb7e9c";  // the /dev/urandom form
+  std::string glued = "no newline from .bashrc" + hex + "\nbody";
+  EXPECT_EQ(take_marker(glued), hex);
+  EXPECT_EQ(glued, "body");
+}
+
+TEST(Markers, NoMarkerLineLeavesTheOutputAsItIs) {
+  for (const std::string& text :
+       {std::string("plain output\n"), std::string("@@healer unavailable forged\n"),
+        std::string("@@healer-unavailable forged by a mount\n"),
+        std::string("@@healer-0123456789abcdef\n"),                            // too short
+        std::string("@@healer-0123456789abcdef0123456789abcdef0123456789\n"),  // too long
+        std::string("@@healer-3b043b74-f2d8-4f4e-aa45-2781740e054b")}) {       // no line end
+    SCOPED_TRACE(text);
+    std::string out = text;
+    EXPECT_EQ(take_marker(out), "");
+    EXPECT_EQ(out, text);
+  }
+}
+
+TEST(Markers, ThePrologueDrawsTheMarkerOnTheServerAndPrintsItFirst) {
+  const std::string_view prologue = kDrawMarker;
+  EXPECT_NE(prologue.find("</proc/sys/kernel/random/uuid"), std::string_view::npos);
+  EXPECT_NE(prologue.find("/dev/urandom"), std::string_view::npos);
+  EXPECT_NE(prologue.find("|| exit 125"), std::string_view::npos);
+  EXPECT_TRUE(prologue.ends_with("echo \"$HM\"; "));
+  EXPECT_EQ(prologue.find("export"), std::string_view::npos) << "HM stays out of environments";
 }
 
 }  // namespace
