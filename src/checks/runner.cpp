@@ -146,8 +146,8 @@ asio::awaitable<void> run_check(std::shared_ptr<ServerRun> state, std::size_t in
   run_options.max_output = state->options.max_output;
   std::string command = std::string(kDrawMarker) + check.command;
   const double before = wall_now();
-  auto result = co_await state->executor->async_run(state->server_id, std::move(command),
-                                                    std::move(run_options));
+  auto result =
+      co_await state->executor->async_run(state->server_id, std::move(command), run_options);
   const double after = wall_now();
   if (!result) {
     const bool own_deadline = run_options.deadline.at() == own.at();
@@ -201,8 +201,8 @@ asio::awaitable<void> run_batched(std::shared_ptr<ServerRun> state) {
       std::min(kMaxBatchOutput, state->options.max_output * std::max<std::size_t>(1, batch.size()));
   std::string script = std::string(kDrawMarker) + batch_script(batch);
   const double before = wall_now();
-  auto result = co_await state->executor->async_run(state->server_id, std::move(script),
-                                                    std::move(run_options));
+  auto result =
+      co_await state->executor->async_run(state->server_id, std::move(script), run_options);
   const double after = wall_now();
   const auto elapsed = since(started);
   if (!result) {
@@ -340,24 +340,23 @@ void ResultCache::forget(const std::string& server_id) {
 
 std::string take_marker(std::string& out) {
   static constexpr std::string_view kPrefix = "@@healer-";
-  const auto at = out.find(kPrefix);
-  if (at == std::string::npos) {
-    return {};
+  // The prologue prints its line before any tool runs, so the first valid one is the prologue's;
+  // an invalid look-alike before it can only come from a login script.
+  for (auto at = out.find(kPrefix); at != std::string::npos; at = out.find(kPrefix, at + 1)) {
+    const auto end = out.find('\n', at);
+    if (end == std::string::npos) {
+      return {};
+    }
+    const std::string_view random =
+        std::string_view(out).substr(at + kPrefix.size(), end - at - kPrefix.size());
+    if (random.size() >= 32 && random.size() <= 36 &&
+        random.find_first_not_of("0123456789abcdef-") == std::string_view::npos) {
+      std::string marker = out.substr(at, end - at);
+      out.erase(0, end + 1);
+      return marker;
+    }
   }
-  const auto end = out.find('\n', at);
-  if (end == std::string::npos) {
-    return {};
-  }
-  const std::string_view random =
-      std::string_view(out).substr(at + kPrefix.size(), end - at - kPrefix.size());
-  const bool valid = random.size() >= 32 && random.size() <= 36 &&
-                     random.find_first_not_of("0123456789abcdef-") == std::string_view::npos;
-  if (!valid) {
-    return {};
-  }
-  std::string marker = out.substr(at, end - at);
-  out.erase(0, end + 1);
-  return marker;
+  return {};
 }
 
 // Each check runs in its own subshell in the background; its framed stdout and stderr go to

@@ -177,7 +177,8 @@ inline constexpr std::string_view kDrawMarker =
 
 /// The marker line kDrawMarker printed, taken off `out`: returns the marker and leaves in `out`
 /// what followed its line. Anything before it (a login script's output) is dropped. The line is
-/// "@@healer-" and 32 to 36 characters of [0-9a-f-]; without one, returns "" and leaves `out`.
+/// the first that is "@@healer-" and 32 to 36 characters of [0-9a-f-] (it may follow text without
+/// a newline); without one, returns "" and leaves `out` as it is.
 [[nodiscard]] std::string take_marker(std::string& out);
 
 /// The batched-mode script for `checks`, framed by "$HM" (exposed for tests).

@@ -332,6 +332,10 @@ TEST(Markers, TheMarkerLineIsTakenOffTheOutput) {
   std::string glued = "no newline from .bashrc" + hex + "\nbody";
   EXPECT_EQ(take_marker(glued), hex);
   EXPECT_EQ(glued, "body");
+
+  std::string lookalike = "@@healer-not-a-marker\n" + uuid + "\nbody";
+  EXPECT_EQ(take_marker(lookalike), uuid);
+  EXPECT_EQ(lookalike, "body");
 }
 
 TEST(Markers, NoMarkerLineLeavesTheOutputAsItIs) {
