@@ -30,7 +30,7 @@ std::string with_timeout(int limit, std::string_view body) {
 std::string df_command(std::string_view gnu_flags, std::string_view busybox_flags) {
   return with_timeout(
       10, fmt::format("if df --version >/dev/null 2>&1; then $T df {}; else $T df {}; rc=$?; "
-                      "echo '@@healer mounts'; cat /proc/mounts; exit $rc; fi",
+                      "echo \"$HM mounts\"; cat /proc/mounts; exit $rc; fi",
                       gnu_flags, busybox_flags));
 }
 
@@ -67,13 +67,13 @@ std::vector<CheckDefinition> default_checks() {
                           {{"swap", defaults::kSwap, "%", "swap used"}}));
   checks.push_back(define(
       "load", "5-minute load average per online CPU",
-      plain("cat /proc/loadavg && echo '@@healer cores' && "
+      plain("cat /proc/loadavg && echo \"$HM cores\" && "
             "{ getconf _NPROCESSORS_ONLN 2>/dev/null || grep -c '^processor' /proc/cpuinfo; }"),
       parse_load, {{"load", defaults::kLoad, "", "load5 / online CPUs"}}));
   checks.push_back(
       define("cpu", "CPU busy, iowait and steal over one second",
-             plain("echo '@@healer sample'; grep '^cpu ' /proc/stat; sleep 1; "
-                   "echo '@@healer sample'; grep '^cpu ' /proc/stat"),
+             plain("echo \"$HM sample\"; grep '^cpu ' /proc/stat; sleep 1; "
+                   "echo \"$HM sample\"; grep '^cpu ' /proc/stat"),
              parse_cpu,
              {{"cpu.busy", defaults::kCpuBusy, "%", "CPU time not idle and not iowait"},
               {"cpu.iowait", defaults::kCpuIowait, "%", "CPU time idle waiting for I/O"},
@@ -86,7 +86,7 @@ std::vector<CheckDefinition> default_checks() {
       "failed_units", "systemd units in the failed state",
       with_timeout(10,
                    "if [ ! -d /run/systemd/system ] || ! command -v systemctl >/dev/null 2>&1; "
-                   "then echo '@@healer unavailable systemd not present'; "
+                   "then echo \"$HM unavailable systemd not present\"; "
                    "else $T systemctl --failed --no-legend --plain --no-pager; fi"),
       parse_failed_units, {{"failed_units", defaults::kFailedUnits, "", "failed units"}}));
   checks.push_back(
@@ -94,14 +94,14 @@ std::vector<CheckDefinition> default_checks() {
              with_timeout(
                  10,
                  "found=; if command -v timedatectl >/dev/null 2>&1 && [ -d /run/systemd/system ]; "
-                 "then found=1; echo '@@healer timedatectl'; "
+                 "then found=1; echo \"$HM timedatectl\"; "
                  "$T timedatectl show -p NTPSynchronized 2>/dev/null || $T timedatectl status; fi; "
-                 "if command -v chronyc >/dev/null 2>&1; then found=1; echo '@@healer chronyc'; "
+                 "if command -v chronyc >/dev/null 2>&1; then found=1; echo \"$HM chronyc\"; "
                  "$T chronyc -n tracking; fi; "
-                 "if command -v ntpstat >/dev/null 2>&1; then found=1; echo '@@healer ntpstat'; "
+                 "if command -v ntpstat >/dev/null 2>&1; then found=1; echo \"$HM ntpstat\"; "
                  "$T ntpstat; fi; "
                  "if [ -z \"$found\" ]; then "
-                 "echo '@@healer unavailable no timedatectl, chronyc or ntpstat'; fi; exit 0"),
+                 "echo \"$HM unavailable no timedatectl, chronyc or ntpstat\"; fi; exit 0"),
              parse_time_sync));
   checks.push_back(
       define("clock_skew", "server clock against healer's, measured over the SSH round trip",
@@ -110,24 +110,24 @@ std::vector<CheckDefinition> default_checks() {
   checks.push_back(define(
       "reboot_required", "a reboot is pending (Debian reboot-required, RHEL needs-restarting)",
       with_timeout(30,
-                   "if [ -f /var/run/reboot-required ]; then echo '@@healer debian-required'; "
+                   "if [ -f /var/run/reboot-required ]; then echo \"$HM debian-required\"; "
                    "cat /var/run/reboot-required.pkgs 2>/dev/null; exit 0; fi; "
                    "if command -v needs-restarting >/dev/null 2>&1; then "
-                   "echo '@@healer needs-restarting'; $T needs-restarting -r; exit $?; fi; "
-                   "if [ -f /etc/debian_version ]; then echo '@@healer debian-clear'; exit 0; fi; "
-                   "echo '@@healer unavailable no /var/run/reboot-required support and no "
-                   "needs-restarting (dnf-utils or yum-utils)'"),
+                   "echo \"$HM needs-restarting\"; $T needs-restarting -r; exit $?; fi; "
+                   "if [ -f /etc/debian_version ]; then echo \"$HM debian-clear\"; exit 0; fi; "
+                   "echo \"$HM unavailable no /var/run/reboot-required support and no "
+                   "needs-restarting (dnf-utils or yum-utils)\""),
       parse_reboot_required, {}, seconds(45), seconds(3600)));
   checks.push_back(
       define("security_updates", "pending security updates (apt, dnf or yum; slow, cached 6 h)",
              with_timeout(240,
-                          "if command -v apt-get >/dev/null 2>&1; then echo '@@healer apt'; "
+                          "if command -v apt-get >/dev/null 2>&1; then echo \"$HM apt\"; "
                           "$T apt-get -s -o Debug::NoLocking=true dist-upgrade; "
-                          "elif command -v dnf >/dev/null 2>&1; then echo '@@healer dnf'; "
+                          "elif command -v dnf >/dev/null 2>&1; then echo \"$HM dnf\"; "
                           "$T dnf -q updateinfo list --security; "
-                          "elif command -v yum >/dev/null 2>&1; then echo '@@healer yum'; "
+                          "elif command -v yum >/dev/null 2>&1; then echo \"$HM yum\"; "
                           "$T yum -q updateinfo list security; "
-                          "else echo '@@healer unavailable no apt-get, dnf or yum'; fi"),
+                          "else echo \"$HM unavailable no apt-get, dnf or yum\"; fi"),
              parse_security_updates,
              {{"security_updates", defaults::kSecurityUpdates, "", "pending security updates"}},
              seconds(300), seconds(6 * 3600)));
@@ -136,10 +136,10 @@ std::vector<CheckDefinition> default_checks() {
       with_timeout(
           20,
           "if command -v journalctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then "
-          "echo '@@healer journal'; $T journalctl -k -p err -S -1h -q --no-pager -o short-iso; "
-          "elif command -v dmesg >/dev/null 2>&1; then echo '@@healer dmesg'; "
+          "echo \"$HM journal\"; $T journalctl -k -p err -S -1h -q --no-pager -o short-iso; "
+          "elif command -v dmesg >/dev/null 2>&1; then echo \"$HM dmesg\"; "
           "$T dmesg -l err,crit,alert,emerg; "
-          "else echo '@@healer unavailable no journalctl or dmesg'; fi"),
+          "else echo \"$HM unavailable no journalctl or dmesg\"; fi"),
       parse_kernel_errors,
       {{"kernel_errors", defaults::kKernelErrors, "", "kernel error messages"}}, seconds(30)));
   checks.push_back(define(
@@ -149,7 +149,7 @@ std::vector<CheckDefinition> default_checks() {
   checks.push_back(
       define("processes", "zombie and D-state (uninterruptible) processes",
              plain("ps -e -o stat= -o pid= -o comm= 2>/dev/null || "
-                   "{ echo '@@healer procstat'; cat /proc/[0-9]*/stat 2>/dev/null; true; }"),
+                   "{ echo \"$HM procstat\"; cat /proc/[0-9]*/stat 2>/dev/null; true; }"),
              parse_processes,
              {{"processes.zombie", defaults::kZombies, "", "zombie processes"},
               {"processes.dstate", defaults::kDState, "", "processes in D state"}}));
@@ -162,8 +162,8 @@ std::vector<CheckDefinition> default_checks() {
                           {{"uptime", defaults::kUptime, "s", "seconds since boot"}}));
   checks.push_back(
       define("listening_ports", "TCP ports the server's applications must listen on",
-             plain("if command -v ss >/dev/null 2>&1; then echo '@@healer ss'; ss -ltn; "
-                   "else echo '@@healer proc'; { head -1 /proc/net/tcp; "
+             plain("if command -v ss >/dev/null 2>&1; then echo \"$HM ss\"; ss -ltn; "
+                   "else echo \"$HM proc\"; { head -1 /proc/net/tcp; "
                    "grep -h ' 0A ' /proc/net/tcp /proc/net/tcp6 2>/dev/null; true; }; fi"),
              parse_listening_ports,
              {{"listening_ports", defaults::kMissingPorts, "", "expected ports not listening"}}));
@@ -220,9 +220,9 @@ std::vector<CheckDefinition> application_checks(const ApplicationSpec& app) {
         define("app.units", fmt::format("{}: systemd units active", app.name),
                plain(fmt::format(
                    "if ! command -v systemctl >/dev/null 2>&1 || [ ! -d /run/systemd/system ]; "
-                   "then echo '@@healer unavailable systemd is not running'; exit 0; fi; "
-                   "for u in{}; do printf "
-                   "'%s %s\\n' \"$u\" \"$(systemctl is-active \"$u\" 2>/dev/null)\"; done",
+                   "then echo \"$HM unavailable systemd is not running\"; exit 0; fi; "
+                   "for u in{}; do printf '%s unit %s %s\\n' \"$HM\" "
+                   "\"$(systemctl is-active \"$u\" 2>/dev/null)\" \"$u\"; done",
                    quoted_list(app.units))),
                parse_app_units,
                {{"app.units", defaults::kAppUnitsDown, "", "application units not active"}}));
@@ -233,11 +233,11 @@ std::vector<CheckDefinition> application_checks(const ApplicationSpec& app) {
         "app.health", fmt::format("{}: health URL answers", app.name),
         plain(fmt::format(
             "if command -v curl >/dev/null 2>&1; then r=$(curl -sS -o /dev/null -m 10 -w "
-            "'%{{http_code}} %{{time_total}}' {0}); e=$?; echo \"@@healer curl $e ${{r:-000 0}}\"; "
+            "'%{{http_code}} %{{time_total}}' {0}); e=$?; echo \"$HM curl $e ${{r:-000 0}}\"; "
             "elif command -v wget >/dev/null 2>&1; "
-            "then if wget -q -T 10 -O /dev/null {0}; then echo '@@healer wget ok'; else echo "
-            "\"@@healer wget failed $?\"; fi; else echo '@@healer unavailable neither curl nor "
-            "wget on the server'; fi",
+            "then if wget -q -T 10 -O /dev/null {0}; then echo \"$HM wget ok\"; else echo "
+            "\"$HM wget failed $?\"; fi; else echo \"$HM unavailable neither curl "
+            "nor wget on the server\"; fi",
             url)),
         parse_app_health,
         {{"app.response_time", defaults::kAppResponseTime, "s", "seconds to answer"}}));
@@ -246,9 +246,10 @@ std::vector<CheckDefinition> application_checks(const ApplicationSpec& app) {
     checks.push_back(define(
         "app.logs", fmt::format("{}: error lines in the logs", app.name),
         plain(fmt::format(
-            "for f in{}; do if [ ! -e \"$f\" ]; then echo \"@@healer missing $f\"; elif [ ! -r "
-            "\"$f\" ]; then echo \"@@healer unreadable $f\"; else n=$(tail -n 500 \"$f\" | "
-            "grep -ciE 'error|fatal|panic|exception'); echo \"@@healer log $n $f\"; fi; done",
+            "for f in{}; do if [ ! -e \"$f\" ]; then printf '%s missing %s\\n' \"$HM\" \"$f\"; "
+            "elif [ ! -r \"$f\" ]; then printf '%s unreadable %s\\n' \"$HM\" \"$f\"; "
+            "else n=$(tail -n 500 \"$f\" | grep -ciE 'error|fatal|panic|exception'); "
+            "printf '%s log %s %s\\n' \"$HM\" \"$n\" \"$f\"; fi; done",
             quoted_list(app.log_paths))),
         parse_app_logs,
         {{"app.log_errors", defaults::kAppLogErrors, "", "error lines in the last 500"}}));

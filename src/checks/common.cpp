@@ -30,10 +30,13 @@ std::optional<CheckResult> cannot_run(std::string_view name, const CheckInput& i
   if (input.out_truncated) {
     return unknown(name, "output truncated at the output cap; not judged");
   }
-  static constexpr std::string_view kUnavailable = "@@healer unavailable";
+  // Only a framing line of this run's marker says so: a mount source, process name or log line
+  // that reads "... unavailable" is data, whatever it looks like.
+  static constexpr std::string_view kUnavailable = "unavailable";
   for (const auto line : text::lines(input.out)) {
-    if (line.starts_with(kUnavailable)) {
-      const auto reason = text::trim(line.substr(kUnavailable.size()));
+    const auto tag = text::marker_tag(line, input.marker);
+    if (tag && (*tag == kUnavailable || tag->starts_with("unavailable "))) {
+      const auto reason = text::trim(tag->substr(kUnavailable.size()));
       return unknown(name, reason.empty() ? "check not available on this server" : reason);
     }
   }

@@ -19,8 +19,9 @@ namespace healer::checks::detail {
 [[nodiscard]] CheckResult unknown(std::string_view name, std::string_view reason);
 
 /// UNKNOWN when the command could not run or its output cannot be trusted: truncated output, a
-/// "@@healer unavailable <reason>" line, killed by a signal, exit 124 (remote `timeout`),
-/// 126 (cannot execute) or 127 (not found). Otherwise nullopt: the parser judges the output.
+/// "<marker> unavailable <reason>" line (CheckInput::marker), killed by a signal, exit 124 (remote
+/// `timeout`), 126 (cannot execute) or 127 (not found). Otherwise nullopt: the parser judges the
+/// output.
 [[nodiscard]] std::optional<CheckResult> cannot_run(std::string_view name, const CheckInput& input);
 
 /// " (exit 2: <first stderr line>)", " (stderr: ...)" or "": appended to UNKNOWN reasons.

@@ -10,11 +10,6 @@
 #include "text.hpp"
 
 namespace healer::checks {
-namespace {
-
-constexpr std::string_view kMarker = "@@healer ";
-
-}  // namespace
 
 CheckResult parse_app_units(const CheckInput& input, const CheckSettings& settings) {
   constexpr std::string_view kName = "app.units";
@@ -25,14 +20,24 @@ CheckResult parse_app_units(const CheckInput& input, const CheckSettings& settin
   std::vector<std::string> active;
   std::vector<std::string> starting;
   std::vector<std::string> down;
+  // "<marker> unit <state> <name>": the state first, so a name cannot shift it; a name with a
+  // newline continues on a line without the marker, which is ignored. An empty state (a unit
+  // systemd does not know prints nothing on some versions) is not active either.
   for (const auto line : text::lines(input.out)) {
-    const auto f = text::fields(line);
-    if (f.empty()) {
+    const auto tag = text::marker_tag(line, input.marker);
+    if (!tag || !tag->starts_with("unit ")) {
       continue;
     }
-    // A unit systemd does not know prints nothing on some versions: that is not active either.
-    const std::string unit(f[0]);
-    const std::string_view state = f.size() > 1 ? f[1] : std::string_view("unknown");
+    auto rest = tag->substr(5);
+    const auto space = rest.find(' ');
+    if (space == std::string_view::npos) {
+      continue;
+    }
+    const std::string_view state = space == 0 ? std::string_view("unknown") : rest.substr(0, space);
+    const std::string unit(text::trim(rest.substr(space + 1)));
+    if (unit.empty()) {
+      continue;
+    }
     if (state == "active") {
       active.push_back(unit);
     } else if (state == "activating" || state == "reloading") {
@@ -71,10 +76,11 @@ CheckResult parse_app_health(const CheckInput& input, const CheckSettings& setti
   }
   const auto levels = settings.thresholds_for("app.response_time", defaults::kAppResponseTime);
   for (const auto line : text::lines(input.out)) {
-    if (!line.starts_with(kMarker)) {
+    const auto tag = text::marker_tag(line, input.marker);
+    if (!tag) {
       continue;
     }
-    const auto f = text::fields(line.substr(kMarker.size()));
+    const auto f = text::fields(*tag);
     if (f.size() >= 4 && f[0] == "curl") {  // curl <exit> <http code> <seconds>
       const auto exit_code = text::to_u64(f[1]);
       const auto code = text::to_u64(f[2]);
@@ -128,10 +134,11 @@ CheckResult parse_app_logs(const CheckInput& input, const CheckSettings& setting
   std::vector<std::string> unreadable;
   std::vector<std::pair<std::uint64_t, std::string>> counts;
   for (const auto line : text::lines(input.out)) {
-    if (!line.starts_with(kMarker)) {
+    const auto tag = text::marker_tag(line, input.marker);
+    if (!tag) {
       continue;
     }
-    auto rest = line.substr(kMarker.size());
+    auto rest = *tag;
     const auto space = rest.find(' ');
     if (space == std::string_view::npos) {
       continue;

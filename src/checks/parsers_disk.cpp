@@ -44,7 +44,7 @@ CheckResult judge_df(std::string_view name, DfMeasure measure, std::string_view 
   if (auto failed = detail::cannot_run(name, input)) {
     return *std::move(failed);
   }
-  const auto parts = text::sections(input.out);
+  const auto parts = text::sections(input.out, input.marker);
   const auto* df_part = text::find_section(parts, "");
   const auto table = parse_df(df_part != nullptr ? df_part->body : std::string_view{});
   if (!table) {

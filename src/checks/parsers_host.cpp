@@ -83,7 +83,7 @@ CheckResult parse_load(const CheckInput& input, const CheckSettings& settings) {
   if (auto failed = detail::cannot_run(kName, input)) {
     return *std::move(failed);
   }
-  const auto parts = text::sections(input.out);
+  const auto parts = text::sections(input.out, input.marker);
   const auto* load_part = text::find_section(parts, "");
   const auto load = parse_loadavg(load_part != nullptr ? load_part->body : std::string_view{});
   if (!load) {
@@ -117,7 +117,7 @@ CheckResult parse_cpu(const CheckInput& input, const CheckSettings& settings) {
     return *std::move(failed);
   }
   std::vector<std::string_view> samples;
-  for (const auto& part : text::sections(input.out)) {
+  for (const auto& part : text::sections(input.out, input.marker)) {
     if (part.tag == "sample") {
       samples.push_back(part.body);
     }
@@ -189,7 +189,7 @@ CheckResult parse_processes(const CheckInput& input, const CheckSettings& settin
   if (auto failed = detail::cannot_run(kName, input)) {
     return *std::move(failed);
   }
-  const auto parts = text::sections(input.out);
+  const auto parts = text::sections(input.out, input.marker);
   const auto* procstat = text::find_section(parts, "procstat");
   const auto* ps_part = text::find_section(parts, "");
   const auto processes =

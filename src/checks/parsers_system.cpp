@@ -243,7 +243,7 @@ CheckResult parse_time_sync(const CheckInput& input, const CheckSettings& /*sett
   std::vector<std::string> says_yes;
   std::vector<std::string> says_no;
   std::optional<double> offset;
-  for (const auto& part : text::sections(input.out)) {
+  for (const auto& part : text::sections(input.out, input.marker)) {
     Sync sync = Sync::unknown;
     if (part.tag == "timedatectl") {
       sync = timedatectl_sync(part.body);
@@ -331,7 +331,7 @@ CheckResult parse_reboot_required(const CheckInput& input, const CheckSettings& 
   if (auto failed = detail::cannot_run(kName, input)) {
     return *std::move(failed);
   }
-  const auto parts = text::sections(input.out);
+  const auto parts = text::sections(input.out, input.marker);
   const auto required = [](std::string_view how, const std::vector<std::string>& packages) {
     std::string message = fmt::format("reboot required ({})", how);
     if (!packages.empty()) {
@@ -373,7 +373,7 @@ CheckResult parse_security_updates(const CheckInput& input, const CheckSettings&
   if (input.exit_status != 0) {
     return detail::unknown(kName, "package manager failed" + detail::exit_note(input));
   }
-  const auto parts = text::sections(input.out);
+  const auto parts = text::sections(input.out, input.marker);
   UpdateCount count;
   std::string_view source;
   if (const auto* part = text::find_section(parts, "apt")) {
@@ -406,7 +406,7 @@ CheckResult parse_kernel_errors(const CheckInput& input, const CheckSettings& se
   if (auto failed = detail::cannot_run(kName, input)) {
     return *std::move(failed);
   }
-  const auto parts = text::sections(input.out);
+  const auto parts = text::sections(input.out, input.marker);
   const auto* journal = text::find_section(parts, "journal");
   const auto* dmesg = text::find_section(parts, "dmesg");
   if (journal == nullptr && dmesg == nullptr) {
@@ -464,7 +464,7 @@ CheckResult parse_listening_ports(const CheckInput& input, const CheckSettings& 
   if (auto failed = detail::cannot_run(kName, input)) {
     return *std::move(failed);
   }
-  const auto parts = text::sections(input.out);
+  const auto parts = text::sections(input.out, input.marker);
   const auto* ss = text::find_section(parts, "ss");
   const auto* proc = text::find_section(parts, "proc");
   if (ss == nullptr && proc == nullptr) {

@@ -15,6 +15,17 @@ namespace {
 
 Error fail(Errc code, std::string detail) { return make_error(code, std::move(detail)); }
 
+// A procfs parser's error as one of this module (the three codes mean the same).
+Error from_procfs(const Error& error) {
+  Errc code = Errc::malformed;
+  if (error.code == procfs::Errc::missing_field) {
+    code = Errc::missing_field;
+  } else if (error.code == procfs::Errc::empty) {
+    code = Errc::empty;
+  }
+  return make_error(code, error.detail);
+}
+
 std::size_t offset_in(std::string_view line, std::string_view field) noexcept {
   return static_cast<std::size_t>(field.data() - line.data());
 }
@@ -25,28 +36,6 @@ std::optional<std::uint64_t> df_number(std::string_view field) noexcept {
     return 0;
   }
   return text::to_u64(field);
-}
-
-// Decodes the octal escapes the kernel writes in /proc/mounts (space, tab, newline, backslash).
-std::string unescape_mount(std::string_view s) {
-  std::string result;
-  result.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      const auto digits = s.substr(i + 1, 3);
-      const bool octal =
-          digits.size() == 3 &&
-          std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '7'; });
-      if (octal) {
-        const int value = (digits[0] - '0') * 64 + (digits[1] - '0') * 8 + (digits[2] - '0');
-        result.push_back(static_cast<char>(value));
-        i += 3;
-        continue;
-      }
-    }
-    result.push_back(s[i]);
-  }
-  return result;
 }
 
 bool valid_ps_stat(std::string_view stat) noexcept {
@@ -114,39 +103,11 @@ std::optional<std::string> proc_net_address(std::string_view hex) {
 }  // namespace
 
 Result<MemInfo> parse_meminfo(std::string_view text) {
-  if (text::trim(text).empty()) {
-    return fail(Errc::empty, "empty /proc/meminfo");
+  const auto fields = procfs::parse_meminfo(text);
+  if (!fields) {
+    return from_procfs(fields.error());
   }
-  std::map<std::string_view, std::uint64_t, std::less<>> values;
-  for (const auto line : text::lines(text)) {
-    const auto colon = line.find(':');
-    if (colon == std::string_view::npos) {
-      continue;
-    }
-    const auto parts = text::fields(line.substr(colon + 1));
-    if (parts.empty() || parts.size() > 2) {
-      continue;
-    }
-    const auto value = text::to_u64(parts[0]);
-    if (!value) {
-      continue;
-    }
-    std::uint64_t multiplier = 1;
-    if (parts.size() == 2) {
-      if (parts[1] != "kB") {
-        continue;
-      }
-      multiplier = 1024;
-    }
-    if (*value > std::numeric_limits<std::uint64_t>::max() / multiplier) {
-      continue;
-    }
-    values.emplace(text::trim(line.substr(0, colon)), *value * multiplier);
-  }
-  const auto get = [&](std::string_view key) -> std::optional<std::uint64_t> {
-    const auto it = values.find(key);
-    return it == values.end() ? std::nullopt : std::optional(it->second);
-  };
+  const auto get = [&](std::string_view key) { return procfs::meminfo_value(*fields, key); };
   MemInfo info;
   const auto total = get("MemTotal");
   const auto free = get("MemFree");
@@ -172,45 +133,22 @@ Result<MemInfo> parse_meminfo(std::string_view text) {
 }
 
 Result<LoadAvg> parse_loadavg(std::string_view text) {
-  const auto parts = text::fields(text::first_line_view(text));
-  if (parts.size() < 3) {
-    return fail(parts.empty() ? Errc::empty : Errc::malformed, "expected 3 load averages");
+  auto load = procfs::parse_loadavg(text);
+  if (!load) {
+    return from_procfs(load.error());
   }
-  const auto l1 = text::to_double(parts[0]);
-  const auto l5 = text::to_double(parts[1]);
-  const auto l15 = text::to_double(parts[2]);
-  if (!l1 || !l5 || !l15 || *l1 < 0 || *l5 < 0 || *l15 < 0) {
-    return fail(Errc::malformed, "load averages are not numbers");
-  }
-  return LoadAvg{*l1, *l5, *l15};
-}
-
-std::uint64_t CpuTimes::total() const noexcept {
-  return user + nice + system + idle + iowait + irq + softirq + steal;
+  return *load;
 }
 
 Result<CpuTimes> parse_proc_stat(std::string_view text) {
-  for (const auto line : text::lines(text)) {
-    const auto parts = text::fields(line);
-    if (parts.empty() || parts[0] != "cpu") {
-      continue;
-    }
-    if (parts.size() < 5) {
-      return fail(Errc::malformed, "cpu line of /proc/stat has fewer than 4 counters");
-    }
-    std::array<std::uint64_t, 8> counters{};
-    for (std::size_t i = 0; i < counters.size() && i + 1 < parts.size(); ++i) {
-      const auto value = text::to_u64(parts[i + 1]);
-      if (!value) {
-        return fail(Errc::malformed, "cpu line of /proc/stat has a non-numeric counter");
-      }
-      counters[i] = *value;
-    }
-    return CpuTimes{counters[0], counters[1], counters[2], counters[3],
-                    counters[4], counters[5], counters[6], counters[7]};
+  auto stat = procfs::parse_stat(text);
+  if (!stat) {
+    return from_procfs(stat.error());
   }
-  return fail(text::trim(text).empty() ? Errc::empty : Errc::missing_field,
-              "no cpu line in /proc/stat");
+  if (!stat->all) {
+    return fail(Errc::missing_field, "no cpu line in /proc/stat");
+  }
+  return *stat->all;
 }
 
 Result<CpuUsage> cpu_usage(const CpuTimes& before, const CpuTimes& after) {
@@ -314,38 +252,12 @@ Result<DfTable> parse_df(std::string_view text) {
   return table;
 }
 
-bool MountEntry::has_option(std::string_view option) const noexcept {
-  std::string_view rest = options;
-  while (!rest.empty()) {
-    const auto comma = rest.find(',');
-    if (rest.substr(0, comma) == option) {
-      return true;
-    }
-    if (comma == std::string_view::npos) {
-      break;
-    }
-    rest.remove_prefix(comma + 1);
-  }
-  return false;
-}
-
 Result<std::vector<MountEntry>> parse_mounts(std::string_view text) {
-  if (text::trim(text).empty()) {
-    return fail(Errc::empty, "empty mount table");
+  auto mounts = procfs::parse_mounts(text);
+  if (!mounts) {
+    return from_procfs(mounts.error());
   }
-  std::vector<MountEntry> mounts;
-  for (const auto line : text::lines(text)) {
-    const auto parts = text::fields(line);
-    if (parts.size() < 4 || parts[1].front() != '/') {
-      continue;
-    }
-    mounts.push_back({unescape_mount(parts[0]), unescape_mount(parts[1]), std::string(parts[2]),
-                      std::string(parts[3])});
-  }
-  if (mounts.empty()) {
-    return fail(Errc::malformed, "no line of the mount table parsed");
-  }
-  return mounts;
+  return std::move(mounts).value();
 }
 
 FsClass classify_fstype(std::string_view fstype) noexcept {
@@ -469,17 +381,14 @@ Result<std::vector<ProcessEntry>> parse_proc_pid_stats(std::string_view text) {
 }
 
 Result<FileNr> parse_file_nr(std::string_view text) {
-  const auto parts = text::fields(text::first_line_view(text));
-  if (parts.size() != 3) {
-    return fail(parts.empty() ? Errc::empty : Errc::malformed, "expected 3 numbers in file-nr");
+  const auto file_nr = procfs::parse_file_nr(text);
+  if (!file_nr) {
+    return from_procfs(file_nr.error());
   }
-  const auto allocated = text::to_u64(parts[0]);
-  const auto unused = text::to_u64(parts[1]);
-  const auto max = text::to_u64(parts[2]);
-  if (!allocated || !unused || !max || *max == 0 || *unused > *allocated) {
+  if (file_nr->maximum == 0 || file_nr->unused > file_nr->allocated) {
     return fail(Errc::malformed, "file-nr values are not valid counts");
   }
-  return FileNr{*allocated, *unused, *max};
+  return FileNr{file_nr->allocated, file_nr->unused, file_nr->maximum};
 }
 
 Result<double> parse_proc_uptime(std::string_view text) {
@@ -495,14 +404,12 @@ Result<double> parse_proc_uptime(std::string_view text) {
 }
 
 Result<std::uint64_t> parse_counter(std::string_view text, std::string_view name) {
-  for (const auto line : text::lines(text)) {
-    const auto parts = text::fields(line);
-    if (parts.size() == 2 && parts[0] == name) {
-      if (const auto value = text::to_u64(parts[1])) {
-        return *value;
-      }
-      return fail(Errc::malformed, fmt::format("{} is not a count", name));
-    }
+  const auto counters = procfs::parse_vmstat(text);
+  if (!counters) {
+    return from_procfs(counters.error());
+  }
+  if (const auto value = procfs::vmstat_value(*counters, name)) {
+    return *value;
   }
   return fail(Errc::missing_field, fmt::format("no {} counter", name));
 }

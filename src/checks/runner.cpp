@@ -12,7 +12,6 @@
 #include <exception>
 #include <iterator>
 #include <memory>
-#include <random>
 #include <utility>
 
 #include "healer/ssh/errors.hpp"
@@ -70,6 +69,7 @@ CheckInput input_of(const CachedOutput& output) {
   CheckInput input;
   input.out = output.out;
   input.err = output.err;
+  input.marker = output.marker;
   input.exit_status = output.exit_status;
   input.out_truncated = output.out_truncated;
   input.sent_at = output.sent_at;
@@ -89,14 +89,14 @@ void finish_run(CheckRun& run, const CheckDefinition& check, CachedOutput output
   }
 }
 
-std::string random_marker() {
-  std::random_device device;
-  std::uniform_int_distribution<unsigned> nibble(0, 15);
-  std::string marker = "@@hb";
-  for (int i = 0; i < 20; ++i) {
-    marker.push_back("0123456789abcdef"[nibble(device)]);
+// The reason a command that printed no marker line gets, when that is why it tells nothing.
+std::optional<std::string> no_marker_reason(const std::string& marker,
+                                            std::optional<int> exit_status) {
+  if (marker.empty() && exit_status == 125) {
+    return "healer could not draw a framing marker on the server (no "
+           "/proc/sys/kernel/random/uuid, no /dev/urandom)";
   }
-  return marker;
+  return std::nullopt;
 }
 
 // What one async_diagnose shares with the workers it spawned.
@@ -144,8 +144,10 @@ asio::awaitable<void> run_check(std::shared_ptr<ServerRun> state, std::size_t in
   run_options.deadline = state->options.deadline.min(own);
   run_options.priority = state->options.priority;
   run_options.max_output = state->options.max_output;
+  std::string command = std::string(kDrawMarker) + check.command;
   const double before = wall_now();
-  auto result = co_await state->executor->async_run(state->server_id, check.command, run_options);
+  auto result =
+      co_await state->executor->async_run(state->server_id, std::move(command), run_options);
   const double after = wall_now();
   if (!result) {
     const bool own_deadline = run_options.deadline.at() == own.at();
@@ -160,10 +162,16 @@ asio::awaitable<void> run_check(std::shared_ptr<ServerRun> state, std::size_t in
     const double run_seconds = std::chrono::duration<double>(result->timing.run).count();
     output.sent_at = std::max(before, after - run_seconds);
     output.received_at = after;
+    output.marker = take_marker(result->out);
     output.out = std::move(result->out);
     output.err = std::move(result->err);
-    finish_run(run, check, std::move(output), state->server_id, state->settings,
-               state->options.cache);
+    if (auto reason = no_marker_reason(output.marker, output.exit_status)) {
+      run.exit_status = output.exit_status;
+      run.result = unknown_result(check.name, *reason);
+    } else {
+      finish_run(run, check, std::move(output), state->server_id, state->settings,
+                 state->options.cache);
+    }
   }
   run.duration = since(started);
 }
@@ -184,7 +192,6 @@ asio::awaitable<void> run_batched(std::shared_ptr<ServerRun> state) {
     batch.push_back(state->checks[index]);
     longest = std::max(longest, state->checks[index].timeout);
   }
-  const std::string marker = random_marker();
   const auto started = Clock::now();
   const Deadline own = Deadline::after(longest);
   exec::RunOptions run_options;
@@ -192,9 +199,10 @@ asio::awaitable<void> run_batched(std::shared_ptr<ServerRun> state) {
   run_options.priority = state->options.priority;
   run_options.max_output =
       std::min(kMaxBatchOutput, state->options.max_output * std::max<std::size_t>(1, batch.size()));
+  std::string script = std::string(kDrawMarker) + batch_script(batch);
   const double before = wall_now();
-  auto result = co_await state->executor->async_run(state->server_id, batch_script(batch, marker),
-                                                    run_options);
+  auto result =
+      co_await state->executor->async_run(state->server_id, std::move(script), run_options);
   const double after = wall_now();
   const auto elapsed = since(started);
   if (!result) {
@@ -209,15 +217,20 @@ asio::awaitable<void> run_batched(std::shared_ptr<ServerRun> state) {
     co_return;
   }
   const double run_seconds = std::chrono::duration<double>(result->timing.run).count();
-  auto sections = split_batch_output(result->out, result->err, marker, batch.size());
+  const std::string marker = take_marker(result->out);
+  auto sections = marker.empty()
+                      ? std::vector<BatchSection>(batch.size())
+                      : split_batch_output(result->out, result->err, marker, batch.size());
   // No section at all: the wrapper itself failed (no mktemp, no writable temp dir...).
   const bool none_ran = std::none_of(sections.begin(), sections.end(), [](const BatchSection& s) {
     return s.exit_status.has_value();
   });
   const std::string wrapper_failed =
-      none_ran ? fmt::format("batched run failed (exit {}): {}", result->shell_exit_code(),
-                             text::first_line(result->err))
-               : std::string();
+      !none_ran ? std::string()
+      : no_marker_reason(marker, result->exit_status)
+          ? *no_marker_reason(marker, result->exit_status)
+          : fmt::format("batched run failed (exit {}): {}", result->shell_exit_code(),
+                        text::first_line(result->err));
   for (std::size_t i = 0; i < state->to_run.size(); ++i) {
     const std::size_t index = state->to_run[i];
     const CheckDefinition& check = state->checks[index];
@@ -237,6 +250,7 @@ asio::awaitable<void> run_batched(std::shared_ptr<ServerRun> state) {
     output.received_at = after;
     output.out = std::move(sections[i].out);
     output.err = std::move(sections[i].err);
+    output.marker = marker;
     finish_run(run, check, std::move(output), state->server_id, state->settings,
                state->options.cache);
   }
@@ -322,26 +336,49 @@ void ResultCache::forget(const std::string& server_id) {
   std::erase_if(entries_, [&](const auto& entry) { return std::get<0>(entry.first) == server_id; });
 }
 
-// --- batched mode ---------------------------------------------------------------------------
+// --- markers and batched mode ------------------------------------------------------------------
+
+std::string take_marker(std::string& out) {
+  static constexpr std::string_view kPrefix = "@@healer-";
+  // The prologue prints its line before any tool runs, so the first valid one is the prologue's;
+  // an invalid look-alike before it can only come from a login script.
+  for (auto at = out.find(kPrefix); at != std::string::npos; at = out.find(kPrefix, at + 1)) {
+    const auto end = out.find('\n', at);
+    if (end == std::string::npos) {
+      return {};
+    }
+    const std::string_view random =
+        std::string_view(out).substr(at + kPrefix.size(), end - at - kPrefix.size());
+    if (random.size() >= 32 && random.size() <= 36 &&
+        random.find_first_not_of("0123456789abcdef-") == std::string_view::npos) {
+      std::string marker = out.substr(at, end - at);
+      out.erase(0, end + 1);
+      return marker;
+    }
+  }
+  return {};
+}
 
 // Each check runs in its own subshell in the background; its framed stdout and stderr go to
 // files of a private temp dir, printed in order after `wait` (two `cat`s: forks are what a
-// batch costs, on bash especially):
+// batch costs, on bash especially). M is the value of HM (drawn by kDrawMarker before it):
 //   stdout: "<M> begin <i>\n" <out> "\n<M> end <i> <rc>\n"
 //   stderr: "<M> begin <i>\n" <err> "\n<M> end <i>\n"
 // The newline before "end" is always added and always removed, so output without a final
-// newline comes back byte for byte. A section killed before it ended has no end marker.
-std::string batch_script(const std::vector<CheckDefinition>& checks, const std::string& marker) {
+// newline comes back byte for byte. A section killed before it ended has no end marker. The
+// checks' own framing lines use the same marker; their tags are never "begin" or "end".
+std::string batch_script(const std::vector<CheckDefinition>& checks) {
   std::string script =
       "D=$(mktemp -d 2>/dev/null || mktemp -d -t healer.XXXXXX) || exit 125\n"
       "trap 'rm -rf \"$D\"' EXIT\n"
       "trap 'exit 143' TERM INT HUP\n";
   for (std::size_t i = 0; i < checks.size(); ++i) {
     script += fmt::format(
-        "{{ printf '{m} begin {i}\\n'; printf '{m} begin {i}\\n' >&2; (\n{cmd}\n) </dev/null; "
-        "printf '\\n{m} end {i} %s\\n' $?; printf '\\n{m} end {i}\\n' >&2; }} "
-        ">\"$D/{i:06}.o\" 2>\"$D/{i:06}.e\" &\n",
-        fmt::arg("m", marker), fmt::arg("i", i), fmt::arg("cmd", checks[i].command));
+        "{{ printf '%s begin {i}\\n' \"$HM\"; printf '%s begin {i}\\n' \"$HM\" >&2; (\n{cmd}\n) "
+        "</dev/null; printf '\\n%s end {i} %s\\n' \"$HM\" $?; printf '\\n%s end {i}\\n' \"$HM\" "
+        ">&2; "
+        "}} >\"$D/{i:06}.o\" 2>\"$D/{i:06}.e\" &\n",
+        fmt::arg("i", i), fmt::arg("cmd", checks[i].command));
   }
   script += "wait\ncat \"$D\"/*.o; cat \"$D\"/*.e >&2\n";
   return script;

@@ -195,7 +195,19 @@ std::string duration(double seconds) {
   return fmt::format("{} s", total);
 }
 
-std::vector<Section> sections(std::string_view out) {
+std::optional<std::string_view> marker_tag(std::string_view line,
+                                           std::string_view marker) noexcept {
+  if (marker.empty() || !line.starts_with(marker)) {
+    return std::nullopt;
+  }
+  line.remove_prefix(marker.size());
+  if (!line.empty() && line.front() != ' ') {
+    return std::nullopt;  // a longer word that merely starts like the marker
+  }
+  return trim(line);
+}
+
+std::vector<Section> sections(std::string_view out, std::string_view marker) {
   std::vector<Section> result;
   std::size_t pos = 0;
   std::optional<std::string_view> tag;  // tag of the section being collected
@@ -208,10 +220,13 @@ std::vector<Section> sections(std::string_view out) {
   };
   while (pos < out.size()) {
     const auto end = std::min(out.find('\n', pos), out.size());
-    const std::string_view line = out.substr(pos, end - pos);
-    if (line.starts_with(kMarker)) {
+    std::string_view line = out.substr(pos, end - pos);
+    if (!line.empty() && line.back() == '\r') {
+      line.remove_suffix(1);
+    }
+    if (const auto framing = marker_tag(line, marker)) {
       close(pos);
-      tag = trim(line.substr(kMarker.size()));
+      tag = *framing;
       body_start = std::min(end + 1, out.size());
     }
     pos = end + 1;

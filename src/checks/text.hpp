@@ -9,9 +9,6 @@
 // Private text helpers of the checks module: splitting, numbers, one-line messages.
 namespace healer::checks::text {
 
-/// Prefix of the marker lines the check commands print on stdout ("@@healer <tag>").
-inline constexpr std::string_view kMarker = "@@healer ";
-
 [[nodiscard]] std::string_view trim(std::string_view s) noexcept;
 
 /// Lines without their '\n' (and a trailing '\r'); a final line without '\n' is kept.
@@ -51,15 +48,21 @@ inline constexpr std::string_view kMarker = "@@healer ";
 /// "45 s", "12 min", "5 h 3 min", "3 d 4 h".
 [[nodiscard]] std::string duration(double seconds);
 
-/// One part of a command's stdout: the lines after a marker line, up to the next marker.
+/// The tag of a framing line "<marker> <tag>" (or "<marker>" alone: an empty tag); nullopt for
+/// any other line, and for every line when `marker` is empty. `marker` is the run's random one
+/// (CheckInput::marker): server output cannot print it, so it cannot forge a framing line.
+[[nodiscard]] std::optional<std::string_view> marker_tag(std::string_view line,
+                                                         std::string_view marker) noexcept;
+
+/// One part of a command's stdout: the lines after a framing line, up to the next one.
 struct Section {
-  std::string_view tag;   ///< text after "@@healer " (empty for text before the first marker)
+  std::string_view tag;   ///< text after "<marker> " (empty for text before the first marker)
   std::string_view body;  ///< may be empty
 };
 
-/// Splits stdout at marker lines. Text before the first marker (if any) is a section with an
-/// empty tag.
-[[nodiscard]] std::vector<Section> sections(std::string_view out);
+/// Splits stdout at framing lines of `marker`. Text before the first one (if any) is a section
+/// with an empty tag.
+[[nodiscard]] std::vector<Section> sections(std::string_view out, std::string_view marker);
 
 /// The first section whose tag's first word is `word`.
 [[nodiscard]] const Section* find_section(const std::vector<Section>& all, std::string_view word);

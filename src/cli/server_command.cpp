@@ -355,6 +355,9 @@ int run_import(const ServerArgs& args) {
   context.include = read_includes;
   context.file_name = file;
   const auto parsed = parse_ssh_config(*text, context);
+  if (parsed.error) {
+    return usage(*parsed.error);
+  }
   for (const auto& warning : parsed.warnings) {
     std::cerr << "healer: " << terminal_safe(warning) << '\n';
   }

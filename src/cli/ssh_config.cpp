@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <filesystem>
+#include <optional>
 #include <set>
 
 namespace healer::cli {
@@ -23,12 +25,52 @@ struct Block {
   bool match_block = false;  ///< a Match block: never applied
 };
 
+// ssh(1)'s READCONF_MAX_DEPTH: deeper nesting is an error there too.
+constexpr int kMaxIncludeDepth = 16;
+
 struct Parsed {
   std::vector<Block> blocks{Block{{"*"}, false}};
   std::vector<Entry> entries;
   std::vector<std::string> aliases;
   std::vector<std::string> warnings;
+  std::vector<std::string> chain;  ///< files being parsed, outermost first (lexically normal)
+  std::size_t files = 0;           ///< files parsed so far, the top-level one included
+  std::optional<std::string> error;
 };
+
+std::string normal_path(const std::string& path) {
+  return std::filesystem::path(path).lexically_normal().string();
+}
+
+// Parses `content` of the Include'd `path` unless that would loop or exceed the limits (then
+// records the error, which stops the whole parse).
+void parse_into(Parsed& parsed, std::string_view text, const std::string& origin,
+                const SshConfigContext& context, int depth);
+
+void include_file(Parsed& parsed, const std::string& where, const std::string& path,
+                  std::string_view content, const SshConfigContext& context, int depth) {
+  const std::string normal = normal_path(path);
+  if (std::find(parsed.chain.begin(), parsed.chain.end(), normal) != parsed.chain.end()) {
+    std::string cycle;
+    for (auto it = std::find(parsed.chain.begin(), parsed.chain.end(), normal);
+         it != parsed.chain.end(); ++it) {
+      cycle += *it + " -> ";
+    }
+    parsed.error = fmt::format("{}: Include cycle: {}{}", where, cycle, normal);
+    return;
+  }
+  if (depth + 1 > kMaxIncludeDepth) {
+    parsed.error = fmt::format("{}: Include of {} nested more than {} levels deep", where, path,
+                               kMaxIncludeDepth);
+    return;
+  }
+  if (parsed.files >= context.max_files) {
+    parsed.error = fmt::format("{}: Include of {}: more than {} files to read; not importing",
+                               where, path, context.max_files);
+    return;
+  }
+  parse_into(parsed, content, path, context, depth + 1);
+}
 
 std::string lowercase(std::string_view text) {
   std::string out(text);
@@ -119,9 +161,11 @@ bool glob_match(std::string_view text, std::string_view pattern) {
 
 void parse_into(Parsed& parsed, std::string_view text, const std::string& origin,
                 const SshConfigContext& context, int depth) {
+  ++parsed.files;
+  parsed.chain.push_back(normal_path(origin));
   std::size_t start = 0;
   int line_no = 0;
-  while (start <= text.size()) {
+  while (start <= text.size() && !parsed.error) {
     auto end = text.find('\n', start);
     if (end == std::string_view::npos) {
       end = text.size();
@@ -163,18 +207,24 @@ void parse_into(Parsed& parsed, std::string_view text, const std::string& origin
       continue;
     }
     if (keyword == "include") {
-      if (!context.include || depth >= 16) {
+      if (!context.include) {
         parsed.warnings.push_back(fmt::format("{}: Include skipped", where));
         continue;
       }
       for (const auto& pattern : args) {
+        if (parsed.error) {
+          break;
+        }
         const auto files = context.include(pattern);
         if (files.empty()) {
           parsed.warnings.push_back(
               fmt::format("{}: Include {} matched no readable file", where, pattern));
         }
         for (const auto& [path, content] : files) {
-          parse_into(parsed, content, path, context, depth + 1);
+          include_file(parsed, where, path, content, context, depth);
+          if (parsed.error) {
+            break;
+          }
         }
       }
       continue;
@@ -182,6 +232,7 @@ void parse_into(Parsed& parsed, std::string_view text, const std::string& origin
     parsed.entries.push_back(
         Entry{parsed.blocks.size() - 1, words.front(), keyword, std::move(args), where});
   }
+  parsed.chain.pop_back();
 }
 
 // Expands ~ and the % tokens ssh_config(5) defines for IdentityFile and UserKnownHostsFile.
@@ -251,6 +302,13 @@ SshConfigImport parse_ssh_config(std::string_view text, const SshConfigContext& 
   parse_into(parsed, text, context.file_name, context, 0);
   SshConfigImport result;
   result.warnings = std::move(parsed.warnings);
+  if (parsed.error) {
+    // Nothing half-read is imported; the warning line lets a caller that only prints warnings
+    // still show why.
+    result.warnings.push_back(*parsed.error);
+    result.error = std::move(parsed.error);
+    return result;
+  }
   for (const auto& alias : parsed.aliases) {
     ImportedHost host;
     host.alias = alias;

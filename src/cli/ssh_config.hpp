@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -27,6 +28,10 @@ struct ImportedHost {
 struct SshConfigImport {
   std::vector<ImportedHost> hosts;    ///< in the order their Host lines appear
   std::vector<std::string> warnings;  ///< file-level: Match blocks, unreadable Include, bad lines
+  /// Set when the config cannot be imported at all: an Include cycle, Includes nested deeper
+  /// than OpenSSH allows (16), or more than SshConfigContext::max_files files. It names the file
+  /// and line; `hosts` is then empty and the same text ends `warnings`.
+  std::optional<std::string> error;
 };
 
 /// Values the token expansion needs (%d, %u, ~), passed in so the parser stays pure.
@@ -38,12 +43,18 @@ struct SshConfigContext {
   /// callee); nullopt when it cannot be read. Unset: Include lines are reported and skipped.
   std::function<std::vector<std::pair<std::string, std::string>>(const std::string& pattern)>
       include;
+  /// At most this many files are parsed, the top-level one included: a config whose Includes
+  /// fan out (the same file included several times at every level) is an error, not an
+  /// exponential parse.
+  std::size_t max_files = 512;
 };
 
 /// Parses the text of an OpenSSH client config (ssh_config(5)): keywords case-insensitive,
 /// "Key value" or "Key=value", double-quoted arguments, '#' comments. Hosts whose patterns hold
 /// wildcards or negations are not imported but their blocks apply to the concrete hosts they
-/// match (e.g. `Host *`). `Match` blocks are skipped with a warning.
+/// match (e.g. `Host *`). `Match` blocks are skipped with a warning. An Include of a file that is
+/// being parsed already (a cycle, compared by lexically normal path) is an error, as are more
+/// than 16 nested levels (ssh(1)'s limit) and more than `max_files` files in all.
 [[nodiscard]] SshConfigImport parse_ssh_config(std::string_view text,
                                                const SshConfigContext& context);
 

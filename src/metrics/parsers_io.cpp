@@ -92,25 +92,6 @@ bool is_excluded_disk(std::string_view device) noexcept {
          eat(rest, is_digit) && eat_prefix(rest, "p") && eat(rest, is_digit) && rest.empty();
 }
 
-std::string decode_mount_path(std::string_view path) {
-  std::string out;
-  out.reserve(path.size());
-  for (std::size_t i = 0; i < path.size(); ++i) {
-    if (path[i] == '\\' && i + 3 < path.size()) {
-      const char a = path[i + 1];
-      const char b = path[i + 2];
-      const char c = path[i + 3];
-      if (a >= '0' && a <= '3' && b >= '0' && b <= '7' && c >= '0' && c <= '7') {
-        out += static_cast<char>(((a - '0') << 6) | ((b - '0') << 3) | (c - '0'));
-        i += 3;
-        continue;
-      }
-    }
-    out += path[i];
-  }
-  return out;
-}
-
 Result<std::vector<Filesystem>> parse_filesystems(std::string_view text) {
   std::vector<Filesystem> filesystems;
   for (const auto line : text::lines(text)) {

@@ -147,6 +147,7 @@ void load_cache(checks::ResultCache& cache, const Plan& plan,
       checks::CachedOutput kept;
       kept.out = output.out;
       kept.err = output.err;
+      kept.marker = output.marker;
       kept.exit_status = output.exit_status;
       kept.out_truncated = output.out_truncated;
       kept.sent_at = output.sent_at;
@@ -177,6 +178,7 @@ std::vector<store::CachedCheckOutput> cache_rows(const checks::ResultCache& cach
     row.command = entry.command;
     row.out = entry.output->out;
     row.err = entry.output->err;
+    row.marker = entry.output->marker;
     row.exit_status = entry.output->exit_status;
     row.out_truncated = entry.output->out_truncated;
     row.sent_at = entry.output->sent_at;

@@ -41,14 +41,57 @@ Result<void> make_private_directories(const std::filesystem::path& directory) {
   return {};
 }
 
-// Tightens a file to 0600 if it is open to group or others; a missing file is fine.
-Result<void> tighten(const std::filesystem::path& file) {
+// Owns a file descriptor.
+struct Fd {
+  int fd = -1;
+  explicit Fd(int value) noexcept : fd(value) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd >= 0) {
+      ::close(fd);
+    }
+  }
+};
+
+bool is_link_at(const std::filesystem::path& file) {
   struct stat info {};
-  if (::stat(file.c_str(), &info) != 0) {
-    return {};
+  return ::lstat(file.c_str(), &info) == 0 && S_ISLNK(info.st_mode);
+}
+
+Error symlink_refused(const std::filesystem::path& file) {
+  return make_error(Errc::io, "refusing " + file.string() +
+                                  ": it is a symbolic link (healer opens its database, and "
+                                  "changes its mode, only at its real path)");
+}
+
+// What opening `file` failed with, in words a user can act on.
+Error open_failed(const std::filesystem::path& file, int error, bool exists) {
+  if (error == ELOOP && is_link_at(file)) {
+    return symlink_refused(file);
+  }
+  if (exists && (error == EACCES || error == EPERM || error == EROFS)) {
+    return make_error(Errc::read_only,
+                      file.string() + " is read-only (" + errno_text(error) +
+                          "): healer needs write access to change it; commands that only read "
+                          "open it read-only");
+  }
+  return make_error(Errc::io,
+                    (exists ? "opening " : "creating ") + file.string() + ": " + errno_text(error));
+}
+
+// Tightens an open file to 0600 if group or others may access it (fchmod: the file that was
+// opened, never what a path resolves to later).
+Result<void> tighten(int fd, const std::filesystem::path& file) {
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) {
+    return make_error(Errc::io, "reading the mode of " + file.string() + ": " + errno_text(errno));
+  }
+  if (!S_ISREG(info.st_mode)) {
+    return make_error(Errc::io, file.string() + " is not a regular file");
   }
   if ((info.st_mode & 077) != 0) {
-    if (::chmod(file.c_str(), 0600) != 0) {
+    if (::fchmod(fd, 0600) != 0) {
       return make_error(Errc::io,
                         "cannot restrict " + file.string() + " to mode 0600: " + errno_text(errno));
     }
@@ -56,6 +99,18 @@ Result<void> tighten(const std::filesystem::path& file) {
                             file.string());
   }
   return {};
+}
+
+// Tightens SQLite's -wal or -shm file if present; refuses a symbolic link there too.
+Result<void> tighten_companion(const std::filesystem::path& file) {
+  Fd opened(::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (opened.fd < 0) {
+    if (errno == ENOENT) {
+      return {};
+    }
+    return open_failed(file, errno, true);
+  }
+  return tighten(opened.fd, file);
 }
 
 Result<std::optional<std::vector<unsigned char>>> read_meta(sql::Connection& db,
@@ -87,20 +142,143 @@ Result<void> prepare_database_file(const std::filesystem::path& db_path) {
   if (auto made = make_private_directories(db_path.parent_path()); !made) {
     return made;
   }
-  // Create the file ourselves so it is 0600 from its first byte (SQLite would use 0644 & ~umask).
-  const int fd = ::open(db_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return make_error(Errc::io, "creating " + db_path.string() + ": " + errno_text(errno));
+  // SQLite keeps a WAL database's -wal and -shm next to it: it needs to create them there.
+  const std::filesystem::path directory =
+      db_path.parent_path().empty() ? std::filesystem::path(".") : db_path.parent_path();
+  if (::faccessat(AT_FDCWD, directory.c_str(), W_OK | X_OK, AT_EACCESS) != 0) {
+    const int error = errno;
+    if (error == EACCES || error == EPERM || error == EROFS) {
+      return make_error(Errc::read_only,
+                        "the directory " + directory.string() + " is read-only (" +
+                            errno_text(error) +
+                            "): healer needs to create the database's -wal and -shm files "
+                            "there; commands that only read open it read-only");
+    }
   }
-  ::close(fd);
-  for (const char* suffix : {"", "-wal", "-shm"}) {
-    std::filesystem::path file = db_path;
-    file += suffix;
-    if (auto tightened = tighten(file); !tightened) {
+  // Create the file ourselves so it is 0600 from its first byte (SQLite would use 0644 & ~umask);
+  // O_NOFOLLOW: a symbolic link planted at the path is refused, never written or chmod'ed through.
+  struct stat before {};
+  const bool exists = ::lstat(db_path.c_str(), &before) == 0;
+  Fd file(::open(db_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600));
+  if (file.fd < 0) {
+    return open_failed(db_path, errno, exists);
+  }
+  if (auto tightened = tighten(file.fd, db_path); !tightened) {
+    return tightened;
+  }
+  for (const char* suffix : {"-wal", "-shm"}) {
+    std::filesystem::path companion = db_path;
+    companion += suffix;
+    if (auto tightened = tighten_companion(companion); !tightened) {
       return tightened;
     }
   }
   return {};
+}
+
+namespace {
+
+// Resolves the master key (the caller's, HEALER_MASTER_KEY or the key file) and checks it against
+// the database's key check when there is one; creates the key file only for a database without
+// a check (a new one) and only when `may_create`.
+Result<MasterKey> master_key_for(const StoreOptions& options, const std::string& where,
+                                 const std::optional<std::vector<unsigned char>>& key_check,
+                                 bool may_create) {
+  std::string key_origin = "the key given by the caller";
+  std::optional<MasterKey> key = options.master_key;
+  if (!key) {
+    const std::filesystem::path key_file =
+        options.key_file.empty() ? default_key_file(options.db_path) : options.key_file;
+    const KeySource source = KeySource::from_environment(key_file);
+    key_origin = source.env_value ? "HEALER_MASTER_KEY" : "key file " + key_file.string();
+    auto resolved = resolve_master_key(
+        source, key_check || !may_create ? KeyCreation::forbidden : KeyCreation::allowed);
+    if (!resolved) {
+      return std::move(resolved).error();
+    }
+    key.emplace(*resolved);
+  }
+  if (key_check && !crypto::verify_key_check(*key, *key_check)) {
+    return make_error(Errc::wrong_master_key, where + " (key from " + key_origin + ")");
+  }
+  return *key;
+}
+
+// SQLite cannot read a WAL database read-only when it may not create the -shm file (a read-only
+// directory and no -shm left by a writer): it then answers SQLITE_READONLY or SQLITE_CANTOPEN.
+bool needs_immutable(const Error& error, const std::filesystem::path& path) {
+  std::filesystem::path wal = path;
+  wal += "-wal";
+  struct stat info {};
+  return error.code == make_error_code(Errc::io) && ::lstat(wal.c_str(), &info) != 0 &&
+         ::faccessat(AT_FDCWD, path.parent_path().empty() ? "." : path.parent_path().c_str(), W_OK,
+                     AT_EACCESS) != 0;
+}
+
+}  // namespace
+
+Result<Database> Database::open_read_only(const StoreOptions& options) {
+  const std::filesystem::path& path = options.db_path;
+  const std::string where = path.string();
+  struct stat info {};
+  if (::lstat(path.c_str(), &info) != 0) {
+    if (errno == ENOENT) {
+      return make_error(Errc::not_found,
+                        "no database at " + where + " (a read-only open creates nothing)");
+    }
+    return make_error(Errc::io, "reading " + where + ": " + errno_text(errno));
+  }
+  if (S_ISLNK(info.st_mode)) {
+    return symlink_refused(path);
+  }
+  if (!S_ISREG(info.st_mode)) {
+    return make_error(Errc::io, where + " is not a regular file");
+  }
+  for (const char* suffix : {"-wal", "-shm"}) {
+    std::filesystem::path companion = path;
+    companion += suffix;
+    if (is_link_at(companion)) {
+      return symlink_refused(companion);
+    }
+  }
+  // The first read shows whether plain read-only access works; in a directory nobody can write,
+  // nobody can open the database in WAL mode to change it either, so `immutable` is safe there.
+  auto connection = sql::Connection::open(path, sql::OpenMode::read_only);
+  Result<int> version =
+      connection ? migrations::read_version(*connection) : Result<int>(connection.error());
+  if (!version && needs_immutable(version.error(), path)) {
+    connection = sql::Connection::open(path, sql::OpenMode::immutable);
+    version = connection ? migrations::read_version(*connection) : Result<int>(connection.error());
+  }
+  if (!version) {
+    return with_context(std::move(version).error(), where);
+  }
+  sqlite3_busy_timeout(connection->handle(), static_cast<int>(options.busy_timeout.count()));
+  if (*version > migrations::latest_version()) {
+    return make_error(Errc::schema_too_new, where + ": database is at schema version " +
+                                                std::to_string(*version) +
+                                                ", this healer knows up to " +
+                                                std::to_string(migrations::latest_version()));
+  }
+  if (*version < migrations::latest_version()) {
+    return make_error(Errc::schema_too_old,
+                      where + " is at schema version " + std::to_string(*version) +
+                          " and this healer needs " + std::to_string(migrations::latest_version()) +
+                          "; a read-only open does not migrate: run a command that writes (for "
+                          "example `healer server add`) once with write access");
+  }
+  auto stored = read_meta(*connection, kKeyCheck);
+  if (!stored) {
+    return with_context(std::move(stored).error(), where);
+  }
+  if (!stored->has_value()) {
+    return make_error(Errc::corrupt, where + " has no master key check (never fully created)");
+  }
+  auto key = master_key_for(options, where, *stored, false);
+  if (!key) {
+    return std::move(key).error();
+  }
+  return Database(std::move(connection).value(), std::move(*key), *version, true);
 }
 
 Result<Database> Database::open(const StoreOptions& options) {
@@ -109,6 +287,9 @@ Result<Database> Database::open(const StoreOptions& options) {
   }
   if (options.db_path.empty()) {
     return make_error(Errc::io, "no database path given");
+  }
+  if (options.read_only) {
+    return open_read_only(options);
   }
   const std::filesystem::path& path = options.db_path;
   const std::string where = path.string();
@@ -141,30 +322,30 @@ Result<Database> Database::open(const StoreOptions& options) {
     return with_context(std::move(pragmas).error(), where);
   }
 
-  auto version = migrations::migrate(*connection);
+  // The key first: a migration may need it (step 5 re-seals secrets). The key check lives in
+  // `meta` (migration 1); a new database has none yet, and its first open stores one.
+  auto version = migrations::current_version(*connection);
+  if (!version) {
+    return with_context(std::move(version).error(), where);
+  }
+  Result<std::optional<std::vector<unsigned char>>> stored{std::nullopt};
+  if (*version >= 1) {
+    stored = read_meta(*connection, kKeyCheck);
+    if (!stored) {
+      return with_context(std::move(stored).error(), where);
+    }
+  }
+  auto key = master_key_for(options, where, *stored, true);
+  if (!key) {
+    return std::move(key).error();
+  }
+  migrations::Environment environment;
+  environment.key = &*key;
+  version = migrations::migrate(*connection, migrations::latest_version(), environment);
   if (!version) {
     return with_context(std::move(version).error(), where);
   }
 
-  // The key check: the first open stores a value sealed with the key; later opens must unseal it.
-  auto stored = read_meta(*connection, kKeyCheck);
-  if (!stored) {
-    return with_context(std::move(stored).error(), where);
-  }
-  std::string key_origin = "the key given by the caller";
-  std::optional<MasterKey> key = options.master_key;
-  if (!key) {
-    const std::filesystem::path key_file =
-        options.key_file.empty() ? default_key_file(path) : options.key_file;
-    const KeySource source = KeySource::from_environment(key_file);
-    key_origin = source.env_value ? "HEALER_MASTER_KEY" : "key file " + key_file.string();
-    auto resolved = resolve_master_key(
-        source, stored->has_value() ? KeyCreation::forbidden : KeyCreation::allowed);
-    if (!resolved) {
-      return std::move(resolved).error();
-    }
-    key.emplace(*resolved);
-  }
   if (!stored->has_value()) {
     auto insert = connection->prepare("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)");
     if (!insert) {
@@ -179,11 +360,11 @@ Result<Database> Database::open(const StoreOptions& options) {
     if (!stored || !stored->has_value()) {
       return make_error(Errc::sqlite, where + ": cannot read back the key check");
     }
+    if (!crypto::verify_key_check(*key, **stored)) {
+      return make_error(Errc::wrong_master_key, where + " (another process created it first)");
+    }
   }
-  if (!crypto::verify_key_check(*key, **stored)) {
-    return make_error(Errc::wrong_master_key, where + " (key from " + key_origin + ")");
-  }
-  return Database(std::move(connection).value(), std::move(*key), *version);
+  return Database(std::move(connection).value(), std::move(*key), *version, false);
 }
 
 }  // namespace healer::store

@@ -22,15 +22,19 @@ namespace healer::store {
 
 /// Creates the directories leading to `db_path` (mode 0700) and the file itself (mode 0600) if
 /// missing, before SQLite touches it; tightens an existing database (and its -wal/-shm files) to
-/// 0600. SQLite creates -wal/-shm with the database file's mode.
+/// 0600. SQLite creates -wal/-shm with the database file's mode. A symbolic link at any of the
+/// three paths is refused (O_NOFOLLOW; modes change through the open descriptor, never a path);
+/// an existing file this process may not write is Errc::read_only.
 [[nodiscard]] Result<void> prepare_database_file(const std::filesystem::path& db_path);
 
 class Database {
  public:
-  /// prepare_database_file, open, pragmas (WAL, foreign keys, busy timeout), migrate, key check.
+  /// prepare_database_file, open, pragmas (WAL, foreign keys, busy timeout), master key and key
+  /// check, migrate. With StoreOptions::read_only: open_read_only.
   [[nodiscard]] static Result<Database> open(const StoreOptions& options);
 
   [[nodiscard]] int schema_version() const noexcept { return schema_version_; }
+  [[nodiscard]] bool read_only() const noexcept { return read_only_; }
 
   [[nodiscard]] Result<std::int64_t> add_server(const ServerRecord& server);
   [[nodiscard]] Result<void> update_server(const ServerRecord& server);
@@ -72,15 +76,23 @@ class Database {
   [[nodiscard]] Result<PruneResult> prune(const Retention& retention, std::int64_t now_ms);
 
  private:
-  Database(sql::Connection connection, MasterKey key, int schema_version)
-      : db_(std::move(connection)), key_(std::move(key)), schema_version_(schema_version) {}
+  Database(sql::Connection connection, MasterKey key, int schema_version, bool read_only)
+      : db_(std::move(connection)),
+        key_(std::move(key)),
+        schema_version_(schema_version),
+        read_only_(read_only) {}
+
+  // An existing database at the latest schema, read-only: nothing is created (no file, no
+  // directory, no key file), migrated, chmod'ed or written.
+  [[nodiscard]] static Result<Database> open_read_only(const StoreOptions& options);
 
   // Reads the server rows selected by `where` (a SQL suffix; `bind` binds its parameters), with
   // tags and labels, without decrypting secrets.
   Result<std::vector<ServerRecord>> select_servers(
       std::string_view where, const std::function<void(sql::Statement&)>& bind);
   Result<void> write_tags_and_labels(const ServerRecord& server, std::int64_t id);
-  Result<void> write_secret(std::int64_t id, const std::optional<std::string>& secret);
+  // Seals `secret` bound to `server`'s id, address and host key settings (nullopt: no secret).
+  Result<void> write_secret(const ServerRecord& server, const std::optional<std::string>& secret);
   Result<void> decrypt_secret(ServerRecord& server);
   Result<std::vector<ApplicationRecord>> select_applications(std::string_view where,
                                                              std::optional<std::int64_t> key,
@@ -91,6 +103,7 @@ class Database {
   sql::Connection db_;
   MasterKey key_;
   int schema_version_;
+  bool read_only_;
 };
 
 }  // namespace healer::store

@@ -40,6 +40,10 @@ class Category final : public std::error_category {
         return "database error";
       case Errc::closed:
         return "store is closed";
+      case Errc::read_only:
+        return "database is read-only";
+      case Errc::schema_too_old:
+        return "database schema is older than this healer and needs migrating";
     }
     return "unknown store error";
   }
@@ -84,6 +88,10 @@ const char* errc_name(Errc e) noexcept {
       return "sqlite";
     case Errc::closed:
       return "closed";
+    case Errc::read_only:
+      return "read_only";
+    case Errc::schema_too_old:
+      return "schema_too_old";
   }
   return "unknown";
 }

@@ -357,8 +357,8 @@ Result<std::vector<CachedCheckOutput>> Database::cached_check_outputs(std::int64
                                                                       std::int64_t now_ms) {
   auto query = db_.prepare(
       "SELECT check_name, command, stdout, stderr, exit_status, out_truncated, sent_at, "
-      "received_at, expires_at FROM check_output_cache WHERE server_id = ?1 AND expires_at > ?2 "
-      "ORDER BY check_name");
+      "received_at, expires_at, marker FROM check_output_cache WHERE server_id = ?1 AND "
+      "expires_at > ?2 ORDER BY check_name");
   if (!query) {
     return std::move(query).error();
   }
@@ -389,6 +389,7 @@ Result<std::vector<CachedCheckOutput>> Database::cached_check_outputs(std::int64
       output.received_at = query->real(7);
     }
     output.expires_at = query->int64(8);
+    output.marker = query->text(9);
     outputs.push_back(std::move(output));
   }
   return outputs;
@@ -410,8 +411,8 @@ Result<void> Database::put_cached_check_outputs(const std::vector<CachedCheckOut
   }
   auto insert = db_.prepare(
       "INSERT OR REPLACE INTO check_output_cache (server_id, check_name, command, stdout, stderr, "
-      "exit_status, out_truncated, sent_at, received_at, expires_at) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+      "exit_status, out_truncated, sent_at, received_at, expires_at, marker) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
   auto expired =
       db_.prepare("DELETE FROM check_output_cache WHERE server_id = ?1 AND expires_at <= ?2");
   if (!insert) {
@@ -428,7 +429,8 @@ Result<void> Database::put_cached_check_outputs(const std::vector<CachedCheckOut
         .bind(4, output.out)
         .bind(5, output.err)
         .bind(7, output.out_truncated ? std::int64_t{1} : std::int64_t{0})
-        .bind(10, output.expires_at);
+        .bind(10, output.expires_at)
+        .bind(11, output.marker);
     if (output.exit_status) {
       insert->bind(6, static_cast<std::int64_t>(*output.exit_status));
     } else {

@@ -6,6 +6,7 @@
 
 #include "database.hpp"
 #include "healer/store/errors.hpp"
+#include "secret_binding.hpp"
 #include "secret_box.hpp"
 
 namespace healer::store {
@@ -53,8 +54,15 @@ bool uses_secret(AuthMethod method) noexcept {
   return method == AuthMethod::password || method == AuthMethod::stored_key;
 }
 
-// The associated data binding a server's sealed secret to that server.
-std::string secret_context(std::int64_t server_id) { return "server:" + std::to_string(server_id); }
+// What a server's sealed secret is bound to (the record's id must be set).
+SecretBinding binding_of(const ServerRecord& server) {
+  return SecretBinding{server.id,
+                       server.host,
+                       static_cast<std::int64_t>(server.port),
+                       server.user,
+                       std::string(to_sql(server.host_key_policy)),
+                       server.known_hosts_file};
+}
 
 std::string server_label(std::string_view name, std::int64_t id) {
   return "server '" + std::string(name) + "' (#" + std::to_string(id) + ")";
@@ -140,7 +148,8 @@ std::string to_json(const std::vector<std::string>& values) {
 }
 
 std::string to_json(const std::vector<std::uint16_t>& values) {
-  return nlohmann::json(values).dump();
+  // Numbers cannot be invalid UTF-8; the same handler anyway, so no dump() here can throw.
+  return nlohmann::json(values).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 template <class T>
@@ -289,15 +298,16 @@ Result<void> Database::write_tags_and_labels(const ServerRecord& server, std::in
   return {};
 }
 
-Result<void> Database::write_secret(std::int64_t id, const std::optional<std::string>& secret) {
+Result<void> Database::write_secret(const ServerRecord& server,
+                                    const std::optional<std::string>& secret) {
   auto update = db_.prepare("UPDATE servers SET secret = ?2 WHERE id = ?1");
   if (!update) {
     return std::move(update).error();
   }
-  update->bind(1, id);
+  update->bind(1, server.id);
   if (secret) {
     // Only ciphertext reaches SQLite; the plaintext stays in the caller's record.
-    update->bind_blob(2, crypto::seal(key_, *secret, secret_context(id)));
+    update->bind_blob(2, crypto::seal(key_, *secret, secret_context(binding_of(server))));
   } else {
     update->bind_null(2);
   }
@@ -318,11 +328,15 @@ Result<void> Database::decrypt_secret(ServerRecord& server) {
     server.secret.reset();
     return {};
   }
-  auto plaintext = crypto::open(key_, query->blob(0), secret_context(server.id));
+  auto plaintext = crypto::open(key_, query->blob(0), secret_context(binding_of(server)));
   if (!plaintext) {
-    return make_error(
-        Errc::secret_corrupt,
-        "the secret of " + server_label(server.name, server.id) + ": " + plaintext.error().detail);
+    // The master key is right (checked at open): the row changed behind healer's back or the
+    // bytes are damaged. Never try the secret anywhere else.
+    return make_error(Errc::secret_corrupt,
+                      "the secret of " + server_label(server.name, server.id) +
+                          " does not decrypt for the server's current host, port, user and "
+                          "host key settings: the row was changed outside healer, or the secret "
+                          "is damaged; store the secret again");
   }
   server.secret = std::move(plaintext).value();
   return {};
@@ -359,7 +373,11 @@ Result<std::int64_t> Database::add_server(const ServerRecord& server) {
     return std::move(written).error();
   }
   if (server.secret) {
-    if (auto written = write_secret(id, server.secret); !written) {
+    ServerRecord stored = server;
+    stored.id = id;
+    auto written = write_secret(stored, server.secret);
+    crypto::wipe(*stored.secret);
+    if (!written) {
       return std::move(written).error();
     }
   }
@@ -376,6 +394,28 @@ Result<void> Database::update_server(const ServerRecord& server) {
   auto transaction = sql::Transaction::begin(db_);
   if (!transaction) {
     return std::move(transaction).error();
+  }
+  // The stored secret and what it is bound to now, to re-seal it if the binding changes.
+  auto before = db_.prepare(
+      "SELECT host, port, user, host_key_policy, known_hosts_file, secret FROM servers "
+      "WHERE id = ?1");
+  if (!before) {
+    return std::move(before).error();
+  }
+  before->bind(1, server.id);
+  auto found = before->step();
+  if (!found) {
+    return std::move(found).error();
+  }
+  if (!*found) {
+    return make_error(Errc::not_found, "server #" + std::to_string(server.id));
+  }
+  const SecretBinding old_binding{server.id,       before->text(0), before->int64(1),
+                                  before->text(2), before->text(3), before->text(4)};
+  std::optional<std::vector<unsigned char>> old_secret;
+  if (!before->is_null(5)) {
+    const auto blob = before->blob(5);
+    old_secret.emplace(blob.begin(), blob.end());
   }
   auto update = db_.prepare(
       "UPDATE servers SET name = ?2, host = ?3, port = ?4, user = ?5, auth_method = ?6, "
@@ -404,26 +444,30 @@ Result<void> Database::update_server(const ServerRecord& server) {
     return written;
   }
   if (!uses_secret(server.auth_method)) {
-    if (auto cleared = write_secret(server.id, std::nullopt); !cleared) {
+    if (auto cleared = write_secret(server, std::nullopt); !cleared) {
       return cleared;
     }
   } else if (server.secret) {
-    if (auto written = write_secret(server.id, server.secret); !written) {
+    if (auto written = write_secret(server, server.secret); !written) {
       return written;
     }
-  } else {
-    auto stored = db_.prepare("SELECT secret IS NOT NULL FROM servers WHERE id = ?1");
-    if (!stored) {
-      return std::move(stored).error();
+  } else if (!old_secret) {
+    return invalid("server '" + server.name + "': auth method " +
+                   std::string(to_sql(server.auth_method)) + " needs a secret");
+  } else if (!(old_binding == binding_of(server))) {
+    // The kept secret follows the server to its new address or settings: healer makes the
+    // change, so it re-seals (a change made outside healer leaves a secret that does not decrypt).
+    auto plaintext = crypto::open(key_, *old_secret, secret_context(old_binding));
+    if (!plaintext) {
+      return make_error(Errc::secret_corrupt,
+                        "the stored secret of " + server_label(server.name, server.id) +
+                            " does not decrypt, so it cannot follow the new settings; give the "
+                            "secret again with the change");
     }
-    stored->bind(1, server.id);
-    auto row = stored->step();
-    if (!row) {
-      return std::move(row).error();
-    }
-    if (!*row || stored->int64(0) == 0) {
-      return invalid("server '" + server.name + "': auth method " +
-                     std::string(to_sql(server.auth_method)) + " needs a secret");
+    auto written = write_secret(server, *plaintext);
+    crypto::wipe(*plaintext);
+    if (!written) {
+      return written;
     }
   }
   return transaction->commit();

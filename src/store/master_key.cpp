@@ -161,7 +161,7 @@ Result<MasterKey> MasterKey::load_file(const std::filesystem::path& path) {
         continue;
       }
       const int error = errno;
-      crypto::wipe(buffer.data(), buffer.size());
+      crypto::wipe(std::span<char>(buffer));
       return make_error(Errc::io, "reading key file " + path.string() + ": " + errno_text(error));
     }
     if (got == 0) {
@@ -170,7 +170,7 @@ Result<MasterKey> MasterKey::load_file(const std::filesystem::path& path) {
     size += static_cast<std::size_t>(got);
   }
   auto key = parse(std::string_view(buffer.data(), size), path.string());
-  crypto::wipe(buffer.data(), buffer.size());
+  crypto::wipe(std::span<char>(buffer));
   return key;
 }
 
@@ -196,7 +196,7 @@ Result<MasterKey> MasterKey::create_file(const std::filesystem::path& path) {
 
   auto written = write_new_key_file(temporary, contents);
   if (!written) {
-    crypto::wipe(hex.data(), hex.size());
+    crypto::wipe(std::span<char>(hex));
     return std::move(written).error();
   }
   int link_error = ::link(temporary.c_str(), path.c_str()) == 0 ? 0 : errno;
@@ -206,11 +206,11 @@ Result<MasterKey> MasterKey::create_file(const std::filesystem::path& path) {
     auto direct = write_new_key_file(path, contents);
     link_error = direct ? 0 : EEXIST;
     if (!direct) {
-      crypto::wipe(hex.data(), hex.size());
+      crypto::wipe(std::span<char>(hex));
       return std::move(direct).error();
     }
   }
-  crypto::wipe(hex.data(), hex.size());
+  crypto::wipe(std::span<char>(hex));
   if (link_error != 0) {
     return make_error(Errc::io,
                       "creating key file " + path.string() + ": " + errno_text(link_error));

@@ -1,10 +1,15 @@
 #include "migrations.hpp"
 
 #include <array>
+#include <cstdint>
 #include <string>
+#include <vector>
 
+#include "healer/core/log.hpp"
 #include "healer/store/errors.hpp"
 #include "healer/store/records.hpp"
+#include "secret_binding.hpp"
+#include "secret_box.hpp"
 
 namespace healer::store::migrations {
 namespace {
@@ -119,6 +124,71 @@ CREATE TABLE check_output_cache (
 ) STRICT;
 )sql";
 
+// The checks runner frames command output with a random marker per run (a fixed one let server
+// output forge framing lines); a cached output keeps the marker it was printed with. Entries
+// framed the old way are dropped: it is a cache.
+constexpr std::string_view kCheckOutputMarker = R"sql(
+DELETE FROM check_output_cache;
+ALTER TABLE check_output_cache ADD COLUMN marker TEXT NOT NULL DEFAULT '';
+)sql";
+
+// Secrets were bound to their server's id only: editing the row's host in the sqlite3 shell sent
+// the password to that host. Step 5 re-seals every secret bound to the row's host, port, user,
+// host key policy and known_hosts file (secret_binding.hpp).
+Result<void> reseal_secrets(sql::Connection& db, const Environment& environment) {
+  auto rows = db.prepare(
+      "SELECT id, name, host, port, user, host_key_policy, known_hosts_file, secret FROM servers "
+      "WHERE secret IS NOT NULL ORDER BY id");
+  if (!rows) {
+    return std::move(rows).error();
+  }
+  auto update = db.prepare("UPDATE servers SET secret = ?2 WHERE id = ?1");
+  if (!update) {
+    return std::move(update).error();
+  }
+  struct Resealed {
+    std::int64_t id;
+    std::vector<unsigned char> sealed;
+  };
+  std::vector<Resealed> resealed;
+  for (;;) {
+    auto row = rows->step();
+    if (!row) {
+      return std::move(row).error();
+    }
+    if (!*row) {
+      break;
+    }
+    const std::int64_t id = rows->int64(0);
+    const std::string name = rows->text(1);
+    if (environment.key == nullptr) {
+      return make_error(Errc::master_key_missing,
+                        "re-sealing the secret of server '" + name + "' needs the master key");
+    }
+    auto plaintext = crypto::open(*environment.key, rows->blob(7), legacy_secret_context(id));
+    if (!plaintext) {
+      // It did not decrypt before this step either; it stays as it is and fails when used, with
+      // the same advice to store it again.
+      log::get("store")->warn(
+          "the secret of server '{}' (#{}) does not decrypt; left as it is (store it again)", name,
+          id);
+      continue;
+    }
+    const SecretBinding binding{
+        id, rows->text(2), rows->int64(3), rows->text(4), rows->text(5), rows->text(6)};
+    resealed.push_back({id, crypto::seal(*environment.key, *plaintext, secret_context(binding))});
+    crypto::wipe(*plaintext);
+  }
+  for (const auto& row : resealed) {
+    update->reset();
+    update->bind(1, row.id).bind_blob(2, row.sealed);
+    if (auto written = update->run(); !written) {
+      return written;
+    }
+  }
+  return {};
+}
+
 // Status changes of servers and applications, written with the run that showed them, so "red
 // since when" and the transition history need no scan of every run.
 constexpr std::string_view kStatusTransitions = R"sql(
@@ -139,7 +209,10 @@ constexpr std::array kMigrations = {
     Migration{1, "initial schema", kInitialSchema},
     Migration{2, "server labels and applications", kLabelsAndApplications},
     Migration{3, "check output cache", kCheckOutputCache},
-    Migration{4, "status transitions", kStatusTransitions},
+    Migration{4, "check output cache marker", kCheckOutputMarker},
+    Migration{5, "secrets bound to their server's address and host key settings", "",
+              &reseal_secrets},
+    Migration{6, "status transitions", kStatusTransitions},
 };
 
 constexpr std::string_view kCreateMigrationsTable = R"sql(
@@ -177,7 +250,31 @@ Result<int> current_version(sql::Connection& db) {
   return static_cast<int>(query->int64(0));
 }
 
-Result<int> migrate(sql::Connection& db, int target) {
+Result<int> read_version(sql::Connection& db) {
+  auto exists = db.prepare(
+      "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'schema_migrations'");
+  if (!exists) {
+    return std::move(exists).error();
+  }
+  auto row = exists->step();
+  if (!row) {
+    return std::move(row).error();
+  }
+  if (exists->int64(0) == 0) {
+    return 0;
+  }
+  auto query = db.prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+  if (!query) {
+    return std::move(query).error();
+  }
+  row = query->step();
+  if (!row) {
+    return std::move(row).error();
+  }
+  return static_cast<int>(query->int64(0));
+}
+
+Result<int> migrate(sql::Connection& db, int target, const Environment& environment) {
   auto version = current_version(db);
   if (!version) {
     return version;
@@ -204,8 +301,15 @@ Result<int> migrate(sql::Connection& db, int target) {
       *version = *now_at;
       continue;
     }
-    if (auto applied = db.exec(migration.sql); !applied) {
-      return step_failed(migration, applied.error());
+    if (!migration.sql.empty()) {
+      if (auto applied = db.exec(migration.sql); !applied) {
+        return step_failed(migration, applied.error());
+      }
+    }
+    if (migration.step != nullptr) {
+      if (auto stepped = migration.step(db, environment); !stepped) {
+        return step_failed(migration, stepped.error());
+      }
     }
     auto record =
         db.prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)");

@@ -80,13 +80,8 @@ bool verify_key_check(const MasterKey& key, std::span<const unsigned char> check
   return opened && *opened == kKeyCheckPlaintext;
 }
 
-void wipe(std::string& text) noexcept {
-  // The whole capacity: a shrunk string may keep old bytes past size().
-  text.resize(text.capacity());
-  sodium_memzero(text.data(), text.size());
-  text.clear();
-}
+void wipe(std::span<char> bytes) noexcept { sodium_memzero(bytes.data(), bytes.size()); }
 
-void wipe(void* bytes, std::size_t size) noexcept { sodium_memzero(bytes, size); }
+void wipe(std::span<unsigned char> bytes) noexcept { sodium_memzero(bytes.data(), bytes.size()); }
 
 }  // namespace healer::store::crypto

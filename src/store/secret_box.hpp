@@ -34,9 +34,20 @@ namespace healer::store::crypto {
 /// True when `check` was made with `key`.
 [[nodiscard]] bool verify_key_check(const MasterKey& key, std::span<const unsigned char> check);
 
-/// Overwrites a string's bytes (sodium_memzero) and clears it.
-void wipe(std::string& text) noexcept;
-/// Overwrites a byte buffer (sodium_memzero).
-void wipe(void* bytes, std::size_t size) noexcept;
+/// Overwrites every byte of `bytes` with zeros (sodium_memzero: not optimised away). Every wipe
+/// comes down to this one.
+void wipe(std::span<char> bytes) noexcept;
+void wipe(std::span<unsigned char> bytes) noexcept;
+
+/// Overwrites every byte the string owns, past size() up to capacity() too (a string that shrank
+/// keeps old bytes there), then clears it; the buffer is kept, not freed. Any allocator, so a
+/// test can look at the buffer when it is finally freed.
+template <class Allocator>
+void wipe(std::basic_string<char, std::char_traits<char>, Allocator>& text) noexcept {
+  // resize() within capacity() never allocates.
+  text.resize(text.capacity());
+  wipe(std::span<char>(text.data(), text.size()));
+  text.clear();
+}
 
 }  // namespace healer::store::crypto

@@ -42,11 +42,47 @@ Error error_from(int rc, sqlite3* db, std::string_view what) {
   return make_error(code, std::move(detail));
 }
 
-Result<Connection> Connection::open(const std::filesystem::path& path) {
+namespace {
+
+// `path` as a file: URI (RFC 3986 percent-encoding of everything but unreserved bytes and '/').
+std::string file_uri(const std::filesystem::path& path) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string uri = "file:";
+  for (const char c : path.string()) {
+    const auto byte = static_cast<unsigned char>(c);
+    const bool plain = (byte >= 'a' && byte <= 'z') || (byte >= 'A' && byte <= 'Z') ||
+                       (byte >= '0' && byte <= '9') || c == '-' || c == '.' || c == '_' ||
+                       c == '~' || c == '/';
+    if (plain) {
+      uri += c;
+    } else {
+      uri += '%';
+      uri += kHex[byte >> 4];
+      uri += kHex[byte & 0x0f];
+    }
+  }
+  return uri;
+}
+
+}  // namespace
+
+Result<Connection> Connection::open(const std::filesystem::path& path, OpenMode mode) {
+  int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE | SQLITE_OPEN_NOFOLLOW;
+  std::string name = path.string();
+  switch (mode) {
+    case OpenMode::read_write:
+      flags |= SQLITE_OPEN_READWRITE;
+      break;
+    case OpenMode::read_only:
+      flags |= SQLITE_OPEN_READONLY;
+      break;
+    case OpenMode::immutable:
+      flags |= SQLITE_OPEN_READONLY | SQLITE_OPEN_URI;
+      name = file_uri(path) + "?immutable=1";
+      break;
+  }
   sqlite3* raw = nullptr;
-  const int rc =
-      sqlite3_open_v2(path.c_str(), &raw,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, nullptr);
+  const int rc = sqlite3_open_v2(name.c_str(), &raw, flags, nullptr);
   Connection connection(raw);  // sqlite3_open_v2 allocates a handle even when it fails
   if (rc != SQLITE_OK) {
     return error_from(rc, raw, "opening " + path.string());

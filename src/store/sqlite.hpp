@@ -31,11 +31,22 @@ struct StatementFinalize {
 
 class Statement;
 
+/// How Connection::open opens a file.
+enum class OpenMode {
+  read_write,  ///< the store's normal mode
+  read_only,   ///< SQLITE_OPEN_READONLY: SQLite may still need to create the -shm file of WAL
+  /// read-only and `immutable=1`: no -wal/-shm at all, no locks. Only safe when nobody can write
+  /// the database meanwhile (its directory is not writable, so no writer can open it in WAL mode).
+  immutable,
+};
+
 /// One open database connection. Used by one thread at a time (the store's worker).
 class Connection {
  public:
-  /// Opens an existing file read-write (SQLITE_OPEN_NOMUTEX, extended result codes).
-  [[nodiscard]] static Result<Connection> open(const std::filesystem::path& path);
+  /// Opens an existing file (SQLITE_OPEN_NOMUTEX, extended result codes); never through a
+  /// symbolic link (SQLITE_OPEN_NOFOLLOW).
+  [[nodiscard]] static Result<Connection> open(const std::filesystem::path& path,
+                                               OpenMode mode = OpenMode::read_write);
 
   /// Runs one or more statements without results (DDL, pragmas, BEGIN/COMMIT).
   [[nodiscard]] Result<void> exec(std::string_view sql);

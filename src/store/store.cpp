@@ -21,6 +21,7 @@ struct StoreImpl {
 
   std::filesystem::path path;
   int schema_version = 0;
+  bool read_only = false;
   std::atomic<std::uint64_t> async_ok{0};
   std::atomic<std::uint64_t> async_failed{0};
   std::shared_ptr<spdlog::logger> logger = log::get("store");
@@ -46,12 +47,34 @@ auto call(StoreImpl* impl, F fn) -> std::invoke_result_t<F&, Database&> {
   return impl->worker.call([impl, &fn] { return fn(*impl->db); });
 }
 
+Error read_only(const StoreImpl& impl) {
+  return make_error(Errc::read_only, impl.path.string() + " was opened read-only");
+}
+
+// Runs a writing `fn(Database&)` on the store thread and waits; a read-only store refuses it
+// before SQLite is asked.
+template <class F>
+auto write(StoreImpl* impl, F fn) -> std::invoke_result_t<F&, Database&> {
+  if (impl != nullptr && impl->read_only) {
+    return read_only(*impl);
+  }
+  return call(impl, std::move(fn));
+}
+
 // Queues `fn(Database&)`; counts and logs a failure, then hands the result to `done`.
 template <class T, class F>
 void post_write(StoreImpl* impl, const char* what, F fn, Store::Callback<T> done) {
   if (impl == nullptr) {
     if (done) {
       done(closed());
+    }
+    return;
+  }
+  if (impl->read_only) {
+    impl->async_failed.fetch_add(1, std::memory_order_relaxed);
+    impl->logger->error("{} failed: {}", what, read_only(*impl).message());
+    if (done) {
+      done(read_only(*impl));
     }
     return;
   }
@@ -87,6 +110,7 @@ Result<Store> Store::open(StoreOptions options) {
     return std::move(version).error();
   }
   impl->schema_version = *version;
+  impl->read_only = options.read_only;
   return Store(std::move(impl));
 }
 
@@ -97,17 +121,19 @@ Store::~Store() = default;
 
 int Store::schema_version() const noexcept { return impl_ ? impl_->schema_version : 0; }
 
+bool Store::read_only() const noexcept { return impl_ && impl_->read_only; }
+
 const std::filesystem::path& Store::path() const noexcept {
   static const std::filesystem::path kNone;
   return impl_ ? impl_->path : kNone;
 }
 
 Result<std::int64_t> Store::add_server(const ServerRecord& server) {
-  return call(impl_.get(), [&](Database& db) { return db.add_server(server); });
+  return write(impl_.get(), [&](Database& db) { return db.add_server(server); });
 }
 
 Result<void> Store::update_server(const ServerRecord& server) {
-  return call(impl_.get(), [&](Database& db) { return db.update_server(server); });
+  return write(impl_.get(), [&](Database& db) { return db.update_server(server); });
 }
 
 Result<ServerRecord> Store::get_server(std::int64_t id, SecretAccess access) {
@@ -123,19 +149,19 @@ Result<std::vector<ServerRecord>> Store::list_servers(std::string_view tag) {
 }
 
 Result<void> Store::remove_server(std::int64_t id) {
-  return call(impl_.get(), [&](Database& db) { return db.remove_server(id); });
+  return write(impl_.get(), [&](Database& db) { return db.remove_server(id); });
 }
 
 Result<void> Store::remove_server_by_name(std::string_view name) {
-  return call(impl_.get(), [&](Database& db) { return db.remove_server_by_name(name); });
+  return write(impl_.get(), [&](Database& db) { return db.remove_server_by_name(name); });
 }
 
 Result<std::int64_t> Store::add_application(const ApplicationRecord& app) {
-  return call(impl_.get(), [&](Database& db) { return db.add_application(app); });
+  return write(impl_.get(), [&](Database& db) { return db.add_application(app); });
 }
 
 Result<void> Store::update_application(const ApplicationRecord& app) {
-  return call(impl_.get(), [&](Database& db) { return db.update_application(app); });
+  return write(impl_.get(), [&](Database& db) { return db.update_application(app); });
 }
 
 Result<ApplicationRecord> Store::get_application(std::int64_t id) {
@@ -152,7 +178,7 @@ Result<std::vector<ApplicationRecord>> Store::list_applications(
 }
 
 Result<void> Store::remove_application(std::int64_t id) {
-  return call(impl_.get(), [&](Database& db) { return db.remove_application(id); });
+  return write(impl_.get(), [&](Database& db) { return db.remove_application(id); });
 }
 
 Result<std::int64_t> Store::record_run(const DiagnosisRun& run) {
@@ -164,7 +190,7 @@ Result<std::int64_t> Store::record_run(const DiagnosisRun& run) {
 }
 
 Result<RecordedRun> Store::record_diagnosis(const DiagnosisRun& run) {
-  return call(impl_.get(), [&](Database& db) { return db.record_run(run); });
+  return write(impl_.get(), [&](Database& db) { return db.record_run(run); });
 }
 
 Result<std::vector<DiagnosisRun>> Store::latest_runs() {
@@ -196,7 +222,7 @@ Result<std::vector<DiagnosisRun>> Store::recent_runs(std::int64_t server_id, std
 }
 
 Result<std::size_t> Store::append_samples(const std::vector<MetricSample>& samples) {
-  return call(impl_.get(), [&](Database& db) { return db.append_samples(samples); });
+  return write(impl_.get(), [&](Database& db) { return db.append_samples(samples); });
 }
 
 Result<std::vector<CachedCheckOutput>> Store::cached_check_outputs(std::int64_t server_id,
@@ -207,8 +233,8 @@ Result<std::vector<CachedCheckOutput>> Store::cached_check_outputs(std::int64_t 
 
 Result<void> Store::put_cached_check_outputs(const std::vector<CachedCheckOutput>& outputs,
                                              std::int64_t now_ms) {
-  return call(impl_.get(),
-              [&](Database& db) { return db.put_cached_check_outputs(outputs, now_ms); });
+  return write(impl_.get(),
+               [&](Database& db) { return db.put_cached_check_outputs(outputs, now_ms); });
 }
 
 Result<std::vector<MetricSample>> Store::samples_since(std::int64_t server_id,
@@ -219,7 +245,7 @@ Result<std::vector<MetricSample>> Store::samples_since(std::int64_t server_id,
 }
 
 Result<PruneResult> Store::prune(const Retention& retention, std::int64_t now_ms) {
-  return call(impl_.get(), [&](Database& db) { return db.prune(retention, now_ms); });
+  return write(impl_.get(), [&](Database& db) { return db.prune(retention, now_ms); });
 }
 
 void Store::record_run_async(DiagnosisRun run, Callback<std::int64_t> done) {

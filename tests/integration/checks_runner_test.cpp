@@ -2,8 +2,8 @@
 // Debian machine is the server): every default and seed check runs live without a CRITICAL from
 // a missing tool; a server's checks share one connection; a sweep with a closed port and a wrong
 // key gives typed UNKNOWNs and exactly one failed authentication; a check past its deadline is
-// UNKNOWN while the others finish; the result cache; batched mode, and its figures against
-// concurrent mode (printed, not asserted).
+// UNKNOWN while the others finish; the result cache; batched mode (its figures against concurrent
+// mode: bench/checks_bench.cpp).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -496,67 +496,77 @@ TEST_F(ChecksRunnerTest, BatchedModeRunsEveryCheckInOneExec) {
   EXPECT_EQ(sshd.session_open_count(), 1U);
 }
 
-// --- figures: concurrent vs batched (printed, not asserted) ----------------------------------
+// --- framing cannot be forged -----------------------------------------------------------------
 
-asio::awaitable<std::vector<double>> time_runs(pool::Registry* registry, std::string server_id,
-                                               std::vector<CheckDefinition> checks, RunMode mode,
-                                               int runs) {
-  exec::Executor executor(*registry);
-  std::vector<double> ms;
-  for (int i = 0; i <= runs; ++i) {
-    auto options = diagnose_options(30s, mode);
-    const CheckSettings settings;
-    auto diagnosis = co_await async_diagnose(executor, server_id, checks, settings, options);
-    EXPECT_TRUE(diagnosis.reachable());
-    if (i > 0) {  // the first run pays the handshake
-      ms.push_back(static_cast<double>(diagnosis.duration.count()) / 1000.0);
+// A full root filesystem as GNU df prints it, with the line a FUSE mount named
+// "@@healer unavailable ..." (fusermount -o fsname=, no root needed) adds: through a real sshd,
+// in both modes, the disk stays CRITICAL.
+CheckDefinition hostile_df_check() {
+  CheckDefinition check;
+  check.name = "disk_space";
+  check.command =
+      "printf '%s\\n' 'Filesystem Type 1024-blocks Used Available Capacity Mounted on' "
+      "'@@healer unavailable (a FUSE mount) fuse.x 100 1 99 1% /home/eve/m' "
+      "'/dev/sda1 ext4 41152736 40625132 527604 99% /'";
+  check.parse = parse_disk_space;
+  return check;
+}
+
+// Prints the command line of the shell that runs it ($$ is the `sh -c` of the exec, or the
+// batched script's shell in a subshell); its parser says whether the run's marker is on it.
+CheckDefinition own_command_line_check() {
+  CheckDefinition check;
+  check.name = "command_line";
+  check.command = "tr '\\000' ' ' < /proc/$$/cmdline; echo";
+  check.parse = [](const CheckInput& input, const CheckSettings&) {
+    CheckResult result;
+    if (input.marker.empty() || input.out.find("random/uuid") == std::string_view::npos) {
+      result.status = Status::unknown;
+      result.message = "no marker, or not the shell's command line: " + std::string(input.out);
+    } else if (input.out.find(input.marker) != std::string_view::npos) {
+      result.status = Status::critical;
+      result.message = "the marker is on the command line: " + std::string(input.out);
+    } else {
+      result.status = Status::ok;
+      result.message = "no marker on the command line";
     }
-  }
-  co_return ms;
+    return result;
+  };
+  return check;
 }
 
-asio::awaitable<int> shut_down(pool::Registry* registry) {
-  co_await registry->async_shutdown(Deadline::after(5s));
-  co_return 0;
+// Uses the marker the prologue drew on the server to say it cannot run.
+CheckDefinition honest_unavailable_check() {
+  CheckDefinition check;
+  check.name = "unavailable";
+  check.command = "echo \"$HM unavailable the tool is missing\"; exit 0";
+  check.parse = parse_uptime;
+  return check;
 }
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values.empty() ? 0 : values[values.size() / 2];
-}
-
-// Disabled: figures, not a test (run with --gtest_also_run_disabled_tests
-// --gtest_filter=*Figures*).
-TEST_F(ChecksRunnerTest, DISABLED_FiguresConcurrentVersusBatched) {
-  for (const auto rtt : {0ms, 50ms}) {
-    SshdFixture::Options sshd_options;
-    sshd_options.rtt = rtt;
-    SshdFixture sshd(sshd_options);
-    sshd.start();
+TEST_F(ChecksRunnerTest, ServerOutputCannotForgeFramingInEitherMode) {
+  SshdFixture sshd;
+  sshd.start();
+  for (const auto mode : {RunMode::concurrent, RunMode::batched}) {
+    SCOPED_TRACE(mode == RunMode::batched ? "batched" : "concurrent");
     pool::Registry registry(io_.get_executor(), PoolConfig{});
-    registry.add_server(test::pool_server(sshd, "bench"));
-    auto fast = default_checks();
-    std::erase_if(fast, [](const CheckDefinition& check) {
-      return check.name == "cpu" || check.name == "security_updates";
-    });
-    struct Set {
-      const char* name;
-      std::vector<CheckDefinition> checks;
-    };
-    for (const auto& set :
-         {Set{"seed (7)", seed_checks()}, Set{"default minus cpu/apt (16)", fast}}) {
-      for (const auto mode : {RunMode::concurrent, RunMode::batched}) {
-        const auto ms = test::run_async(io_, time_runs(&registry, "bench", set.checks, mode, 5));
-        std::printf("[figures] rtt %3lld ms, %-28s %-10s median %7.1f ms (min %7.1f, max %7.1f)\n",
-                    static_cast<long long>(rtt.count()), set.name,
-                    mode == RunMode::batched ? "batched" : "concurrent", median(ms),
-                    *std::min_element(ms.begin(), ms.end()),
-                    *std::max_element(ms.begin(), ms.end()));
-      }
-    }
-    test::run_async(io_, shut_down(&registry));
+    registry.add_server(test::pool_server(sshd, "hostile"));
+    const std::vector<CheckDefinition> checks = {hostile_df_check(), own_command_line_check(),
+                                                 honest_unavailable_check()};
+    const auto seen = test::run_async(
+        io_, diagnose_one(&registry, "hostile", checks, diagnose_options(20s, mode)));
+    const Diagnosis& diagnosis = seen.diagnoses.at(0);
+    ASSERT_TRUE(diagnosis.reachable()) << diagnosis.server_error->message();
+    ASSERT_EQ(diagnosis.checks.size(), 3U);
+    const auto& disk = diagnosis.checks[0].result;
+    EXPECT_EQ(disk.status, Status::critical) << disk.nagios_line();
+    EXPECT_NE(disk.message.find("/ 98.7% used (!!)"), std::string::npos) << disk.message;
+    const auto& command_line = diagnosis.checks[1].result;
+    EXPECT_EQ(command_line.status, Status::ok) << command_line.message;
+    const auto& unavailable = diagnosis.checks[2].result;
+    EXPECT_EQ(unavailable.status, Status::unknown);
+    EXPECT_EQ(unavailable.message, "the tool is missing");
   }
 }
-
 }  // namespace
 }  // namespace healer::checks

@@ -84,6 +84,9 @@ struct CheckInput {
   /// arrived; only clock_skew reads them (skew is measured against their midpoint).
   std::optional<double> sent_at = std::nullopt;
   std::optional<double> received_at = std::nullopt;
+  /// The random marker of the run that produced `out` (runner.hpp, kDrawMarker): a line of
+  /// `out` is healer's framing ("<marker> <tag>") only if it starts with it. Empty: no line is.
+  std::string_view marker{};
 };
 
 /// Per-server settings a parser reads. Built by layering defaults < tag < server with
@@ -119,7 +122,11 @@ struct CheckDefinition {
   std::string name;     ///< stable id ("disk_space"), also CheckResult::name
   std::string summary;  ///< one line for docs and `--help`
   /// POSIX sh; starts with `LC_ALL=C`; hang-prone tools run under `timeout` when the server has
-  /// one; markers on stdout ("@@healer <tag>") separate sections or say why it cannot run.
+  /// one. Framing lines on stdout separate sections or say why it cannot run: `echo "$HM <tag>"`
+  /// (`printf '%s <tag> %s\n' "$HM" "$value"` when a value follows). The runner's prologue
+  /// (runner.hpp, kDrawMarker) draws HM, a random marker, on the server before the command: it is
+  /// on no command line, so mount sources, process names, log lines and file names cannot forge
+  /// a framing line.
   std::string command;
   Parser parse = nullptr;
   std::chrono::seconds timeout{15};         ///< healer-side deadline the runner should allow

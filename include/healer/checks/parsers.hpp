@@ -4,10 +4,10 @@
 
 // The pure parsers of the default and seed checks: one command's output in, a CheckResult out.
 // Each never throws: a command that could not run (exit 126/127, remote timeout 124, killed,
-// a "@@healer unavailable <reason>" line, truncated output) or output that does not parse gives
-// UNKNOWN with the reason, never CRITICAL. stderr is only quoted in such reasons; the one place
-// it decides anything is journalctl's "you are not seeing messages from other users" hint (exit
-// 0, no entries), which means "cannot look", not "no errors".
+// a "<marker> unavailable <reason>" framing line, truncated output) or output that does not parse
+// gives UNKNOWN with the reason, never CRITICAL. stderr is only quoted in such reasons; the one
+// place it decides anything is journalctl's "you are not seeing messages from other users" hint
+// (exit 0, no entries), which means "cannot look", not "no errors".
 //
 // Choices worth knowing (the defaults below say where each level comes from):
 // - Pseudo filesystems (tmpfs, devtmpfs, proc, sysfs, cgroup, squashfs/iso9660 images that are
@@ -15,7 +15,11 @@
 //   read-only checks. overlay/aufs count only at "/" (a container's root); elsewhere they are a
 //   view of a backing filesystem that is checked where it is mounted. GNU df runs with -l, so
 //   network filesystems are not even stat()ed (a dead NFS server cannot hang it).
-// - busybox df has no reliable -T: the command appends /proc/mounts after "@@healer mounts" and
+// - Framing lines ("<marker> <tag>", see CheckDefinition::command) count only with the run's
+//   random marker (CheckInput::marker): a mount source, process name, unit name or log path that
+//   prints like one is data. Output with the value after the tag ("<marker> log <n> <path>",
+//   "<marker> unit <state> <name>") puts the name last, so it cannot shift the other fields.
+// - busybox df has no reliable -T: the command appends /proc/mounts after "<marker> mounts" and
 //   types come from there; without it the device name decides ("tmpfs", "host:/path").
 // - No swap configured is OK (check_swap says CRITICAL; servers and containers without swap are
 //   normal).
@@ -80,7 +84,7 @@ inline constexpr Thresholds kAppResponseTime{.warn = 2.0, .crit = 5.0};
 inline constexpr Thresholds kAppLogErrors{.warn = 5.0, .crit = 50.0};
 }  // namespace defaults
 
-/// disk_space from `df -PT -l` (GNU) or `df -P` + "@@healer mounts" + /proc/mounts (busybox).
+/// disk_space from `df -PT -l` (GNU) or `df -P` + "<marker> mounts" + /proc/mounts (busybox).
 /// Pseudo filesystems (tmpfs, squashfs, overlay except at /...) and network filesystems (nfs,
 /// cifs, sshfs...) are skipped.
 [[nodiscard]] CheckResult parse_disk_space(const CheckInput& input, const CheckSettings& settings);
@@ -90,29 +94,29 @@ inline constexpr Thresholds kAppLogErrors{.warn = 5.0, .crit = 50.0};
 [[nodiscard]] CheckResult parse_memory(const CheckInput& input, const CheckSettings& settings);
 /// swap from /proc/meminfo; no swap configured is OK.
 [[nodiscard]] CheckResult parse_swap(const CheckInput& input, const CheckSettings& settings);
-/// load from /proc/loadavg + "@@healer cores" + the online CPU count.
+/// load from /proc/loadavg + "<marker> cores" + the online CPU count.
 [[nodiscard]] CheckResult parse_load(const CheckInput& input, const CheckSettings& settings);
-/// cpu from two "@@healer sample" sections, each the "cpu " line of /proc/stat.
+/// cpu from two "<marker> sample" sections, each the "cpu " line of /proc/stat.
 [[nodiscard]] CheckResult parse_cpu(const CheckInput& input, const CheckSettings& settings);
 /// oom_kills from the "oom_kill N" line of /proc/vmstat (Linux >= 4.13).
 [[nodiscard]] CheckResult parse_oom_kills(const CheckInput& input, const CheckSettings& settings);
 /// failed_units from `systemctl --failed --no-legend --plain`.
 [[nodiscard]] CheckResult parse_failed_units(const CheckInput& input,
                                              const CheckSettings& settings);
-/// time_sync from "@@healer timedatectl" / "chronyc" / "ntpstat" sections; unsynchronised is
+/// time_sync from "<marker> timedatectl" / "chronyc" / "ntpstat" sections; unsynchronised is
 /// WARNING (clock_skew judges the actual offset).
 [[nodiscard]] CheckResult parse_time_sync(const CheckInput& input, const CheckSettings& settings);
 /// clock_skew from `date +%s.%N` against CheckInput::sent_at / received_at.
 [[nodiscard]] CheckResult parse_clock_skew(const CheckInput& input, const CheckSettings& settings);
-/// reboot_required from "@@healer debian-required" (+ reboot-required.pkgs), "debian-clear" or
+/// reboot_required from "<marker> debian-required" (+ reboot-required.pkgs), "debian-clear" or
 /// "needs-restarting" (+ `needs-restarting -r` output); a required reboot is WARNING.
 [[nodiscard]] CheckResult parse_reboot_required(const CheckInput& input,
                                                 const CheckSettings& settings);
-/// security_updates from "@@healer apt" (`apt-get -s dist-upgrade`), "dnf" or "yum"
+/// security_updates from "<marker> apt" (`apt-get -s dist-upgrade`), "dnf" or "yum"
 /// (`updateinfo list --security`).
 [[nodiscard]] CheckResult parse_security_updates(const CheckInput& input,
                                                  const CheckSettings& settings);
-/// kernel_errors from "@@healer journal" (`journalctl -k -p err -S -1h`) or "dmesg"
+/// kernel_errors from "<marker> journal" (`journalctl -k -p err -S -1h`) or "dmesg"
 /// (`dmesg -l err,crit,alert,emerg`, since boot).
 [[nodiscard]] CheckResult parse_kernel_errors(const CheckInput& input,
                                               const CheckSettings& settings);
@@ -120,14 +124,14 @@ inline constexpr Thresholds kAppLogErrors{.warn = 5.0, .crit = 50.0};
 [[nodiscard]] CheckResult parse_read_only_mounts(const CheckInput& input,
                                                  const CheckSettings& settings);
 /// processes (zombie and D-state) from `ps -e -o stat= -o pid= -o comm=`, or
-/// "@@healer procstat" + /proc/<pid>/stat lines when ps cannot.
+/// "<marker> procstat" + /proc/<pid>/stat lines when ps cannot.
 [[nodiscard]] CheckResult parse_processes(const CheckInput& input, const CheckSettings& settings);
 /// file_descriptors from /proc/sys/fs/file-nr.
 [[nodiscard]] CheckResult parse_file_descriptors(const CheckInput& input,
                                                  const CheckSettings& settings);
 /// uptime from /proc/uptime.
 [[nodiscard]] CheckResult parse_uptime(const CheckInput& input, const CheckSettings& settings);
-/// listening_ports from "@@healer ss" (`ss -ltn`) or "proc" (/proc/net/tcp{,6}); every port of
+/// listening_ports from "<marker> ss" (`ss -ltn`) or "proc" (/proc/net/tcp{,6}); every port of
 /// CheckSettings::expected_ports must listen on some address.
 [[nodiscard]] CheckResult parse_listening_ports(const CheckInput& input,
                                                 const CheckSettings& settings);
@@ -154,14 +158,14 @@ inline constexpr Thresholds kAppLogErrors{.warn = 5.0, .crit = 50.0};
 [[nodiscard]] CheckResult parse_seed_meminfo(const CheckInput& input,
                                              const CheckSettings& settings);
 
-/// app.units: lines "<unit> <state>" from `systemctl is-active`; every unit must be active
-/// (activating / reloading is WARNING, anything else CRITICAL).
+/// app.units: lines "<marker> unit <state> <name>" (`systemctl is-active`); every unit must be
+/// active (activating / reloading is WARNING, anything else CRITICAL).
 [[nodiscard]] CheckResult parse_app_units(const CheckInput& input, const CheckSettings& settings);
-/// app.health: "@@healer curl <http code> <seconds>" or "@@healer wget ok|failed <exit>": 2xx and
+/// app.health: "<marker> curl <http code> <seconds>" or "<marker> wget ok|failed <exit>": 2xx and
 /// 3xx are healthy, judged further on the response time; no answer or 4xx/5xx is CRITICAL.
 [[nodiscard]] CheckResult parse_app_health(const CheckInput& input, const CheckSettings& settings);
-/// app.logs: "@@healer log <error lines> <path>", "@@healer missing <path>" (WARNING) or
-/// "@@healer unreadable <path>" (UNKNOWN: healer cannot look, which is not a finding).
+/// app.logs: "<marker> log <error lines> <path>", "<marker> missing <path>" (WARNING) or
+/// "<marker> unreadable <path>" (UNKNOWN: healer cannot look, which is not a finding).
 [[nodiscard]] CheckResult parse_app_logs(const CheckInput& input, const CheckSettings& settings);
 
 }  // namespace healer::checks

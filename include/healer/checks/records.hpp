@@ -7,10 +7,12 @@
 #include <vector>
 
 #include "healer/core/result.hpp"
+#include "healer/procfs/procfs.hpp"
 
 // Pure parsers of Linux text interfaces (/proc files and tool outputs): text in, records out.
-// They never throw; bad input gives an Error with checks::Errc. Shared by the checks and, later,
-// the metric probes.
+// They never throw; bad input gives an Error with checks::Errc. The /proc files the metrics probe
+// reads too (meminfo, loadavg, stat, vmstat, file-nr, mounts) are parsed once, by healer_procfs;
+// the functions here add what the checks conclude from them.
 namespace healer::checks {
 
 /// /proc/meminfo, in bytes.
@@ -25,35 +27,20 @@ struct MemInfo {
   std::optional<std::uint64_t> swap_free;
 };
 
-/// Reads MemTotal, MemFree and MemAvailable (or Buffers + Cached); kB values become bytes.
+/// MemTotal, MemFree and MemAvailable (or Buffers + Cached) of procfs::parse_meminfo; a MemTotal
+/// of 0 or no MemFree is Errc::missing_field.
 [[nodiscard]] Result<MemInfo> parse_meminfo(std::string_view text);
 
 /// /proc/loadavg.
-struct LoadAvg {
-  double load1 = 0;
-  double load5 = 0;
-  double load15 = 0;
-};
+using LoadAvg = procfs::LoadAvg;
 
-/// Reads the first three fields of /proc/loadavg.
+/// The first three fields of /proc/loadavg (procfs::parse_loadavg).
 [[nodiscard]] Result<LoadAvg> parse_loadavg(std::string_view text);
 
-/// The aggregate "cpu " line of /proc/stat, in clock ticks.
-struct CpuTimes {
-  std::uint64_t user = 0;
-  std::uint64_t nice = 0;
-  std::uint64_t system = 0;
-  std::uint64_t idle = 0;
-  std::uint64_t iowait = 0;
-  std::uint64_t irq = 0;
-  std::uint64_t softirq = 0;
-  std::uint64_t steal = 0;  ///< 0 on kernels older than 2.6.11
+/// The aggregate "cpu " line of /proc/stat, in clock ticks (steal is 0 before 2.6.11).
+using CpuTimes = procfs::CpuTicks;
 
-  /// Every tick (guest time is already inside user and nice, so it is not added again).
-  [[nodiscard]] std::uint64_t total() const noexcept;
-};
-
-/// Reads the "cpu " line of /proc/stat (other lines are ignored).
+/// The "cpu " line of /proc/stat (procfs::parse_stat); Errc::missing_field without one.
 [[nodiscard]] Result<CpuTimes> parse_proc_stat(std::string_view text);
 
 /// CPU use between two samples, in percent of all ticks.
@@ -93,17 +80,10 @@ struct DfTable {
 [[nodiscard]] Result<DfTable> parse_df(std::string_view text);
 
 /// One line of /proc/mounts (octal escapes such as `\040` decoded).
-struct MountEntry {
-  std::string device;
-  std::string mount_point;
-  std::string fstype;
-  std::string options;
+using MountEntry = procfs::MountEntry;
 
-  /// True when `option` is one of the comma-separated options.
-  [[nodiscard]] bool has_option(std::string_view option) const noexcept;
-};
-
-/// Reads /proc/mounts; lines that do not parse are skipped; an error when none parses.
+/// /proc/mounts (procfs::parse_mounts); lines that do not parse are skipped; an error when none
+/// parses.
 [[nodiscard]] Result<std::vector<MountEntry>> parse_mounts(std::string_view text);
 
 /// How a filesystem type is treated by the space, inode and read-only checks.
@@ -141,14 +121,15 @@ struct FileNr {
   std::uint64_t max = 0;
 };
 
-/// Reads /proc/sys/fs/file-nr.
+/// /proc/sys/fs/file-nr (procfs::parse_file_nr); a maximum of 0 or more unused than allocated
+/// handles is Errc::malformed (no percentage can be judged from it).
 [[nodiscard]] Result<FileNr> parse_file_nr(std::string_view text);
 
 /// Reads the first field of /proc/uptime, in seconds.
 [[nodiscard]] Result<double> parse_proc_uptime(std::string_view text);
 
-/// Reads `name value` lines (/proc/vmstat) and returns the value of `name`; an error with
-/// Errc::missing_field when absent.
+/// The counter `name` of /proc/vmstat lines (procfs::parse_vmstat); Errc::missing_field when
+/// absent.
 [[nodiscard]] Result<std::uint64_t> parse_counter(std::string_view text, std::string_view name);
 
 /// A listening TCP socket.

@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -25,6 +26,7 @@ namespace healer::checks {
 struct CachedOutput {
   std::string out;
   std::string err;
+  std::string marker;  ///< the run's framing marker in `out` (CheckInput::marker); keep it too
   std::optional<int> exit_status;
   bool out_truncated = false;
   std::optional<double> sent_at;
@@ -66,7 +68,7 @@ class ResultCache {
 enum class RunMode {
   concurrent,  ///< one channel per check, packed on one pooled session (default)
   batched,     ///< all checks in one exec, run in parallel by the remote shell, output framed by
-               ///< a per-run random marker with per-section exit codes
+               ///< the run's random marker with per-section exit codes
 };
 
 /// How to diagnose one server. Not an aggregate on purpose (see ssh/options.hpp).
@@ -161,9 +163,26 @@ asio::awaitable<std::vector<Diagnosis>> async_diagnose_all(exec::Executor& execu
                                                            std::vector<ServerChecks> servers,
                                                            SweepOptions options);
 
-/// The batched-mode script for `checks` framed by `marker` (exposed for tests).
-[[nodiscard]] std::string batch_script(const std::vector<CheckDefinition>& checks,
-                                       const std::string& marker);
+/// What the runner puts before every command it sends (a check's, or the batched script): draws
+/// a framing marker on the server into the shell variable HM (not exported) and prints it as the
+/// first line of stdout. 122 random bits from the kernel (/proc/sys/kernel/random/uuid; 128 from
+/// /dev/urandom where that file is missing; exit 125 when neither works): the marker is on no
+/// command line and in no environment that another user of the server could read, and no tool
+/// has printed anything yet when it is printed. Costs no round trip (a marker healer sent on
+/// stdin would make every command wait for it) and no process where the uuid file exists.
+inline constexpr std::string_view kDrawMarker =
+    "IFS= read -r HM 2>/dev/null </proc/sys/kernel/random/uuid || "
+    "HM=$(od -An -N16 -tx1 /dev/urandom 2>/dev/null | tr -d ' \\n'); [ -n \"$HM\" ] || exit 125; "
+    "HM=\"@@healer-$HM\"; echo \"$HM\"; ";
+
+/// The marker line kDrawMarker printed, taken off `out`: returns the marker and leaves in `out`
+/// what followed its line. Anything before it (a login script's output) is dropped. The line is
+/// the first that is "@@healer-" and 32 to 36 characters of [0-9a-f-] (it may follow text without
+/// a newline); without one, returns "" and leaves `out` as it is.
+[[nodiscard]] std::string take_marker(std::string& out);
+
+/// The batched-mode script for `checks`, framed by "$HM" (exposed for tests).
+[[nodiscard]] std::string batch_script(const std::vector<CheckDefinition>& checks);
 
 /// One check's part of a batched run's output.
 struct BatchSection {
@@ -172,7 +191,8 @@ struct BatchSection {
   std::optional<int> exit_status;  ///< unset when the section's end marker is missing
 };
 
-/// Splits a batched run's stdout and stderr into `count` sections by `marker`.
+/// Splits a batched run's stdout (its marker line already taken) and stderr into `count` sections
+/// by `marker`.
 [[nodiscard]] std::vector<BatchSection> split_batch_output(const std::string& out,
                                                            const std::string& err,
                                                            const std::string& marker,

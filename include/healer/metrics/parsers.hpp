@@ -7,10 +7,14 @@
 #include <vector>
 
 #include "healer/core/result.hpp"
+#include "healer/procfs/procfs.hpp"
 
 // The pure parsers of the metrics probe: one file's text in, a record out. None throws or reads
 // anything but its argument; text that does not parse gives an Error (metrics::Errc), never a
 // guess. Lines a parser does not know are skipped, so newer kernels with extra fields still parse.
+// The /proc files the checks read too (stat, loadavg, meminfo, vmstat, file-nr, mount paths) are
+// parsed once, by healer_procfs (healer/procfs/procfs.hpp); these add node_exporter's names and
+// units (seconds, not ticks).
 //
 // Traps handled here (tests/data/metrics has a fixture for each):
 // - /proc/stat: guest and guest_nice are already counted in user and nice; CpuTimes::total()
@@ -57,11 +61,7 @@ struct ProcStat {
 };
 
 /// /proc/loadavg.
-struct LoadAvg {
-  double load1 = 0.0;
-  double load5 = 0.0;
-  double load15 = 0.0;
-};
+using LoadAvg = procfs::LoadAvg;
 
 /// One /proc/meminfo field under its node_exporter name: "MemTotal_bytes" (kB fields, times
 /// 1024), "HugePages_Total" (no unit), "Active_anon_bytes" (parentheses become "_").
@@ -163,6 +163,6 @@ struct Uname {
 [[nodiscard]] bool is_excluded_disk(std::string_view device) noexcept;
 
 /// Decodes /proc/mounts octal escapes (\040 -> ' '); anything else stays as it is.
-[[nodiscard]] std::string decode_mount_path(std::string_view path);
+using procfs::decode_mount_path;
 
 }  // namespace healer::metrics

@@ -23,6 +23,8 @@ enum class Errc {
   corrupt,              ///< the file is not a healer database or is damaged
   sqlite,               ///< any other SQLite failure
   closed,               ///< the store is closed (moved from or shutting down)
+  read_only,  ///< a write to a store opened read-only, or a read-write open of a read-only file
+  schema_too_old,  ///< a read-only open of a database that needs migrating (open it read-write)
 };
 
 /// The error category of store::Errc ("store").

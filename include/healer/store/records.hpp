@@ -126,6 +126,7 @@ struct CachedCheckOutput {
   std::string command;  ///< a changed command invalidates the entry
   std::string out;
   std::string err;
+  std::string marker;  ///< the framing marker of the run that printed `out` (checks::CachedOutput)
   std::optional<int> exit_status;
   bool out_truncated = false;
   std::optional<double> sent_at;

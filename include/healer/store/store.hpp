@@ -32,6 +32,12 @@ struct StoreOptions {
   std::filesystem::path key_file;
   /// How long a write waits for another process holding the database lock.
   std::chrono::milliseconds busy_timeout{5000};
+  /// Read-only: for commands that only read (`server list`, `show`...). Opens an existing
+  /// database at the current schema without creating, migrating, chmod'ing or writing anything
+  /// (no key file is created either), so it works in a read-only directory or on a 0444 file.
+  /// A missing database is Errc::not_found, one that needs migrating Errc::schema_too_old; every
+  /// write method then fails with Errc::read_only.
+  bool read_only = false;
 };
 
 /// Counters of the store (for tests and /metrics).
@@ -50,15 +56,19 @@ struct StoreStats {
 /// queue and return at once; their callback, if any, runs on the store thread (post back to your
 /// executor from it; it must not throw), and a failure is logged in any case.
 ///
-/// Secrets are encrypted (XChaCha20-Poly1305, per-secret random nonce, bound to the server id)
-/// before they reach SQLite; a wrong master key fails open() with Errc::wrong_master_key.
+/// Secrets are encrypted (XChaCha20-Poly1305, per-secret random nonce, bound to the server's id,
+/// host, port, user, host key policy and known_hosts file) before they reach SQLite; a wrong
+/// master key fails open() with Errc::wrong_master_key, a row edited outside healer makes its
+/// secret fail with Errc::secret_corrupt.
 class Store {
  public:
   template <class T>
   using Callback = std::function<void(Result<T>)>;
 
   /// Opens (creating if needed) the database, migrates it to the current schema and checks the
-  /// master key against the one the database was created with.
+  /// master key against the one the database was created with. A symbolic link at the database
+  /// path (or its -wal/-shm) is refused; a database this process may not write is
+  /// Errc::read_only (open it with StoreOptions::read_only to read it).
   [[nodiscard]] static Result<Store> open(StoreOptions options);
 
   Store(Store&& other) noexcept;
@@ -69,6 +79,8 @@ class Store {
 
   /// The schema version the database is at (the latest this code knows).
   [[nodiscard]] int schema_version() const noexcept;
+  /// True when opened with StoreOptions::read_only.
+  [[nodiscard]] bool read_only() const noexcept;
   /// The database file.
   [[nodiscard]] const std::filesystem::path& path() const noexcept;
 

@@ -8,9 +8,11 @@
 #include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <stdexcept>
 
 #include "healer/checks/catalog.hpp"
+#include "healer/checks/runner.hpp"
 #include "healer/metrics/probe.hpp"
 
 namespace healer::fleet_sim {
@@ -551,6 +553,21 @@ std::vector<std::string> CommandBook::unsimulated_checks() const {
 }
 
 Plan CommandBook::plan(std::string_view command) const {
+  // The checks runner puts a prologue before each check (checks::kDrawMarker): it draws a
+  // marker on the server and prints it as stdout's first line. The simulator draws one too.
+  if (command.starts_with(checks::kDrawMarker)) {
+    Plan inner = plan(command.substr(checks::kDrawMarker.size()));
+    auto finish = std::move(inner.finish);
+    inner.finish = [finish = std::move(finish)](const RunContext& c) {
+      Reply reply = finish(c);
+      static std::mt19937_64 random{std::random_device{}()};
+      const auto marker = fmt::format("@@healer-{:016x}{:016x}", random(), random());
+      (void)c;
+      reply.out = marker + "\n" + reply.out;
+      return reply;
+    };
+    return inner;
+  }
   Plan plan;
   const std::string key(command);
   if (const auto canned = canned_.find(key); canned != canned_.end()) {

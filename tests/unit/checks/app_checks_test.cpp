@@ -2,17 +2,22 @@
 // pure parsers on OK / WARNING / CRITICAL / UNKNOWN outputs.
 #include <gtest/gtest.h>
 
+#include <deque>
 #include <string>
 
+#include "fixture.hpp"
 #include "healer/checks/catalog.hpp"
 #include "healer/checks/parsers.hpp"
 
 namespace healer::checks {
 namespace {
 
+// `out` framed with the tests' marker; the text lives as long as the test program.
 CheckInput output(std::string_view out, int exit_status = 0, std::string_view err = {}) {
+  static std::deque<std::string> texts;
   CheckInput input;
-  input.out = out;
+  input.out = texts.emplace_back(testing::framed(out));
+  input.marker = testing::kMarker;
   input.err = err;
   input.exit_status = exit_status;
   return input;
@@ -45,16 +50,20 @@ TEST(AppChecks, ValuesAreSingleQuotedSoTheyCannotInjectShell) {
 
 TEST(AppChecks, Units) {
   const CheckSettings none;
-  const auto ok = parse_app_units(output("shop.service active\ndb.service active\n"), none);
+  const auto ok = parse_app_units(
+      output("@@healer unit active shop.service\n@@healer unit active db.service\n"), none);
   EXPECT_EQ(ok.status, Status::ok);
   EXPECT_EQ(ok.message, "all 2 units active: shop.service, db.service");
   EXPECT_EQ(ok.name, "app.units");
 
-  const auto starting = parse_app_units(output("shop.service activating\n"), none);
+  const auto starting = parse_app_units(output("@@healer unit activating shop.service\n"), none);
   EXPECT_EQ(starting.status, Status::warning);
 
   const auto down =
-      parse_app_units(output("shop.service failed\ndb.service active\nq.service\n", 3), none);
+      parse_app_units(output("@@healer unit failed shop.service\n"
+                             "@@healer unit active db.service\n@@healer unit  q.service\n",
+                             3),
+                      none);
   EXPECT_EQ(down.status, Status::critical);
   EXPECT_EQ(down.message, "2 of 3 units not active: shop.service failed, q.service unknown");
   ASSERT_EQ(down.perfdata.size(), 1u);

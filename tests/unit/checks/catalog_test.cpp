@@ -72,7 +72,9 @@ CheckResult run(const CheckDefinition& check, std::string_view out, std::string_
                 std::optional<int> exit_status, bool truncated = false) {
   CheckSettings settings;
   CheckInput input;
-  input.out = out;
+  const std::string framed_out = testing::framed(out);
+  input.out = framed_out;
+  input.marker = testing::kMarker;
   input.err = err;
   input.exit_status = exit_status;
   input.out_truncated = truncated;

@@ -31,7 +31,9 @@ TEST_P(ParserTable, JudgesAsExpected) {
   const Case& c = GetParam();
   CheckSettings settings;
   CheckInput input;
-  input.out = c.out;
+  const std::string out = testing::framed(c.out);
+  input.out = out;
+  input.marker = testing::kMarker;
   input.err = c.err;
   input.exit_status = c.exit_status;
   if (c.adjust) {

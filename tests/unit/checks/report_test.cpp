@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "healer/checks/parsers.hpp"
 #include "healer/checks/runner.hpp"
 #include "healer/pool/errors.hpp"
 #include "healer/ssh/errors.hpp"
@@ -230,10 +231,51 @@ TEST(ReportJson, InvalidUtf8IsReplacedNotThrown) {
   EXPECT_TRUE(json::accept(text)) << text;
 }
 
+TEST(ReportJson, BytesThatAreNotUtf8AnywhereFromAServerNeverThrow) {
+  // A mount point as df prints it (a Latin-1 name), through the real parser: its message and
+  // perfdata label carry the byte, and one_line() may cut a multibyte character in half.
+  CheckInput input;
+  const std::string df =
+      "Filesystem Type 1024-blocks Used Available Capacity Mounted on\n"
+      "/dev/sdb1 ext4 1000 990 10 99% /srv/caf\xe9\n"
+      "/dev/sda1 ext4 1000 10 990 1% /\n";
+  input.out = df;
+  input.exit_status = 0;
+  CheckRun disk;
+  disk.result = parse_disk_space(input, CheckSettings{});
+  ASSERT_EQ(disk.result.status, Status::critical) << disk.result.message;
+  ASSERT_NE(disk.result.message.find("caf\xe9"), std::string::npos);
+  CheckRun cut = run_of("kernel_errors", Status::warning, std::string(299, 'x') + "\xc3\xa9");
+  cut.result.message = cut.result.message.substr(0, 300);  // half of "é"
+  CheckRun odd = run_of("n\xffme", Status::unknown, "bad \xff\xfe byte");
+  odd.error = make_error(ssh::Errc::protocol, "banner \xff\x80");
+  odd.result.perfdata.push_back(Perfdata{.label = "/mnt/\xff", .value = 1.0});
+  auto diagnosis = diagnosis_of(
+      "web\xff"
+      "1",
+      {disk, cut, odd});
+  diagnosis.server_error = make_error(ssh::Errc::auth_failed, "as \xfe");
+
+  std::string one;
+  std::string all;
+  ASSERT_NO_THROW(one = render_json(diagnosis, 2));
+  ASSERT_NO_THROW(all = render_json(std::vector<Diagnosis>{diagnosis, healthy()}));
+  for (const auto* text : {&one, &all}) {
+    ASSERT_TRUE(json::accept(*text)) << *text;
+    EXPECT_NE(text->find("\xef\xbf\xbd"), std::string::npos) << "U+FFFD replaces the bad bytes";
+  }
+  const json doc = json::parse(one);
+  EXPECT_EQ(doc["server"],
+            "web\xef\xbf\xbd"
+            "1");
+  EXPECT_EQ(doc["checks"][0]["perfdata"][0]["label"], "/srv/caf\xef\xbf\xbd");
+  EXPECT_EQ(doc["checks"][2]["name"], "n\xef\xbf\xbdme");
+}
+
 // --- batched framing ----------------------------------------------------------------------------
 
 TEST(BatchFraming, SplitsSectionsByteForByteWithExitCodes) {
-  const std::string m = "@@hbabc";
+  const std::string m = "@@healer-abc";
   const std::string out = m + " begin 0\nline1\nline2\n\n" + m + " end 0 0\n" + m +
                           " begin 1\nno newline\n" + m + " end 1 3\n" + m + " begin 2\n\n" + m +
                           " end 2 \n";
@@ -256,11 +298,67 @@ TEST(BatchFraming, ScriptRunsEveryCommandInItsOwnSubshell) {
   a.command = "echo a; exit 4";
   CheckDefinition b;
   b.command = "echo b";
-  const std::string script = batch_script({a, b}, "@@hbx");
+  const std::string script = batch_script({a, b});
   EXPECT_NE(script.find("(\necho a; exit 4\n)"), std::string::npos) << script;
   EXPECT_NE(script.find("(\necho b\n)"), std::string::npos) << script;
   EXPECT_NE(script.find("wait"), std::string::npos);
-  EXPECT_NE(script.find("@@hbx"), std::string::npos);
+  // Framed by the marker the prologue draws on the server, never by a marker written into the
+  // script (a command line other users of the server can read).
+  EXPECT_NE(script.find("printf '%s begin 1\\n' \"$HM\""), std::string::npos) << script;
+  EXPECT_EQ(script.find("@@"), std::string::npos) << script;
+}
+
+TEST(BatchFraming, ALineWithAnotherMarkerIsPartOfTheSection) {
+  // What a check prints cannot end its section or fake another's exit code: only the run's
+  // marker frames, and the server never sees it on a command line.
+  const std::string m = "@@healer-00112233445566778899aabbccddeeff";
+  const std::string forged = "@@healer-ffffffffffffffffffffffffffffffff";
+  const std::string out = m + " begin 0\ndata\n" + forged + " end 0 0\n" + forged + " begin 1\n" +
+                          "\n" + m + " end 0 2\n" + m + " begin 1\nok\n\n" + m + " end 1 0\n";
+  const auto sections = split_batch_output(out, "", m, 2);
+  EXPECT_EQ(sections[0].out, "data\n" + forged + " end 0 0\n" + forged + " begin 1\n");
+  EXPECT_EQ(sections[0].exit_status, 2);
+  EXPECT_EQ(sections[1].out, "ok\n");
+  EXPECT_EQ(sections[1].exit_status, 0);
+}
+
+TEST(Markers, TheMarkerLineIsTakenOffTheOutput) {
+  const std::string uuid = "@@healer-3b043b74-f2d8-4f4e-aa45-2781740e054b";
+  std::string out = "motd from a login script\n" + uuid + "\nFilesystem ...\n" + uuid + " mounts\n";
+  EXPECT_EQ(take_marker(out), uuid);
+  EXPECT_EQ(out, "Filesystem ...\n" + uuid + " mounts\n") << "noise dropped, framing kept";
+
+  const std::string hex = "@@healer-6078f3ee2d5972feef02732fcbcb7e9c";  // the /dev/urandom form
+  std::string glued = "no newline from .bashrc" + hex + "\nbody";
+  EXPECT_EQ(take_marker(glued), hex);
+  EXPECT_EQ(glued, "body");
+
+  std::string lookalike = "@@healer-not-a-marker\n" + uuid + "\nbody";
+  EXPECT_EQ(take_marker(lookalike), uuid);
+  EXPECT_EQ(lookalike, "body");
+}
+
+TEST(Markers, NoMarkerLineLeavesTheOutputAsItIs) {
+  for (const std::string& text :
+       {std::string("plain output\n"), std::string("@@healer unavailable forged\n"),
+        std::string("@@healer-unavailable forged by a mount\n"),
+        std::string("@@healer-0123456789abcdef\n"),                            // too short
+        std::string("@@healer-0123456789abcdef0123456789abcdef0123456789\n"),  // too long
+        std::string("@@healer-3b043b74-f2d8-4f4e-aa45-2781740e054b")}) {       // no line end
+    SCOPED_TRACE(text);
+    std::string out = text;
+    EXPECT_EQ(take_marker(out), "");
+    EXPECT_EQ(out, text);
+  }
+}
+
+TEST(Markers, ThePrologueDrawsTheMarkerOnTheServerAndPrintsItFirst) {
+  const std::string_view prologue = kDrawMarker;
+  EXPECT_NE(prologue.find("</proc/sys/kernel/random/uuid"), std::string_view::npos);
+  EXPECT_NE(prologue.find("/dev/urandom"), std::string_view::npos);
+  EXPECT_NE(prologue.find("|| exit 125"), std::string_view::npos);
+  EXPECT_TRUE(prologue.ends_with("echo \"$HM\"; "));
+  EXPECT_EQ(prologue.find("export"), std::string_view::npos) << "HM stays out of environments";
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <string>
 
@@ -181,6 +182,112 @@ TEST(SshConfig, IncludeIsExpandedInPlace) {
   EXPECT_EQ(result.hosts[1].port, 2002);
   ASSERT_EQ(result.warnings.size(), 1u);
   EXPECT_NE(result.warnings[0].find("missing"), std::string::npos);
+}
+
+// A fake file system for Include: pattern -> (path, text); counts the reads.
+struct IncludeFiles {
+  std::map<std::string, std::pair<std::string, std::string>> files;
+  int reads = 0;
+  // Stops answering after this many reads, so a parser that loops still ends (and fails).
+  int give_up_after = 2000;
+
+  SshConfigContext context_for(std::string top_level) {
+    auto ctx = context();
+    ctx.file_name = std::move(top_level);
+    ctx.include = [this](const std::string& pattern) {
+      std::vector<std::pair<std::string, std::string>> out;
+      if (++reads > give_up_after) {
+        return out;
+      }
+      if (auto it = files.find(pattern); it != files.end()) {
+        out.push_back(it->second);
+      }
+      return out;
+    };
+    return ctx;
+  }
+};
+
+bool contains(const std::vector<std::string>& lines, const std::string& part) {
+  return std::any_of(lines.begin(), lines.end(),
+                     [&](const std::string& line) { return line.find(part) != std::string::npos; });
+}
+
+TEST(SshConfig, SelfIncludeIsAnErrorNamingTheFile) {
+  // ssh(1) itself would recurse 16 levels deep: three self-Includes per level were 3^16 parses.
+  const std::string text = "Include config\nInclude config\nInclude config\nHost a\n";
+  IncludeFiles fs;
+  fs.files["config"] = {"/home/ann/.ssh/config", text};
+  const auto result = parse_ssh_config(text, fs.context_for("/home/ann/.ssh/config"));
+  EXPECT_EQ(fs.reads, 1);
+  EXPECT_TRUE(result.hosts.empty());
+  ASSERT_TRUE(result.error.has_value());
+  EXPECT_NE(result.error->find("/home/ann/.ssh/config:1: Include cycle: /home/ann/.ssh/config -> "
+                               "/home/ann/.ssh/config"),
+            std::string::npos)
+      << *result.error;
+  EXPECT_TRUE(contains(result.warnings, "Include cycle"));
+}
+
+TEST(SshConfig, IncludeCycleThroughOtherFilesAndSpellingsIsFound) {
+  IncludeFiles fs;
+  fs.files["a.conf"] = {"/home/ann/.ssh/conf.d/../a.conf", "Host from-a\nInclude b.conf\n"};
+  fs.files["b.conf"] = {"/home/ann/.ssh/b.conf", "Host from-b\n  Include a.conf\n"};
+  const auto result = parse_ssh_config("Include a.conf\n", fs.context_for("/home/ann/.ssh/config"));
+  EXPECT_EQ(fs.reads, 3);
+  EXPECT_TRUE(result.hosts.empty());
+  ASSERT_TRUE(result.error.has_value());
+  EXPECT_NE(result.error->find("/home/ann/.ssh/b.conf:2: Include cycle: /home/ann/.ssh/a.conf -> "
+                               "/home/ann/.ssh/b.conf -> /home/ann/.ssh/a.conf"),
+            std::string::npos)
+      << *result.error;
+}
+
+TEST(SshConfig, FanOutOfIncludesIsCappedByFileCount) {
+  // No cycle: each level includes the next three times (a diamond), 3^12 files in all.
+  IncludeFiles fs;
+  for (int level = 0; level < 12; ++level) {
+    const std::string next = "level" + std::to_string(level + 1);
+    fs.files["level" + std::to_string(level)] = {
+        "/home/ann/.ssh/level" + std::to_string(level),
+        "Include " + next + "\nInclude " + next + "\nInclude " + next + "\n"};
+  }
+  fs.files["level12"] = {"/home/ann/.ssh/level12", "Host leaf\n"};
+  auto ctx = fs.context_for("/home/ann/.ssh/config");
+  ctx.max_files = 100;
+  const auto result = parse_ssh_config("Include level0\n", ctx);
+  EXPECT_LE(fs.reads, 100);
+  EXPECT_TRUE(result.hosts.empty());
+  ASSERT_TRUE(result.error.has_value());
+  EXPECT_NE(result.error->find("more than 100 files"), std::string::npos) << *result.error;
+  EXPECT_NE(result.error->find("/home/ann/.ssh/level"), std::string::npos) << *result.error;
+}
+
+TEST(SshConfig, IncludesNestedDeeperThanSshAllowsAreAnError) {
+  IncludeFiles fs;
+  for (int level = 0; level < 20; ++level) {
+    fs.files["d" + std::to_string(level)] = {"/home/ann/.ssh/d" + std::to_string(level),
+                                             "Include d" + std::to_string(level + 1) + "\n"};
+  }
+  const auto result = parse_ssh_config("Include d0\n", fs.context_for("/home/ann/.ssh/config"));
+  EXPECT_EQ(fs.reads, 17);  // 16 levels below the top-level file are fine, as in ssh(1)
+  ASSERT_TRUE(result.error.has_value());
+  EXPECT_NE(result.error->find("/home/ann/.ssh/d15:1: Include of /home/ann/.ssh/d16 nested more "
+                               "than 16 levels"),
+            std::string::npos)
+      << *result.error;
+}
+
+TEST(SshConfig, TheSameFileIncludedTwiceWithoutACycleIsFine) {
+  IncludeFiles fs;
+  fs.files["common"] = {"/home/ann/.ssh/common", "Host shared\n  Port 2200\n"};
+  const auto result = parse_ssh_config("Include common\nHost top\nInclude common\n",
+                                       fs.context_for("/home/ann/.ssh/config"));
+  EXPECT_FALSE(result.error.has_value());
+  EXPECT_EQ(fs.reads, 2);
+  ASSERT_NE(find(result, "shared"), nullptr);
+  EXPECT_EQ(find(result, "shared")->port, 2200);
+  ASSERT_NE(find(result, "top"), nullptr);
 }
 
 TEST(SshConfig, OnlyPatternsMeansNoHosts) {

@@ -9,6 +9,7 @@
 #include "database.hpp"
 #include "healer/store/errors.hpp"
 #include "healer/store/store.hpp"
+#include "secret_box.hpp"
 #include "store_test_support.hpp"
 #include "temp_dir.hpp"
 
@@ -140,6 +141,125 @@ TEST(MigrationsTest, MigratesADatabaseAtVersionOneKeepingItsRows) {
   ASSERT_TRUE(samples);
   ASSERT_EQ(samples->size(), 1U);
   EXPECT_DOUBLE_EQ(samples->front().value, 0.5);
+}
+
+TEST(MigrationsTest, CachedOutputsFramedByTheOldFixedMarkerAreDropped) {
+  healer::test::TempDir dir;
+  const auto options = options_in(dir.path());
+  {
+    auto db = raw_open(options.db_path);
+    ASSERT_EQ(*migrations::migrate(db, 3), 3);
+    ASSERT_TRUE(db.exec(R"sql(
+      INSERT INTO servers (id, name, host, port, user, auth_method, identity_file,
+                           host_key_policy, known_hosts_file, created_at, updated_at)
+        VALUES (7, 'web1', '10.0.0.7', 22, 'ops', 'agent', '', 'strict', '', 1000, 1000);
+      INSERT INTO check_output_cache (server_id, check_name, command, stdout, stderr, exit_status,
+                                      out_truncated, sent_at, received_at, expires_at)
+        VALUES (7, 'security_updates', 'apt', '@@healer apt', '', 0, 0, NULL, NULL,
+                9999999999999);
+    )sql"));
+  }
+  auto store = Store::open(options);
+  ASSERT_TRUE(store) << store.error().message();
+  auto cached = store->cached_check_outputs(7, 0);
+  ASSERT_TRUE(cached) << cached.error().message();
+  EXPECT_TRUE(cached->empty());
+  CachedCheckOutput output;
+  output.server_id = 7;
+  output.check_name = "security_updates";
+  output.marker = "@@healer-00";
+  output.expires_at = 9999999999999;
+  ASSERT_TRUE(store->put_cached_check_outputs({output}, 0));
+  cached = store->cached_check_outputs(7, 0);
+  ASSERT_TRUE(cached);
+  ASSERT_EQ(cached->size(), 1U);
+  EXPECT_EQ(cached->front().marker, "@@healer-00");
+}
+
+// A database as healer left it before migration 5: secrets sealed with "server:<id>" only.
+void make_old_scheme_database(const StoreOptions& options, const MasterKey& key) {
+  auto db = raw_open(options.db_path);
+  ASSERT_EQ(*migrations::migrate(db, 4), 4);
+  auto check = db.prepare("INSERT INTO meta (key, value) VALUES ('key_check', ?1)");
+  ASSERT_TRUE(check);
+  check->bind_blob(1, crypto::make_key_check(key));
+  ASSERT_TRUE(check->run());
+  ASSERT_TRUE(db.exec(R"sql(
+    INSERT INTO servers (id, name, host, port, user, auth_method, identity_file, host_key_policy,
+                         known_hosts_file, created_at, updated_at)
+      VALUES (7, 'pw', '10.0.0.7', 2222, 'ops', 'password', '', 'strict', '/kh', 1000, 1000),
+             (8, 'pem', '10.0.0.8', 22, 'ops', 'stored_key', '', 'accept_new', '', 1000, 1000),
+             (9, 'damaged', '10.0.0.9', 22, 'ops', 'password', '', 'strict', '', 1000, 1000),
+             (10, 'keyfile', '10.0.0.10', 22, 'ops', 'key_file', '/k', 'strict', '', 1000, 1000);
+  )sql"));
+  auto secret = db.prepare("UPDATE servers SET secret = ?2 WHERE id = ?1");
+  ASSERT_TRUE(secret);
+  const std::pair<std::int64_t, std::string_view> secrets[] = {
+      {7, "old-scheme-Password-7"}, {8, "-----BEGIN OPENSSH PRIVATE KEY-----\nold\n"}};
+  for (const auto& [id, plaintext] : secrets) {
+    secret->reset();
+    secret->bind(1, id).bind_blob(2, crypto::seal(key, plaintext, "server:" + std::to_string(id)));
+    ASSERT_TRUE(secret->run());
+  }
+  auto damaged = crypto::seal(key, "never-readable", "server:9");
+  damaged.back() ^= 0x01;
+  secret->reset();
+  secret->bind(1, std::int64_t{9}).bind_blob(2, damaged);
+  ASSERT_TRUE(secret->run());
+}
+
+TEST(MigrationsTest, SecretsOfTheOldSchemeAreResealedBoundToTheirServer) {
+  healer::test::TempDir dir;
+  const auto options = options_in(dir.path());
+  make_old_scheme_database(options, *options.master_key);
+
+  auto store = Store::open(options);
+  ASSERT_TRUE(store) << store.error().message();
+  EXPECT_EQ(store->schema_version(), migrations::latest_version());
+  auto pw = store->get_server(7, SecretAccess::decrypt);
+  ASSERT_TRUE(pw) << pw.error().message();
+  EXPECT_EQ(*pw->secret, "old-scheme-Password-7");
+  auto pem = store->get_server(8, SecretAccess::decrypt);
+  ASSERT_TRUE(pem) << pem.error().message();
+  EXPECT_EQ(*pem->secret, "-----BEGIN OPENSSH PRIVATE KEY-----\nold\n");
+  // A secret that did not decrypt before the migration does not stop it, and still fails alone.
+  auto damaged = store->get_server(9, SecretAccess::decrypt);
+  ASSERT_FALSE(damaged);
+  EXPECT_EQ(damaged.error().code, make_error_code(Errc::secret_corrupt));
+  EXPECT_FALSE(store->get_server(10, SecretAccess::decrypt)->secret);
+  store = Result<Store>(make_error(Errc::closed, "closed by the test"));
+
+  // The stored bytes are bound to the row now: the old "server:7" context no longer opens them,
+  // and pointing the row at another host makes them fail.
+  {
+    auto db = raw_open(options.db_path);
+    auto blob = db.prepare("SELECT secret FROM servers WHERE id = 7");
+    ASSERT_TRUE(blob);
+    ASSERT_TRUE(*blob->step());
+    const auto bytes = blob->blob(0);
+    EXPECT_FALSE(crypto::open(*options.master_key, bytes, "server:7"));
+    ASSERT_TRUE(db.exec("UPDATE servers SET host = '203.0.113.66' WHERE id = 7"));
+  }
+  auto reopened = Store::open(options);
+  ASSERT_TRUE(reopened) << reopened.error().message();
+  auto moved = reopened->get_server(7, SecretAccess::decrypt);
+  ASSERT_FALSE(moved);
+  EXPECT_EQ(moved.error().code, make_error_code(Errc::secret_corrupt));
+}
+
+TEST(MigrationsTest, ResealingNeedsTheMasterKey) {
+  healer::test::TempDir dir;
+  const auto options = options_in(dir.path());
+  make_old_scheme_database(options, *options.master_key);
+  auto db = raw_open(options.db_path);
+  auto failed = migrations::migrate(db);  // no key in the environment
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().code, make_error_code(Errc::migration_failed));
+  EXPECT_NE(failed.error().message().find("migration 5"), std::string::npos)
+      << failed.error().message();
+  EXPECT_NE(failed.error().message().find("master key"), std::string::npos)
+      << failed.error().message();
+  EXPECT_EQ(*migrations::current_version(db), 4) << "rolled back";
 }
 
 TEST(MigrationsTest, MigrateIsIdempotent) {

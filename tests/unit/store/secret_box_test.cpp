@@ -3,7 +3,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
+#include <memory>
+#include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "healer/store/errors.hpp"
 #include "store_test_support.hpp"
@@ -73,10 +79,74 @@ TEST(SecretBoxTest, KeyCheckAcceptsOnlyItsKey) {
   EXPECT_FALSE(verify_key_check(key_of(1), {}));
 }
 
-TEST(SecretBoxTest, WipeClearsTheString) {
-  std::string secret = "hunter2";
-  wipe(secret);
-  EXPECT_TRUE(secret.empty());
+TEST(SecretBoxTest, WipeZeroesExactlyTheBufferItIsGiven) {
+  std::array<char, 32> chars{};
+  chars.fill('x');
+  wipe(std::span<char>(chars).subspan(4, 20));
+  EXPECT_EQ(std::string(chars.data(), 4), "xxxx");
+  EXPECT_EQ(std::string(chars.data() + 4, 20), std::string(20, '\0'));
+  EXPECT_EQ(std::string(chars.data() + 24, 8), "xxxxxxxx");
+
+  std::array<unsigned char, 16> bytes{};
+  bytes.fill(0xa5);
+  wipe(std::span<unsigned char>(bytes));
+  EXPECT_TRUE(std::all_of(bytes.begin(), bytes.end(), [](unsigned char b) { return b == 0; }));
+}
+
+// An allocator that copies each buffer's bytes when it is freed: the buffer is still allocated
+// inside deallocate(), so reading it there is defined (unlike peeking through a pointer kept
+// from before the string freed it).
+struct FreedBuffers {
+  std::vector<std::string> contents;
+};
+
+template <class T>
+struct InspectingAllocator {
+  using value_type = T;
+  explicit InspectingAllocator(FreedBuffers* sink) noexcept : freed(sink) {}
+  template <class U>
+  InspectingAllocator(const InspectingAllocator<U>& other) noexcept  // NOLINT: rebinding
+      : freed(other.freed) {}
+  T* allocate(std::size_t n) { return std::allocator<T>{}.allocate(n); }
+  void deallocate(T* p, std::size_t n) noexcept {
+    freed->contents.emplace_back(reinterpret_cast<const char*>(p), n * sizeof(T));
+    std::allocator<T>{}.deallocate(p, n);
+  }
+  bool operator==(const InspectingAllocator& other) const noexcept { return freed == other.freed; }
+
+  FreedBuffers* freed;
+};
+
+using InspectedString = std::basic_string<char, std::char_traits<char>, InspectingAllocator<char>>;
+
+constexpr std::string_view kLongSecret = "correct-horse-battery-staple-4781-Zebra";  // past SSO
+
+TEST(SecretBoxTest, TheInspectingAllocatorSeesWhatAStringLeavesBehind) {
+  // The control for the test below: without wipe(), the freed buffer still holds the secret.
+  FreedBuffers freed;
+  {
+    InspectedString secret{InspectingAllocator<char>(&freed)};
+    secret = kLongSecret;
+    secret.resize(7);
+    secret.clear();
+  }
+  ASSERT_EQ(freed.contents.size(), 1U);
+  EXPECT_NE(freed.contents[0].find("battery-staple"), std::string::npos);
+}
+
+TEST(SecretBoxTest, WipeOverwritesEveryByteTheStringOwnedBeforeItIsFreed) {
+  FreedBuffers freed;
+  {
+    InspectedString secret{InspectingAllocator<char>(&freed)};
+    secret = kLongSecret;
+    secret.resize(7);  // a shrunk string keeps the old bytes past size()
+    wipe(secret);
+    EXPECT_TRUE(secret.empty());
+    EXPECT_TRUE(freed.contents.empty()) << "wipe() keeps the buffer; the string frees it";
+  }
+  ASSERT_EQ(freed.contents.size(), 1U);
+  EXPECT_GT(freed.contents[0].size(), kLongSecret.size());
+  EXPECT_EQ(freed.contents[0], std::string(freed.contents[0].size(), '\0'));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include "healer/store/store.hpp"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -386,6 +387,120 @@ TEST(StoreSecretsTest, TamperedOrMovedSecretIsAnErrorNeverGarbage) {
   // Without decryption the record is still readable.
   EXPECT_TRUE(store->get_server(second));
   EXPECT_EQ(*store->get_server(first, SecretAccess::decrypt)->secret, kPassword);
+}
+
+// Edits the database as a DBA (or an attacker with write access to the file) would: the sqlite3
+// C API, no healer code.
+void edit_with_sqlite3(const std::filesystem::path& db, const std::string& sql) {
+  sqlite3* raw = nullptr;
+  const int opened = sqlite3_open_v2(db.c_str(), &raw, SQLITE_OPEN_READWRITE, nullptr);
+  ASSERT_EQ(opened, SQLITE_OK) << sqlite3_errstr(opened);
+  char* message = nullptr;
+  const int rc = sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, &message);
+  EXPECT_EQ(rc, SQLITE_OK) << (message != nullptr ? message : "") << " in " << sql;
+  EXPECT_EQ(sqlite3_changes(raw), 1) << sql;
+  sqlite3_free(message);
+  sqlite3_close(raw);
+}
+
+TEST(StoreSecretsTest, ARowPointedAtAnotherHostCannotReplayItsPassword) {
+  // Each edit sends the password somewhere else or lowers the guard on who receives it.
+  const std::vector<std::string> edits = {
+      "UPDATE servers SET host = '203.0.113.66' WHERE name = 'pw'",
+      "UPDATE servers SET port = 2223 WHERE name = 'pw'",
+      "UPDATE servers SET user = 'root' WHERE name = 'pw'",
+      "UPDATE servers SET host_key_policy = 'strict' WHERE name = 'pw'",  // was accept_new
+      "UPDATE servers SET known_hosts_file = '/tmp/eve_known_hosts' WHERE name = 'pw'",
+  };
+  for (const auto& edit : edits) {
+    SCOPED_TRACE(edit);
+    healer::test::TempDir dir;
+    const auto options = options_in(dir.path());
+    std::int64_t id = 0;
+    {
+      auto store = Store::open(options);
+      ASSERT_TRUE(store) << store.error().message();
+      id = *store->add_server(password_server("pw"));
+    }
+    edit_with_sqlite3(options.db_path, edit);
+    auto store = Store::open(options);
+    ASSERT_TRUE(store) << store.error().message();
+    auto read = store->get_server(id, SecretAccess::decrypt);
+    ASSERT_FALSE(read);
+    EXPECT_EQ(read.error().code, make_error_code(Errc::secret_corrupt));
+    const std::string message = read.error().message();
+    EXPECT_NE(message.find("server 'pw'"), std::string::npos) << message;
+    EXPECT_NE(message.find("changed outside healer"), std::string::npos) << message;
+    EXPECT_EQ(message.find(kPassword), std::string::npos) << message;
+    EXPECT_TRUE(store->get_server(id)) << "the record itself stays readable";
+  }
+}
+
+TEST(StoreSecretsTest, FieldsThatDoNotDecideWhereTheSecretGoesMayBeEdited) {
+  healer::test::TempDir dir;
+  const auto options = options_in(dir.path());
+  std::int64_t id = 0;
+  {
+    auto store = Store::open(options);
+    ASSERT_TRUE(store);
+    id = *store->add_server(password_server("pw"));
+  }
+  edit_with_sqlite3(options.db_path, "UPDATE servers SET name = 'renamed' WHERE name = 'pw'");
+  auto store = Store::open(options);
+  ASSERT_TRUE(store);
+  auto read = store->get_server(id, SecretAccess::decrypt);
+  ASSERT_TRUE(read) << read.error().message();
+  EXPECT_EQ(*read->secret, kPassword);
+}
+
+TEST(StoreSecretsTest, UpdateServerResealsTheKeptSecretForTheNewAddress) {
+  healer::test::TempDir dir;
+  const auto options = options_in(dir.path());
+  auto store = Store::open(options);
+  ASSERT_TRUE(store);
+  const std::int64_t id = *store->add_server(password_server("pw"));
+  auto server = *store->get_server(id);  // secret: nullopt = keep
+  server.host = "198.51.100.7";
+  server.port = 2200;
+  server.user = "deploy";
+  server.host_key_policy = HostKeyPolicy::strict;
+  server.known_hosts_file = "/etc/ssh/ssh_known_hosts";
+  ASSERT_TRUE(store->update_server(server));
+  auto read = store->get_server(id, SecretAccess::decrypt);
+  ASSERT_TRUE(read) << read.error().message();
+  EXPECT_EQ(*read->secret, kPassword);
+  EXPECT_EQ(read->host, "198.51.100.7");
+
+  // And back through the sqlite3 shell to the old host: no longer decrypts.
+  store.value().flush();
+  edit_with_sqlite3(options.db_path, "UPDATE servers SET host = '192.0.2.10' WHERE name = 'pw'");
+  EXPECT_FALSE(store->get_server(id, SecretAccess::decrypt));
+}
+
+TEST(StoreSecretsTest, AnUnreadableKeptSecretCannotFollowANewAddress) {
+  healer::test::TempDir dir;
+  const auto options = options_in(dir.path());
+  std::int64_t id = 0;
+  {
+    auto store = Store::open(options);
+    ASSERT_TRUE(store);
+    id = *store->add_server(password_server("pw"));
+  }
+  edit_with_sqlite3(options.db_path, "UPDATE servers SET user = 'eve' WHERE name = 'pw'");
+  auto store = Store::open(options);
+  ASSERT_TRUE(store);
+  auto server = *store->get_server(id);
+  server.host = "198.51.100.8";
+  auto refused = store->update_server(server);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, make_error_code(Errc::secret_corrupt));
+  EXPECT_NE(refused.error().message().find("give the secret again"), std::string::npos)
+      << refused.error().message();
+  EXPECT_EQ(store->get_server(id)->host, "192.0.2.10") << "rolled back";
+  // Giving the secret again with the change works.
+  server.secret = "new-Password-1";
+  ASSERT_TRUE(store->update_server(server));
+  EXPECT_EQ(*store->get_server(id, SecretAccess::decrypt)->secret, "new-Password-1");
 }
 
 // --- files on disk ---
@@ -781,6 +896,7 @@ CachedCheckOutput cached(std::int64_t server, std::string name, std::int64_t exp
   output.command = "LC_ALL=C apt-get -s dist-upgrade";
   output.out = "Inst libc6 [2.36-9] (2.36-9+deb12u4 Debian-Security:12/stable-security)\n";
   output.err = "W: noise";
+  output.marker = "@@healer-0123456789abcdef0123456789abcdef";
   output.exit_status = 0;
   output.sent_at = 1.5;
   output.expires_at = expires_at;
@@ -799,6 +915,7 @@ TEST_F(CheckCacheTest, RoundTripReplaceExpiryAndCascade) {
   EXPECT_EQ(first.check_name, "security_updates");
   EXPECT_EQ(first.out, cached(id, "", 0).out);
   EXPECT_EQ(first.err, "W: noise");
+  EXPECT_EQ(first.marker, cached(id, "", 0).marker);  // the run's framing marker comes back
   EXPECT_EQ(first.exit_status, 0);
   EXPECT_EQ(first.sent_at, 1.5);
   EXPECT_FALSE(first.received_at.has_value());
