@@ -20,6 +20,7 @@
 #include "healer/cli/exit_codes.hpp"
 #include "healer/service/json.hpp"
 #include "metrics_command.hpp"
+#include "serve_command.hpp"
 #include "server_command.hpp"
 
 namespace healer::cli {
@@ -55,7 +56,7 @@ void protect_secrets_in_memory() {
 
 }  // namespace
 
-int run(int argc, char** argv) {
+int run(int argc, char** argv, const service::ServeEntry& serve) {
   protect_secrets_in_memory();
   // Words after the first "--" are a remote command (`healer exec ... -- CMD`), never options or
   // server names: they are split off before CLI11 sees them.
@@ -94,6 +95,7 @@ int run(int argc, char** argv) {
       add_app_command(app),
       add_diagnose_command(app),
       add_metrics_command(app),
+      add_serve_command(app, serve, log_level),
   };
 
   try {

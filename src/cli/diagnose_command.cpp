@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "daemon_client.hpp"
 #include "healer/checks/catalog.hpp"
 #include "healer/checks/report.hpp"
 #include "healer/cli/exit_codes.hpp"
@@ -94,10 +95,6 @@ int run_diagnose(DiagnoseArgs args) {
   if (args.request.selection.empty() && args.request.app.empty()) {
     return usage("name servers, or use --tag TAG, --all or --app APP");
   }
-  auto runtime = open_runtime(args.store, args.pool);
-  if (!runtime) {
-    return fail(runtime.error());
-  }
   const bool progress_bar = stderr_is_terminal() && !args.json;
   service::ProgressCallback progress;
   if (progress_bar) {
@@ -108,9 +105,30 @@ int run_diagnose(DiagnoseArgs args) {
     };
   }
   int interrupted = 0;
-  auto outcome = (*runtime)->run_one_shot(
-      service::async_diagnose(**runtime, std::move(args.request), std::move(progress)),
-      &interrupted);
+  Result<service::DiagnoseOutcome> outcome;
+  auto daemon = daemon_for(args.store, args.pool, args.no_daemon);
+  if (!daemon) {
+    return fail(daemon.error());
+  }
+  if (*daemon) {
+    auto reply = call_daemon(**daemon, "diagnose", service::control::to_json(args.request),
+                             [&progress](const service::Json& frame) {
+                               if (progress) {
+                                 progress(frame.value("done", std::size_t{0}),
+                                          frame.value("total", std::size_t{0}));
+                               }
+                             });
+    outcome = reply ? service::diagnose_outcome_from_json(*reply)
+                    : Result<service::DiagnoseOutcome>(reply.error());
+  } else {
+    auto runtime = open_runtime(args.store, args.pool);
+    if (!runtime) {
+      return fail(runtime.error());
+    }
+    outcome = (*runtime)->run_one_shot(
+        service::async_diagnose(**runtime, std::move(args.request), std::move(progress)),
+        &interrupted);
+  }
   if (progress_bar) {
     std::cerr << "\r\033[K" << std::flush;
   }
@@ -188,6 +206,7 @@ Command add_diagnose_command(CLI::App& app) {
       ->check(CLI::Range(1, 10000));
   cmd->add_flag("--list-checks", *list, "List the checks and their thresholds, then exit");
   add_store_options(*cmd, a.store);
+  add_daemon_option(*cmd, a.no_daemon);
   add_pool_options(*cmd, a.pool);
   return Command{cmd, [args, list] { return *list ? list_checks() : run_diagnose(*args); }};
 }

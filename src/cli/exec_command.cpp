@@ -5,6 +5,8 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -14,6 +16,8 @@
 #include "healer/service/exec.hpp"
 #include "healer/service/inventory.hpp"
 #include "healer/service/json.hpp"
+#include "daemon_client.hpp"
+#include "healer/service/control.hpp"
 #include "values.hpp"
 
 namespace healer::cli {
@@ -220,17 +224,48 @@ int run_exec(const ExecArgs& args, const std::vector<std::string>& after_dashdas
   request.with_stats = args.stats;
   const auto commands = request.commands;
 
-  auto runtime = open_runtime(args.store, args.pool, !request.host.has_value());
-  if (!runtime) {
-    return fail(runtime.error());
-  }
-  if (request.host && request.host->auth == store::AuthMethod::password &&
-      !(*runtime)->secrets().password) {
-    return usage("--auth password needs the password in HEALER_PASSWORD");
+  // A daemon runs it on its warm pool, unless it needs a secret this process holds (a password,
+  // a key passphrase): those never travel over the socket.
+  const bool needs_local_secret =
+      request.host && (request.host->auth == store::AuthMethod::password ||
+                       std::getenv("HEALER_KEY_PASSPHRASE") != nullptr);
+  if (request.host) {
+    // The daemon may run as another user with another home: paths are resolved here.
+    auto& host = *request.host;
+    host.user = host.user.empty() ? service::local_user() : host.user;
+    if (host.auth == store::AuthMethod::key_file && host.identity.empty()) {
+      host.identity = service::default_identity();
+    }
+    if (!host.identity.empty()) {
+      host.identity = std::filesystem::absolute(host.identity).string();
+    }
+    host.known_hosts = std::filesystem::absolute(
+                           host.known_hosts.empty() ? service::default_known_hosts()
+                                                    : host.known_hosts)
+                           .string();
   }
   int interrupted = 0;
-  auto outcome =
-      (*runtime)->run_one_shot(service::async_exec(**runtime, std::move(request)), &interrupted);
+  Result<service::ExecOutcome> outcome;
+  auto daemon = daemon_for(args.store, args.pool, args.no_daemon || needs_local_secret);
+  if (!daemon) {
+    return fail(daemon.error());
+  }
+  if (*daemon) {
+    auto reply = call_daemon(**daemon, "exec", service::control::to_json(request));
+    outcome = reply ? service::exec_outcome_from_json(*reply)
+                    : Result<service::ExecOutcome>(reply.error());
+  } else {
+    auto runtime = open_runtime(args.store, args.pool, !request.host.has_value());
+    if (!runtime) {
+      return fail(runtime.error());
+    }
+    if (request.host && request.host->auth == store::AuthMethod::password &&
+        !(*runtime)->secrets().password) {
+      return usage("--auth password needs the password in HEALER_PASSWORD");
+    }
+    outcome =
+        (*runtime)->run_one_shot(service::async_exec(**runtime, std::move(request)), &interrupted);
+  }
   if (!outcome) {
     return fail(outcome.error());
   }
@@ -325,6 +360,7 @@ Command add_exec_command(CLI::App& app, const std::vector<std::string>* after_da
                    "with :::")
       ->type_name("SERVER");
   add_store_options(*exec_cmd, exec.store);
+  add_daemon_option(*exec_cmd, exec.no_daemon);
   add_pool_options(*exec_cmd, exec.pool);
   return Command{exec_cmd, [args, after_dashdash] { return run_exec(*args, *after_dashdash); }};
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "daemon_client.hpp"
 #include "healer/cli/exit_codes.hpp"
 #include "healer/service/collect.hpp"
 #include "healer/service/errors.hpp"
@@ -60,10 +61,6 @@ int run_collect(const MetricsArgs& args) {
   if (args.selection.empty()) {
     return usage("name at least one server, or use --tag TAG or --all");
   }
-  auto runtime = open_runtime(args.store, args.pool);
-  if (!runtime) {
-    return fail(runtime.error());
-  }
   service::CollectRequest request;
   request.selection = args.selection;
   request.store_samples = !args.no_store;
@@ -84,8 +81,34 @@ int run_collect(const MetricsArgs& args) {
     };
   }
   int interrupted = 0;
-  auto outcome = (*runtime)->run_one_shot(
-      service::async_collect(**runtime, std::move(request), std::move(on_server)), &interrupted);
+  Result<service::CollectOutcome> outcome;
+  auto daemon = daemon_for(args.store, args.pool, args.no_daemon);
+  if (!daemon) {
+    return fail(daemon.error());
+  }
+  if (*daemon) {
+    auto reply = call_daemon(**daemon, "collect", service::control::to_json(request),
+                             [&progress](const service::Json& frame) {
+                               if (progress.enabled) {
+                                 progress.total = frame.value("total", std::size_t{0});
+                                 progress.done = frame.value("done", std::size_t{0});
+                                 if (!frame.value("ok", true)) {
+                                   ++progress.failed;
+                                 }
+                                 progress.update();
+                               }
+                             });
+    outcome = reply ? service::collect_outcome_from_json(*reply)
+                    : Result<service::CollectOutcome>(reply.error());
+  } else {
+    auto runtime = open_runtime(args.store, args.pool);
+    if (!runtime) {
+      return fail(runtime.error());
+    }
+    outcome = (*runtime)->run_one_shot(
+        service::async_collect(**runtime, std::move(request), std::move(on_server)),
+        &interrupted);
+  }
   if (progress.enabled) {
     std::cerr << "\r\033[K" << std::flush;
   }
@@ -220,6 +243,7 @@ Command add_metrics_command(CLI::App& app) {
   collect->add_option("--parallel", a.parallel, "Servers collected at once")
       ->check(CLI::Range(1, 10000));
   add_store_options(*collect, a.store);
+  add_daemon_option(*collect, a.no_daemon);
   add_pool_options(*collect, a.pool);
 
   auto* show = cmd->add_subcommand("show", "Show a server's stored samples");

@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "common.hpp"
+#include "daemon_client.hpp"
+#include "healer/service/control.hpp"
 #include "healer/cli/exit_codes.hpp"
 #include "healer/service/connection_test.hpp"
 #include "healer/service/errors.hpp"
@@ -55,6 +57,7 @@ struct ServerArgs {
   std::string tag;
   bool json = false;
   double timeout_s = 15;
+  bool no_daemon = false;
   // import
   std::string config_file;
   bool dry_run = false;
@@ -132,6 +135,7 @@ int run_add(const ServerArgs& args) {
   std::cout << terminal_safe(fmt::format("{} server {} ({})", added->updated ? "updated" : "added",
                                          added->record.name, describe(added->record)))
             << '\n';
+  notify_inventory_changed(args.store);
   return 0;
 }
 
@@ -229,6 +233,7 @@ int run_remove(const ServerArgs& args) {
     }
     std::cout << "removed server " << terminal_safe(name) << '\n';
   }
+  notify_inventory_changed(args.store);
   return 0;
 }
 
@@ -414,6 +419,9 @@ int run_import(const ServerArgs& args) {
       std::cout << "  note: " << terminal_safe(warning) << '\n';
     }
   }
+  if (!args.dry_run && imported > 0) {
+    notify_inventory_changed(args.store);
+  }
   std::cout << fmt::format("{} host(s) {}, {} skipped\n", imported,
                            args.dry_run ? "to import" : "imported", skipped);
   return skipped > 0 ? 1 : 0;
@@ -470,6 +478,7 @@ Command add_server_command(CLI::App& app) {
   test->add_option("--timeout", a.timeout_s, "Seconds per server");
   test->add_flag("--json", a.json, "JSON output");
   add_store_options(*test, a.store);
+  add_daemon_option(*test, a.no_daemon);
   add_pool_options(*test, a.pool);
 
   auto* import = server->add_subcommand(

@@ -217,6 +217,7 @@ struct ServerPool {
   Clock::time_point retry_at{};
   Clock::time_point next_command_at{};
   bool cooldown_wake_pending = false;
+  bool removed = false;  // remove_server(): drained, refuses acquires until added again
   PoolStats stats;
 
   [[nodiscard]] std::size_t waiting() const {
@@ -259,6 +260,7 @@ class Registry::Impl : public std::enable_shared_from_this<Registry::Impl> {
   static awaitable<void> cleanup_loop(std::shared_ptr<Impl> self);
 
   void add_server(Server server);
+  void remove_server(const std::string& id);
   void start_cleanup();
   void release(Lease::Slot& slot, int how);
   void maintenance();
@@ -321,9 +323,10 @@ void Registry::Impl::add_server(Server server) {
     return;
   }
   ServerPool& pool = *found->second;
-  if (same_target(pool.server, server)) {
+  if (same_target(pool.server, server) && !pool.removed) {
     return;
   }
+  pool.removed = false;
   // New address or credentials: sessions made with the old ones drain (finishing their commands)
   // so the next command runs on the server as now configured; and the server gets another
   // chance at once.
@@ -338,6 +341,26 @@ void Registry::Impl::add_server(Server server) {
     }
   }
   logger()->info("[{}] settings changed; existing connections drain", id);
+}
+
+void Registry::Impl::remove_server(const std::string& id) {
+  auto found = servers_.find(id);
+  if (found == servers_.end() || found->second->removed) {
+    return;
+  }
+  // The pool object stays (leases in flight point at it) but serves nobody: waiters fail, idle
+  // sessions close now, busy ones when their commands end.
+  ServerPool& pool = *found->second;
+  pool.removed = true;
+  fail_waiters(pool, make_error(Errc::unknown_server,
+                                fmt::format("server \"{}\" was removed from the inventory", id)));
+  for (auto session : std::vector<std::shared_ptr<PooledSession>>(pool.sessions)) {
+    session->draining = true;
+    if (session->in_use == 0) {
+      evict(pool, session, Eviction::shutdown);
+    }
+  }
+  logger()->info("[{}] removed; its connections drain", id);
 }
 
 void Registry::Impl::start_cleanup() {
@@ -620,7 +643,7 @@ Error Registry::Impl::exhausted_error(const ServerPool& pool, Clock::time_point 
 awaitable<Result<Lease>> Registry::Impl::acquire(std::shared_ptr<Impl> self, std::string server_id,
                                                  Priority priority, Deadline deadline) {
   const auto found = self->servers_.find(server_id);
-  if (found == self->servers_.end()) {
+  if (found == self->servers_.end() || found->second->removed) {
     co_return make_error(Errc::unknown_server, fmt::format("no server named \"{}\"", server_id));
   }
   ServerPool& pool = *found->second;
@@ -852,7 +875,7 @@ void Registry::Impl::maintenance() {
       logger()->info("[{}] cleaned up {} idle connections", id, cleaned);
     }
     // Connection warming: keep min_idle ready sessions.
-    if (pool.ready_count() + pool.connecting < config_.min_idle) {
+    if (!pool.removed && pool.ready_count() + pool.connecting < config_.min_idle) {
       maybe_grow(pool, true);
     }
     dispatch(pool);
@@ -981,7 +1004,12 @@ Registry::~Registry() {
 
 void Registry::add_server(Server server) { impl_->add_server(std::move(server)); }
 
-bool Registry::has_server(const std::string& id) const { return impl_->servers_.contains(id); }
+void Registry::remove_server(const std::string& id) { impl_->remove_server(id); }
+
+bool Registry::has_server(const std::string& id) const {
+  const auto found = impl_->servers_.find(id);
+  return found != impl_->servers_.end() && !found->second->removed;
+}
 
 const PoolConfig& Registry::config() const noexcept { return impl_->config_; }
 
@@ -1017,7 +1045,9 @@ PoolStats Registry::total_stats() const {
 std::vector<std::string> Registry::server_ids() const {
   std::vector<std::string> ids;
   for (const auto& [id, pool] : impl_->servers_) {
-    ids.push_back(id);
+    if (!pool->removed) {
+      ids.push_back(id);
+    }
   }
   return ids;
 }

@@ -328,9 +328,9 @@ Result<void> read_intervals(const toml::table& table, const std::string& path,
         return std::move(value).error();
       }
       (key == "metrics_interval" ? out.metrics : out.diagnose) = *value;
-    } else if (!(allow_groups && (key == "tags" || key == "servers"))) {
+    } else if (!(allow_groups && (key == "tags" || key == "servers" || key == "checks"))) {
       return unknown_key(origin, where,
-                         allow_groups ? "metrics_interval, diagnose_interval, tags, servers"
+                         allow_groups ? "metrics_interval, diagnose_interval, checks, tags, servers"
                                       : "metrics_interval, diagnose_interval");
     }
   }
@@ -352,6 +352,22 @@ Result<ScheduleSettings> schedule_from(const toml::table* root, std::string_view
   ScheduleSettings::Override top;
   if (auto read = read_intervals(*table, "schedule", origin, true, top); !read) {
     return std::move(read).error();
+  }
+  if (const auto* list = table->get("checks"); list != nullptr) {
+    if (list->value<std::string>() == std::optional<std::string>("seed")) {
+      schedule.seed_checks = true;
+    } else {
+      auto names = strings(*list, "schedule.checks", origin);
+      if (!names) {
+        return config_error(origin, "schedule.checks must be \"seed\" or an array of check names");
+      }
+      for (const auto& name : *names) {
+        if (!checks::find_check(name)) {
+          return config_error(origin, fmt::format("schedule.checks: no check named '{}'", name));
+        }
+      }
+      schedule.checks = std::move(*names);
+    }
   }
   schedule.defaults.metrics = top.metrics.value_or(schedule.defaults.metrics);
   schedule.defaults.diagnose = top.diagnose.value_or(schedule.defaults.diagnose);

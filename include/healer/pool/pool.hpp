@@ -135,6 +135,9 @@ class Registry {
 
   /// Adds a server or replaces its settings. New credentials close an open circuit.
   void add_server(Server server);
+  /// Removes a server (it left the inventory): waiters fail with unknown_server, idle sessions
+  /// close now and busy ones once their commands end; acquires fail until it is added again.
+  void remove_server(const std::string& id);
   [[nodiscard]] bool has_server(const std::string& id) const;
   [[nodiscard]] const PoolConfig& config() const noexcept;
 

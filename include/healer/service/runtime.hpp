@@ -95,6 +95,8 @@ class Runtime {
   /// next run; pool settings need a restart (the registry keeps the ones it was built with).
   void replace_settings(Settings settings) { settings_ = std::move(settings); }
   [[nodiscard]] const LocalSecrets& secrets() const noexcept { return secrets_; }
+  /// The worker threads for blocking work (store calls, processes, outgoing HTTP).
+  [[nodiscard]] asio::thread_pool& blocking() noexcept { return blocking_; }
 
   /// Runs the blocking `work` (store calls, file reads) on a worker thread and resumes the caller
   /// on its own executor with the result. `work` must not throw.

@@ -61,6 +61,7 @@ struct Intervals {
 /// [schedule]
 /// metrics_interval = "5m"      # "90s", "5m", "2h", or seconds; "0" or 0: off
 /// diagnose_interval = "15m"
+/// checks = ["memory", "disk_space"]   # or "seed"; default: every default check
 /// [schedule.tags.prod]
 /// metrics_interval = "1m"
 /// [schedule.servers.web1]
@@ -68,6 +69,10 @@ struct Intervals {
 /// ```
 struct ScheduleSettings {
   Intervals defaults;
+  /// The checks a scheduled diagnosis runs (`checks = ["memory", "disk_space"]`, or
+  /// `checks = "seed"`); empty: the default set.
+  std::vector<std::string> checks;
+  bool seed_checks = false;
   struct Override {
     std::optional<std::chrono::seconds> metrics;
     std::optional<std::chrono::seconds> diagnose;

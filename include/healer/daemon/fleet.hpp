@@ -1,0 +1,114 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "healer/core/error.hpp"
+#include "healer/metrics/metric.hpp"
+#include "healer/service/collect.hpp"
+#include "healer/service/diagnose.hpp"
+#include "healer/service/settings.hpp"
+#include "healer/store/records.hpp"
+
+// What the daemon knows about every server right now: the inventory row, the latest diagnosis
+// and collection, and its schedule. Read by the API, /metrics and the dashboard; written by the
+// scheduler and on-demand runs. Lives on the daemon's loop (no locks).
+namespace healer::daemon {
+
+/// A check that is not OK in the latest run.
+struct FailingCheck {
+  std::string name;
+  store::CheckStatus status = store::CheckStatus::unknown;
+  std::string message;
+};
+
+/// The latest diagnosis of a server, summarised.
+struct RunSummary {
+  std::int64_t run_id = 0;
+  std::int64_t started_at = 0;  ///< Unix ms
+  std::int64_t duration_ms = 0;
+  store::CheckStatus status = store::CheckStatus::unknown;
+  std::size_t checks = 0;
+  std::vector<FailingCheck> failing;
+  std::optional<Error> server_error;  ///< the server could not be reached
+};
+
+/// The latest collection of a server.
+struct CollectionSummary {
+  std::int64_t collected_at = 0;  ///< Unix ms
+  double elapsed_ms = 0;
+  std::optional<Error> error;
+  std::string headline;
+  /// Key figures for lists: load1, memory used %, root disk used %, CPU busy %.
+  std::optional<double> load1;
+  std::optional<double> memory_used_percent;
+  std::optional<double> disk_used_percent;
+  std::optional<double> cpu_busy_percent;
+  /// The series in the Prometheus exposition, grouped by metric name (sorted), each group's
+  /// sample lines already rendered with this server's `server` label.
+  std::shared_ptr<const std::vector<std::pair<std::string, std::string>>> exposition;
+};
+
+/// Scheduling state of one kind of work (metrics or diagnose) on a server.
+struct WorkState {
+  std::chrono::seconds interval{0};  ///< 0: off
+  std::optional<std::chrono::system_clock::time_point> next_due;
+  bool running = false;
+  std::uint64_t runs = 0;
+  std::uint64_t skipped = 0;  ///< due while the previous run was still going
+  std::uint64_t late = 0;     ///< started more than a second after they were due
+};
+
+/// One server.
+struct ServerState {
+  store::ServerRecord record;  ///< without its secret
+  std::optional<RunSummary> run;
+  std::optional<std::int64_t> status_since;  ///< Unix ms of the last transition
+  std::optional<CollectionSummary> collection;
+  WorkState metrics;
+  WorkState diagnose;
+};
+
+/// Every server by name.
+class FleetState {
+ public:
+  [[nodiscard]] std::map<std::string, ServerState, std::less<>>& servers() noexcept {
+    return servers_;
+  }
+  [[nodiscard]] const std::map<std::string, ServerState, std::less<>>& servers() const noexcept {
+    return servers_;
+  }
+  [[nodiscard]] ServerState* find(std::string_view name);
+
+  /// Records a diagnosis (and its transition, if any) of a known server.
+  void record(const service::DiagnosedServer& diagnosed);
+  /// Records a collection of a known server.
+  void record(const service::CollectedServer& collected);
+  /// Seeds a server's latest run from the store (at start).
+  void seed(const store::DiagnosisRun& run, std::optional<std::int64_t> status_since);
+  /// Seeds a server's latest collection from stored samples (at start).
+  void seed(const std::string& name, std::int64_t collected_at,
+            const std::vector<metrics::Metric>& metrics);
+
+ private:
+  std::map<std::string, ServerState, std::less<>> servers_;
+};
+
+/// The summary of a diagnosis.
+[[nodiscard]] RunSummary summarise(const service::DiagnosedServer& diagnosed);
+
+/// The summary of a collection, with its exposition lines for /metrics.
+[[nodiscard]] CollectionSummary summarise(const std::string& server, std::int64_t collected_at,
+                                          double elapsed_ms, std::optional<Error> error,
+                                          const std::vector<metrics::Metric>& metrics,
+                                          const std::vector<metrics::Metric>& rates);
+
+/// A Prometheus label value escaped (backslash, double quote, newline).
+[[nodiscard]] std::string escape_label(std::string_view value);
+
+}  // namespace healer::daemon

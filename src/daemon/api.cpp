@@ -1,0 +1,562 @@
+#include "api.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <map>
+
+#include "assets.hpp"
+#include "exporter.hpp"
+#include "healer/core/log.hpp"
+#include "healer/service/diagnose.hpp"
+#include "healer/service/errors.hpp"
+#include "healer/service/inventory.hpp"
+#include "healer/service/json.hpp"
+#include "healer/service/settings.hpp"
+#include "token.hpp"
+
+namespace healer::daemon {
+namespace {
+
+using service::Json;
+
+constexpr std::size_t kDefaultPage = 100;
+constexpr std::size_t kMaxPage = 1000;
+constexpr std::size_t kMaxPoints = 2000;
+
+HttpResponse json_response(int status, const Json& body) {
+  HttpResponse response;
+  response.status = status;
+  response.body = service::dump(body);
+  return response;
+}
+
+HttpResponse from_error(const Error& error) {
+  return error_response(service::http_status(error), service::error_name(error),
+                        error.code.category() == service::error_category() ? error.detail
+                                                                             : error.message());
+}
+
+std::string status_text(store::CheckStatus status) { return std::string(store::to_string(status)); }
+
+std::optional<std::int64_t> integer_param(const HttpRequest& request, std::string_view name) {
+  const auto text = request.param(name);
+  if (!text) {
+    return std::nullopt;
+  }
+  std::int64_t value = 0;
+  const auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
+  if (ec != std::errc() || ptr != text->data() + text->size()) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+Result<std::size_t> page_limit(const HttpRequest& request) {
+  if (!request.param("limit")) {
+    return kDefaultPage;
+  }
+  const auto limit = integer_param(request, "limit");
+  if (!limit || *limit < 1 || *limit > static_cast<std::int64_t>(kMaxPage)) {
+    return service::make_error(service::Errc::invalid_input, "limit must be 1 to 1000");
+  }
+  return static_cast<std::size_t>(*limit);
+}
+
+Json optional_number(const std::optional<double>& value) {
+  return value ? Json(*value) : Json(nullptr);
+}
+
+Json work_json(const WorkState& work) {
+  return Json{{"interval_seconds", work.interval.count()},
+              {"next_due",
+               work.next_due ? Json(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        work.next_due->time_since_epoch())
+                                        .count())
+                             : Json(nullptr)},
+              {"running", work.running},
+              {"runs", work.runs},
+              {"skipped", work.skipped},
+              {"late", work.late}};
+}
+
+Json run_json(const RunSummary& run) {
+  Json failing = Json::array();
+  for (const auto& check : run.failing) {
+    failing.push_back(
+        {{"name", check.name}, {"status", status_text(check.status)}, {"message", check.message}});
+  }
+  return Json{{"run_id", run.run_id == 0 ? Json(nullptr) : Json(run.run_id)},
+              {"started_at", run.started_at},
+              {"duration_ms", run.duration_ms},
+              {"status", status_text(run.status)},
+              {"checks", run.checks},
+              {"failing", std::move(failing)},
+              {"error", service::to_json(run.server_error)}};
+}
+
+// A server as lists and the dashboard show it: inventory row, latest status and figures,
+// schedule.
+Json summary_json(const ServerState& state) {
+  Json doc = service::to_json(state.record);
+  doc["status"] = state.run ? Json(status_text(state.run->status)) : Json(nullptr);
+  doc["status_since"] = state.status_since ? Json(*state.status_since) : Json(nullptr);
+  doc["last_run"] = state.run ? run_json(*state.run) : Json(nullptr);
+  if (state.collection) {
+    const auto& c = *state.collection;
+    doc["metrics"] = Json{{"collected_at", c.collected_at},
+                          {"error", service::to_json(c.error)},
+                          {"headline", c.headline},
+                          {"load1", optional_number(c.load1)},
+                          {"memory_used_percent", optional_number(c.memory_used_percent)},
+                          {"disk_used_percent", optional_number(c.disk_used_percent)},
+                          {"cpu_busy_percent", optional_number(c.cpu_busy_percent)}};
+  } else {
+    doc["metrics"] = nullptr;
+  }
+  doc["schedule"] = Json{{"metrics", work_json(state.metrics)},
+                         {"diagnose", work_json(state.diagnose)}};
+  return doc;
+}
+
+Json stored_run_json(const store::DiagnosisRun& run) {
+  Json checks = Json::array();
+  for (const auto& check : run.checks) {
+    checks.push_back({{"name", check.name},
+                      {"status", status_text(check.status)},
+                      {"message", check.message},
+                      {"perfdata", check.perfdata},
+                      {"duration_ms", check.duration_ms}});
+  }
+  return Json{{"id", run.id},
+              {"server_id", run.server_id},
+              {"app_id", run.app_id ? Json(*run.app_id) : Json(nullptr)},
+              {"started_at", run.started_at},
+              {"finished_at", run.finished_at},
+              {"status", status_text(run.status)},
+              {"checks", std::move(checks)}};
+}
+
+// Matches "/api/v1/servers/{name}/rest": the decoded name and what follows it.
+std::optional<std::pair<std::string, std::string>> server_route(std::string_view path) {
+  constexpr std::string_view kPrefix = "/api/v1/servers/";
+  if (!path.starts_with(kPrefix) || path.size() == kPrefix.size()) {
+    return std::nullopt;
+  }
+  // Names may hold '/': the API's own sub-resources are matched from the end.
+  std::string_view rest = path.substr(kPrefix.size());
+  for (const std::string_view tail : {"/diagnose", "/runs", "/metrics", "/transitions", "/pool"}) {
+    if (rest.size() > tail.size() && rest.ends_with(tail)) {
+      return std::pair{std::string(rest.substr(0, rest.size() - tail.size())),
+                       std::string(tail.substr(1))};
+    }
+  }
+  return std::pair{std::string(rest), std::string()};
+}
+
+Result<service::ServerSpec> spec_from(const Json& body) {
+  try {
+    if (!body.is_object()) {
+      return service::make_error(service::Errc::invalid_input, "the body must be a JSON object");
+    }
+    service::ServerSpec spec;
+    spec.name = body.at("name").get<std::string>();
+    spec.host = body.at("host").get<std::string>();
+    const auto port = body.value("port", 22);
+    if (port < 1 || port > 65535) {
+      return service::make_error(service::Errc::invalid_input, "port must be 1-65535");
+    }
+    spec.port = static_cast<std::uint16_t>(port);
+    spec.user = body.value("user", std::string());
+    const auto auth = service::parse_auth(body.value("auth", std::string("key")));
+    if (!auth) {
+      return service::make_error(service::Errc::invalid_input,
+                                 "auth must be key, agent, password or stored-key");
+    }
+    spec.auth = *auth;
+    spec.identity = body.value("identity_file", std::string());
+    spec.known_hosts = body.value("known_hosts_file", std::string());
+    spec.accept_new_host_key = body.value("host_key_policy", std::string("strict")) == "accept-new";
+    spec.tags = body.value("tags", std::vector<std::string>{});
+    spec.labels = body.value("labels", std::map<std::string, std::string>{});
+    if (body.contains("password")) {
+      spec.secret = body.at("password").get<std::string>();
+    } else if (body.contains("private_key")) {
+      spec.secret = body.at("private_key").get<std::string>();
+    }
+    if (spec.auth == store::AuthMethod::key_file && spec.identity.empty()) {
+      return service::make_error(service::Errc::invalid_input,
+                                 "auth key needs identity_file (a path on the daemon's machine)");
+    }
+    return spec;
+  } catch (const Json::exception&) {
+    return service::make_error(service::Errc::invalid_input,
+                               "the body needs name and host (strings) and fields of the right "
+                               "types");
+  }
+}
+
+}  // namespace
+
+HttpResponse error_response(int status, std::string_view code, std::string_view message) {
+  return json_response(status, Json{{"error", {{"code", code}, {"message", message}}}});
+}
+
+asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
+  auto& c = context_;
+  auto& runtime = c.runtime;
+  const auto& path = request.path;
+  const bool mutating = request.method != "GET" && request.method != "HEAD";
+
+  if (path == "/healthz") {
+    co_return json_response(200, Json{{"status", "ok"}});
+  }
+  // Tokens travel in a header only (no cookie, so a browser on another site cannot ride on one).
+  const auto header = request.header("authorization");
+  const bool authorized =
+      header.starts_with("Bearer ") && token_matches(header.substr(7), c.token);
+  const bool api_or_metrics = path.starts_with("/api/") || path == "/metrics" ||
+                              path == "/probe";
+  if ((mutating || (c.reads_need_token && api_or_metrics)) && !authorized) {
+    auto response = error_response(401, "unauthorized",
+                                   "this needs the API token: Authorization: Bearer <token> "
+                                   "(healer serve --print-token)");
+    response.headers.emplace_back("WWW-Authenticate", "Bearer");
+    co_return response;
+  }
+  if (path == "/readyz") {
+    const bool ready = c.scheduler.ready() && runtime.has_store();
+    co_return json_response(ready ? 200 : 503, Json{{"ready", ready}});
+  }
+  if (path == "/metrics" || path == "/probe") {
+    if (request.method != "GET" && request.method != "HEAD") {
+      co_return error_response(405, "method_not_allowed", "GET only");
+    }
+    ExpositionSnapshot snapshot;
+    if (path == "/probe") {
+      const auto target = request.param("target");
+      if (!target) {
+        co_return error_response(400, "invalid_input", "/probe needs ?target=SERVER");
+      }
+      snapshot.with_healer_metrics = false;
+      auto* state = c.fleet.find(*target);
+      if (state == nullptr) {
+        co_return error_response(404, "not_found",
+                                 fmt::format("no server named '{}'", *target));
+      }
+      snapshot.servers.push_back(ExpositionSnapshot::Server{
+          state->record.name, state->run,
+          state->collection ? std::optional(state->collection->collected_at) : std::nullopt,
+          state->collection && state->collection->error.has_value(),
+          state->collection ? state->collection->exposition : nullptr,
+          runtime.registry().stats(state->record.name)});
+    } else {
+      snapshot.servers.reserve(c.fleet.servers().size());
+      for (const auto& [name, state] : c.fleet.servers()) {
+        snapshot.servers.push_back(ExpositionSnapshot::Server{
+            name, state.run,
+            state.collection ? std::optional(state.collection->collected_at) : std::nullopt,
+            state.collection && state.collection->error.has_value(),
+            state.collection ? state.collection->exposition : nullptr,
+            runtime.registry().stats(name)});
+      }
+      snapshot.pool_total = runtime.registry().total_stats();
+      snapshot.scheduler = c.scheduler.stats();
+      if (c.http != nullptr) {
+        snapshot.http = c.http->stats();
+      }
+      snapshot.notifier = c.notifier.stats();
+      snapshot.control = c.control.stats();
+      snapshot.store = runtime.store().stats();
+    }
+    auto job = [snapshot = std::move(snapshot)]() { return render_exposition(snapshot); };
+    HttpResponse response;
+    response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    response.body = co_await runtime.async_offload(std::move(job));
+    co_return response;
+  }
+
+  if (path == "/api/v1/openapi.json") {
+    HttpResponse response;
+    response.body = std::string(openapi_document());
+    co_return response;
+  }
+  if (path == "/api/v1/servers" && request.method == "GET") {
+    auto limit = page_limit(request);
+    if (!limit) {
+      co_return from_error(limit.error());
+    }
+    const auto cursor = request.param("cursor").value_or("");
+    const auto tag = request.param("tag").value_or("");
+    const auto text = request.param("q").value_or("");
+    Json items = Json::array();
+    std::string last;
+    bool more = false;
+    for (auto it = c.fleet.servers().upper_bound(cursor); it != c.fleet.servers().end(); ++it) {
+      const auto& state = it->second;
+      if (!tag.empty() &&
+          std::find(state.record.tags.begin(), state.record.tags.end(), tag) ==
+              state.record.tags.end()) {
+        continue;
+      }
+      if (!text.empty() && state.record.name.find(text) == std::string::npos &&
+          state.record.host.find(text) == std::string::npos) {
+        continue;
+      }
+      if (items.size() == *limit) {
+        more = true;
+        break;
+      }
+      items.push_back(summary_json(state));
+      last = it->first;
+    }
+    co_return json_response(
+        200, Json{{"items", std::move(items)}, {"next_cursor", more ? Json(last) : Json(nullptr)}});
+  }
+  if (path == "/api/v1/servers" && request.method == "POST") {
+    auto body = Json::parse(request.body, nullptr, false);
+    if (body.is_discarded()) {
+      co_return error_response(400, "invalid_json", "the body is not valid JSON");
+    }
+    auto spec = spec_from(body);
+    if (!spec) {
+      co_return from_error(spec.error());
+    }
+    const bool replace = request.param("replace").value_or("") == "true";
+    auto job = [&runtime, spec = std::move(*spec), replace]() mutable {
+      return service::add_server(runtime.store(), std::move(spec), replace);
+    };
+    auto added = co_await runtime.async_offload(std::move(job));
+    if (!added) {
+      co_return from_error(added.error());
+    }
+    c.scheduler.reload_soon();
+    co_return json_response(added->updated ? 200 : 201, service::to_json(added->record));
+  }
+  if (auto route = server_route(path)) {
+    const auto& [name, rest] = *route;
+    auto* state = c.fleet.find(name);
+    if (rest.empty() && request.method == "DELETE") {
+      auto job = [&runtime, name = name]() { return service::remove_server(runtime.store(), name); };
+      auto removed = co_await runtime.async_offload(std::move(job));
+      if (!removed) {
+        co_return from_error(removed.error());
+      }
+      c.scheduler.reload_soon();
+      HttpResponse response;
+      response.status = 204;
+      response.content_type.clear();
+      co_return response;
+    }
+    if (state == nullptr) {
+      co_return error_response(404, "not_found", fmt::format("no server named '{}'", name));
+    }
+    const auto server_id = state->record.id;
+    if (rest.empty() && request.method == "GET") {
+      co_return json_response(200, summary_json(*state));
+    }
+    if (rest == "diagnose" && request.method == "POST") {
+      service::DiagnoseRequest diagnose;
+      diagnose.selection.names = {name};
+      if (!request.body.empty()) {
+        auto body = Json::parse(request.body, nullptr, false);
+        if (body.is_discarded() || !body.is_object()) {
+          co_return error_response(400, "invalid_json", "the body is not a JSON object");
+        }
+        try {
+          diagnose.checks = body.value("checks", std::vector<std::string>{});
+          diagnose.seed = body.value("seed", false);
+          diagnose.fresh = body.value("fresh", false);
+        } catch (const Json::exception&) {
+          co_return error_response(400, "invalid_input", "checks must be a list of names");
+        }
+      }
+      auto outcome = co_await service::async_diagnose(runtime, std::move(diagnose));
+      if (!outcome) {
+        co_return from_error(outcome.error());
+      }
+      for (const auto& diagnosed : outcome->servers) {
+        c.fleet.record(diagnosed);
+        if (auto* current = c.fleet.find(name); current != nullptr && current->run &&
+                                                 diagnosed.run_id != 0) {
+          c.notifier.observe(name, *current->run);
+        }
+      }
+      co_return json_response(200, service::to_json(*outcome));
+    }
+    if (rest == "runs" && request.method == "GET") {
+      auto limit = page_limit(request);
+      if (!limit) {
+        co_return from_error(limit.error());
+      }
+      const auto before = integer_param(request, "before").value_or(0);
+      auto job = [&runtime, server_id, before, limit = *limit]() {
+        return runtime.store().runs_page(server_id, before, limit + 1);
+      };
+      auto runs = co_await runtime.async_offload(std::move(job));
+      if (!runs) {
+        co_return from_error(runs.error());
+      }
+      const bool more = runs->size() > *limit;
+      if (more) {
+        runs->pop_back();
+      }
+      Json items = Json::array();
+      for (const auto& run : *runs) {
+        items.push_back(stored_run_json(run));
+      }
+      co_return json_response(
+          200, Json{{"items", std::move(items)},
+                    {"next_cursor", more ? Json(std::to_string(runs->back().id)) : Json(nullptr)}});
+    }
+    if (rest == "transitions" && request.method == "GET") {
+      const auto since = integer_param(request, "since").value_or(0);
+      auto limit = page_limit(request);
+      if (!limit) {
+        co_return from_error(limit.error());
+      }
+      auto job = [&runtime, server_id, since, limit = *limit]() {
+        return runtime.store().transitions(server_id, since, limit);
+      };
+      auto transitions = co_await runtime.async_offload(std::move(job));
+      if (!transitions) {
+        co_return from_error(transitions.error());
+      }
+      Json items = Json::array();
+      for (const auto& t : *transitions) {
+        items.push_back({{"at", t.at},
+                         {"from", t.from ? Json(status_text(*t.from)) : Json(nullptr)},
+                         {"to", status_text(t.to)},
+                         {"run_id", t.run_id == 0 ? Json(nullptr) : Json(t.run_id)}});
+      }
+      co_return json_response(200, Json{{"items", std::move(items)}});
+    }
+    if (rest == "pool" && request.method == "GET") {
+      co_return json_response(200, service::to_json(runtime.registry().stats(name)));
+    }
+    if (rest == "metrics" && request.method == "GET") {
+      const auto metric = request.param("name").value_or("");
+      const auto since_text = request.param("since").value_or("1h");
+      const auto since = service::parse_duration(since_text);
+      const auto step = integer_param(request, "step").value_or(0);
+      if (!since || since->count() == 0 || step < 0 || step > 86400) {
+        co_return error_response(400, "invalid_input",
+                                 "since is a duration (90s, 15m, 2h, 7d); step 0-86400 seconds");
+      }
+      if (metric.empty()) {
+        // Which series there are: the names of the latest collection.
+        Json names = Json::array();
+        if (state->collection && state->collection->exposition) {
+          for (const auto& [family, lines] : *state->collection->exposition) {
+            names.push_back(family);
+          }
+        }
+        co_return json_response(200, Json{{"names", std::move(names)}});
+      }
+      const auto from =
+          store::now_unix_ms() -
+          std::chrono::duration_cast<std::chrono::milliseconds>(*since).count();
+      auto job = [&runtime, server_id, from, metric, step]() -> Result<Json> {
+        auto samples = runtime.store().samples_since(server_id, from, metric);
+        if (!samples) {
+          return std::move(samples).error();
+        }
+        // Per label set, the last value of each step-long bucket, at most kMaxPoints.
+        std::map<std::string, std::vector<std::pair<std::int64_t, double>>> series;
+        const std::int64_t bucket_ms = std::max<std::int64_t>(step * 1000, 1);
+        for (const auto& sample : *samples) {
+          auto& points = series[sample.labels];
+          const auto bucket = sample.collected_at / bucket_ms;
+          if (!points.empty() && points.back().first / bucket_ms == bucket && step > 0) {
+            points.back() = {sample.collected_at, sample.value};
+          } else {
+            points.emplace_back(sample.collected_at, sample.value);
+          }
+        }
+        Json out = Json::array();
+        for (auto& [labels, points] : series) {
+          if (points.size() > kMaxPoints) {
+            points.erase(points.begin(),
+                         points.begin() + static_cast<std::ptrdiff_t>(points.size() - kMaxPoints));
+          }
+          Json values = Json::array();
+          for (const auto& [at, value] : points) {
+            values.push_back(Json::array({at, value}));
+          }
+          auto parsed = metrics::parse_labels(labels);
+          Json label_object = Json::object();
+          if (parsed) {
+            for (const auto& [key, value] : *parsed) {
+              label_object[key] = value;
+            }
+          }
+          out.push_back({{"labels", std::move(label_object)}, {"points", std::move(values)}});
+        }
+        return Json{{"name", metric}, {"series", std::move(out)}};
+      };
+      auto series = co_await runtime.async_offload(std::move(job));
+      if (!series) {
+        co_return from_error(series.error());
+      }
+      co_return json_response(200, *series);
+    }
+    co_return error_response(405, "method_not_allowed",
+                             fmt::format("{} {} is not a route", request.method, path));
+  }
+  if (path.starts_with("/api/v1/runs/") && request.method == "GET") {
+    std::int64_t id = 0;
+    const auto text = path.substr(std::string_view("/api/v1/runs/").size());
+    const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+    if (ec != std::errc() || ptr != text.data() + text.size() || id <= 0) {
+      co_return error_response(400, "invalid_input", "a run id is a positive integer");
+    }
+    auto job = [&runtime, id]() { return runtime.store().get_run(id); };
+    auto run = co_await runtime.async_offload(std::move(job));
+    if (!run) {
+      co_return from_error(run.error());
+    }
+    co_return json_response(200, stored_run_json(*run));
+  }
+  if (path == "/api/v1/pool" && request.method == "GET") {
+    Json servers = Json::array();
+    for (const auto& [name, state] : c.fleet.servers()) {
+      Json entry = service::to_json(runtime.registry().stats(name));
+      entry["server"] = name;
+      servers.push_back(std::move(entry));
+    }
+    co_return json_response(200, Json{{"totals", service::to_json(runtime.registry().total_stats())},
+                                      {"servers", std::move(servers)}});
+  }
+  if (path == "/api/v1/scheduler" && request.method == "GET") {
+    const auto& stats = c.scheduler.stats();
+    const auto& schedule = runtime.settings().schedule.defaults;
+    co_return json_response(
+        200, Json{{"ready", c.scheduler.ready()},
+                  {"servers", c.fleet.servers().size()},
+                  {"running", stats.running},
+                  {"metrics_interval_seconds", schedule.metrics.count()},
+                  {"diagnose_interval_seconds", schedule.diagnose.count()},
+                  {"runs", {{"metrics", stats.runs[0]}, {"diagnose", stats.runs[1]}}},
+                  {"skipped", {{"metrics", stats.skipped[0]}, {"diagnose", stats.skipped[1]}}},
+                  {"late", {{"metrics", stats.late[0]}, {"diagnose", stats.late[1]}}},
+                  {"start_delay_p99_ms",
+                   static_cast<double>(stats.start_delay.quantile_us(0.99)) / 1000.0},
+                  {"inventory_reloads", stats.inventory_reloads}});
+  }
+  if (path == "/api/v1" || path == "/api/v1/") {
+    co_return json_response(200, Json{{"healer_version", service::version()},
+                                      {"openapi", "/api/v1/openapi.json"}});
+  }
+  if (!path.starts_with("/api/") && (request.method == "GET" || request.method == "HEAD")) {
+    if (auto asset = dashboard_asset(path)) {
+      HttpResponse response;
+      response.content_type = std::string(asset->content_type);
+      response.body = std::string(asset->body);
+      co_return response;
+    }
+  }
+  co_return error_response(404, "not_found", "no such route");
+}
+
+}  // namespace healer::daemon

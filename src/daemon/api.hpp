@@ -1,0 +1,47 @@
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <string>
+
+#include "healer/daemon/control_server.hpp"
+#include "healer/daemon/fleet.hpp"
+#include "healer/daemon/http.hpp"
+#include "healer/daemon/notifier.hpp"
+#include "healer/daemon/scheduler.hpp"
+#include "healer/service/runtime.hpp"
+
+namespace healer::daemon {
+
+/// What the API reads and acts on. References outlive the Api.
+struct ApiContext {
+  service::Runtime& runtime;
+  FleetState& fleet;
+  Scheduler& scheduler;
+  Notifier& notifier;
+  ControlServer& control;
+  HttpServer* http = nullptr;  ///< for its stats; set once the server exists
+  std::string token;
+  /// Listening beyond loopback: every request but /healthz needs the token.
+  bool reads_need_token = false;
+};
+
+/// The HTTP routes: /healthz, /readyz, /metrics, /probe, /api/v1/... and the dashboard's assets.
+/// Runs on the runtime's loop; store reads and rendering go to worker threads.
+class Api {
+ public:
+  explicit Api(ApiContext context) : context_(std::move(context)) {}
+
+  /// The handler to give the HttpServer.
+  asio::awaitable<HttpResponse> handle(HttpRequest request);
+
+  ApiContext& context() noexcept { return context_; }
+
+ private:
+  ApiContext context_;
+};
+
+/// A JSON error response with a stable code: {"error": {"code", "message"}}.
+[[nodiscard]] HttpResponse error_response(int status, std::string_view code,
+                                          std::string_view message);
+
+}  // namespace healer::daemon

@@ -1,0 +1,255 @@
+#include "exporter.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <map>
+
+#include "healer/service/json.hpp"
+
+namespace healer::daemon {
+namespace {
+
+// Histogram bucket bounds in seconds: the pool's log2 microsecond buckets from 1 ms to ~33 s.
+constexpr std::size_t kFirstBucket = 10;  // 2^10 us ~ 1 ms
+constexpr std::size_t kLastBucket = 25;   // 2^25 us ~ 33.5 s
+
+class Writer {
+ public:
+  explicit Writer(std::string& out) : out_(out) {}
+
+  void family(std::string_view name, std::string_view type, std::string_view help) {
+    out_ += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  }
+  void sample(std::string_view name, std::string_view labels, double value) {
+    out_ += name;
+    if (!labels.empty()) {
+      out_ += '{';
+      out_ += labels;
+      out_ += '}';
+    }
+    out_ += ' ';
+    out_ += number(value);
+    out_ += '\n';
+  }
+  void histogram(std::string_view name, std::string_view labels, const pool::Histogram& h) {
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < kFirstBucket && i < pool::Histogram::kBuckets; ++i) {
+      cumulative += h.counts[i];
+    }
+    const std::string prefix = labels.empty() ? std::string() : std::string(labels) + ",";
+    for (std::size_t i = kFirstBucket; i <= kLastBucket; ++i) {
+      cumulative += h.counts[i];
+      const double bound = static_cast<double>(std::uint64_t{1} << i) / 1e6;
+      sample(std::string(name) + "_bucket", prefix + fmt::format("le=\"{}\"", bound),
+             static_cast<double>(cumulative));
+    }
+    sample(std::string(name) + "_bucket", prefix + "le=\"+Inf\"", static_cast<double>(h.total));
+    sample(std::string(name) + "_sum", labels, static_cast<double>(h.sum_us) / 1e6);
+    sample(std::string(name) + "_count", labels, static_cast<double>(h.total));
+  }
+  static std::string number(double value) {
+    if (std::isnan(value)) {
+      return "NaN";
+    }
+    if (std::isinf(value)) {
+      return value > 0 ? "+Inf" : "-Inf";
+    }
+    return fmt::format("{}", value);
+  }
+
+ private:
+  std::string& out_;
+};
+
+std::string server_label(const std::string& name) {
+  return "server=\"" + escape_label(name) + "\"";
+}
+
+template <class F>
+void per_server(Writer& w, const ExpositionSnapshot& s, std::string_view name,
+                std::string_view type, std::string_view help, F value) {
+  w.family(name, type, help);
+  for (const auto& server : s.servers) {
+    w.sample(name, server_label(server.name), static_cast<double>(value(server.pool)));
+  }
+}
+
+void render_pool(Writer& w, const ExpositionSnapshot& s) {
+  w.family("healer_pool_sessions", "gauge", "SSH connections in the pool by state.");
+  for (const auto& server : s.servers) {
+    const auto label = server_label(server.name);
+    w.sample("healer_pool_sessions", label + ",state=\"connecting\"",
+             static_cast<double>(server.pool.sessions_connecting));
+    w.sample("healer_pool_sessions", label + ",state=\"ready\"",
+             static_cast<double>(server.pool.sessions_ready));
+    w.sample("healer_pool_sessions", label + ",state=\"draining\"",
+             static_cast<double>(server.pool.sessions_draining));
+  }
+  per_server(w, s, "healer_pool_channels_in_use", "gauge", "SSH channels running a command now.",
+             [](const pool::PoolStats& p) { return p.channels_in_use; });
+  per_server(w, s, "healer_pool_waiters", "gauge", "Callers queued for a channel.",
+             [](const pool::PoolStats& p) { return p.waiters; });
+  per_server(w, s, "healer_pool_acquisitions_total", "counter", "Channel leases handed out.",
+             [](const pool::PoolStats& p) { return p.acquisitions; });
+  per_server(w, s, "healer_pool_reused_acquisitions_total", "counter",
+             "Leases served by a connection that had served before (pool hits).",
+             [](const pool::PoolStats& p) { return p.served_by_existing; });
+  per_server(w, s, "healer_pool_commands_total", "counter", "Commands run through the pool.",
+             [](const pool::PoolStats& p) { return p.commands; });
+  per_server(w, s, "healer_pool_hit_ratio", "gauge",
+             "Share of leases served by an existing connection.",
+             [](const pool::PoolStats& p) { return p.hit_rate(); });
+  per_server(w, s, "healer_pool_commands_per_connection", "gauge",
+             "Commands per connection opened (reuse).",
+             [](const pool::PoolStats& p) { return p.reuse(); });
+  per_server(w, s, "healer_pool_connections_opened_total", "counter", "SSH connections opened.",
+             [](const pool::PoolStats& p) { return p.sessions_opened; });
+  per_server(w, s, "healer_pool_handshakes_total", "counter", "SSH handshakes started.",
+             [](const pool::PoolStats& p) { return p.handshakes_started; });
+  per_server(w, s, "healer_pool_handshake_failures_total", "counter", "SSH handshakes that failed.",
+             [](const pool::PoolStats& p) { return p.handshakes_failed; });
+  per_server(w, s, "healer_pool_exhausted_total", "counter",
+             "Acquires that ended with no slot before their deadline.",
+             [](const pool::PoolStats& p) { return p.exhausted; });
+  per_server(w, s, "healer_pool_command_timeouts_total", "counter", "Commands that timed out.",
+             [](const pool::PoolStats& p) { return p.timeouts; });
+  per_server(w, s, "healer_pool_cleanup_runs_total", "counter", "Idle cleanup passes.",
+             [](const pool::PoolStats& p) { return p.cleanup_runs; });
+  per_server(w, s, "healer_pool_idle_closed_total", "counter",
+             "Connections closed by the idle cleanup.",
+             [](const pool::PoolStats& p) { return p.sessions_cleaned; });
+  w.family("healer_pool_evictions_total", "counter", "Connections that left the pool, by reason.");
+  static constexpr const char* kReasons[] = {"idle", "lifetime", "dead", "error", "shutdown"};
+  for (const auto& server : s.servers) {
+    for (std::size_t i = 0; i < pool::kEvictionKinds; ++i) {
+      w.sample("healer_pool_evictions_total",
+               server_label(server.name) + fmt::format(",reason=\"{}\"", kReasons[i]),
+               static_cast<double>(server.pool.evictions[i]));
+    }
+  }
+  w.family("healer_pool_handshake_duration_seconds", "histogram",
+           "Time to connect and authenticate, over every server.");
+  w.histogram("healer_pool_handshake_duration_seconds", "", s.pool_total.handshake_time);
+  w.family("healer_pool_wait_duration_seconds", "histogram",
+           "Time callers waited for a channel, over every server.");
+  w.histogram("healer_pool_wait_duration_seconds", "", s.pool_total.wait_time);
+}
+
+void render_servers(Writer& w, const ExpositionSnapshot& s) {
+  w.family("healer_server_status", "gauge",
+           "Latest diagnosis: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios codes).");
+  for (const auto& server : s.servers) {
+    if (server.run) {
+      w.sample("healer_server_status", server_label(server.name),
+               static_cast<double>(static_cast<int>(server.run->status)));
+    }
+  }
+  w.family("healer_server_last_diagnosis_timestamp_seconds", "gauge",
+           "When the latest diagnosis started.");
+  for (const auto& server : s.servers) {
+    if (server.run) {
+      w.sample("healer_server_last_diagnosis_timestamp_seconds", server_label(server.name),
+               static_cast<double>(server.run->started_at) / 1000.0);
+    }
+  }
+  w.family("healer_server_up", "gauge", "1 when the latest metrics collection succeeded.");
+  for (const auto& server : s.servers) {
+    w.sample("healer_server_up", server_label(server.name),
+             server.collected_at && !server.collection_failed ? 1 : 0);
+  }
+  w.family("healer_server_last_collection_timestamp_seconds", "gauge",
+           "When the latest successful metrics collection arrived.");
+  for (const auto& server : s.servers) {
+    if (server.collected_at) {
+      w.sample("healer_server_last_collection_timestamp_seconds", server_label(server.name),
+               static_cast<double>(*server.collected_at) / 1000.0);
+    }
+  }
+}
+
+void render_self(Writer& w, const ExpositionSnapshot& s) {
+  w.family("healer_build_info", "gauge", "healer's version.");
+  w.sample("healer_build_info", fmt::format("version=\"{}\"", service::version()), 1);
+  static constexpr const char* kKinds[] = {"metrics", "diagnose"};
+  w.family("healer_scheduler_runs_total", "counter", "Scheduled runs started.");
+  for (std::size_t k = 0; k < 2; ++k) {
+    w.sample("healer_scheduler_runs_total", fmt::format("kind=\"{}\"", kKinds[k]),
+             static_cast<double>(s.scheduler.runs[k]));
+  }
+  w.family("healer_scheduler_skipped_total", "counter",
+           "Scheduled runs skipped because the previous one was still running.");
+  for (std::size_t k = 0; k < 2; ++k) {
+    w.sample("healer_scheduler_skipped_total", fmt::format("kind=\"{}\"", kKinds[k]),
+             static_cast<double>(s.scheduler.skipped[k]));
+  }
+  w.family("healer_scheduler_late_total", "counter",
+           "Scheduled runs that started over a second after they were due.");
+  for (std::size_t k = 0; k < 2; ++k) {
+    w.sample("healer_scheduler_late_total", fmt::format("kind=\"{}\"", kKinds[k]),
+             static_cast<double>(s.scheduler.late[k]));
+  }
+  w.family("healer_scheduler_running", "gauge", "Scheduled runs in progress.");
+  w.sample("healer_scheduler_running", "", static_cast<double>(s.scheduler.running));
+  w.family("healer_scheduler_start_delay_seconds", "histogram",
+           "How late scheduled runs started after their due time.");
+  w.histogram("healer_scheduler_start_delay_seconds", "", s.scheduler.start_delay);
+  w.family("healer_http_requests_total", "counter", "HTTP responses by status code.");
+  for (const auto& [status, count] : s.http.responses_by_status) {
+    w.sample("healer_http_requests_total", fmt::format("code=\"{}\"", status),
+             static_cast<double>(count));
+  }
+  w.family("healer_http_connections_open", "gauge", "Open HTTP connections.");
+  w.sample("healer_http_connections_open", "", static_cast<double>(s.http.connections_open));
+  w.family("healer_http_rate_limited_total", "counter", "Requests refused by the rate limit.");
+  w.sample("healer_http_rate_limited_total", "", static_cast<double>(s.http.rate_limited));
+  w.family("healer_control_requests_total", "counter", "Requests on the control socket.");
+  w.sample("healer_control_requests_total", "", static_cast<double>(s.control.requests));
+  w.family("healer_notifications_total", "counter", "Status change notifications by result.");
+  w.sample("healer_notifications_total", "result=\"sent\"", static_cast<double>(s.notifier.sent));
+  w.sample("healer_notifications_total", "result=\"failed\"",
+           static_cast<double>(s.notifier.failed));
+  w.sample("healer_notifications_total", "result=\"rate_limited\"",
+           static_cast<double>(s.notifier.rate_limited));
+  w.family("healer_store_async_writes_total", "counter", "Store writes queued by the loop.");
+  w.sample("healer_store_async_writes_total", "result=\"ok\"",
+           static_cast<double>(s.store.async_writes_ok));
+  w.sample("healer_store_async_writes_total", "result=\"failed\"",
+           static_cast<double>(s.store.async_writes_failed));
+  w.family("healer_store_queued_jobs", "gauge", "Jobs waiting for the store thread.");
+  w.sample("healer_store_queued_jobs", "", static_cast<double>(s.store.queued_jobs));
+}
+
+}  // namespace
+
+std::string render_exposition(const ExpositionSnapshot& snapshot) {
+  std::string out;
+  out.reserve(64 * 1024);
+  Writer w(out);
+  if (snapshot.with_healer_metrics) {
+    render_self(w, snapshot);
+    render_pool(w, snapshot);
+  }
+  render_servers(w, snapshot);
+  // Every family of every server's node series, each family's lines together (the format asks
+  // for one group per metric name).
+  std::map<std::string_view, std::vector<const std::string*>> families;
+  for (const auto& server : snapshot.servers) {
+    if (!server.series) {
+      continue;
+    }
+    for (const auto& [name, lines] : *server.series) {
+      families[name].push_back(&lines);
+    }
+  }
+  for (const auto& [name, groups] : families) {
+    const bool counter = name.ends_with("_total");
+    w.family(name, counter ? "counter" : "gauge", "Collected over SSH by healer (node_exporter name).");
+    for (const auto* lines : groups) {
+      out += *lines;
+    }
+  }
+  return out;
+}
+
+}  // namespace healer::daemon

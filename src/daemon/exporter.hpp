@@ -1,0 +1,43 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "healer/daemon/control_server.hpp"
+#include "healer/daemon/fleet.hpp"
+#include "healer/daemon/http.hpp"
+#include "healer/daemon/notifier.hpp"
+#include "healer/daemon/scheduler.hpp"
+#include "healer/pool/pool.hpp"
+#include "healer/store/store.hpp"
+
+// /metrics: healer's own metrics (pool, scheduler, HTTP, notifications) and every server's latest
+// collected node_exporter-named series with a `server` label, in the Prometheus text format.
+namespace healer::daemon {
+
+/// What one scrape shows, copied on the loop (cheap: the servers' series are shared, already
+/// rendered) and rendered off it.
+struct ExpositionSnapshot {
+  struct Server {
+    std::string name;
+    std::optional<RunSummary> run;
+    std::optional<std::int64_t> collected_at;
+    bool collection_failed = false;
+    std::shared_ptr<const std::vector<std::pair<std::string, std::string>>> series;
+    pool::PoolStats pool;
+  };
+  std::vector<Server> servers;
+  pool::PoolStats pool_total;
+  SchedulerStats scheduler;
+  HttpStats http;
+  NotifierStats notifier;
+  ControlStats control;
+  store::StoreStats store;
+  bool with_healer_metrics = true;  ///< false for /probe (one server's series only)
+};
+
+/// The Prometheus text exposition (version 0.0.4) of a snapshot.
+[[nodiscard]] std::string render_exposition(const ExpositionSnapshot& snapshot);
+
+}  // namespace healer::daemon

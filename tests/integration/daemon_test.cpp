@@ -1,0 +1,507 @@
+// `healer serve` as it runs for real: a child process with its own database and config, test-bed
+// sshds, the CLI through its control socket, its HTTP API, /metrics checked by promtool, a
+// webhook receiver, signals.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <sqlite3.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "child_process.hpp"
+#include "daemon_fixture.hpp"
+#include "healer/cli/exit_codes.hpp"
+#include "poll_until.hpp"
+#include "ports.hpp"
+#include "sshd_fixture.hpp"
+#include "temp_dir.hpp"
+
+namespace healer {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using test::DaemonFixture;
+using test::SshdFixture;
+
+test::CommandOutput healer(const DaemonFixture& daemon, std::vector<std::string> args,
+                           std::vector<std::string> extra_env = {}) {
+  std::vector<std::string> argv{"env"};
+  const auto env = daemon.cli_env();
+  argv.insert(argv.end(), env.begin(), env.end());
+  argv.insert(argv.end(), extra_env.begin(), extra_env.end());
+  argv.push_back(HEALER_BIN);
+  argv.insert(argv.end(), args.begin(), args.end());
+  return test::run_command(argv, std::chrono::seconds(60));
+}
+
+void add_server(const DaemonFixture& daemon, const std::string& name, const SshdFixture& sshd,
+                std::uint16_t port = 0) {
+  const auto added = healer(
+      daemon, {"server", "add", name, "--host", sshd.host(), "--port",
+               std::to_string(port == 0 ? sshd.port() : port), "--user", sshd.user(),
+               "--identity", sshd.client_key_path().string(), "--known-hosts",
+               sshd.known_hosts_path().string()});
+  ASSERT_EQ(added.exit_code(), 0) << added.err;
+}
+
+json get_json(const DaemonFixture& daemon, const std::string& path, bool token = false) {
+  const auto response = daemon.get(path, token);
+  EXPECT_EQ(response.status, 200) << path << ": " << response.body;
+  return json::parse(response.body, nullptr, false);
+}
+
+const json* find_server(const json& list, const std::string& name) {
+  for (const auto& item : list["items"]) {
+    if (item["name"] == name) {
+      return &item;
+    }
+  }
+  return nullptr;
+}
+
+// Small HTTP server counting the webhook's POSTs.
+struct WebhookReceiver {
+  WebhookReceiver() {
+    server.Post("/hook", [this](const httplib::Request& request, httplib::Response& response) {
+      std::lock_guard lock(mutex);
+      events.push_back(json::parse(request.body, nullptr, false));
+      response.status = 204;
+    });
+    port = server.bind_to_any_port("127.0.0.1");
+    thread = std::thread([this] { server.listen_after_bind(); });
+  }
+  ~WebhookReceiver() {
+    server.stop();
+    thread.join();
+  }
+  std::vector<json> received() {
+    std::lock_guard lock(mutex);
+    return events;
+  }
+  httplib::Server server;
+  int port = 0;
+  std::thread thread;
+  std::mutex mutex;
+  std::vector<json> events;
+};
+
+// Durations and times change between runs; everything else of an output must not.
+std::string without_timings(std::string text) {
+  text = std::regex_replace(text, std::regex(R"([0-9]+(\.[0-9]+)? ?(ms|s)\b)"), "T");
+  text = std::regex_replace(text, std::regex(R"("[a-z_]*(_ms|_at|_at_ms)": [0-9.e+-]+)"), "\"T\"");
+  text = std::regex_replace(text, std::regex(R"(\d{4}-\d\d-\d\dT[0-9:.]+Z)"), "T");
+  return text;
+}
+
+constexpr const char* kQuickChecks =
+    "checks = [\"memory\", \"uptime\"]\n";
+
+TEST(Daemon, SchedulesEveryServerOncePerIntervalWithoutStacking) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  DaemonFixture daemon(HEALER_BIN, home, "[schedule]\nmetrics_interval = \"1s\"\ndiagnose_interval = 0\n");
+  for (int i = 0; i < 20; ++i) {
+    add_server(daemon, fmt::format("s{:02}", i), sshd);
+  }
+  daemon.start();
+  const auto started = std::chrono::steady_clock::now();
+  // Every server collected at least 4 times.
+  ASSERT_TRUE(test::poll_until(
+      [&] {
+        const auto list = get_json(daemon, "/api/v1/servers");
+        for (const auto& item : list["items"]) {
+          if (item["schedule"]["metrics"]["runs"].get<int>() < 4) {
+            return false;
+          }
+        }
+        return list["items"].size() == 20;
+      },
+      std::chrono::seconds(20), std::chrono::milliseconds(200)))
+      << daemon.log_text();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  const auto list = get_json(daemon, "/api/v1/servers");
+  for (const auto& item : list["items"]) {
+    const auto runs = item["schedule"]["metrics"]["runs"].get<double>();
+    // Once per interval: never more than the seconds elapsed allow (+1 for the slot phase).
+    EXPECT_LE(runs, seconds + 1) << item["name"];
+    EXPECT_EQ(item["schedule"]["metrics"]["skipped"], 0) << item["name"];
+    EXPECT_FALSE(item["metrics"].is_null()) << item["name"];
+  }
+  const auto scheduler = get_json(daemon, "/api/v1/scheduler");
+  EXPECT_EQ(scheduler["skipped"]["metrics"], 0);
+  EXPECT_EQ(scheduler["runs"]["diagnose"], 0);  // diagnose_interval = 0: off
+  // One connection per server: handshakes happened once each, then the pool reused them.
+  const auto pool = get_json(daemon, "/api/v1/pool");
+  EXPECT_EQ(pool["totals"]["handshakes_started"], 20) << pool.dump();
+  EXPECT_GT(pool["totals"]["hit_rate"].get<double>(), 0.7);
+  const auto stopped = daemon.stop();
+  ASSERT_TRUE(stopped.has_value());
+  EXPECT_EQ(stopped->exit_code, 0);
+}
+
+TEST(Daemon, AStoppedServerTurnsUnknownIsNotifiedOnceAndRecovers) {
+  SshdFixture sshd;
+  sshd.start();
+  WebhookReceiver webhook;
+  test::TempDir home;
+  DaemonFixture daemon(
+      HEALER_BIN, home,
+      fmt::format("[pool]\nbackoff_initial_ms = 100\nbackoff_max_ms = 300\n"
+                  "[schedule]\nmetrics_interval = 0\ndiagnose_interval = \"1s\"\n{}"
+                  "[checks]\nthresholds = {{ memory = [0, 0], uptime = [0, 0] }}\n"
+                  "[notify]\nwebhook = \"http://127.0.0.1:{}/hook\"\nconsecutive = 1\n",
+                  kQuickChecks, webhook.port));
+  add_server(daemon, "web", sshd);
+  daemon.start();
+  auto status = [&] {
+    const auto server = get_json(daemon, "/api/v1/servers/web");
+    return server["status"].is_string() ? server["status"].get<std::string>() : std::string();
+  };
+  ASSERT_TRUE(test::poll_until([&] { return status() == "OK"; }, std::chrono::seconds(15)))
+      << daemon.log_text();
+  EXPECT_TRUE(webhook.received().empty());  // a first OK is no news
+  sshd.stop();
+  ASSERT_TRUE(test::poll_until([&] { return status() == "UNKNOWN"; }, std::chrono::seconds(15)))
+      << daemon.log_text();
+  ASSERT_TRUE(test::poll_until([&] { return webhook.received().size() == 1; },
+                               std::chrono::seconds(10)));
+  // More UNKNOWN runs are no new transition: still exactly one notification.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  auto events = webhook.received();
+  ASSERT_EQ(events.size(), 1U);
+  EXPECT_EQ(events[0]["server"], "web");
+  EXPECT_EQ(events[0]["from"], "OK");
+  EXPECT_EQ(events[0]["to"], "UNKNOWN");
+  sshd.start();
+  ASSERT_TRUE(test::poll_until([&] { return status() == "OK"; }, std::chrono::seconds(20)))
+      << daemon.log_text();
+  ASSERT_TRUE(test::poll_until([&] { return webhook.received().size() == 2; },
+                               std::chrono::seconds(10)));
+  EXPECT_EQ(webhook.received()[1]["to"], "OK");
+  const auto transitions = get_json(daemon, "/api/v1/servers/web/transitions");
+  ASSERT_EQ(transitions["items"].size(), 3U) << transitions.dump();
+  EXPECT_EQ(transitions["items"][0]["to"], "OK");
+  EXPECT_EQ(transitions["items"][1]["to"], "UNKNOWN");
+  EXPECT_EQ(transitions["items"][2]["from"], nullptr);
+}
+
+std::int64_t count(sqlite3* db, const char* sql) {
+  sqlite3_stmt* statement = nullptr;
+  sqlite3_prepare_v2(db, sql, -1, &statement, nullptr);
+  std::int64_t value = -1;
+  if (sqlite3_step(statement) == SQLITE_ROW) {
+    value = sqlite3_column_int64(statement, 0);
+  }
+  sqlite3_finalize(statement);
+  return value;
+}
+
+TEST(Daemon, SigtermMidSweepStopsInTimeWithAnIntactDatabase) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  DaemonFixture daemon(HEALER_BIN, home,
+                       std::string("[schedule]\nmetrics_interval = \"1s\"\ndiagnose_interval = "
+                                   "\"1s\"\n") +
+                           kQuickChecks);
+  for (int i = 0; i < 10; ++i) {
+    add_server(daemon, fmt::format("s{}", i), sshd);
+  }
+  daemon.start();
+  ASSERT_TRUE(test::poll_until(
+      [&] { return get_json(daemon, "/api/v1/scheduler")["runs"]["diagnose"].get<int>() >= 10; },
+      std::chrono::seconds(20)));
+  const auto stopping = std::chrono::steady_clock::now();
+  const auto stopped = daemon.stop(SIGTERM, std::chrono::seconds(12));
+  ASSERT_TRUE(stopped.has_value()) << "still running 12 s after SIGTERM";
+  EXPECT_EQ(stopped->exit_code, 0) << daemon.log_text();
+  EXPECT_LT(std::chrono::steady_clock::now() - stopping, std::chrono::seconds(11));
+  EXPECT_FALSE(fs::exists(daemon.socket()));
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(daemon.db().c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* check = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &check, nullptr);
+  ASSERT_EQ(sqlite3_step(check), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(check, 0)), "ok");
+  sqlite3_finalize(check);
+  // No half-written run: every run has its two checks.
+  EXPECT_GT(count(db, "SELECT COUNT(*) FROM diagnosis_runs"), 0);
+  EXPECT_EQ(count(db,
+                  "SELECT COUNT(*) FROM diagnosis_runs r WHERE (SELECT COUNT(*) FROM "
+                  "check_results c WHERE c.run_id = r.id) != 2"),
+            0);
+  sqlite3_close(db);
+  // A second start resumes from the same database.
+  daemon.start();
+  EXPECT_EQ(get_json(daemon, "/api/v1/servers")["items"].size(), 10U);
+  EXPECT_FALSE(get_json(daemon, "/api/v1/servers/s0")["status"].is_null());
+}
+
+TEST(Daemon, TheCliThroughTheSocketGivesWhatALocalRunGives) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  DaemonFixture daemon(HEALER_BIN, home, "[schedule]\nmetrics_interval = 0\ndiagnose_interval = 0\n");
+  add_server(daemon, "web", sshd);
+  add_server(daemon, "down", sshd, test::closed_port());
+  daemon.start();
+  const std::vector<std::vector<std::string>> cases{
+      {"exec", "web", "--", "printf 'a\\001b\\n'; echo err >&2; exit 3"},
+      {"exec", "web", "down", "--", "echo same"},
+      {"exec", "--json", "web", "--", "echo hi"},
+      {"diagnose", "web", "--check", "memory", "--check", "uptime", "--threshold", "memory=0:0",
+       "--threshold", "uptime=0:0", "--no-store"},
+      {"diagnose", "web", "down", "--check", "memory", "--json", "--no-store"},
+      {"diagnose", "ghost"},
+      {"metrics", "collect", "web", "down", "--no-store"},
+      {"server", "test", "web", "down"},
+      {"exec", "--host", sshd.host(), "--port", std::to_string(sshd.port()), "--user",
+       sshd.user(), "--identity", sshd.client_key_path().string(), "--known-hosts",
+       sshd.known_hosts_path().string(), "--", "echo adhoc"},
+  };
+  const auto auths_before = sshd.accepted_auth_count();
+  for (const auto& args : cases) {
+    const auto via_daemon = healer(daemon, args);
+    auto local_args = args;
+    local_args.insert(local_args.begin() + (args[0] == "metrics" || args[0] == "server" ? 2 : 1),
+                      "--no-daemon");
+    const auto local = healer(daemon, local_args);
+    const std::string what = args[0] + " " + args[1];
+    EXPECT_EQ(via_daemon.exit_code(), local.exit_code()) << what << "\n" << via_daemon.err;
+    EXPECT_EQ(without_timings(via_daemon.out), without_timings(local.out)) << what;
+    EXPECT_EQ(without_timings(via_daemon.err), without_timings(local.err)) << what;
+  }
+  // The daemon's warm pool served its half: one login for `web` (the exec --host target is the
+  // same sshd: one more), however many commands ran through it.
+  const auto local_runs = 7U;  // local runs that logged in to the sshd
+  EXPECT_LE(sshd.accepted_auth_count() - auths_before, local_runs + 2);
+  EXPECT_NE(daemon.log_text().find("connected"), std::string::npos);
+}
+
+TEST(Daemon, InventoryChangesTakeEffectWithoutARestart) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  DaemonFixture daemon(HEALER_BIN, home, "[schedule]\nmetrics_interval = \"1s\"\ndiagnose_interval = 0\n");
+  daemon.start();
+  EXPECT_TRUE(get_json(daemon, "/api/v1/servers")["items"].empty());
+  add_server(daemon, "late", sshd);
+  ASSERT_TRUE(test::poll_until(
+      [&] {
+        const auto list = get_json(daemon, "/api/v1/servers");
+        const auto* late = find_server(list, "late");
+        return late != nullptr && !(*late)["metrics"].is_null();
+      },
+      std::chrono::seconds(10)))
+      << daemon.log_text();
+  ASSERT_EQ(healer(daemon, {"server", "remove", "late"}).exit_code(), 0);
+  ASSERT_TRUE(test::poll_until(
+      [&] { return get_json(daemon, "/api/v1/servers")["items"].empty(); },
+      std::chrono::seconds(10)));
+  // Its connection drains: sshd sees the session end.
+  EXPECT_TRUE(test::poll_until(
+      [&] { return get_json(daemon, "/api/v1/pool")["totals"]["sessions_ready"] == 0; },
+      std::chrono::seconds(10)));
+}
+
+TEST(Daemon, TheApiNeedsTheTokenToChangeAnythingAndNeverShowsASecret) {
+  test::TempDir home;
+  DaemonFixture daemon(HEALER_BIN, home, "[schedule]\nmetrics_interval = 0\ndiagnose_interval = 0\n");
+  daemon.start();
+  const std::string body =
+      R"({"name": "db1", "host": "127.0.0.1", "port": 1, "user": "ops", "auth": "password",
+          "password": "s3cret-Pa55", "tags": ["prod"]})";
+  EXPECT_EQ(daemon.post("/api/v1/servers", body, false).status, 401);
+  auto wrong = daemon.post("/api/v1/servers", body, false);
+  EXPECT_NE(wrong.body.find("\"unauthorized\""), std::string::npos);
+  const auto created = daemon.post("/api/v1/servers", body);
+  ASSERT_EQ(created.status, 201) << created.body;
+  EXPECT_EQ(daemon.post("/api/v1/servers", body).status, 409);
+  for (const auto& path : {"/api/v1/servers", "/api/v1/servers/db1", "/metrics"}) {
+    const auto response = daemon.get(path);
+    EXPECT_EQ(response.status, 200) << path;
+    EXPECT_EQ(response.body.find("s3cret-Pa55"), std::string::npos) << path;
+  }
+  EXPECT_EQ(json::parse(daemon.get("/api/v1/servers/db1").body)["has_secret"], true);
+  EXPECT_EQ(daemon.post("/api/v1/servers", "{not json").status, 400);
+  EXPECT_EQ(daemon.post("/api/v1/servers", R"({"name": "x"})").status, 400);
+  EXPECT_EQ(daemon.post("/api/v1/servers", R"({"name": "-x", "host": "h", "auth": "agent"})").status,
+            400);
+  EXPECT_EQ(daemon.get("/api/v1/nothing").status, 404);
+  EXPECT_EQ(daemon.get("/api/v1/servers/ghost").status, 404);
+  EXPECT_EQ(daemon.get("/api/v1/servers?limit=0").status, 400);
+  EXPECT_EQ(daemon.del("/api/v1/servers/db1", false).status, 401);
+  EXPECT_EQ(daemon.del("/api/v1/servers/db1").status, 204);
+  EXPECT_EQ(daemon.del("/api/v1/servers/db1").status, 404);
+  // The database and the log never hold the password in clear either.
+  EXPECT_EQ(daemon.log_text().find("s3cret-Pa55"), std::string::npos);
+}
+
+TEST(Daemon, DiagnoseNowReturnsARecordedRunAndResponsesMatchTheOpenApiDocument) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  DaemonFixture daemon(HEALER_BIN, home,
+                       "[schedule]\nmetrics_interval = \"1s\"\ndiagnose_interval = 0\n");
+  add_server(daemon, "web", sshd);
+  daemon.start();
+  const auto diagnosed = daemon.post("/api/v1/servers/web/diagnose",
+                                     R"({"checks": ["memory", "uptime"]})");
+  ASSERT_EQ(diagnosed.status, 200) << diagnosed.body;
+  const auto outcome = json::parse(diagnosed.body);
+  const auto run_id = outcome["servers"][0]["run_id"];
+  ASSERT_TRUE(run_id.is_number_integer()) << diagnosed.body;
+  const auto run = get_json(daemon, "/api/v1/runs/" + std::to_string(run_id.get<int>()));
+  EXPECT_EQ(run["checks"].size(), 2U);
+  ASSERT_TRUE(test::poll_until(
+      [&] { return !get_json(daemon, "/api/v1/servers/web")["metrics"].is_null(); },
+      std::chrono::seconds(10)));
+  // Every response shape against the OpenAPI document, with Debian's python3-jsonschema.
+  const auto openapi = daemon.get("/api/v1/openapi.json");
+  ASSERT_EQ(openapi.status, 200);
+  const std::vector<std::pair<std::string, std::string>> checked{
+      {"ServerList", daemon.get("/api/v1/servers").body},
+      {"ServerSummary", daemon.get("/api/v1/servers/web").body},
+      {"RunList", daemon.get("/api/v1/servers/web/runs").body},
+      {"Run", daemon.get("/api/v1/runs/" + std::to_string(run_id.get<int>())).body},
+      {"TransitionList", daemon.get("/api/v1/servers/web/transitions").body},
+      {"Series", daemon.get("/api/v1/servers/web/metrics?name=node_load1&since=1h&step=1").body},
+      {"SeriesNames", daemon.get("/api/v1/servers/web/metrics").body},
+      {"PoolStats", daemon.get("/api/v1/servers/web/pool").body},
+      {"PoolOverview", daemon.get("/api/v1/pool").body},
+      {"Scheduler", daemon.get("/api/v1/scheduler").body},
+      {"DiagnoseOutcome", diagnosed.body},
+      {"Error", daemon.get("/api/v1/servers/ghost").body},
+  };
+  std::vector<std::string> argv{"/usr/bin/python3", HEALER_VALIDATE_OPENAPI,
+                                (home.path() / "openapi.json").string()};
+  std::ofstream(home.path() / "openapi.json") << openapi.body;
+  for (std::size_t i = 0; i < checked.size(); ++i) {
+    const auto file = home.path() / fmt::format("response{}.json", i);
+    std::ofstream(file) << checked[i].second;
+    argv.push_back(checked[i].first + "=" + file.string());
+  }
+  const auto validated = test::run_command(argv, std::chrono::seconds(30));
+  EXPECT_EQ(validated.exit_code(), 0) << validated.out << validated.err;
+}
+
+TEST(Daemon, MetricsPassPromtoolAndShowEachServersSeries) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  DaemonFixture daemon(HEALER_BIN, home,
+                       "[schedule]\nmetrics_interval = \"1s\"\ndiagnose_interval = 0\n");
+  add_server(daemon, "web", sshd);
+  add_server(daemon, "a \"quoted\"\\name", sshd);
+  daemon.start();
+  ASSERT_TRUE(test::poll_until(
+      [&] { return daemon.get("/metrics").body.find("node_load1{server=\"web\"}") != std::string::npos; },
+      std::chrono::seconds(10)));
+  const auto metrics = daemon.get("/metrics");
+  EXPECT_EQ(metrics.content_type.rfind("text/plain", 0), 0U);
+  std::ofstream(home.path() / "metrics.txt") << metrics.body;
+  const auto checked = test::run_command(
+      {"sh", "-c", "promtool check metrics < " + (home.path() / "metrics.txt").string()});
+  // promtool lints too (e.g. counters without _total); only errors fail a scrape.
+  EXPECT_EQ(checked.err.find("error"), std::string::npos) << checked.err;
+  EXPECT_NE(metrics.body.find("healer_pool_hit_ratio{server=\"web\"}"), std::string::npos);
+  EXPECT_NE(metrics.body.find("server=\"a \\\"quoted\\\"\\\\name\""), std::string::npos);
+  const auto probe = daemon.get("/probe?target=web");
+  EXPECT_EQ(probe.status, 200);
+  EXPECT_NE(probe.body.find("node_load1{server=\"web\"}"), std::string::npos);
+  EXPECT_EQ(probe.body.find("healer_pool_"), std::string::npos);
+  EXPECT_EQ(daemon.get("/probe?target=ghost").status, 404);
+}
+
+TEST(Daemon, SeedIntegrationDiagnosesThroughApiAndCliShareOneConnection) {
+  // The seed's test: 10 diagnoses at once through the API and 20 CLI one-shots through the
+  // socket on one server with stock sshd limits, while scheduled metrics run: no errors, and
+  // the server sees at most two logins.
+  SshdFixture sshd;  // stock MaxStartups 10:30:100, MaxSessions 10
+  sshd.start();
+  test::TempDir home;
+  DaemonFixture daemon(HEALER_BIN, home,
+                       "[schedule]\nmetrics_interval = \"1s\"\ndiagnose_interval = 0\n");
+  add_server(daemon, "web", sshd);
+  daemon.start();
+  const auto auths_before = sshd.accepted_auth_count();
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 10; ++i) {
+    threads.emplace_back([&] {
+      const auto response = daemon.post("/api/v1/servers/web/diagnose", R"({"seed": true})");
+      const auto doc = json::parse(response.body, nullptr, false);
+      if (response.status != 200 || doc.is_discarded() || !doc["servers"][0]["error"].is_null()) {
+        ++failures;
+        return;
+      }
+      for (const auto& check : doc["servers"][0]["checks"]) {
+        if (!check["error"].is_null()) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (int i = 0; i < 20; ++i) {
+    threads.emplace_back([&] {
+      const auto run = healer(daemon, {"diagnose", "web", "--seed", "--json", "--no-store"});
+      const auto doc = json::parse(run.out, nullptr, false);
+      if (doc.is_discarded() || !doc["servers"][0]["error"].is_null()) {
+        ++failures;
+        return;
+      }
+      for (const auto& check : doc["servers"][0]["checks"]) {
+        if (!check["error"].is_null()) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) {
+    thread.join();
+  }
+  EXPECT_EQ(failures.load(), 0) << daemon.log_text();
+  EXPECT_LE(sshd.accepted_auth_count() - auths_before, 2U);
+  EXPECT_EQ(sshd.refused_session_count(), 0U);
+  EXPECT_EQ(sshd.dropped_startup_count(), 0U);
+}
+
+TEST(Daemon, CheckConfigAndPrintToken) {
+  test::TempDir home;
+  std::ofstream(home.path() / "bad.toml") << "[shedule]\nmetrics_interval = 1\n";
+  const auto bad = test::run_command({"env", "HOME=" + home.path().string(), HEALER_BIN, "serve",
+                                      "--check-config", "--config",
+                                      (home.path() / "bad.toml").string()});
+  EXPECT_EQ(bad.exit_code(), 2);
+  EXPECT_NE(bad.err.find("shedule"), std::string::npos) << bad.err;
+  std::ofstream(home.path() / "good.toml") << "[schedule]\nmetrics_interval = \"1m\"\n";
+  const auto good = test::run_command({"env", "HOME=" + home.path().string(), HEALER_BIN, "serve",
+                                       "--check-config", "--config",
+                                       (home.path() / "good.toml").string()});
+  EXPECT_EQ(good.exit_code(), 0) << good.err;
+  const auto env = "HEALER_DB=" + (home.path() / "x.db").string();
+  const auto first = test::run_command({"env", env, HEALER_BIN, "serve", "--print-token"});
+  const auto second = test::run_command({"env", env, HEALER_BIN, "serve", "--print-token"});
+  ASSERT_EQ(first.exit_code(), 0) << first.err;
+  EXPECT_EQ(first.out, second.out);
+  EXPECT_GE(first.out.size(), 64U);
+  EXPECT_EQ(fs::status(home.path() / "api.token").permissions() & fs::perms::group_all,
+            fs::perms::none);
+  const auto beyond = test::run_command({"env", env, HEALER_BIN, "serve", "--listen",
+                                         "0.0.0.0:1", "--check-config"});
+  EXPECT_EQ(beyond.exit_code(), 2);
+  EXPECT_NE(beyond.err.find("TLS"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace healer
