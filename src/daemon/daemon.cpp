@@ -31,6 +31,7 @@ namespace fs = std::filesystem;
 // Logs go to stderr; under systemd (JOURNAL_STREAM set) without our own timestamps, which
 // journald adds.
 void configure_logging(const std::string& level) {
+  spdlog::drop("healer");  // the CLI's, made before the command was known
   auto logger = spdlog::stderr_logger_mt("healer");
   const bool journald = std::getenv("JOURNAL_STREAM") != nullptr;
   logger->set_pattern(journald ? "%l %n: %v" : "%Y-%m-%dT%H:%M:%S.%e %l %n: %v");
@@ -79,8 +80,7 @@ asio::awaitable<void> stop(Daemon& daemon, Deadline deadline) {
   co_await daemon.control->async_stop(deadline);
   // Leave the pool a second of the budget to signal what still runs remotely and disconnect.
   const auto close_budget = std::chrono::seconds(1);
-  const auto work_deadline =
-      Deadline(std::max(Clock::now(), deadline.at() - close_budget));
+  const auto work_deadline = Deadline(std::max(Clock::now(), deadline.at() - close_budget));
   co_await daemon.scheduler.async_stop(work_deadline);
   co_await daemon.notifier.async_drain(work_deadline);
   co_await daemon.runtime.async_shutdown(deadline);
@@ -115,7 +115,8 @@ int run_serve(const service::ServeOptions& options) {
   }
   if (options.check_config) {
     std::cout << "config OK"
-              << (settings->file ? " (" + settings->file->string() + ")" : std::string(" (defaults)"))
+              << (settings->file ? " (" + settings->file->string() + ")"
+                                 : std::string(" (defaults)"))
               << '\n';
     return 0;
   }
@@ -123,9 +124,8 @@ int run_serve(const service::ServeOptions& options) {
   if (!db) {
     return fail(db.error().message());
   }
-  const auto token_file = settings->serve.token_file.empty()
-                              ? db->parent_path() / "api.token"
-                              : settings->serve.token_file;
+  const auto token_file = settings->serve.token_file.empty() ? db->parent_path() / "api.token"
+                                                             : settings->serve.token_file;
   if (options.print_token) {
     std::error_code ec;
     fs::create_directories(db->parent_path(), ec);
@@ -154,13 +154,13 @@ int run_serve(const service::ServeOptions& options) {
   }
   Daemon daemon(**runtime);
   auto& io = (*runtime)->io();
-  daemon.control = std::make_unique<ControlServer>(
-      **runtime, service::control::socket_path(*db), [&daemon] { daemon.scheduler.reload_soon(); });
+  daemon.control = std::make_unique<ControlServer>(**runtime, service::control::socket_path(*db),
+                                                   [&daemon] { daemon.scheduler.reload_soon(); });
   if (auto started = daemon.control->start(); !started) {
     return fail(started.error().detail);
   }
-  ApiContext context{**runtime, daemon.fleet, daemon.scheduler, daemon.notifier, *daemon.control,
-                     nullptr, *token, beyond_loopback};
+  ApiContext context{**runtime,       daemon.fleet, daemon.scheduler, daemon.notifier,
+                     *daemon.control, nullptr,      *token,           beyond_loopback};
   daemon.api = std::make_unique<Api>(std::move(context));
   HttpOptions http;
   http.address = settings->serve.listen_address;
@@ -178,8 +178,8 @@ int run_serve(const service::ServeOptions& options) {
   }
   daemon.api->context().http = daemon.http.get();
   log::get("daemon")->info("healer {} serving {} on {}:{} ({} servers' pool, database {})",
-                           service::version(), beyond_loopback ? "https" : "http",
-                           http.address, daemon.http->port(), (*runtime)->settings().pool.max_connections,
+                           service::version(), beyond_loopback ? "https" : "http", http.address,
+                           daemon.http->port(), (*runtime)->settings().pool.max_connections,
                            db->string());
 
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
@@ -191,9 +191,10 @@ int run_serve(const service::ServeOptions& options) {
     if (number == SIGHUP) {
       auto reloaded = service::load_settings(config::Environment::process(), sources);
       if (!reloaded) {
-        log::get("daemon")->error("SIGHUP: the config file is not valid, keeping the running "
-                                  "one: {}",
-                                  reloaded.error().message());
+        log::get("daemon")->error(
+            "SIGHUP: the config file is not valid, keeping the running "
+            "one: {}",
+            reloaded.error().message());
       } else {
         (*runtime)->replace_settings(std::move(*reloaded));
         daemon.scheduler.settings_changed();

@@ -45,8 +45,8 @@ WorkState& work_of(ServerState& state, WorkKind kind) {
 
 // A small random delay on top of the slot so servers with one slot do not fire in lockstep.
 milliseconds jitter(std::chrono::seconds interval) {
-  const auto bound = std::min<std::int64_t>(
-      std::chrono::duration_cast<milliseconds>(interval).count() / 50, 2000);
+  const auto bound =
+      std::min<std::int64_t>(std::chrono::duration_cast<milliseconds>(interval).count() / 50, 2000);
   if (bound <= 0) {
     return milliseconds(0);
   }
@@ -65,8 +65,8 @@ milliseconds slot_offset(std::string_view server, std::chrono::seconds interval)
   if (period <= 0) {
     return milliseconds(0);
   }
-  return milliseconds(static_cast<std::int64_t>(fnv1a(server) %
-                                                static_cast<std::uint64_t>(period)));
+  return milliseconds(
+      static_cast<std::int64_t>(fnv1a(server) % static_cast<std::uint64_t>(period)));
 }
 
 Scheduler::Scheduler(service::Runtime& runtime, FleetState& fleet, Notifier& notifier)
@@ -153,14 +153,15 @@ asio::awaitable<void> Scheduler::async_start() {
     if (name == names.end() || !labels) {
       continue;
     }
-    collections[name->second].push_back(metrics::Metric{sample.name, std::move(*labels), sample.value});
+    collections[name->second].push_back(
+        metrics::Metric{sample.name, std::move(*labels), sample.value});
     collected_at[name->second] = sample.collected_at;
   }
   for (auto& [name, list] : collections) {
     fleet_.seed(name, collected_at[name], list);
-    runtime_.previous_collections()[name] = service::PreviousCollection{
-        SystemClock::time_point(milliseconds(collected_at[name])),
-        metrics::counters_from_metrics(list)};
+    runtime_.previous_collections()[name] =
+        service::PreviousCollection{SystemClock::time_point(milliseconds(collected_at[name])),
+                                    metrics::counters_from_metrics(list)};
   }
   ready_ = true;
   asio::co_spawn(runtime_.io(), timer_loop(), asio::detached);
@@ -277,13 +278,15 @@ asio::awaitable<void> Scheduler::timer_loop() {
 asio::awaitable<void> Scheduler::run(std::string server, WorkKind kind) {
   auto* state = fleet_.find(server);
   const auto interval = state != nullptr ? work_of(*state, kind).interval : std::chrono::seconds(0);
-  // A run must end before the next one is due (else it would be skipped every time).
-  const auto bound = std::chrono::duration_cast<milliseconds>(interval) * 8 / 10;
+  // A run should end before the next one is due (else that one is skipped), but a deadline
+  // shorter than a few seconds turns a briefly slow server into timeouts and reconnections.
+  const auto bound =
+      std::max(milliseconds(5000), std::chrono::duration_cast<milliseconds>(interval) * 8 / 10);
   if (kind == WorkKind::metrics) {
     service::CollectRequest request;
     request.selection.names = {server};
     request.priority = pool::Priority::background;
-    request.timeout = std::max(milliseconds(1000), std::min(bound, kMaxCollectTimeout));
+    request.timeout = std::min(bound, kMaxCollectTimeout);
     auto outcome = co_await service::async_collect(runtime_, std::move(request));
     if (!outcome) {
       logger()->warn("[{}] metrics collection not run: {}", server, outcome.error().message());
@@ -298,15 +301,15 @@ asio::awaitable<void> Scheduler::run(std::string server, WorkKind kind) {
     request.checks = runtime_.settings().schedule.checks;
     request.seed = runtime_.settings().schedule.seed_checks;
     request.priority = pool::Priority::background;
-    request.timeout = std::max(milliseconds(1000), std::min(bound, kMaxDiagnoseTimeout));
+    request.timeout = std::min(bound, kMaxDiagnoseTimeout);
     auto outcome = co_await service::async_diagnose(runtime_, std::move(request));
     if (!outcome) {
       logger()->warn("[{}] diagnosis not run: {}", server, outcome.error().message());
     } else {
       for (const auto& diagnosed : outcome->servers) {
         fleet_.record(diagnosed);
-        if (auto* current = fleet_.find(server); current != nullptr && current->run &&
-                                                  diagnosed.run_id != 0) {
+        if (auto* current = fleet_.find(server);
+            current != nullptr && current->run && diagnosed.run_id != 0) {
           notifier_.observe(server, *current->run);
         }
       }

@@ -15,8 +15,14 @@ namespace fs = std::filesystem;
 
 DaemonFixture::DaemonFixture(fs::path healer, const TempDir& home, std::string config,
                              std::vector<std::string> env)
-    : healer_(std::move(healer)), home_(home.path()), config_(std::move(config)),
-      env_(std::move(env)) {}
+    : healer_(std::move(healer)),
+      home_(home.path()),
+      config_(std::move(config)),
+      env_(std::move(env)) {
+  // Written at once: CLI runs before start() read the same file.
+  std::ofstream file(home_ / "config.toml");
+  file << config_;
+}
 
 DaemonFixture::~DaemonFixture() {
   if (process_ && process_->running()) {
@@ -35,21 +41,17 @@ std::vector<std::string> DaemonFixture::cli_env() const {
 }
 
 void DaemonFixture::start(std::chrono::milliseconds timeout) {
-  {
-    std::ofstream file(home_ / "config.toml");
-    file << config_;
-  }
   for (int attempt = 0; attempt < 5; ++attempt) {
     port_ = closed_port();
     std::vector<std::string> argv{"env"};
     const auto env = cli_env();
     argv.insert(argv.end(), env.begin(), env.end());
-    argv.insert(argv.end(), {healer_.string(), "serve", "--listen",
-                             "127.0.0.1:" + std::to_string(port_)});
+    argv.insert(argv.end(),
+                {healer_.string(), "serve", "--listen", "127.0.0.1:" + std::to_string(port_)});
     process_ = ChildProcess::spawn(argv, log_path());
-    const bool ready = poll_until(
-        [&] { return !process_->running() || get("/readyz").status == 200; }, timeout,
-        std::chrono::milliseconds(20));
+    const bool ready =
+        poll_until([&] { return !process_->running() || get("/readyz").status == 200; }, timeout,
+                   std::chrono::milliseconds(20));
     if (ready && process_->running()) {
       return;
     }
@@ -75,9 +77,7 @@ bool DaemonFixture::running() { return process_ && process_->running(); }
 
 pid_t DaemonFixture::pid() const { return process_ ? process_->pid() : -1; }
 
-std::string DaemonFixture::base_url() const {
-  return "http://127.0.0.1:" + std::to_string(port_);
-}
+std::string DaemonFixture::base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
 std::string DaemonFixture::token() const {
   std::ifstream file(home_ / "api.token");
