@@ -991,16 +991,20 @@ TEST_F(FleetSimTest, SessionsAndDescriptorsAreReleased) {
 
 TEST_F(FleetSimTest, ExitsWhenItsParentDiesOrItsLifetimeEnds) {
   test::TempDir dir("healer-fleet-bounds-");
-  // Parent death: a shell starts it in the background and exits.
+  // Parent death: a shell starts it in the background and exits once it listens (so it has
+  // taken the shell as its parent: an exit before that, as a fixed wait allowed under asan's
+  // slower start, left it with init as its parent, which never dies).
   const auto pid_file = dir.path() / "pid";
+  const auto log = (dir.path() / "orphan.log").string();
   const auto started = test::run_command(
       {"/bin/sh", "-c",
-       std::string(HEALER_FLEET_SIM_PATH) + " --hosts 1 >" + (dir.path() / "orphan.log").string() +
-           " 2>&1 & echo $! >" + pid_file.string() + "; sleep 0.5"});
-  ASSERT_EQ(started.exit_code(), 0) << started.err;
+       std::string(HEALER_FLEET_SIM_PATH) + " --hosts 1 >" + log + " 2>&1 & echo $! >" +
+           pid_file.string() + "; i=0; until grep -q listening " + log +
+           "; do i=$((i+1)); [ $i -le 100 ] || exit 1; sleep 0.05; done"});
   pid_t orphan = 0;
   std::ifstream(pid_file) >> orphan;
   ASSERT_GT(orphan, 0);
+  EXPECT_EQ(started.exit_code(), 0) << "not listening after 5 s: " << started.err;
   EXPECT_TRUE(test::poll_until([&] { return test::process_gone(orphan); }, 5s));
   if (!test::process_gone(orphan)) {
     ::kill(orphan, SIGKILL);
