@@ -9,6 +9,8 @@ packages=(
   libsqlite3-dev libsodium-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev
   openssh-server openssh-client procps bsdutils python3 python3-asyncssh pdsh pssh
+  # The packet-level delayed link (tests/support/netdelay): NFQUEUE, veth, a namespace.
+  libnetfilter-queue-dev iptables iproute2 tcpdump iputils-ping
 )
 
 as_root() {
