@@ -11,6 +11,8 @@ packages=(
   openssh-server openssh-client procps bsdutils python3 python3-asyncssh pdsh pssh
   # The packet-level delayed link (tests/support/netdelay): NFQUEUE, veth, a namespace.
   libnetfilter-queue-dev iptables iproute2 tcpdump iputils-ping
+  # The metrics probe: busybox sh/awk tests, process counts (strace), node_exporter next to it.
+  busybox strace prometheus-node-exporter
 )
 
 as_root() {

@@ -10,16 +10,21 @@
 #include "healer/metrics/metric.hpp"
 #include "healer/metrics/parsers.hpp"
 
-// The metrics probe: one POSIX sh script sent on stdin (`LC_ALL=C sh -s`; nothing is installed on
-// the server) that prints every section framed by a per-run random marker:
+// The metrics probe: a short sh script sent on stdin (`LC_ALL=C sh -s`; nothing is installed on
+// the server) that replaces the shell with one awk process. awk reads every /proc file itself
+// (getline, no `cat`), takes uname from /proc/sys/kernel and the time from srand(), and runs one
+// `stat -f` for all filesystems through `sh -c exec`: a collection starts 2 processes on Linux >=
+// 6.1 (before 6.1 a third, `uname -m`; one more per mount point with a newline in its name). It
+// prints every section framed by a per-run random marker:
 //
 //   <marker> begin <section> <version>
 //   ...the section's stdout...
 //   <marker> end <section> <exit code>        (preceded by one extra '\n')
 //
 // stderr carries the same begin lines, so each section's error text is its own. A file the probe
-// reads cannot fake a section: it would need the marker, which is drawn fresh for every run and
-// appears nowhere but in the script on stdin.
+// reads cannot fake a section: every line awk prints from the server that starts with the marker
+// gets a '!' in front, and the marker is drawn fresh for every run and reaches awk through its
+// environment (never an argv that `ps` shows).
 namespace healer::metrics {
 
 /// The sh command that runs the probe read from stdin.

@@ -45,13 +45,15 @@ TEST(Marker, FreshAndWellFormed) {
 
 TEST(Script, CarriesMarkerEverySectionAndQuotedRoot) {
   const auto script = probe_script("@@healer-metrics-abc", ProbeOptions{"/tmp/it's"});
-  EXPECT_NE(script.find("M='@@healer-metrics-abc'"), std::string::npos);
-  EXPECT_NE(script.find("P='/tmp/it'\\''s'"), std::string::npos);
+  EXPECT_EQ(script.rfind("M='@@healer-metrics-abc'\nexport M\nexec awk '", 0), 0U) << script;
+  EXPECT_NE(script.find("' '/tmp/it'\\''s'\n"), std::string::npos);
   for (const auto name : kSectionNames) {
-    EXPECT_NE(script.find("hm_section " + std::string(name) + " 1 "), std::string::npos) << name;
+    EXPECT_NE(script.find("(\"" + std::string(name) + "\""), std::string::npos) << name;
   }
-  EXPECT_NE(script.find("nfs4"), std::string::npos);
-  EXPECT_NE(script.find("/var/lib/docker/?*"), std::string::npos);
+  EXPECT_NE(script.find(" nfs4 "), std::string::npos);
+  EXPECT_NE(script.find("/var/lib/docker"), std::string::npos);
+  // The marker is in the environment only: never in awk's argv (the program text).
+  EXPECT_EQ(script.find("@@healer-metrics-abc", script.find('\n')), std::string::npos);
 }
 
 TEST(Split, BodiesExitCodesAndTrailingNewlines) {
