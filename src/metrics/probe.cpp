@@ -13,10 +13,11 @@
 namespace healer::metrics {
 namespace {
 
-// The probe: `sh` reads this from stdin and replaces itself with one awk process, which reads
-// every /proc file with getline and runs one `stat -f` for the filesystems (through `sh -c exec`,
-// so a collection starts 2 processes; see probe.hpp). @SKIP_TYPES@, @WHOLE@ and @BELOW@ are the
-// exclusion lists (exclusions.hpp). No single quote in the program: it is single-quoted for sh.
+// The probe: an awk program that awk reads from stdin (kProbeCommand). It reads every /proc file
+// with getline and runs one `stat -f` for the filesystems through `sh -c exec` (so a collection
+// starts 2 processes; see probe.hpp). @MARKER@ and @PROC@ are filled in per run, @SKIP_TYPES@,
+// @WHOLE@ and @BELOW@ from the exclusion lists (exclusions.hpp), once. No single quote in it:
+// probe_command_line() single-quotes it for sh.
 constexpr std::string_view kAwkProgram = R"awk(
 function hm_begin(name) {
   printf "%s begin %s %d\n", M, name, V
@@ -85,7 +86,7 @@ function hm_excluded(type, mount,   k) {
   return 0
 }
 BEGIN {
-  M = ENVIRON["M"]; P = ARGV[1]; ARGV[1] = ""; V = @VERSION@; Q = "\047"
+  M = "@MARKER@"; P = "@PROC@"; V = @VERSION@; Q = "\047"
   if (length(M) < 17) exit 3
   n = split("@SKIP_TYPES@", names, " ")
   for (k = 1; k <= n; k++) skip_type[names[k]] = 1
@@ -213,6 +214,22 @@ void replace_all(std::string& text, std::string_view placeholder, std::string_vi
   }
 }
 
+// `text` as the inside of an awk string literal.
+std::string awk_string(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 // The awk program with the exclusion lists filled in; the same for every run.
 std::string awk_program() {
   std::string skip_types;
@@ -315,10 +332,18 @@ std::string make_marker() {
 
 std::string probe_script(std::string_view marker, const ProbeOptions& options) {
   static const std::string program = awk_program();
-  // The marker reaches awk through its environment: not in any process's argv (ps shows argv
-  // to every user; environ only to the same user).
-  return fmt::format("M={}\nexport M\nexec awk '{}' {}\n", shell_quote(marker), program,
-                     shell_quote(options.proc_root));
+  // Each placeholder is in BEGIN's first line once, the marker's before the proc root's: replace
+  // the later one first, so neither value can bring a placeholder back.
+  constexpr std::string_view kMarker = "@MARKER@";
+  constexpr std::string_view kProc = "@PROC@";
+  std::string script = program;
+  script.replace(script.find(kProc), kProc.size(), awk_string(options.proc_root));
+  script.replace(script.find(kMarker), kMarker.size(), awk_string(marker));
+  return script;
+}
+
+std::string probe_command_line(std::string_view marker, const ProbeOptions& options) {
+  return "LC_ALL=C awk " + shell_quote(probe_script(marker, options));
 }
 
 std::vector<ProbeSection> split_sections(std::string_view out, std::string_view err,

@@ -3,7 +3,7 @@
 // collections, a prepared proc root shows partial results and that file contents cannot fake a
 // section, and a sweep over good and broken servers gives each one a result or a typed error.
 // The probe itself (one awk process): the same series as the legacy probe of ~25 processes
-// (tests/data/metrics/probe_legacy.sh), under busybox sh and awk too, at most 3 processes per
+// (tests/data/metrics/probe_legacy.sh), under busybox awk and stat too, at most 3 processes per
 // collection, and files that know the run's marker still cannot forge or break a section.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -105,7 +105,10 @@ void replace_all(std::string& text, const std::string& placeholder, const std::s
   }
 }
 
-// The probe as it was before the one-awk probe, for `marker` and `proc_root`.
+// The probe as it was before the one-awk probe, for `marker` and `proc_root`: a sh script for
+// kLegacyCommand.
+constexpr std::string_view kLegacyCommand = "LC_ALL=C sh -s";
+
 std::string legacy_probe_script(const std::string& marker, const std::string& proc_root = "/proc") {
   std::string script = read_file(std::string(HEALER_TEST_DATA) + "/metrics/probe_legacy.sh");
   EXPECT_FALSE(script.empty());
@@ -340,9 +343,10 @@ TEST_F(MetricsTest, NewProbeGivesTheSeriesOfTheLegacyProbe) {
   registry.add_server(test::pool_server(sshd, "srv"));
 
   const std::string marker = metrics::make_marker();
-  const auto before = probe_with(io_, registry, marker, legacy_probe_script(marker));
+  const std::string legacy(kLegacyCommand);
+  const auto before = probe_with(io_, registry, marker, legacy_probe_script(marker), legacy);
   const auto now = probe_with(io_, registry, marker, metrics::probe_script(marker));
-  const auto after = probe_with(io_, registry, marker, legacy_probe_script(marker));
+  const auto after = probe_with(io_, registry, marker, legacy_probe_script(marker), legacy);
   ASSERT_TRUE(before) << before.error().message();
   ASSERT_TRUE(now) << now.error().message();
   ASSERT_TRUE(after) << after.error().message();
@@ -357,7 +361,7 @@ TEST_F(MetricsTest, NewProbeGivesTheSeriesOfTheLegacyProbe) {
   EXPECT_LE(*now->server_time, *after->server_time);
 }
 
-TEST_F(MetricsTest, BusyboxShellAndAwkGiveTheSameSeries) {
+TEST_F(MetricsTest, UnderBusyboxTheProbeGivesTheSameSeries) {
   const std::filesystem::path busybox = "/usr/bin/busybox";
   if (!std::filesystem::exists(busybox)) {
     GTEST_SKIP() << "busybox is not installed (scripts/install-deps.sh installs it)";
@@ -374,7 +378,9 @@ TEST_F(MetricsTest, BusyboxShellAndAwkGiveTheSameSeries) {
       bin, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
                std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
                std::filesystem::perms::others_exec);
-  const std::string command = "PATH=" + bin.string() + ":$PATH LC_ALL=C sh -s";
+  const std::string path = "PATH=" + bin.string() + ":$PATH ";
+  const std::string legacy = path + std::string(kLegacyCommand);
+  const std::string command = path + std::string(metrics::kProbeCommand);
   pool::Registry registry(io_.get_executor(), PoolConfig{});
   registry.add_server(test::pool_server(sshd, "srv"));
 
@@ -385,9 +391,9 @@ TEST_F(MetricsTest, BusyboxShellAndAwkGiveTheSameSeries) {
   EXPECT_EQ(which->out, (bin / "sh").string() + "\n" + (bin / "awk").string() + "\n" +
                             (bin / "stat").string() + "\n");
   const std::string marker = metrics::make_marker();
-  const auto before = probe_with(io_, registry, marker, legacy_probe_script(marker), command);
+  const auto before = probe_with(io_, registry, marker, legacy_probe_script(marker), legacy);
   const auto now = probe_with(io_, registry, marker, metrics::probe_script(marker), command);
-  const auto after = probe_with(io_, registry, marker, legacy_probe_script(marker), command);
+  const auto after = probe_with(io_, registry, marker, legacy_probe_script(marker), legacy);
   ASSERT_TRUE(before) << before.error().message();
   ASSERT_TRUE(now) << now.error().message();
   ASSERT_TRUE(after) << after.error().message();
@@ -407,15 +413,17 @@ TEST_F(MetricsTest, ACollectionStartsAtMostThreeProcesses) {
   std::filesystem::create_directories(traces);
   std::filesystem::permissions(traces, std::filesystem::perms::all);
 
-  // Every process of the probe (the sh and what it starts) under strace: distinct pids.
-  const auto processes = [&](const std::string& name, std::string script) -> std::size_t {
+  // Every process of the probe (what the login shell execs, and what that starts) under strace:
+  // distinct pids.
+  const auto processes = [&](const std::string& name, const std::string& program,
+                             std::string script) -> std::size_t {
     const auto trace = traces / name;
     const std::string marker = metrics::make_marker();
-    const auto ran = test::run_async(
-        io_,
-        run_with_stdin(&registry,
-                       "LC_ALL=C strace -f -qq -e trace=process -o " + trace.string() + " sh -s",
-                       std::move(script)));
+    const auto ran =
+        test::run_async(io_, run_with_stdin(&registry,
+                                            "LC_ALL=C strace -f -qq -e trace=process -o " +
+                                                trace.string() + " " + program,
+                                            std::move(script)));
     EXPECT_TRUE(ran) << ran.error().message();
     std::set<std::string> pids;
     std::istringstream lines(read_file(trace));
@@ -427,13 +435,13 @@ TEST_F(MetricsTest, ACollectionStartsAtMostThreeProcesses) {
     return pids.size();
   };
   const std::string marker = metrics::make_marker();
-  const std::size_t legacy = processes("legacy", legacy_probe_script(marker));
+  const std::size_t legacy = processes("legacy", "sh -s", legacy_probe_script(marker));
   if (legacy == 0) {
     GTEST_SKIP() << "strace cannot trace here: " << read_file(traces / "legacy");
   }
-  const std::size_t now = processes("now", metrics::probe_script(marker));
+  const std::size_t now = processes("now", "awk -f /dev/stdin", metrics::probe_script(marker));
   EXPECT_GE(legacy, 20U);
-  EXPECT_GE(now, 2U);  // sh becomes awk; sh -c becomes stat
+  EXPECT_GE(now, 2U);  // awk; sh -c that becomes stat
   EXPECT_LE(now, 3U) << "legacy probe: " << legacy << " processes";
 }
 
