@@ -9,6 +9,10 @@ packages=(
   libsqlite3-dev libsodium-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev libhttp-parser-dev libssl-dev prometheus python3-jsonschema
   openssh-server openssh-client procps bsdutils python3 python3-asyncssh pdsh pssh curl
+  # The packet-level delayed link (tests/support/netdelay): NFQUEUE, veth, a namespace.
+  libnetfilter-queue-dev iptables iproute2 tcpdump iputils-ping
+  # The metrics probe: busybox sh/awk tests, process counts (strace), node_exporter next to it.
+  busybox strace prometheus-node-exporter
 )
 
 as_root() {
