@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config clang-format git clang libclang-rt-14-dev
   libssh-dev libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libsqlite3-dev libsodium-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libtomlplusplus-dev
+  libtomlplusplus-dev libhttp-parser-dev libssl-dev openssl curl
   openssh-server openssh-client procps bsdutils python3 python3-asyncssh pdsh pssh
 )
 
