@@ -223,7 +223,7 @@ class HttpServerTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (server_ && !stopped_) {
+    if (server_ && server_->port() != 0 && !stopped_) {
       stop(Deadline::after(2s));
     }
     work_.reset();
@@ -708,6 +708,29 @@ TEST_F(HttpServerTest, StopFinishesResponsesInFlightAndClosesTheRest) {
   EXPECT_EQ(stats().connections_open, 0u);
   // Nothing listens any more.
   EXPECT_THROW(RawClient{port()}, std::runtime_error);
+}
+
+TEST_F(HttpServerTest, DestroyingTheServerWithoutStopClosesEverything) {
+  start(HttpOptions{});
+  RawClient idle(port());
+  RawClient hung(port());
+  hung.send("GET /hang HTTP/1.1\r\nHost: t\r\n\r\n");
+  ASSERT_TRUE(poll_until([] { return g_waiting == 1; }, 5s));
+  const int cancelled = g_cancelled;
+  std::promise<void> destroyed;
+  asio::post(io_, [&] {
+    server_.reset();
+    destroyed.set_value();
+  });
+  destroyed.get_future().wait();
+  stopped_ = true;
+  // The handler was cancelled, both connections closed, the coroutines ended on the loop (ASan
+  // would see a frame or socket outliving the server's state).
+  EXPECT_TRUE(poll_until([&] { return g_cancelled == cancelled + 1; }, 5s));
+  EXPECT_EQ(idle.read_to_close(), "");
+  hung.read_to_close();
+  EXPECT_TRUE(hung.closed());
+  EXPECT_TRUE(poll_until([] { return g_waiting == 0; }, 5s));
 }
 
 TEST_F(HttpServerTest, StartFailsOnABusyPortAndABadAddress) {
