@@ -8,7 +8,7 @@ packages=(
   libssh-dev libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libsqlite3-dev libsodium-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev libhttp-parser-dev libssl-dev openssl curl
-  openssh-server openssh-client procps bsdutils python3 python3-asyncssh pdsh pssh
+  openssh-server openssh-client procps bsdutils python3 python3-asyncssh pdsh pssh wrk
 )
 
 as_root() {

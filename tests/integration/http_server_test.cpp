@@ -13,10 +13,13 @@
 #include <asio/executor_work_guard.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
 #include <asio/post.hpp>
+#include <asio/ssl.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -78,6 +81,11 @@ asio::awaitable<HttpResponse> route(HttpRequest request) {
   HttpResponse response;
   if (request.path == "/bad-header") {
     response.headers.emplace_back("X-Evil", "a\r\nSet-Cookie: x=1");
+    co_return response;
+  }
+  if (request.path == "/big") {
+    response.content_type = "application/octet-stream";
+    response.body.assign(std::stoul(request.param("bytes").value_or("1000")), 'b');
     co_return response;
   }
   if (request.path == "/text") {
@@ -533,6 +541,19 @@ TEST_F(HttpServerTest, IdleKeptAliveConnectionsAreClosed) {
   EXPECT_TRUE(poll_until([&] { return stats().connections_open == 0; }, 2s));
 }
 
+TEST_F(HttpServerTest, AClientThatDoesNotReadIsCutOffAtTheWriteDeadline) {
+  HttpOptions options;
+  options.write_timeout = 300ms;
+  start(options);
+  RawClient raw(port());
+  const int small = 4096;
+  ASSERT_EQ(::setsockopt(raw.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+  // 64 MiB cannot sit in the socket buffers of a client that reads nothing.
+  raw.send("GET /big?bytes=67108864 HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_TRUE(poll_until([&] { return stats().timeouts == 1; }, 5s));
+  EXPECT_TRUE(poll_until([&] { return stats().connections_open == 0; }, 5s));
+}
+
 TEST_F(HttpServerTest, TheLastRequestOfAConnectionClosesIt) {
   HttpOptions options;
   options.max_requests_per_connection = 2;
@@ -824,6 +845,44 @@ TEST_F(HttpServerTest, TlsRoundTripAndPlainHttpToTheTlsPortFailsCleanly) {
   auto again = https.Get("/echo");
   ASSERT_TRUE(again);
   EXPECT_EQ(again->status, 200);
+}
+
+TEST_F(HttpServerTest, TlsConnectionsHaveTheSameDeadlines) {
+  const Certificate certificate;
+  HttpOptions options;
+  options.tls_cert = certificate.cert;
+  options.tls_key = certificate.key;
+  options.request_timeout = 300ms;
+  start(options);
+  asio::io_context client_io;
+  asio::ssl::context context(asio::ssl::context::tls_client);
+  context.load_verify_file(certificate.cert.string());
+  context.set_verify_mode(asio::ssl::verify_peer);
+  const auto connect = [&] {
+    auto stream = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket>>(client_io, context);
+    stream->next_layer().connect({asio::ip::make_address("127.0.0.1"), port()});
+    stream->handshake(asio::ssl::stream_base::client);
+    return stream;
+  };
+  const auto read_all = [](asio::ssl::stream<asio::ip::tcp::socket>& stream) {
+    std::string text;
+    std::array<char, 4096> chunk{};
+    std::error_code ec;
+    while (!ec) {
+      const auto n = stream.read_some(asio::buffer(chunk), ec);
+      text.append(chunk.data(), n);
+    }
+    return text;
+  };
+  // Half a request: 408 at the request deadline, then close.
+  auto slow = connect();
+  asio::write(*slow, asio::buffer(std::string_view("GET /echo HTTP/1.1\r\nHost: t\r\n")));
+  EXPECT_EQ(status_of(read_all(*slow)), 408);
+  // Nothing after the handshake: closed without an answer.
+  auto silent = connect();
+  EXPECT_EQ(read_all(*silent), "");
+  EXPECT_EQ(stats().timeouts, 2u);
+  EXPECT_EQ(stats().tls_handshake_failures, 0u);
 }
 
 TEST_F(HttpServerTest, CurlTalksToIt) {

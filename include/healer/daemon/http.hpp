@@ -99,8 +99,8 @@ using HttpHandler = std::function<asio::awaitable<HttpResponse>(HttpRequest)>;
 
 /// Counters for /metrics.
 struct HttpStats {
-  std::uint64_t connections_accepted = 0;
-  std::uint64_t connections_rejected = 0;  ///< over max_connections
+  std::uint64_t connections_accepted = 0;  ///< admitted (not counting the rejected)
+  std::uint64_t connections_rejected = 0;  ///< over max_connections: closed at once
   std::size_t connections_open = 0;
   std::uint64_t requests = 0;      ///< request heads parsed (answered by the handler or not)
   std::uint64_t bad_requests = 0;  ///< unparsable, too large, bad target, timed out: 4xx/5xx by us
