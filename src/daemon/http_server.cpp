@@ -369,6 +369,7 @@ struct HttpServer::Impl {
   HttpStats stats;
   RateLimiter rate_limiter;
   asio::steady_timer drained;  // async_stop() waits on it; cancelled when everything ended
+  std::size_t body_bytes = 0;  // request bodies being received, all connections
   std::uint64_t next_id = 1;
   bool started = false;
   bool stopping = false;
@@ -404,6 +405,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
   }
 
   ~Connection() {
+    account_body(0);
     server.connections.erase(registration);
     server.notify_drained();
   }
@@ -439,6 +441,14 @@ struct Connection : std::enable_shared_from_this<Connection> {
     timer.cancel();
     std::error_code ignored;
     socket().close(ignored);
+  }
+
+  // Counts this connection's partly received body in the server's total; false when the total
+  // is over max_buffered_body_bytes.
+  bool account_body(std::size_t bytes) {
+    server.body_bytes = server.body_bytes - counted_body + bytes;
+    counted_body = bytes;
+    return server.body_bytes <= server.options.max_buffered_body_bytes;
   }
 
   // Plain TCP: waits for input without holding a buffer (an idle connection costs its frame).
@@ -536,6 +546,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
   std::string peer = "?";
   bool loopback = false;
   std::size_t requests = 0;
+  std::size_t counted_body = 0;  // this connection's share of server.body_bytes
   std::list<Connection*>::iterator registration;
 };
 
@@ -587,6 +598,8 @@ awaitable<std::error_code> send_rejection(std::shared_ptr<Connection> conn,
 // Reads and discards what the client still sends, then closes (see kLingerTimeout).
 awaitable<void> close_connection(std::shared_ptr<Connection> conn, bool linger) {
   conn->phase = Connection::Phase::closing;
+  std::string().swap(conn->parser.body());  // nothing of a refused body is kept while lingering
+  conn->account_body(0);
   auto& socket = conn->socket();
   if (linger && socket.is_open() && !conn->peer_gone && !conn->server.stopping) {
     conn->set_deadline(Clock::now() + kLingerTimeout);
@@ -720,6 +733,12 @@ awaitable<ReadResult> read_request(std::shared_ptr<HttpServer::Impl> server,
       const auto rest = std::string_view(conn->buffer).substr(conn->offset);
       const auto consumed = parser.feed(rest);
       conn->offset += consumed;
+      if (!conn->account_body(parser.body().size())) {
+        result.outcome = ReadOutcome::refuse_and_close;
+        result.refusal = detail::Rejection{503, "server_busy",
+                                           "too many request bodies are being received; retry"};
+        co_return result;
+      }
       const auto event = parser.event();
       if (event == detail::ParseEvent::message_complete) {
         result.outcome = ReadOutcome::complete;
@@ -797,6 +816,7 @@ awaitable<void> serve_connection(std::shared_ptr<HttpServer::Impl> server,
   bool linger = false;
   for (bool first = true;; first = false) {
     conn->parser.reset();
+    conn->account_body(0);
     if (server->stopping) {
       break;
     }
@@ -867,7 +887,11 @@ awaitable<void> serve_connection(std::shared_ptr<HttpServer::Impl> server,
     const bool http10 = head.http_minor == 0;
     HttpRequest request;
     detail::Rejection refusal;
-    if (!detail::build_request(head, std::move(conn->parser.body()), request, refusal)) {
+    const bool built =
+        detail::build_request(head, std::move(conn->parser.body()), request, refusal);
+    conn->parser.body().clear();
+    conn->account_body(0);  // the handler owns the body now
+    if (!built) {
       co_await send_rejection(conn, std::move(refusal), false, 0);
       linger = true;
       break;
@@ -1106,6 +1130,7 @@ asio::awaitable<void> HttpServer::async_stop(Deadline deadline) {
 HttpStats HttpServer::stats() const {
   auto copy = impl_->stats;
   copy.connections_open = impl_->connections.size();
+  copy.body_bytes_buffered = impl_->body_bytes;
   return copy;
 }
 

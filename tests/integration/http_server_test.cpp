@@ -442,6 +442,29 @@ TEST_F(HttpServerTest, OversizedBodiesGet413WhetherAnnouncedOrChunked) {
   EXPECT_EQ(stats().responses_by_status[413], 3u);
 }
 
+TEST_F(HttpServerTest, BodiesBeingReceivedShareOneMemoryBudget) {
+  HttpOptions options;
+  options.max_body_bytes = 1024 * 1024;
+  options.max_buffered_body_bytes = 100 * 1024;
+  start(options);
+  RawClient first(port());
+  first.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 81920\r\n\r\n" +
+             std::string(61440, 'a'));
+  ASSERT_TRUE(poll_until([&] { return stats().body_bytes_buffered == 61440; }, 5s));
+  // A second upload that would take the total past 100 KiB is refused; the first goes on.
+  RawClient second(port());
+  second.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 81920\r\n\r\n" +
+              std::string(61440, 'b'));
+  const auto refused = second.read_to_close();
+  EXPECT_EQ(status_of(refused), 503) << refused.substr(0, 200);
+  EXPECT_NE(refused.find("\"code\":\"server_busy\""), std::string::npos);
+  first.send(std::string(20480, 'a'));
+  const auto served = first.read_responses(1);
+  EXPECT_EQ(status_of(served), 200);
+  EXPECT_NE(served.find("\"body_size\":81920"), std::string::npos);
+  EXPECT_EQ(stats().body_bytes_buffered, 0u);
+}
+
 TEST_F(HttpServerTest, GarbageAndSmugglingGet400AndClose) {
   start(HttpOptions{});
   for (const std::string& bytes : std::vector<std::string>{

@@ -68,6 +68,9 @@ struct HttpOptions {
   std::size_t max_url_bytes = 8 * 1024;      ///< the request target -> 414 (at most 65535)
   /// Content-Length or chunked body (both accepted) -> 413.
   std::size_t max_body_bytes = 1024 * 1024;
+  /// Request bodies being received by all connections together (bounds memory at far less than
+  /// max_connections x max_body_bytes); the request that crosses it -> 503 and close.
+  std::size_t max_buffered_body_bytes = 64 * 1024 * 1024;
   /// A client must send a whole request (headers and body) within this (slowloris) -> 408 and
   /// close. The clock starts at accept (or at the end of the TLS handshake) for a connection's
   /// first request, at the request's first byte on a kept-alive connection, and at the previous
@@ -102,7 +105,8 @@ struct HttpStats {
   std::uint64_t connections_accepted = 0;  ///< admitted (not counting the rejected)
   std::uint64_t connections_rejected = 0;  ///< over max_connections: closed at once
   std::size_t connections_open = 0;
-  std::uint64_t requests = 0;      ///< request heads parsed (answered by the handler or not)
+  std::size_t body_bytes_buffered = 0;  ///< request bodies being received right now
+  std::uint64_t requests = 0;           ///< request heads parsed (answered by the handler or not)
   std::uint64_t bad_requests = 0;  ///< unparsable, too large, bad target, timed out: 4xx/5xx by us
   std::uint64_t rate_limited = 0;  ///< 429s
   std::uint64_t timeouts = 0;      ///< request (408), idle, write and TLS handshake deadlines
