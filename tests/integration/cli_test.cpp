@@ -1,20 +1,18 @@
 // The `healer` binary as a user runs it, against a real sshd.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <filesystem>
-
 #include "child_process.hpp"
-#include "poll_until.hpp"
 #include "healer/cli/exit_codes.hpp"
+#include "poll_until.hpp"
 #include "ports.hpp"
 #include "sshd_fixture.hpp"
 
@@ -207,7 +205,8 @@ TEST(Cli, BadInputIsAUsageError) {
   EXPECT_EQ(level.exit_code(), cli::kExitUsage);
   EXPECT_NE(level.err.find("HEALER_LOG"), std::string::npos);
   // A FIFO as --stdin-file or --config is refused, not waited on forever.
-  const auto dir = std::filesystem::temp_directory_path() / ("healer-cli-" + std::to_string(getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("healer-cli-" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   const auto fifo = dir / "fifo";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
