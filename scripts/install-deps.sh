@@ -9,6 +9,8 @@ packages=(
   libsqlite3-dev libsodium-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev
   openssh-server openssh-client procps bsdutils python3 python3-asyncssh pdsh pssh
+  # the Debian package: dpkg-shlibdeps, man pages, completions, unit checks (scripts/package*.sh)
+  dpkg-dev adduser man-db groff-base zsh strace systemd curl
 )
 
 as_root() {
