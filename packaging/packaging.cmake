@@ -89,9 +89,13 @@ if(HEALER_BUILD_TESTS AND Python3_Interpreter_FOUND)
   add_test(NAME packaging.unit_file
            COMMAND "${healer_packaging_tests}/unit_file_test.sh" "$<TARGET_FILE:healer>"
                    "${healer_generated_dir}")
+  add_test(NAME packaging.sandbox_check
+           COMMAND "${healer_packaging_tests}/sandbox_check_test.sh"
+                   "${healer_packaging_dir}/sandbox_check.py" "${healer_generated_dir}/healer.service")
   set_tests_properties(
     packaging.man_pages packaging.completion_bash packaging.completion_zsh
     packaging.cli_docs_rejects_unknown_help packaging.default_config packaging.unit_file
+    packaging.sandbox_check
     PROPERTIES LABELS packaging TIMEOUT 60 SKIP_RETURN_CODE 77)
 endif()
 
