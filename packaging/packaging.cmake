@@ -35,11 +35,23 @@ set(HEALER_DOC_DIR "${CMAKE_INSTALL_FULL_DOCDIR}")
 configure_file("${healer_packaging_dir}/healer.service.in" "${healer_generated_dir}/healer.service"
                @ONLY)
 
+# Debian wants a changelog in every binary package (gzip -9n: no name, no time stamp inside);
+# its date honours SOURCE_DATE_EPOCH.
+string(TIMESTAMP healer_changelog_date "%a, %d %b %Y %H:%M:%S +0000" UTC)
+file(WRITE "${healer_generated_dir}/changelog.Debian"
+     "healer (${PROJECT_VERSION}-1) unstable; urgency=medium\n\n"
+     "  * healer ${PROJECT_VERSION}, packaged from its source tree by scripts/package.sh.\n\n"
+     " -- healer maintainers <maintainers@users.noreply.r-seed-16e49221.example>  "
+     "${healer_changelog_date}\n")
+execute_process(COMMAND gzip -9nc "${healer_generated_dir}/changelog.Debian"
+                OUTPUT_FILE "${healer_generated_dir}/changelog.Debian.gz" COMMAND_ERROR_IS_FATAL ANY)
+
 install(TARGETS healer RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}")
 install(FILES "${healer_generated_dir}/healer.service" DESTINATION "${HEALER_SYSTEMD_UNIT_DIR}")
 install(FILES "${healer_packaging_dir}/config.toml"
         DESTINATION "${CMAKE_INSTALL_FULL_SYSCONFDIR}/healer")
-install(FILES "${healer_packaging_dir}/copyright" "${CMAKE_SOURCE_DIR}/README.md"
+install(FILES "${healer_packaging_dir}/copyright" "${healer_generated_dir}/changelog.Debian.gz"
+              "${CMAKE_SOURCE_DIR}/README.md"
               "${CMAKE_SOURCE_DIR}/docs/operations.md" "${CMAKE_SOURCE_DIR}/docs/configuration.md"
         DESTINATION "${CMAKE_INSTALL_DOCDIR}")
 
