@@ -13,6 +13,8 @@ packages=(
   libnetfilter-queue-dev iptables iproute2 tcpdump iputils-ping
   # The metrics probe: busybox sh/awk tests, process counts (strace), node_exporter next to it.
   busybox strace prometheus-node-exporter
+  # the Debian package: dpkg-shlibdeps, man pages, completions, unit checks (scripts/package*.sh)
+  dpkg-dev adduser man-db groff-base zsh systemd
 )
 
 as_root() {
