@@ -148,19 +148,6 @@ struct Report {
   std::vector<std::string> notes;
 };
 
-std::string shell_quote(std::string_view text) {
-  std::string out = "'";
-  for (const char c : text) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  out += '\'';
-  return out;
-}
-
 /// The JSON object on the last line of `text` that starts with '{' (a python peer's report).
 nlohmann::json last_json_line(const std::string& text) {
   std::istringstream lines(text);
@@ -202,14 +189,14 @@ double reaped_children_cpu_ms(pid_t pid) {
   return (std::stod(values[13]) + std::stod(values[14])) * ms_per_tick;
 }
 
-/// CPU of the metrics probe run locally (`sh -c <script>` under LC_ALL=C, wait4: the shell and
-/// every process it ran), median of `runs`: what each server spends on the probe itself, without
+/// CPU of the metrics probe run locally (`sh -c <command line>`, wait4: the shell and every
+/// process it ran), median of `runs`: what each server spends on the probe itself, without
 /// sshd's connection and session set-up.
-double local_probe_cpu_ms(const std::string& script, const fs::path& log, int runs) {
+double local_probe_cpu_ms(const std::string& command_line, const fs::path& log, int runs) {
   std::vector<double> cpu;
   for (int run = 0; run < runs; ++run) {
     fs::remove(log);
-    const pid_t pid = spawn_process({"sh", "-c", script}, log, {"LC_ALL=C"});
+    const pid_t pid = spawn_process({"sh", "-c", command_line}, log, {"LC_ALL=C"});
     cpu.push_back(wait_process_usage(pid).cpu_ms);
   }
   return median_of(cpu);
@@ -659,16 +646,16 @@ void run_metrics(const Settings& settings, int rtt_ms, Report& report) {
   progress(fmt::format("metrics, RTT {} ms: sshd on 127.0.0.1:{}, {} proxies on 127.0.x.y:{}",
                        rtt_ms, sshd.sshd_port(), largest, fleet.port()));
 
-  // The peers run healer's own probe script (one marker for the whole bench run), as
-  // `LC_ALL=C sh -c '<script>'`: healer sends the same script on stdin to `LC_ALL=C sh -s`.
+  // The peers run healer's own probe (one marker for the whole bench run) as its command line,
+  // `LC_ALL=C awk '<program>'`: healer sends the same program on stdin.
   const std::string marker = metrics::make_marker();
-  const std::string probe_command = "LC_ALL=C sh -c " + shell_quote(metrics::probe_script(marker));
+  const std::string probe_command = metrics::probe_command_line(marker);
   const std::string done_line = marker + " end time ";
   report.notes.push_back(fmt::format(
-      "Metrics RTT {} ms: the probe script run locally (`LC_ALL=C sh -c <script>`, {} bytes) "
-      "costs {} of CPU (median of 20, wait4: sh and every process it starts).",
-      rtt_ms, metrics::probe_script(marker).size(),
-      format_ms(local_probe_cpu_ms(metrics::probe_script(marker), dir.path() / "probe.log", 20))));
+      "Metrics RTT {} ms: the probe run locally (`{}...`, {} bytes) costs {} of CPU (median of "
+      "20, wait4: sh and every process it starts).",
+      rtt_ms, probe_command.substr(0, 14), probe_command.size(),
+      format_ms(local_probe_cpu_ms(probe_command, dir.path() / "probe.log", 20))));
 
   for (const std::size_t n : sizes) {
     const fs::path inventory_dir = dir.path() / fmt::format("inventory_{}", n);
@@ -692,11 +679,18 @@ void run_metrics(const Settings& settings, int rtt_ms, Report& report) {
     if (settings.wants_client("healer")) {
       bool warmed_up = false;
       for (const auto& variant : settings.variants) {
+        // Variant "exec": `healer exec --all -- <the command pdsh runs>` (fan-out exec, output
+        // grouped per server) instead of `metrics collect --all` (the probe on stdin, parsed).
+        const bool fan_out_exec = variant == "exec";
         std::vector<std::string> argv{settings.healer_cli, "metrics", "collect", "--all"};
-        std::istringstream extra(variant);
-        std::string word;
-        while (extra >> word) {
-          argv.push_back(word);
+        if (fan_out_exec) {
+          argv = {settings.healer_cli, "exec", "--all", "--", probe_command};
+        } else {
+          std::istringstream extra(variant);
+          std::string word;
+          while (extra >> word) {
+            argv.push_back(word);
+          }
         }
         if (!warmed_up) {
           // Untimed: every proxy, sshd and the page cache see one sweep before anything is timed.
@@ -706,9 +700,10 @@ void run_metrics(const Settings& settings, int rtt_ms, Report& report) {
           warmed_up = true;
         }
         Case c;
-        c.name = variant.empty() ? "healer metrics collect --all"
-                                 : "healer metrics collect --all " + variant;
-        if (n == 500) {
+        c.name = fan_out_exec      ? "healer exec --all -- <pdsh's command>"
+                 : variant.empty() ? "healer metrics collect --all"
+                                   : "healer metrics collect --all " + variant;
+        if (n == 500 && !fan_out_exec) {
           c.target_ms = 4000;
         }
         progress(fmt::format("  N={}: {} ({} runs)", n, c.name, runs));
@@ -724,13 +719,18 @@ void run_metrics(const Settings& settings, int rtt_ms, Report& report) {
           ++c.runs;
           add_sample(c, outcome);
           // One line per server: "NAME  OK ..." or "NAME  FAILED  why"; exit 0 when all OK.
-          const std::size_t failed = count_occurrences(outcome.output, " FAILED  ");
+          // exec: a failed server prints "healer: why" in its block (identical outputs fold
+          // into one block, so the probe's lines are not counted).
+          const std::size_t failed = count_occurrences(
+              outcome.output, fan_out_exec ? std::string("\nhealer: ") : std::string(" FAILED  "));
           if (outcome.usage.exit_code != 0 || failed > 0) {
             c.fail(fmt::format("run {}: exit {}: {}", run + 1, outcome.usage.exit_code,
                                trimmed_tail(outcome.output)),
                    std::max<std::size_t>(failed, 1));
           }
-          summary = last_line_with(outcome.output, " server(s): ");
+          summary = fan_out_exec ? fmt::format("{} blocks of output for {} servers",
+                                               count_occurrences(outcome.output, done_line), n)
+                                 : last_line_with(outcome.output, " server(s): ");
         }
         c.note = "last run: " + summary;
         add_case(std::move(c), window);
@@ -925,7 +925,7 @@ int bench_main(int argc, char** argv) {
   std::string metrics_rtts = "0,50";
   std::string large_rtts = "50";
   std::string clients = "healer,pdsh,asyncssh";
-  std::string variants = ";--parallel 128;--no-store";
+  std::string variants = ";--parallel 128;--no-store;exec";
 
   CLI::App app{"healer-cli-bench: the healer CLI one-shot (diagnose, metrics collect) vs peers"};
   app.add_option("--runs", settings.runs, "diagnose: timed runs per case (after one warm-up)")
@@ -945,7 +945,8 @@ int bench_main(int argc, char** argv) {
   app.add_option("--clients", clients, "metrics: subset of healer,pdsh,asyncssh");
   app.add_option("--variants", variants,
                  "metrics: healer variants, ';'-separated extra arguments of `healer metrics "
-                 "collect --all` (an empty item: none)");
+                 "collect --all` (an empty item: none; `exec`: `healer exec --all -- <pdsh's "
+                 "command>` instead)");
   app.add_option("--fanout", settings.fanout, "pdsh -f")->check(CLI::Range(1, 1024));
   app.add_option("--asyncssh-concurrency", settings.asyncssh_concurrency,
                  "asyncssh connects in flight")
