@@ -25,7 +25,8 @@
 # --bin defaults to $HEALER_NETDELAY, else build/{release,debug}/tests/support/healer-netdelay.
 set -euo pipefail
 
-readonly ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+readonly ROOT
 readonly READY_TIMEOUT_TICKS=500 # 500 x 20 ms = 10 s
 readonly STOP_TIMEOUT_TICKS=250  # 250 x 20 ms = 5 s
 

@@ -16,7 +16,8 @@
 # --healer defaults to $HEALER_BIN, else build/{release,debug}/apps/healer/healer.
 set -euo pipefail
 
-readonly ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+readonly ROOT
 readonly TCPDUMP_TIMEOUT_TICKS=250 # 250 x 20 ms = 5 s
 
 die() {
