@@ -86,6 +86,7 @@ struct Settings {
   std::string peer_script = HEALER_BENCH_PEERS_DIR "/asyncssh_fleet.py";
   std::string healer_cli = HEALER_CLI_PATH;
   std::string markdown_out;
+  LinkModel link = LinkModel::proxy;
 
   [[nodiscard]] bool wants(std::string_view part) const {
     return std::find(parts.begin(), parts.end(), part) != parts.end();
@@ -138,19 +139,6 @@ struct Report {
   std::vector<std::string> notes;
 };
 
-std::string shell_quote(std::string_view text) {
-  std::string out = "'";
-  for (const char c : text) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  out += '\'';
-  return out;
-}
-
 /// The JSON object on the last line of `text` that starts with '{' (a python peer's report).
 nlohmann::json last_json_line(const std::string& text) {
   std::istringstream lines(text);
@@ -192,14 +180,14 @@ double reaped_children_cpu_ms(pid_t pid) {
   return (std::stod(values[13]) + std::stod(values[14])) * ms_per_tick;
 }
 
-/// CPU of the metrics probe run locally (`sh -c <script>` under LC_ALL=C, wait4: the shell and
-/// every process it ran), median of `runs`: what each server spends on the probe itself, without
-/// sshd's connection and session set-up.
-double local_probe_cpu_ms(const std::string& script, const fs::path& log, int runs) {
+/// CPU of the metrics probe run locally (`sh -c <command line>`, wait4: the shell and every process
+/// it ran), median of `runs`: what each server spends on the probe itself, without sshd's
+/// connection and session set-up.
+double local_probe_cpu_ms(const std::string& command_line, const fs::path& log, int runs) {
   std::vector<double> cpu;
   for (int run = 0; run < runs; ++run) {
     fs::remove(log);
-    const pid_t pid = spawn_process({"sh", "-c", script}, log, {"LC_ALL=C"});
+    const pid_t pid = spawn_process({"sh", "-c", command_line}, log, {"LC_ALL=C"});
     cpu.push_back(wait_process_usage(pid).cpu_ms);
   }
   return median_of(cpu);
@@ -348,7 +336,7 @@ void run_diagnose(const Settings& settings, int rtt_ms, Report& report) {
   sshd_options.max_sessions = kMaxSessions;
   sshd_options.max_startups = "300:30:1000";
   sshd_options.log_level = "VERBOSE";
-  sshd_options.rtt = std::chrono::milliseconds(rtt_ms);
+  add_link(sshd_options, settings.link, std::chrono::milliseconds(rtt_ms));
   test::SshdFixture sshd(sshd_options);
   sshd.start();
   progress(fmt::format("diagnose, RTT {} ms: sshd on port {} (client port {})", rtt_ms,
@@ -533,7 +521,7 @@ fs::path write_import_config(const fs::path& dir, const Fleet& fleet, std::size_
     out << fmt::format(
         "Host s{:04}\n  HostName {}\n  Port {}\n  User {}\n  IdentityFile {}\n"
         "  UserKnownHostsFile {}\n\n",
-        i + 1, fleet_address(i), fleet.port(), sshd.user(), sshd.client_key_path().string(),
+        i + 1, fleet.address(i), fleet.port(), sshd.user(), sshd.client_key_path().string(),
         fleet.known_hosts().string());
   }
   return path;
@@ -558,23 +546,28 @@ void run_metrics(const Settings& settings, int rtt_ms, Report& report) {
   // in flight.
   sshd_options.max_startups = "1000:30:1000";
   sshd_options.log_level = "VERBOSE";
+  // On the packet-level link the fleet's addresses are the link's (Fleet); its RTT is the link's.
+  add_link(sshd_options, settings.link, std::chrono::milliseconds(rtt_ms));
   test::SshdFixture sshd(sshd_options);
   sshd.start();
   test::TempDir dir("hcb-fleet-");
   Fleet fleet(sshd, largest, std::chrono::milliseconds(rtt_ms), dir.path());
-  progress(fmt::format("metrics, RTT {} ms: sshd on 127.0.0.1:{}, {} proxies on 127.0.x.y:{}",
-                       rtt_ms, sshd.sshd_port(), largest, fleet.port()));
+  progress(
+      fmt::format("metrics, RTT {} ms ({} link): sshd on {}:{}, {} addresses from {} on port {}",
+                  rtt_ms, link_model_name(settings.link), sshd.host(), sshd.sshd_port(), largest,
+                  fleet.address(0), fleet.port()));
 
-  // The peers run healer's own probe script (one marker for the whole bench run), as
-  // `LC_ALL=C sh -c '<script>'`: healer sends the same script on stdin to `LC_ALL=C sh -s`.
+  // The peers run healer's own probe (one marker for the whole bench run) as one command line,
+  // `LC_ALL=C awk '<program>'` (metrics::probe_command_line): healer sends the same program on
+  // stdin to `LC_ALL=C awk -f /dev/stdin`.
   const std::string marker = metrics::make_marker();
-  const std::string probe_command = "LC_ALL=C sh -c " + shell_quote(metrics::probe_script(marker));
+  const std::string probe_command = metrics::probe_command_line(marker);
   const std::string done_line = marker + " end time ";
   report.notes.push_back(fmt::format(
-      "Metrics RTT {} ms: the probe script run locally (`LC_ALL=C sh -c <script>`, {} bytes) "
-      "costs {} of CPU (median of 20, wait4: sh and every process it starts).",
-      rtt_ms, metrics::probe_script(marker).size(),
-      format_ms(local_probe_cpu_ms(metrics::probe_script(marker), dir.path() / "probe.log", 20))));
+      "Metrics RTT {} ms: the probe run locally (`{}` with the {}-byte program) costs {} of CPU "
+      "(median of 20, wait4: the shell and every process it starts).",
+      rtt_ms, "LC_ALL=C awk '<program>'", metrics::probe_script(marker).size(),
+      format_ms(local_probe_cpu_ms(probe_command, dir.path() / "probe.log", 20))));
 
   for (const std::size_t n : sizes) {
     const fs::path inventory_dir = dir.path() / fmt::format("inventory_{}", n);
@@ -832,6 +825,7 @@ int bench_main(int argc, char** argv) {
   std::string large_rtts = "50";
   std::string clients = "healer,pdsh,asyncssh";
   std::string variants = ";--parallel 128;--no-store";
+  std::string link = default_link_model();
 
   CLI::App app{"healer-cli-bench: the healer CLI one-shot (diagnose, metrics collect) vs peers"};
   app.add_option("--runs", settings.runs, "diagnose: timed runs per case (after one warm-up)")
@@ -859,8 +853,12 @@ int bench_main(int argc, char** argv) {
   app.add_option("--peer-script", settings.peer_script, "asyncssh_fleet.py");
   app.add_option("--healer-cli", settings.healer_cli, "the healer binary");
   app.add_option("--markdown-out", settings.markdown_out, "also write the tables to this file");
+  app.add_option("--link", link,
+                 "how RTT is added: proxy (DelayProxy) or packet (packet-level link, root); "
+                 "default $HEALER_BENCH_LINK, else proxy");
   CLI11_PARSE(app, argc, argv);
 
+  settings.link = parse_link_model(link);
   settings.rtts_ms = split_ints(rtts);
   settings.parts = split_list(parts);
   settings.cases = split_list(cases);
@@ -934,6 +932,8 @@ int bench_main(int argc, char** argv) {
   output += fmt::format(
       "\nClients: healer ({}), {}, asyncssh via {}, pdsh (Debian, through the same ssh).\n",
       settings.healer_cli, trimmed_tail(ssh_version.err), settings.python);
+  output += fmt::format("Link model: {}. {}\n", link_model_name(settings.link),
+                        link_model_description(settings.link));
   output += fmt::format(
       "Machine: {} CPUs; /proc/loadavg at start: {}; after part 1: {}; at end: {}. Total time "
       "{:.0f} s.\n",
