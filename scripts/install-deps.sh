@@ -9,6 +9,7 @@ packages=(
   libsqlite3-dev libsodium-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev libhttp-parser-dev libssl-dev prometheus python3-jsonschema
   openssh-server openssh-client procps bsdutils python3 python3-asyncssh pdsh pssh
+  libjs-chart.js chromium chromium-driver fonts-dejavu-core
 )
 
 as_root() {

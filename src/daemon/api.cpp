@@ -15,6 +15,7 @@
 #include "healer/service/json.hpp"
 #include "healer/service/settings.hpp"
 #include "token.hpp"
+#include "trends.hpp"
 
 namespace healer::daemon {
 namespace {
@@ -33,9 +34,9 @@ HttpResponse json_response(int status, const Json& body) {
 }
 
 HttpResponse from_error(const Error& error) {
-  return error_response(service::http_status(error), service::error_name(error),
-                        error.code.category() == service::error_category() ? error.detail
-                                                                             : error.message());
+  return error_response(
+      service::http_status(error), service::error_name(error),
+      error.code.category() == service::error_category() ? error.detail : error.message());
 }
 
 std::string status_text(store::CheckStatus status) { return std::string(store::to_string(status)); }
@@ -69,16 +70,16 @@ Json optional_number(const std::optional<double>& value) {
 }
 
 Json work_json(const WorkState& work) {
-  return Json{{"interval_seconds", work.interval.count()},
-              {"next_due",
-               work.next_due ? Json(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        work.next_due->time_since_epoch())
-                                        .count())
-                             : Json(nullptr)},
-              {"running", work.running},
-              {"runs", work.runs},
-              {"skipped", work.skipped},
-              {"late", work.late}};
+  return Json{
+      {"interval_seconds", work.interval.count()},
+      {"next_due", work.next_due ? Json(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            work.next_due->time_since_epoch())
+                                            .count())
+                                 : Json(nullptr)},
+      {"running", work.running},
+      {"runs", work.runs},
+      {"skipped", work.skipped},
+      {"late", work.late}};
 }
 
 Json run_json(const RunSummary& run) {
@@ -115,8 +116,8 @@ Json summary_json(const ServerState& state) {
   } else {
     doc["metrics"] = nullptr;
   }
-  doc["schedule"] = Json{{"metrics", work_json(state.metrics)},
-                         {"diagnose", work_json(state.diagnose)}};
+  doc["schedule"] =
+      Json{{"metrics", work_json(state.metrics)}, {"diagnose", work_json(state.diagnose)}};
   return doc;
 }
 
@@ -197,11 +198,68 @@ Result<service::ServerSpec> spec_from(const Json& body) {
   }
 }
 
+// The dashboard's additions (issue 10), apart from the routes above: every server's sparkline
+// and the pool over time from the in-memory Trends, and the dashboard's own files with headers
+// that keep the browser strict (no inline script, nothing from elsewhere, no framing).
+std::optional<HttpResponse> dashboard_route(const HttpRequest& request, Trends& trends,
+                                            const FleetState& fleet, const PoolConfig& pool) {
+  const auto& path = request.path;
+  if (request.method != "GET" && request.method != "HEAD") {
+    return std::nullopt;
+  }
+  if (path == "/api/v1/trends") {
+    const auto figure = parse_figure(request.param("figure").value_or("load1"));
+    if (!figure) {
+      return error_response(400, "invalid_input", "figure is load1, memory, disk or cpu");
+    }
+    // The latest collections too, not only those the sampler took up to its last tick.
+    trends.record_figures(fleet);
+    return json_response(200, trends.sparklines_json(*figure, store::now_unix_ms()));
+  }
+  if (path == "/api/v1/pool/history") {
+    const auto server = request.param("server");
+    auto history = trends.pool_json(server ? &*server : nullptr);
+    if (!history) {
+      return error_response(404, "not_found",
+                            fmt::format("no pool history for a server named '{}' (yet)", *server));
+    }
+    (*history)["limits"] = Json{{"servers", fleet.servers().size()},
+                                {"max_connections", pool.max_connections},
+                                {"max_channels", pool.max_channels},
+                                {"max_concurrent", pool.max_concurrent},
+                                {"max_concurrent_total", pool.max_concurrent_total}};
+    return json_response(200, *history);
+  }
+  if (path.starts_with("/api/")) {
+    return std::nullopt;
+  }
+  auto asset = dashboard_asset(path);
+  if (!asset) {
+    return std::nullopt;
+  }
+  HttpResponse response;
+  response.content_type = std::string(asset->content_type);
+  response.body = std::string(asset->body);
+  response.headers = {
+      {"Content-Security-Policy",
+       "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"},
+      {"X-Content-Type-Options", "nosniff"},
+      {"Referrer-Policy", "no-referrer"},
+      {"Cache-Control", "no-cache"}};
+  return response;
+}
+
 }  // namespace
 
 HttpResponse error_response(int status, std::string_view code, std::string_view message) {
   return json_response(status, Json{{"error", {{"code", code}, {"message", message}}}});
 }
+
+Api::Api(ApiContext context)
+    : context_(std::move(context)),
+      sampler_(context_.runtime.io().get_executor(), trends_, context_.fleet,
+               context_.runtime.registry()) {}
 
 asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
   auto& c = context_;
@@ -214,10 +272,8 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
   }
   // Tokens travel in a header only (no cookie, so a browser on another site cannot ride on one).
   const auto header = request.header("authorization");
-  const bool authorized =
-      header.starts_with("Bearer ") && token_matches(header.substr(7), c.token);
-  const bool api_or_metrics = path.starts_with("/api/") || path == "/metrics" ||
-                              path == "/probe";
+  const bool authorized = header.starts_with("Bearer ") && token_matches(header.substr(7), c.token);
+  const bool api_or_metrics = path.starts_with("/api/") || path == "/metrics" || path == "/probe";
   if ((mutating || (c.reads_need_token && api_or_metrics)) && !authorized) {
     auto response = error_response(401, "unauthorized",
                                    "this needs the API token: Authorization: Bearer <token> "
@@ -242,8 +298,7 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
       snapshot.with_healer_metrics = false;
       auto* state = c.fleet.find(*target);
       if (state == nullptr) {
-        co_return error_response(404, "not_found",
-                                 fmt::format("no server named '{}'", *target));
+        co_return error_response(404, "not_found", fmt::format("no server named '{}'", *target));
       }
       snapshot.servers.push_back(ExpositionSnapshot::Server{
           state->record.name, state->run,
@@ -295,9 +350,8 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
     bool more = false;
     for (auto it = c.fleet.servers().upper_bound(cursor); it != c.fleet.servers().end(); ++it) {
       const auto& state = it->second;
-      if (!tag.empty() &&
-          std::find(state.record.tags.begin(), state.record.tags.end(), tag) ==
-              state.record.tags.end()) {
+      if (!tag.empty() && std::find(state.record.tags.begin(), state.record.tags.end(), tag) ==
+                              state.record.tags.end()) {
         continue;
       }
       if (!text.empty() && state.record.name.find(text) == std::string::npos &&
@@ -338,7 +392,9 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
     const auto& [name, rest] = *route;
     auto* state = c.fleet.find(name);
     if (rest.empty() && request.method == "DELETE") {
-      auto job = [&runtime, name = name]() { return service::remove_server(runtime.store(), name); };
+      auto job = [&runtime, name = name]() {
+        return service::remove_server(runtime.store(), name);
+      };
       auto removed = co_await runtime.async_offload(std::move(job));
       if (!removed) {
         co_return from_error(removed.error());
@@ -378,8 +434,8 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
       }
       for (const auto& diagnosed : outcome->servers) {
         c.fleet.record(diagnosed);
-        if (auto* current = c.fleet.find(name); current != nullptr && current->run &&
-                                                 diagnosed.run_id != 0) {
+        if (auto* current = c.fleet.find(name);
+            current != nullptr && current->run && diagnosed.run_id != 0) {
           c.notifier.observe(name, *current->run);
         }
       }
@@ -454,9 +510,8 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
         }
         co_return json_response(200, Json{{"names", std::move(names)}});
       }
-      const auto from =
-          store::now_unix_ms() -
-          std::chrono::duration_cast<std::chrono::milliseconds>(*since).count();
+      const auto from = store::now_unix_ms() -
+                        std::chrono::duration_cast<std::chrono::milliseconds>(*since).count();
       auto job = [&runtime, server_id, from, metric, step]() -> Result<Json> {
         auto samples = runtime.store().samples_since(server_id, from, metric);
         if (!samples) {
@@ -525,8 +580,9 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
       entry["server"] = name;
       servers.push_back(std::move(entry));
     }
-    co_return json_response(200, Json{{"totals", service::to_json(runtime.registry().total_stats())},
-                                      {"servers", std::move(servers)}});
+    co_return json_response(200,
+                            Json{{"totals", service::to_json(runtime.registry().total_stats())},
+                                 {"servers", std::move(servers)}});
   }
   if (path == "/api/v1/scheduler" && request.method == "GET") {
     const auto& stats = c.scheduler.stats();
@@ -545,16 +601,11 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
                   {"inventory_reloads", stats.inventory_reloads}});
   }
   if (path == "/api/v1" || path == "/api/v1/") {
-    co_return json_response(200, Json{{"healer_version", service::version()},
-                                      {"openapi", "/api/v1/openapi.json"}});
+    co_return json_response(
+        200, Json{{"healer_version", service::version()}, {"openapi", "/api/v1/openapi.json"}});
   }
-  if (!path.starts_with("/api/") && (request.method == "GET" || request.method == "HEAD")) {
-    if (auto asset = dashboard_asset(path)) {
-      HttpResponse response;
-      response.content_type = std::string(asset->content_type);
-      response.body = std::string(asset->body);
-      co_return response;
-    }
+  if (auto response = dashboard_route(request, trends_, c.fleet, runtime.registry().config())) {
+    co_return std::move(*response);
   }
   co_return error_response(404, "not_found", "no such route");
 }
