@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: install the dependencies, build healer (release preset), start a throwaway OpenSSH
-# sshd on 127.0.0.1 (scripts/testbed.sh), run a few commands on it through `healer exec`, print the
-# results, and stop the sshd again.
+# sshd on 127.0.0.1 (scripts/testbed.sh), run a few commands on it through `healer exec`, keep an
+# inventory, diagnose and collect metrics, then run `healer serve` (the daemon: one warm pool for a
+# schedule, the CLI, the HTTP API and /metrics) and show it at work; everything stops at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +12,12 @@ cmake --build --preset release -j2 --target healer
 healer=build/release/apps/healer/healer
 
 testbed=$(mktemp -d -t healer-demo-XXXXXX)
+daemon_pid=""
 cleanup() {
+  if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
+    kill -TERM "$daemon_pid" 2>/dev/null || true
+    wait "$daemon_pid" 2>/dev/null || true
+  fi
   scripts/testbed.sh stop "$testbed" >/dev/null 2>&1 || true
   rm -rf "$testbed"
 }
@@ -75,6 +81,42 @@ step "healer metrics collect --all   # one probe on stdin per server, node_expor
 
 step healer metrics show demo --name node_load1
 "$healer" metrics show demo --name node_load1
+
+# The daemon: one process whose warm pool serves the schedule, the CLI and the API.
+cat >"$testbed/config.toml" <<'TOML'
+[schedule]
+metrics_interval = "2s"
+diagnose_interval = "4s"
+checks = "seed"
+TOML
+export HEALER_CONFIG="$testbed/config.toml"
+api_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+step "healer serve --listen 127.0.0.1:$api_port &   # scheduler, control socket, API, /metrics, dashboard"
+"$healer" serve --listen "127.0.0.1:$api_port" >"$testbed/daemon.log" 2>&1 &
+daemon_pid=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$api_port/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+sleep 5  # a few scheduled runs
+logins_before=$(grep -c 'Accepted publickey' "$testbed/sshd.log")
+step "healer diagnose demo --seed   # now through the daemon's warm pool (no new login)"
+set +e
+"$healer" diagnose demo --seed
+set -e
+step "healer exec demo -- uptime   # also through the daemon"
+"$healer" exec demo -- uptime
+echo "logins for these two commands: $(( $(grep -c 'Accepted publickey' "$testbed/sshd.log") - logins_before ))"
+step "curl http://127.0.0.1:$api_port/api/v1/servers   # the JSON API"
+curl -fsS "http://127.0.0.1:$api_port/api/v1/servers" | python3 -m json.tool | head -40
+step "curl http://127.0.0.1:$api_port/metrics | grep demo   # one scrape: healer's pool and the host's node metrics"
+curl -fsS "http://127.0.0.1:$api_port/metrics" | grep -E '^(healer_pool_(hit_ratio|commands_per_connection|acquisitions_total)|healer_server_status|node_load1|node_memory_MemAvailable_bytes)\{' | head -12
+step "dashboard: http://127.0.0.1:$api_port/   (open it in a browser while the daemon runs)"
+step "kill -TERM <healer serve>   # graceful stop: in-flight work ends, sessions close politely"
+kill -TERM "$daemon_pid"
+wait "$daemon_pid" && echo "healer serve stopped (exit 0)"
+daemon_pid=""
+tail -3 "$testbed/daemon.log"
 
 echo
 echo "demo: done; sshd log: $(grep -c 'Accepted publickey' "$testbed/sshd.log") logins, $(grep -c 'Starting session' "$testbed/sshd.log") sessions"

@@ -201,14 +201,10 @@ Result<CollectRequest> collect_request_from_json(const Json& document) {
 }
 
 Json to_json(const ExecRequest& request) {
-  Json doc{{"selection", selection_json(request.selection)},
-           {"commands", request.commands},
-           {"stdin_base64", base64(request.stdin_data)},
-           {"max_output", request.max_output},
-           {"timeout_ms", request.timeout.count()},
-           {"parallel", request.parallel},
-           {"priority", priority_name(request.priority)},
-           {"with_stats", request.with_stats}};
+  Json doc{{"selection", selection_json(request.selection)}, {"commands", request.commands},
+           {"stdin_base64", base64(request.stdin_data)},     {"max_output", request.max_output},
+           {"timeout_ms", request.timeout.count()},          {"parallel", request.parallel},
+           {"priority", priority_name(request.priority)},    {"with_stats", request.with_stats}};
   if (request.host) {
     const auto& host = *request.host;
     doc["host"] = Json{{"host", host.host},
@@ -323,8 +319,8 @@ Result<std::optional<Client>> Client::connect(const std::filesystem::path& path)
     if (error == ENOENT || error == ECONNREFUSED) {
       return std::optional<Client>();
     }
-    return make_error(Errc::unavailable, fmt::format("the daemon's socket {}: {}", text,
-                                                     std::strerror(error)));
+    return make_error(Errc::unavailable,
+                      fmt::format("the daemon's socket {}: {}", text, std::strerror(error)));
   }
   return std::optional<Client>(Client(fd));
 }
