@@ -295,6 +295,42 @@ TEST_F(DashboardTest, AStoppedSshdTurnsItsServerRedWithinAnIntervalAndBackWhenRe
   EXPECT_EQ(problems(browser), "");
 }
 
+// With the default cadence a collection comes between diagnoses: one that cannot reach the
+// server after the last (OK) diagnosis turns it DOWN before the next diagnosis does.
+TEST_F(DashboardTest, ACollectionThatFailsAfterTheLastDiagnosisTurnsTheServerDown) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  DaemonFixture daemon(
+      HEALER_BIN, home,
+      fmt::format("[schedule]\nmetrics_interval = \"1s\"\ndiagnose_interval = 0\n{}", kQuick));
+  add_server(daemon, "web", sshd);
+  daemon.start();
+  ASSERT_EQ(daemon.post("/api/v1/servers/web/diagnose", "{}").status, 200);
+  Browser& browser = *shared_;
+  browser.navigate(daemon.base_url() + "/?refresh=1");
+  auto status_is = [&](const char* status) {
+    return test::poll_until(
+        [&] { return browser.execute(kRowStatus, json::array({"web"})) == status; }, 10s, 100ms);
+  };
+  // The diagnosis's own status (whatever this machine's load makes it), not DOWN.
+  auto reachable = [&] {
+    return test::poll_until(
+        [&] {
+          const auto status = browser.execute(kRowStatus, json::array({"web"}));
+          return status != "" && status != "PENDING" && status != "DOWN";
+        },
+        10s, 100ms);
+  };
+  ASSERT_TRUE(reachable()) << browser.execute(kRows).dump();
+  sshd.stop();
+  ASSERT_TRUE(status_is("DOWN")) << browser.execute(kRows).dump()
+                                 << daemon.get("/api/v1/servers").body;
+  sshd.start();
+  EXPECT_TRUE(reachable()) << browser.execute(kRows).dump();
+  EXPECT_EQ(problems(browser), "");
+}
+
 TEST_F(DashboardTest, DiagnoseNowAsksForTheTokenOnceAndShowsTheFreshRunInPlace) {
   // Every check runs: a simulated host answers them at once (a real apt-get -s takes ~15 s).
   test::FleetSim::Options options;

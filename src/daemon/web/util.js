@@ -192,7 +192,7 @@ export function boardStatus(server) {
   if (!run) return unreachable(server.metrics && server.metrics.error) ? 'DOWN' : 'PENDING';
   if (run.error) return 'DOWN';
   if (unreachable(server.metrics && server.metrics.error) &&
-      server.metrics.collected_at <= run.started_at) {
+      server.metrics.collected_at > run.started_at) {
     return 'DOWN';
   }
   const status = String(server.status || run.status || 'UNKNOWN');
