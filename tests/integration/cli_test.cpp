@@ -1,20 +1,20 @@
 // The `healer` binary as a user runs it, against a real sshd.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <filesystem>
-
+#include "blackhole_proxy.hpp"
 #include "child_process.hpp"
-#include "poll_until.hpp"
 #include "healer/cli/exit_codes.hpp"
+#include "poll_until.hpp"
 #include "ports.hpp"
 #include "sshd_fixture.hpp"
 
@@ -89,6 +89,24 @@ TEST(Cli, ClosedPortIsOneClearLineAndItsExitCode) {
   EXPECT_EQ(run.out, "");
   EXPECT_NE(run.err.find("127.0.0.1:" + std::to_string(port)), std::string::npos) << run.err;
   EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << run.err;
+}
+
+// A server that accepts TCP and never speaks SSH: the caller's --timeout, not connect_timeout
+// (30 s here), ends the run, with connect_timeout's exit code, and the process is gone by then
+// (run_command kills it after 6 s).
+TEST(Cli, SilentServerEndsAtTheTimeoutWithConnectTimeout) {
+  SshdFixture sshd;  // not started: only its files are used
+  test::BlackholeProxy blackhole;
+  blackhole.start();
+  auto argv = exec_argv(sshd, {"--timeout", "2"}, {"true"});
+  argv[5] = std::to_string(blackhole.port());
+  std::vector<std::string> with_env{"env", "HEALER_CONNECT_TIMEOUT=30000"};
+  with_env.insert(with_env.end(), argv.begin(), argv.end());
+  const auto run = test::run_command(with_env, std::chrono::seconds(6));
+  EXPECT_FALSE(run.timed_out) << "still running " << run.elapsed.count() << " ms after start";
+  EXPECT_EQ(run.exit_code(), cli::kExitConnectTimeout) << run.err;
+  EXPECT_GE(run.elapsed, std::chrono::milliseconds(2000)) << run.err;
+  EXPECT_EQ(blackhole.accepted_count(), 1U);
 }
 
 TEST(Cli, UnknownHostAndChangedKeyHaveTheirExitCodes) {
@@ -207,7 +225,8 @@ TEST(Cli, BadInputIsAUsageError) {
   EXPECT_EQ(level.exit_code(), cli::kExitUsage);
   EXPECT_NE(level.err.find("HEALER_LOG"), std::string::npos);
   // A FIFO as --stdin-file or --config is refused, not waited on forever.
-  const auto dir = std::filesystem::temp_directory_path() / ("healer-cli-" + std::to_string(getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("healer-cli-" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   const auto fifo = dir / "fifo";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
