@@ -6,7 +6,11 @@
 // 1. Diagnose one-shot: `healer diagnose SERVER --seed --no-store` (the seed's 7 checks), the
 //    default check set, and the default set without security_updates, process start to exit;
 //    against an OpenSSH ControlMaster started cold with the 7 commands as mux clients at once, and
-//    asyncssh (connect + gather of the 7) in a fresh python process.
+//    asyncssh (connect + gather of the 7) in a fresh python process. Warm: the same `healer
+//    diagnose --seed` while a `healer serve` for the same database runs (the CLI goes through its
+//    control socket to the daemon's warm pool: no handshake), next to a ControlMaster already up
+//    with the 7 mux clients at once. `--link packet` puts sshd behind the packet-level delayed
+//    link (tests/support/netdelay, root) instead of the DelayProxy.
 // 2. Metrics sweep: `healer metrics collect --all` on N servers (N DelayProxies on 127.0.x.y in
 //    front of one sshd, the inventory made with `healer server import`), against pdsh and
 //    asyncssh running the same probe script.
@@ -15,6 +19,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -46,6 +51,9 @@
 #include "common.hpp"
 #include "healer/checks/catalog.hpp"
 #include "healer/metrics/probe.hpp"
+#include "packet_link.hpp"
+#include "poll_until.hpp"
+#include "ports.hpp"
 #include "sshd_fixture.hpp"
 #include "temp_dir.hpp"
 
@@ -68,7 +76,9 @@ struct Settings {
   int runs = 10;  // diagnose: timed runs per case, after one untimed warm-up
   std::vector<int> rtts_ms{0, 50};
   std::vector<std::string> parts{"diagnose", "metrics"};
-  std::vector<std::string> cases{"seed", "default", "default-nosec", "openssh", "asyncssh"};
+  std::vector<std::string> cases{"seed",     "default",      "default-nosec", "openssh",
+                                 "asyncssh", "openssh-warm", "daemon"};
+  std::string link = "proxy";  // part 1: proxy (DelayProxy) or packet (packet-level link)
   std::vector<int> fleet_sizes{100, 500};
   std::vector<int> metrics_rtts{0, 50};
   // RTTs at which fleets of --large-fleet servers or more run (a sweep of 500 local sshds costs
@@ -348,11 +358,22 @@ void run_diagnose(const Settings& settings, int rtt_ms, Report& report) {
   sshd_options.max_sessions = kMaxSessions;
   sshd_options.max_startups = "300:30:1000";
   sshd_options.log_level = "VERBOSE";
-  sshd_options.rtt = std::chrono::milliseconds(rtt_ms);
+  if (settings.link == "packet" && rtt_ms > 0) {
+    if (const auto why = test::PacketLink::unavailable_reason()) {
+      report.notes.push_back(
+          fmt::format("diagnose at RTT {} ms skipped: no packet-level link ({})", rtt_ms, *why));
+      return;
+    }
+    sshd_options.packet_link =
+        std::make_shared<test::PacketLink>(std::chrono::milliseconds(rtt_ms));
+  } else {
+    sshd_options.rtt = std::chrono::milliseconds(rtt_ms);
+  }
   test::SshdFixture sshd(sshd_options);
   sshd.start();
-  progress(fmt::format("diagnose, RTT {} ms: sshd on port {} (client port {})", rtt_ms,
-                       sshd.sshd_port(), sshd.port()));
+  progress(fmt::format("diagnose, RTT {} ms ({} link): sshd on port {} (client port {})", rtt_ms,
+                       sshd_options.packet_link ? "packet" : "DelayProxy", sshd.sshd_port(),
+                       sshd.port()));
   test::TempDir dir("hcb-");  // short: a unix socket path has 108 bytes at most
   const Inventory inventory(dir.path());
   run_setup(settings, inventory,
@@ -387,20 +408,13 @@ void run_diagnose(const Settings& settings, int rtt_ms, Report& report) {
        fmt::format("default set without security_updates ({} `--check`s)",
                    no_security_updates.size() / 2),
        no_security_updates}};
-  for (const auto& healer_case : healer_cases) {
-    if (!settings.wants_case(healer_case.key)) {
-      continue;
-    }
-    progress("  " + healer_case.name);
-    std::vector<std::string> argv{settings.healer_cli, "diagnose", std::string(kServerName),
-                                  "--no-store"};
-    argv.insert(argv.end(), healer_case.args.begin(), healer_case.args.end());
+  // One healer case: `argv` run `runs` times after an untimed `--json` warm-up.
+  const auto run_healer_case = [&](std::string name, const std::vector<std::string>& argv,
+                                   std::optional<double> target_ms) {
     Case c;
-    c.name = healer_case.name;
+    c.name = std::move(name);
     c.rtt_ms = rtt_ms;
-    if (healer_case.key == "seed" && rtt_ms == 50) {
-      c.target_ms = 400;
-    }
+    c.target_ms = target_ms;
     settle(sshd);
     LogWindow window(sshd);
     std::map<int, std::size_t> exit_codes;
@@ -435,6 +449,50 @@ void run_diagnose(const Settings& settings, int rtt_ms, Report& report) {
     }
     c.note = codes + "; " + checks_seen;
     report.diagnose.push_back(std::move(c));
+  };
+  for (const auto& healer_case : healer_cases) {
+    if (!settings.wants_case(healer_case.key)) {
+      continue;
+    }
+    progress("  " + healer_case.name);
+    std::vector<std::string> argv{settings.healer_cli, "diagnose", std::string(kServerName),
+                                  "--no-store"};
+    argv.insert(argv.end(), healer_case.args.begin(), healer_case.args.end());
+    run_healer_case(
+        healer_case.name, argv,
+        healer_case.key == "seed" && rtt_ms == 50 ? std::optional<double>(400) : std::nullopt);
+  }
+
+  // Warm: a `healer serve` for the same database holds the pool; the CLI finds its control
+  // socket (<db>.sock) and runs there. The daemon schedules nothing (intervals 0), so only these
+  // runs use its pool; its first run (the untimed warm-up) opens the one connection.
+  if (settings.wants_case("daemon")) {
+    progress("  `healer diagnose --seed` through a running `healer serve`");
+    const auto config = dir.path() / "serve.toml";
+    std::ofstream(config) << "[schedule]\nmetrics_interval = 0\ndiagnose_interval = 0\n";
+    const auto socket = fs::path(inventory.db.string() + ".sock");
+    const pid_t daemon =
+        spawn_process({settings.healer_cli, "serve", "--config", config.string(), "--listen",
+                       fmt::format("127.0.0.1:{}", test::closed_port())},
+                      dir.path() / "serve.log", inventory.env());
+    if (!test::poll_until([&] { return fs::exists(socket); }, std::chrono::seconds(15))) {
+      ::kill(daemon, SIGKILL);
+      wait_process(daemon);
+      throw std::runtime_error("healer serve did not open its control socket: " +
+                               trimmed_tail(read_text(dir.path() / "serve.log")));
+    }
+    run_healer_case(
+        fmt::format("`healer diagnose {} --seed --no-store` through a running `healer serve` "
+                    "(its warm pool)",
+                    kServerName),
+        {settings.healer_cli, "diagnose", std::string(kServerName), "--no-store", "--seed"},
+        std::nullopt);
+    ::kill(daemon, SIGTERM);
+    const int exit_code = wait_process(daemon);
+    if (exit_code != 0) {
+      report.notes.push_back(fmt::format("healer serve exited {} on SIGTERM: {}", exit_code,
+                                         trimmed_tail(read_text(dir.path() / "serve.log"))));
+    }
   }
 
   if (settings.wants_case("openssh")) {
@@ -516,6 +574,42 @@ void run_diagnose(const Settings& settings, int rtt_ms, Report& report) {
         "inside python: `import asyncssh` {}, connect + gather {}; the rest of the process time "
         "is interpreter start-up and exit",
         format_ms(median_of(import_ms)), format_ms(median_of(connect_run_ms)));
+    report.diagnose.push_back(std::move(c));
+  }
+  if (settings.wants_case("openssh-warm")) {
+    progress("  OpenSSH ControlMaster warm: 7 mux clients at once on a master already up");
+    OpenSsh openssh(sshd, dir.path());
+    Case c;
+    c.name = "OpenSSH ControlMaster warm: 7 `ssh -S ctl` at once, the master already up";
+    c.rtt_ms = rtt_ms;
+    c.rss_how = "not measured";
+    settle(sshd);
+    LogWindow window(sshd);
+    const auto control = openssh.control_path("warm");
+    if (!openssh.start_master(control)) {
+      c.fail(openssh.log_tail());
+    } else {
+      std::vector<std::vector<std::string>> batch;
+      for (const auto& command : commands) {
+        batch.push_back(openssh.mux_argv(control, command));
+      }
+      for (std::size_t run = 0; run <= runs; ++run) {
+        settle(sshd);
+        const auto started = Clock::now();
+        const auto outcome = run_parallel(batch, openssh.log());
+        const double elapsed = ms_since(started);
+        ++c.runs;
+        if (outcome.failures > 0) {
+          c.fail(openssh.log_tail());
+        } else if (run > 0) {
+          c.wall_ms.push_back(elapsed);
+        }
+      }
+    }
+    openssh.stop_all_masters();
+    settle(sshd);
+    c.log = window.counts();
+    c.note = "one master for every run (its set-up untimed)";
     report.diagnose.push_back(std::move(c));
   }
   progress(fmt::format("diagnose, RTT {} ms done", rtt_ms));
@@ -826,7 +920,7 @@ int bench_main(int argc, char** argv) {
   Settings settings;
   std::string rtts = "0,50";
   std::string parts = "diagnose,metrics";
-  std::string cases = "seed,default,default-nosec,openssh,asyncssh";
+  std::string cases = "seed,default,default-nosec,openssh,asyncssh,openssh-warm,daemon";
   std::string fleet_sizes = "100,500";
   std::string metrics_rtts = "0,50";
   std::string large_rtts = "50";
@@ -838,8 +932,9 @@ int bench_main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000));
   app.add_option("--rtts", rtts, "diagnose: added round-trip times in ms, comma-separated");
   app.add_option("--parts", parts, "subset of diagnose,metrics");
-  app.add_option("--cases", cases,
-                 "diagnose: subset of seed,default,default-nosec,openssh,asyncssh");
+  app.add_option(
+      "--cases", cases,
+      "diagnose: subset of seed,default,default-nosec,openssh,asyncssh,openssh-warm,daemon");
   app.add_option("--fleet", fleet_sizes, "metrics: fleet sizes, comma-separated (at most 2500)");
   app.add_option("--metrics-rtts", metrics_rtts, "metrics: added round-trip times in ms");
   app.add_option("--large-rtts", large_rtts,
@@ -858,6 +953,9 @@ int bench_main(int argc, char** argv) {
   app.add_option("--python", settings.python, "interpreter with asyncssh");
   app.add_option("--peer-script", settings.peer_script, "asyncssh_fleet.py");
   app.add_option("--healer-cli", settings.healer_cli, "the healer binary");
+  app.add_option("--link", settings.link,
+                 "part 1's link at RTT > 0: proxy (the DelayProxy) or packet (packet-level, root)")
+      ->check(CLI::IsMember({"proxy", "packet"}));
   app.add_option("--markdown-out", settings.markdown_out, "also write the tables to this file");
   CLI11_PARSE(app, argc, argv);
 
@@ -898,7 +996,9 @@ int bench_main(int argc, char** argv) {
   const auto ssh_version = test::run_command({"ssh", "-V"});
   std::string output;
   if (!report.diagnose.empty()) {
-    output += "### Diagnose one-shot: one server, a fresh client process per run, cold\n\n";
+    output +=
+        "### Diagnose one-shot: one server, a fresh client process per run (cold, unless the case "
+        "says warm)\n\n";
     output += render_diagnose(report.diagnose);
     output += fmt::format(
         "\nMedian (p90) of {} timed runs after one untimed warm-up. Peak RSS: ru_maxrss of the "

@@ -14,8 +14,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "child_process.hpp"
@@ -64,7 +64,8 @@ Sample sample_process(pid_t pid, Clock::time_point started) {
         break;
       }
     }
-    sample.cpu_seconds = static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+    sample.cpu_seconds =
+        static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
   }
   return sample;
 }
@@ -120,7 +121,8 @@ int main(int argc, char** argv) {
     }
   }
   const std::vector<std::string> env{"env", "HOME=" + home.path().string(),
-                                     "HEALER_DB=" + db.string(), "HEALER_CONFIG=" + config.string()};
+                                     "HEALER_DB=" + db.string(),
+                                     "HEALER_CONFIG=" + config.string()};
   auto with_env = [&](std::vector<std::string> args) {
     std::vector<std::string> command = env;
     command.push_back(HEALER_BIN);
@@ -128,7 +130,8 @@ int main(int argc, char** argv) {
     return command;
   };
   const auto imported = healer::test::run_command(
-      with_env({"server", "import", (home.path() / "ssh_config").string()}), std::chrono::minutes(5));
+      with_env({"server", "import", (home.path() / "ssh_config").string()}),
+      std::chrono::minutes(5));
   if (imported.exit_code() != 0) {
     std::cerr << "import failed: " << imported.err << '\n';
     return 1;
@@ -197,12 +200,13 @@ int main(int argc, char** argv) {
              expected, 100 * runs / expected, scheduler["skipped"]["metrics"].get<int>(),
              scheduler["late"]["metrics"].get<int>());
   fmt::print("  start delay p99    {:.1f} ms\n", scheduler["start_delay_p99_ms"].get<double>());
-  fmt::print("  RSS                {:.1f} MiB at {:.0f} s, {:.1f} MiB at the end: growth {:+.2f} MiB\n",
-             static_cast<double>(baseline->rss_kib) / 1024, baseline->seconds,
-             static_cast<double>(last.rss_kib) / 1024,
-             static_cast<double>(last.rss_kib - baseline->rss_kib) / 1024);
-  fmt::print("  descriptors        {} at {:.0f} s, {} at the end\n", baseline->fds, baseline->seconds,
-             last.fds);
+  fmt::print(
+      "  RSS                {:.1f} MiB at {:.0f} s, {:.1f} MiB at the end: growth {:+.2f} MiB\n",
+      static_cast<double>(baseline->rss_kib) / 1024, baseline->seconds,
+      static_cast<double>(last.rss_kib) / 1024,
+      static_cast<double>(last.rss_kib - baseline->rss_kib) / 1024);
+  fmt::print("  descriptors        {} at {:.0f} s, {} at the end\n", baseline->fds,
+             baseline->seconds, last.fds);
   fmt::print("  daemon CPU         {:.1f} s in all: {:.2f} ms per collection, {:.1f}% of a core\n",
              last.cpu_seconds, 1000 * last.cpu_seconds / std::max(runs, 1.0),
              100 * last.cpu_seconds / elapsed);
@@ -211,7 +215,7 @@ int main(int argc, char** argv) {
   fmt::print("  GET /metrics         p50 {:.2f} ms, p99 {:.2f} ms ({} KiB)\n",
              percentile(metrics_ms, 0.5), percentile(metrics_ms, 0.99), metrics_bytes / 1024);
   fmt::print("  SIGTERM            {}\n", stopped ? fmt::format("exit {}", stopped->exit_code)
-                                                    : std::string("still running after 15 s"));
+                                                  : std::string("still running after 15 s"));
   fmt::print("  RSS over time (s: MiB, fds): ");
   for (const auto& sample : samples) {
     fmt::print("{:.0f}: {:.1f}/{}  ", sample.seconds, static_cast<double>(sample.rss_kib) / 1024,

@@ -9,8 +9,6 @@
 #include "fleet_sim.hpp"
 
 #include <gtest/gtest.h>
-
-#include <optional>
 #include <signal.h>
 #include <unistd.h>
 
@@ -21,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
