@@ -1109,7 +1109,10 @@ TEST_F(PoolTest, StressTwentyServersThreeThousandRequestsAllAccountedFor) {
   // TwentyConcurrentCommandsUseOneHandshake), but never more than max_concurrent per server.
   EXPECT_GE(seen.stats.handshakes_started, static_cast<std::uint64_t>(kStressServers));
   EXPECT_LE(seen.stats.handshakes_started, static_cast<std::uint64_t>(kStressServers) * 10U);
-  EXPECT_EQ(seen.stats.sessions_opened, seen.stats.handshakes_started);
+  // A handshake still in flight at the shutdown (growth for a queue that emptied meanwhile) is
+  // cancelled, not failed.
+  EXPECT_EQ(seen.stats.sessions_opened + seen.stats.handshakes_cancelled,
+            seen.stats.handshakes_started);
   EXPECT_EQ(seen.stats.handshakes_failed, 0U);
   EXPECT_EQ(seen.stats.wait_time.total, seen.stats.acquisitions);
   // total_stats() is the sum of stats(id).
@@ -1925,12 +1928,14 @@ struct OneShot {
 asio::awaitable<void> one_shot_diagnosis(OneShot* shot) {
   exec::RunOptions options = run_options(8s);
   // A named vector: GCC 12 rejects a braced list of literals inside the co_await expression.
+  // Cheap commands: what is under test is the handshakes, not how fast a loaded machine runs
+  // 210 processes.
   std::vector<std::string> checks{"uptime",
                                   "df -P /",
                                   "free -b",
                                   "cat /proc/loadavg",
-                                  "systemctl is-system-running || true",
-                                  "ps -e | wc -l",
+                                  "cat /proc/uptime",
+                                  "true",
                                   "head -5 /proc/meminfo"};
   shot->results = co_await shot->executor->async_run_all(kServer, std::move(checks), options);
   co_await shot->registry->async_shutdown(Deadline::after(2s));
