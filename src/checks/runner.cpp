@@ -3,24 +3,18 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
-#include <asio/experimental/as_tuple.hpp>
-#include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
-#include <asio/use_awaitable.hpp>
-#include <exception>
 #include <iterator>
 #include <memory>
 #include <utility>
 
+#include "healer/exec/worker_group.hpp"
+#include "healer/ssh/cancellation.hpp"
 #include "healer/ssh/errors.hpp"
 #include "text.hpp"
 
 namespace healer::checks {
 namespace {
-
-constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 
 // A batched run keeps this many output bytes at most, whatever max_output * checks says.
 constexpr std::size_t kMaxBatchOutput = std::size_t{64} << 20;
@@ -101,16 +95,14 @@ std::optional<std::string> no_marker_reason(const std::string& marker,
 
 // What one async_diagnose shares with the workers it spawned.
 struct ServerRun {
-  ServerRun(asio::any_io_executor io_executor, exec::Executor* executor_in, std::string id,
-            std::vector<CheckDefinition> check_list, CheckSettings check_settings,
-            DiagnoseOptions run_options)
+  ServerRun(exec::Executor* executor_in, std::string id, std::vector<CheckDefinition> check_list,
+            CheckSettings check_settings, DiagnoseOptions run_options)
       : executor(executor_in),
         server_id(std::move(id)),
         checks(std::move(check_list)),
         settings(std::move(check_settings)),
         options(std::move(run_options)),
-        runs(checks.size()),
-        done(std::move(io_executor)) {}
+        runs(checks.size()) {}
 
   exec::Executor* executor;
   std::string server_id;
@@ -120,19 +112,6 @@ struct ServerRun {
   std::vector<CheckRun> runs;       // by check index; never resized while workers run
   std::vector<std::size_t> to_run;  // indexes of checks to execute, in input order
   std::size_t next = 0;             // next position in to_run a worker takes
-  std::size_t workers_left = 0;
-  asio::steady_timer done;  // cancelled when workers_left reaches 0
-};
-
-// Decrements the worker count even when a worker ends by an exception (a broken invariant), so
-// the waiting diagnosis never hangs.
-struct WorkerDone {
-  std::shared_ptr<ServerRun> state;
-  ~WorkerDone() {
-    if (--state->workers_left == 0) {
-      state->done.cancel();
-    }
-  }
 };
 
 asio::awaitable<void> run_check(std::shared_ptr<ServerRun> state, std::size_t index) {
@@ -176,8 +155,9 @@ asio::awaitable<void> run_check(std::shared_ptr<ServerRun> state, std::size_t in
   run.duration = since(started);
 }
 
+// A worker of a WorkerGroup: once the diagnosis is cancelled, the checks it still takes end at
+// once with a cancelled error (their reason says so), so every check has a result.
 asio::awaitable<void> check_worker(std::shared_ptr<ServerRun> state) {
-  WorkerDone guard{state};
   while (state->next < state->to_run.size()) {
     const std::size_t index = state->to_run[state->next++];
     co_await run_check(state, index);
@@ -256,48 +236,37 @@ asio::awaitable<void> run_batched(std::shared_ptr<ServerRun> state) {
   }
 }
 
-// What one async_diagnose_all shares with its workers.
+// What one async_diagnose_all shares with its workers (WorkerGroup children, which keep the first
+// exception, e.g. the callback's, for the sweep to rethrow).
 struct Sweep {
-  Sweep(asio::any_io_executor io_executor, exec::Executor* executor_in,
-        std::vector<ServerChecks> server_list, SweepOptions sweep_options)
+  Sweep(exec::Executor* executor_in, std::vector<ServerChecks> server_list,
+        SweepOptions sweep_options)
       : executor(executor_in),
         servers(std::move(server_list)),
         options(std::move(sweep_options)),
-        results(servers.size()),
-        done(std::move(io_executor)) {}
+        results(servers.size()) {}
 
   exec::Executor* executor;
   std::vector<ServerChecks> servers;
   SweepOptions options;
   std::vector<Diagnosis> results;  // by server index
   std::size_t next = 0;
-  std::size_t workers_left = 0;
-  std::exception_ptr failure;  // first exception from a worker (e.g. the callback), rethrown
-  asio::steady_timer done;
 };
 
+// Once the sweep is cancelled, the servers a worker still takes end at once: each diagnosis says
+// it was cancelled (server_error), so no server is silently missing from the results.
 asio::awaitable<void> sweep_worker(std::shared_ptr<Sweep> sweep) {
-  try {
-    while (sweep->next < sweep->servers.size()) {
-      const std::size_t index = sweep->next++;
-      ServerChecks& server = sweep->servers[index];
-      DiagnoseOptions options = sweep->options.per_server;
-      options.deadline =
-          sweep->options.deadline.min(Deadline::after(sweep->options.server_timeout));
-      sweep->results[index] =
-          co_await async_diagnose(*sweep->executor, server.server_id, std::move(server.checks),
-                                  std::move(server.settings), std::move(options));
-      if (sweep->options.on_diagnosis) {
-        sweep->options.on_diagnosis(index, sweep->results[index]);
-      }
+  while (sweep->next < sweep->servers.size()) {
+    const std::size_t index = sweep->next++;
+    ServerChecks& server = sweep->servers[index];
+    DiagnoseOptions options = sweep->options.per_server;
+    options.deadline = sweep->options.deadline.min(Deadline::after(sweep->options.server_timeout));
+    sweep->results[index] =
+        co_await async_diagnose(*sweep->executor, server.server_id, std::move(server.checks),
+                                std::move(server.settings), std::move(options));
+    if (sweep->options.on_diagnosis) {
+      sweep->options.on_diagnosis(index, sweep->results[index]);
     }
-  } catch (...) {
-    if (!sweep->failure) {
-      sweep->failure = std::current_exception();
-    }
-  }
-  if (--sweep->workers_left == 0) {
-    sweep->done.cancel();
   }
 }
 
@@ -428,18 +397,19 @@ std::vector<BatchSection> split_batch_output(const std::string& out, const std::
 
 // --- async_diagnose ---------------------------------------------------------------------------
 
-asio::awaitable<Diagnosis> async_diagnose(exec::Executor& executor, std::string server_id,
-                                          std::vector<CheckDefinition> checks,
-                                          CheckSettings settings, DiagnoseOptions options) {
+namespace {
+
+asio::awaitable<Diagnosis> diagnose(exec::Executor* executor, std::string server_id,
+                                    std::vector<CheckDefinition> checks, CheckSettings settings,
+                                    DiagnoseOptions options) {
   const auto started = Clock::now();
   Diagnosis diagnosis;
   diagnosis.server_id = server_id;
   diagnosis.started_at = std::chrono::system_clock::now();
   diagnosis.mode = options.mode;
   auto io_executor = co_await asio::this_coro::executor;
-  auto state =
-      std::make_shared<ServerRun>(io_executor, &executor, std::move(server_id), std::move(checks),
-                                  std::move(settings), std::move(options));
+  auto state = std::make_shared<ServerRun>(executor, std::move(server_id), std::move(checks),
+                                           std::move(settings), std::move(options));
   for (std::size_t i = 0; i < state->checks.size(); ++i) {
     const CheckDefinition& check = state->checks[i];
     CheckRun& run = state->runs[i];
@@ -460,11 +430,13 @@ asio::awaitable<Diagnosis> async_diagnose(exec::Executor& executor, std::string 
   if (!state->to_run.empty()) {
     // One connection first: an unreachable server then costs one attempt (one failed
     // authentication for a wrong key), and its reason is the server's, not 25 checks'.
-    Result<pool::Lease> probe = co_await executor.registry().async_acquire(
+    Result<pool::Lease> probe = co_await executor->async_reserve(
         state->server_id, state->options.priority, state->options.deadline);
     if (!probe) {
       diagnosis.server_error = probe.error();
-      const std::string reason = "server unreachable: " + probe.error().message();
+      const std::string reason = probe.error().code == ssh::Errc::cancelled
+                                     ? "not run: the diagnosis was cancelled"
+                                     : "server unreachable: " + probe.error().message();
       for (const std::size_t index : state->to_run) {
         CheckRun& run = state->runs[index];
         run.error = probe.error();
@@ -483,7 +455,7 @@ asio::awaitable<Diagnosis> async_diagnose(exec::Executor& executor, std::string 
     } else {
       std::size_t parallel = state->options.max_parallel;
       if (parallel == 0) {
-        const auto& config = executor.registry().config();
+        const auto& config = executor->registry().config();
         parallel = std::min(config.max_channels, config.max_concurrent);
       }
       // Expensive checks (those worth caching) run after the others: apt or dnf busy on the
@@ -506,14 +478,14 @@ asio::awaitable<Diagnosis> async_diagnose(exec::Executor& executor, std::string 
         }
         state->next = 0;
         const std::size_t workers = std::clamp<std::size_t>(parallel, 1, state->to_run.size());
-        state->workers_left = workers;
+        exec::WorkerGroup group(io_executor);
+        if (ssh::cancel_requested(co_await asio::this_coro::cancellation_state)) {
+          group.cancel();  // cancelled in an earlier phase: these checks end at once
+        }
         for (std::size_t i = 0; i < workers; ++i) {
-          asio::co_spawn(io_executor, check_worker(state), asio::detached);
+          group.spawn(check_worker(state));
         }
-        while (state->workers_left > 0) {
-          state->done.expires_at(Clock::time_point::max());
-          co_await state->done.async_wait(kNoThrow);
-        }
+        co_await group.async_wait();
       }
     }
   }
@@ -529,26 +501,38 @@ asio::awaitable<Diagnosis> async_diagnose(exec::Executor& executor, std::string 
   co_return diagnosis;
 }
 
+asio::awaitable<std::vector<Diagnosis>> diagnose_all(exec::Executor* executor,
+                                                     std::vector<ServerChecks> servers,
+                                                     SweepOptions options) {
+  const std::size_t parallel =
+      std::min(std::max<std::size_t>(1, options.max_servers), servers.size());
+  auto sweep = std::make_shared<Sweep>(executor, std::move(servers), std::move(options));
+  const auto io = co_await asio::this_coro::executor;  // not in the constructor call (GCC 12)
+  exec::WorkerGroup workers(io);
+  if (ssh::cancel_requested(co_await asio::this_coro::cancellation_state)) {
+    workers.cancel();
+  }
+  for (std::size_t i = 0; i < parallel; ++i) {
+    workers.spawn(sweep_worker(sweep));
+  }
+  co_await workers.async_wait();  // rethrows the first exception of a worker (the callback's)
+  co_return std::move(sweep->results);
+}
+
+}  // namespace
+
+asio::awaitable<Diagnosis> async_diagnose(exec::Executor& executor, std::string server_id,
+                                          std::vector<CheckDefinition> checks,
+                                          CheckSettings settings, DiagnoseOptions options) {
+  return ssh::async_no_cancel_throw(diagnose(&executor, std::move(server_id), std::move(checks),
+                                             std::move(settings), std::move(options)));
+}
+
 asio::awaitable<std::vector<Diagnosis>> async_diagnose_all(exec::Executor& executor,
                                                            std::vector<ServerChecks> servers,
                                                            SweepOptions options) {
-  auto io_executor = co_await asio::this_coro::executor;
-  const std::size_t parallel =
-      std::min(std::max<std::size_t>(1, options.max_servers), servers.size());
-  auto sweep =
-      std::make_shared<Sweep>(io_executor, &executor, std::move(servers), std::move(options));
-  sweep->workers_left = parallel;
-  for (std::size_t i = 0; i < parallel; ++i) {
-    asio::co_spawn(io_executor, sweep_worker(sweep), asio::detached);
-  }
-  while (sweep->workers_left > 0) {
-    sweep->done.expires_at(Clock::time_point::max());
-    co_await sweep->done.async_wait(kNoThrow);
-  }
-  if (sweep->failure) {
-    std::rethrow_exception(sweep->failure);
-  }
-  co_return std::move(sweep->results);
+  return ssh::async_no_cancel_throw(
+      diagnose_all(&executor, std::move(servers), std::move(options)));
 }
 
 }  // namespace healer::checks

@@ -44,12 +44,13 @@ std::vector<std::string> split_commands(const std::vector<std::string>& words) {
 
 void print_stats(const pool::PoolStats& stats) {
   std::cerr << fmt::format(
-      "pool: {} connection(s) opened, {} handshake(s) ({} failed), {} acquisitions, hit rate "
-      "{:.0f}%, {:.1f} commands per connection, {} exhausted, {} timeouts, handshake p50 {:.1f} "
-      "ms, wait p50 {:.2f} ms\n",
-      stats.sessions_opened, stats.handshakes_started, stats.handshakes_failed, stats.acquisitions,
+      "pool: {} connection(s) opened, {} handshake(s) ({} failed, {} retried, {} cancelled), {} "
+      "acquisitions, hit rate {:.0f}%, {:.1f} commands per connection, {} exhausted, {} timeouts, "
+      "{} cancelled, handshake p50 {:.1f} ms, wait p50 {:.2f} ms\n",
+      stats.sessions_opened, stats.handshakes_started, stats.handshakes_failed,
+      stats.handshakes_retried, stats.handshakes_cancelled, stats.acquisitions,
       stats.hit_rate() * 100, stats.reuse(), stats.exhausted, stats.timeouts,
-      static_cast<double>(stats.handshake_time.quantile_us(0.5)) / 1000,
+      stats.commands_cancelled, static_cast<double>(stats.handshake_time.quantile_us(0.5)) / 1000,
       static_cast<double>(stats.wait_time.quantile_us(0.5)) / 1000);
 }
 

@@ -492,8 +492,31 @@ Result<void> check_relations(const PoolConfig& config, const Origins& origins) {
       !checked) {
     return checked;
   }
-  return check_order(config, origins, "min_idle", "max_connections",
-                     "warm idle connections count against max_connections");
+  if (auto checked = check_order(config, origins, "min_idle", "max_connections",
+                                 "warm idle connections count against max_connections");
+      !checked) {
+    return checked;
+  }
+  // A connection is declared dead after interval x max_missed of silence: that product is a
+  // duration too, capped like every other (it would overflow steady_clock's nanoseconds, or
+  // even the milliseconds it is computed in).
+  const auto interval = config.keepalive_interval.count();
+  const auto missed = config.keepalive_max_missed;
+  if (interval > 0 && missed > 0 &&
+      static_cast<std::uint64_t>(interval) > kMaxMillis / static_cast<std::uint64_t>(missed)) {
+    const auto wide_interval = static_cast<std::uint64_t>(interval);
+    const auto wide_missed = static_cast<std::uint64_t>(missed);
+    const bool fits = wide_interval <= std::numeric_limits<std::uint64_t>::max() / wide_missed;
+    return make_error(
+        Errc::invalid_value,
+        origins[index_of_name("keepalive_interval")] + " x " +
+            origins[index_of_name("keepalive_max_missed")] + " = " +
+            (fits ? std::to_string(wide_interval * wide_missed) : std::string("more than 2^64")) +
+            " ms: a silent connection would be declared dead only after that long; the product "
+            "must be <= " +
+            std::to_string(kMaxMillis) + " ms (one year)");
+  }
+  return {};
 }
 
 Origins default_origins(const PoolConfig& config, std::string_view how) {

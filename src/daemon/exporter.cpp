@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cmath>
 #include <map>
 
@@ -66,6 +67,10 @@ std::string server_label(const std::string& name) {
   return "server=\"" + escape_label(name) + "\"";
 }
 
+double seconds(std::chrono::milliseconds duration) {
+  return static_cast<double>(duration.count()) / 1000.0;
+}
+
 template <class F>
 void per_server(Writer& w, const ExpositionSnapshot& s, std::string_view name,
                 std::string_view type, std::string_view help, F value) {
@@ -90,6 +95,24 @@ void render_pool(Writer& w, const ExpositionSnapshot& s) {
              [](const pool::PoolStats& p) { return p.channels_in_use; });
   per_server(w, s, "healer_pool_waiters", "gauge", "Callers queued for a channel.",
              [](const pool::PoolStats& p) { return p.waiters; });
+  per_server(w, s, "healer_pool_channel_capacity", "gauge",
+             "SSH channels the ready connections can carry at once.",
+             [](const pool::PoolStats& p) { return p.channel_capacity; });
+  per_server(w, s, "healer_pool_channel_limit", "gauge",
+             "SSH channels per connection the server allows (lowered after a MaxSessions refusal).",
+             [](const pool::PoolStats& p) { return p.channel_limit; });
+  per_server(w, s, "healer_pool_circuit_open", "gauge",
+             "1 while an auth or host-key failure blocks new connections.",
+             [](const pool::PoolStats& p) { return p.circuits_open; });
+  per_server(w, s, "healer_pool_circuit_retry_seconds", "gauge",
+             "While the circuit is open: seconds until the next attempt is let through.",
+             [](const pool::PoolStats& p) { return seconds(p.circuit_retry_in); });
+  per_server(w, s, "healer_pool_backing_off", "gauge",
+             "1 while connection failures hold back the next attempt (exponential backoff).",
+             [](const pool::PoolStats& p) { return p.backing_off; });
+  per_server(w, s, "healer_pool_backoff_retry_seconds", "gauge",
+             "While backing off: seconds until the next connection attempt.",
+             [](const pool::PoolStats& p) { return seconds(p.backoff_retry_in); });
   per_server(w, s, "healer_pool_acquisitions_total", "counter", "Channel leases handed out.",
              [](const pool::PoolStats& p) { return p.acquisitions; });
   per_server(w, s, "healer_pool_reused_acquisitions_total", "counter",
@@ -109,11 +132,24 @@ void render_pool(Writer& w, const ExpositionSnapshot& s) {
              [](const pool::PoolStats& p) { return p.handshakes_started; });
   per_server(w, s, "healer_pool_handshake_failures_total", "counter", "SSH handshakes that failed.",
              [](const pool::PoolStats& p) { return p.handshakes_failed; });
+  per_server(w, s, "healer_pool_handshakes_cancelled_total", "counter",
+             "SSH handshakes abandoned (every caller left, settings changed, shutdown).",
+             [](const pool::PoolStats& p) { return p.handshakes_cancelled; });
+  per_server(w, s, "healer_pool_handshake_retries_total", "counter",
+             "Connection attempts repeated after the server dropped the connection before any "
+             "credential was sent (MaxStartups).",
+             [](const pool::PoolStats& p) { return p.handshakes_retried; });
   per_server(w, s, "healer_pool_exhausted_total", "counter",
              "Acquires that ended with no slot before their deadline.",
              [](const pool::PoolStats& p) { return p.exhausted; });
   per_server(w, s, "healer_pool_command_timeouts_total", "counter", "Commands that timed out.",
              [](const pool::PoolStats& p) { return p.timeouts; });
+  per_server(w, s, "healer_pool_acquires_cancelled_total", "counter",
+             "Channel requests cancelled by their caller (closed request, SIGINT).",
+             [](const pool::PoolStats& p) { return p.acquires_cancelled; });
+  per_server(w, s, "healer_pool_commands_cancelled_total", "counter",
+             "Commands cancelled by their caller (remote TERM, then KILL).",
+             [](const pool::PoolStats& p) { return p.commands_cancelled; });
   per_server(w, s, "healer_pool_cleanup_runs_total", "counter", "Idle cleanup passes.",
              [](const pool::PoolStats& p) { return p.cleanup_runs; });
   per_server(w, s, "healer_pool_idle_closed_total", "counter",

@@ -1,13 +1,10 @@
 #include "healer/exec/executor.hpp"
 
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
-#include <asio/experimental/as_tuple.hpp>
-#include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
-#include <asio/use_awaitable.hpp>
 #include <memory>
 
+#include "healer/exec/worker_group.hpp"
+#include "healer/ssh/cancellation.hpp"
 #include "healer/ssh/errors.hpp"
 
 namespace healer::exec {
@@ -17,22 +14,13 @@ namespace {
 // are enough to find the server's MaxSessions).
 constexpr int kMaxChannelRetries = 8;
 
-// The state one async_run_all shares with the commands it spawned.
-struct Batch {
-  explicit Batch(std::size_t size, asio::any_io_executor executor)
-      : results(size, Error{}), pending(size), done(std::move(executor)) {}
-  std::vector<Result<ssh::CommandResult>> results;
-  std::size_t pending;
-  asio::steady_timer done;
-};
-
-asio::awaitable<void> run_into(Executor* executor, std::shared_ptr<Batch> batch, std::size_t index,
-                               std::string server_id, std::string command, RunOptions options) {
-  batch->results[index] =
+// One command of a batch, in its own coroutine (a WorkerGroup child).
+asio::awaitable<void> run_into(Executor* executor,
+                               std::shared_ptr<std::vector<Result<ssh::CommandResult>>> results,
+                               std::size_t index, std::string server_id, std::string command,
+                               RunOptions options) {
+  (*results)[index] =
       co_await executor->async_run(std::move(server_id), std::move(command), std::move(options));
-  if (--batch->pending == 0) {
-    batch->done.cancel();
-  }
 }
 
 }  // namespace
@@ -40,6 +28,24 @@ asio::awaitable<void> run_into(Executor* executor, std::shared_ptr<Batch> batch,
 asio::awaitable<Result<ssh::CommandResult>> Executor::async_run(std::string server_id,
                                                                 std::string command,
                                                                 RunOptions options) {
+  return ssh::async_no_cancel_throw(
+      run(std::move(server_id), std::move(command), std::move(options)));
+}
+
+asio::awaitable<std::vector<Result<ssh::CommandResult>>> Executor::async_run_all(
+    std::string server_id, std::vector<std::string> commands, RunOptions options) {
+  return ssh::async_no_cancel_throw(
+      run_all(std::move(server_id), std::move(commands), std::move(options)));
+}
+
+asio::awaitable<Result<pool::Lease>> Executor::async_reserve(std::string server_id,
+                                                             pool::Priority priority,
+                                                             Deadline deadline) {
+  return registry_.async_acquire(std::move(server_id), priority, deadline);
+}
+
+asio::awaitable<Result<ssh::CommandResult>> Executor::run(std::string server_id,
+                                                          std::string command, RunOptions options) {
   int channel_retries = 0;
   bool retried_not_started = false;
   for (;;) {
@@ -64,17 +70,21 @@ asio::awaitable<Result<ssh::CommandResult>> Executor::async_run(std::string serv
       co_return result;
     }
     const Error& error = result.error();
-    if (error.code == ssh::Errc::channel_refused && ++channel_retries <= kMaxChannelRetries) {
+    const bool cancelled = ssh::cancel_requested(co_await asio::this_coro::cancellation_state);
+    if (!cancelled && error.code == ssh::Errc::channel_refused &&
+        ++channel_retries <= kMaxChannelRetries) {
       lease->channel_refused();
       continue;
     }
-    if (error.code == ssh::Errc::not_started && !retried_not_started) {
+    if (!cancelled && error.code == ssh::Errc::not_started && !retried_not_started) {
       retried_not_started = true;
       lease->discard();
       continue;
     }
     if (error.code == ssh::Errc::timeout) {
       lease->timed_out();
+    } else if (error.code == ssh::Errc::cancelled) {
+      lease->cancelled();
     } else if (ssh::poisons_session(error)) {
       lease->discard();
     }
@@ -82,19 +92,19 @@ asio::awaitable<Result<ssh::CommandResult>> Executor::async_run(std::string serv
   }
 }
 
-asio::awaitable<std::vector<Result<ssh::CommandResult>>> Executor::async_run_all(
+asio::awaitable<std::vector<Result<ssh::CommandResult>>> Executor::run_all(
     std::string server_id, std::vector<std::string> commands, RunOptions options) {
-  auto executor = co_await asio::this_coro::executor;
-  auto batch = std::make_shared<Batch>(commands.size(), executor);
+  auto results =
+      std::make_shared<std::vector<Result<ssh::CommandResult>>>(commands.size(), Error{});
+  // The executor in a variable of its own: GCC 12 mishandles a co_await in a constructor's
+  // argument list.
+  const auto io = co_await asio::this_coro::executor;
+  WorkerGroup commands_running(io);
   for (std::size_t i = 0; i < commands.size(); ++i) {
-    asio::co_spawn(executor, run_into(this, batch, i, server_id, std::move(commands[i]), options),
-                   asio::detached);
+    commands_running.spawn(run_into(this, results, i, server_id, std::move(commands[i]), options));
   }
-  while (batch->pending > 0) {
-    batch->done.expires_at(Clock::time_point::max());
-    co_await batch->done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
-  }
-  co_return std::move(batch->results);
+  co_await commands_running.async_wait();
+  co_return std::move(*results);
 }
 
 }  // namespace healer::exec

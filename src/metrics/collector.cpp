@@ -1,39 +1,33 @@
 #include "healer/metrics/collector.hpp"
 
 #include <algorithm>
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
-#include <asio/experimental/as_tuple.hpp>
-#include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
-#include <asio/use_awaitable.hpp>
 #include <exception>
 #include <memory>
 
 #include "healer/core/log.hpp"
+#include "healer/exec/worker_group.hpp"
 #include "healer/metrics/errors.hpp"
+#include "healer/ssh/cancellation.hpp"
 #include "healer/ssh/errors.hpp"
 
 namespace healer::metrics {
 namespace {
 
-// What the workers of one sweep share. Workers take the next server index in turn, so at most
-// `workers` servers are in flight whatever the length of the list.
+// What the workers of one sweep share (WorkerGroup children). Workers take the next server index
+// in turn, so at most `workers` servers are in flight whatever the length of the list.
 struct Sweep {
-  Sweep(std::vector<std::string> ids, CollectOptions opts, asio::any_io_executor executor)
-      : server_ids(std::move(ids)),
-        options(std::move(opts)),
-        results(server_ids.size()),
-        done(std::move(executor)) {}
+  Sweep(std::vector<std::string> ids, CollectOptions opts)
+      : server_ids(std::move(ids)), options(std::move(opts)), results(server_ids.size()) {}
   std::vector<std::string> server_ids;
   CollectOptions options;
   std::vector<CollectResult> results;  // by input index
   std::size_t next = 0;                // next index to start
-  std::size_t running = 0;             // workers not finished
   std::exception_ptr failure;          // first exception of a worker (on_result threw)
-  asio::steady_timer done;
 };
 
+// Once the sweep is cancelled, the servers a worker still takes end at once with a cancelled
+// error, so every server has a result. After on_result threw, the workers stop taking servers.
 asio::awaitable<void> run_worker(exec::Executor* executor, std::shared_ptr<Sweep> sweep) {
   try {
     while (sweep->next < sweep->server_ids.size() && !sweep->failure) {
@@ -48,9 +42,6 @@ asio::awaitable<void> run_worker(exec::Executor* executor, std::shared_ptr<Sweep
     if (!sweep->failure) {
       sweep->failure = std::current_exception();
     }
-  }
-  if (--sweep->running == 0) {
-    sweep->done.cancel();
   }
 }
 
@@ -70,10 +61,8 @@ void log_result(const CollectResult& result) {
                 result.sample->failures.size());
 }
 
-}  // namespace
-
-asio::awaitable<CollectResult> async_collect_one(exec::Executor& executor, std::string server_id,
-                                                 CollectOptions options) {
+asio::awaitable<CollectResult> collect_one(exec::Executor* executor, std::string server_id,
+                                           CollectOptions options) {
   const auto started = Clock::now();
   CollectResult result;
   result.server_id = server_id;
@@ -88,7 +77,7 @@ asio::awaitable<CollectResult> async_collect_one(exec::Executor& executor, std::
     run.max_output = options.max_output;
     run.priority = options.priority;
     run.stdin_data = probe_script(marker, options.probe);
-    auto ran = co_await executor.async_run(server_id, std::string(kProbeCommand), std::move(run));
+    auto ran = co_await executor->async_run(server_id, std::string(kProbeCommand), std::move(run));
     if (!ran) {
       result.sample = std::move(ran).error();
     } else {
@@ -118,25 +107,39 @@ asio::awaitable<CollectResult> async_collect_one(exec::Executor& executor, std::
   co_return result;
 }
 
-asio::awaitable<std::vector<CollectResult>> async_collect(exec::Executor& executor,
-                                                          std::vector<std::string> server_ids,
-                                                          CollectOptions options) {
-  auto io = co_await asio::this_coro::executor;
+asio::awaitable<std::vector<CollectResult>> collect(exec::Executor* executor,
+                                                    std::vector<std::string> server_ids,
+                                                    CollectOptions options) {
   const std::size_t workers =
       std::min(server_ids.size(), std::max<std::size_t>(options.concurrency, 1));
-  auto sweep = std::make_shared<Sweep>(std::move(server_ids), std::move(options), io);
-  sweep->running = workers;
+  auto sweep = std::make_shared<Sweep>(std::move(server_ids), std::move(options));
+  const auto io = co_await asio::this_coro::executor;  // not in the constructor call (GCC 12)
+  exec::WorkerGroup group(io);
+  if (ssh::cancel_requested(co_await asio::this_coro::cancellation_state)) {
+    group.cancel();
+  }
   for (std::size_t i = 0; i < workers; ++i) {
-    asio::co_spawn(io, run_worker(&executor, sweep), asio::detached);
+    group.spawn(run_worker(executor, sweep));
   }
-  while (sweep->running > 0) {
-    sweep->done.expires_at(Clock::time_point::max());
-    co_await sweep->done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
-  }
+  co_await group.async_wait();
   if (sweep->failure) {
     std::rethrow_exception(sweep->failure);
   }
   co_return std::move(sweep->results);
+}
+
+}  // namespace
+
+asio::awaitable<CollectResult> async_collect_one(exec::Executor& executor, std::string server_id,
+                                                 CollectOptions options) {
+  return ssh::async_no_cancel_throw(
+      collect_one(&executor, std::move(server_id), std::move(options)));
+}
+
+asio::awaitable<std::vector<CollectResult>> async_collect(exec::Executor& executor,
+                                                          std::vector<std::string> server_ids,
+                                                          CollectOptions options) {
+  return ssh::async_no_cancel_throw(collect(&executor, std::move(server_ids), std::move(options)));
 }
 
 }  // namespace healer::metrics

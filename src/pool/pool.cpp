@@ -4,19 +4,25 @@
 
 #include <algorithm>
 #include <array>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <bit>
+#include <cassert>
 #include <cmath>
 #include <deque>
 #include <map>
+#include <optional>
 #include <random>
 
 #include "healer/core/log.hpp"
+#include "healer/ssh/cancellation.hpp"
 
 namespace healer::pool {
 namespace {
@@ -24,18 +30,22 @@ namespace {
 using asio::awaitable;
 constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 
-// How a lease ends (Lease::finish).
-constexpr int kReleaseNormal = 0;
-constexpr int kReleaseDiscard = 1;
-constexpr int kReleaseChannelRefused = 2;
-constexpr int kReleaseTimedOut = 3;
-
 // sshd frees a channel's MaxSessions slot only after a pass over its channels that follows our
 // close; an open that arrives in the same read as the close is refused. A slot therefore cools
 // down this long after its lease ends before it is handed out again on a full session.
 constexpr auto kSlotCooldown = std::chrono::milliseconds(2);
 // Refusals of channels granted within this time after a close are not taken as the limit.
 constexpr auto kCloseRaceWindow = std::chrono::milliseconds(50);
+// A connection the server dropped before any credential was sent (MaxStartups' random early
+// drop, a reset during key exchange) is tried again at most this often, after a pause that
+// doubles each time (250 ms, 500 ms, 1 s, 2 s), x0.5..1.5 so that a burst of clients spreads
+// out. sshd's stock MaxStartups (10:30:100) drops ~30 % of the startups when 30 clients arrive at
+// once; two retries left about one in 30 such clients failed (dropped three times in a row).
+constexpr int kDropRetries = 4;
+constexpr auto kDropRetryPause = std::chrono::milliseconds(250);
+// How long async_shutdown waits, beyond its deadline, for closes, kills and cancelled
+// handshakes to end (each is bounded on its own; this only guards against a broken invariant).
+constexpr auto kShutdownGrace = std::chrono::seconds(30);
 
 std::shared_ptr<spdlog::logger> logger() {
   static const auto instance = log::get("pool");
@@ -107,18 +117,29 @@ PoolStats& PoolStats::operator+=(const PoolStats& other) {
   sessions_ready += other.sessions_ready;
   sessions_draining += other.sessions_draining;
   channels_in_use += other.channels_in_use;
+  channel_capacity += other.channel_capacity;
+  if (other.channel_limit > 0) {
+    channel_limit =
+        channel_limit == 0 ? other.channel_limit : std::min(channel_limit, other.channel_limit);
+  }
   waiters += other.waiters;
   circuits_open += other.circuits_open;
   backing_off += other.backing_off;
+  circuit_retry_in = std::max(circuit_retry_in, other.circuit_retry_in);
+  backoff_retry_in = std::max(backoff_retry_in, other.backoff_retry_in);
   acquisitions += other.acquisitions;
   served_by_existing += other.served_by_existing;
   commands += other.commands;
   channels_refused += other.channels_refused;
   handshakes_started += other.handshakes_started;
   handshakes_failed += other.handshakes_failed;
+  handshakes_cancelled += other.handshakes_cancelled;
+  handshakes_retried += other.handshakes_retried;
   sessions_opened += other.sessions_opened;
   exhausted += other.exhausted;
   timeouts += other.timeouts;
+  acquires_cancelled += other.acquires_cancelled;
+  commands_cancelled += other.commands_cancelled;
   channel_limit_lowered += other.channel_limit_lowered;
   health_checks += other.health_checks;
   health_check_failures += other.health_check_failures;
@@ -144,27 +165,41 @@ PoolStats& PoolStats::operator+=(const PoolStats& other) {
 
 namespace {
 
-// One authenticated connection in a server's pool.
-struct PooledSession {
-  PooledSession(ssh::Session connected, std::size_t limit, Clock::time_point retire)
-      : session(std::move(connected)),
-        channel_limit(limit),
-        created(Clock::now()),
-        last_used(created),
-        retire_at(retire) {}
+// A pooled session's state; changed only by Registry::Impl::set_state().
+enum class SessionState { connecting = 0, ready, draining, closed };
+constexpr std::size_t kSessionStates = 4;
 
-  ssh::Session session;
-  bool draining = false;      // no new leases; closed once in_use drops to zero
-  std::size_t in_use = 0;     // leases out on this session
-  std::size_t channel_limit;  // lowered when the server refuses a channel
-  std::uint64_t leases = 0;   // leases granted so far
-  Clock::time_point created;
-  Clock::time_point last_used;
-  Clock::time_point retire_at;
+// One connection in a server's pool, from its handshake on.
+struct PooledSession {
+  explicit PooledSession(bool for_warming, std::uint64_t settings)
+      : warming(for_warming), generation(settings) {}
+
+  SessionState state = SessionState::connecting;
+  std::optional<ssh::Session> session;  // set when the handshake succeeded
+
+  // --- while connecting
+  bool warming;                      // for min_idle / async_warm: not abandoned when waiters leave
+  std::uint64_t generation;          // ServerPool::generation of the settings it connects with
+  bool abandoned = false;            // cancelled: no caller needs it, settings changed, shutdown
+  asio::cancellation_signal cancel;  // bound to the handshake coroutine's cancellation slot
+
+  // --- once ready
+  std::size_t in_use = 0;         // leases out on this session
+  std::size_t channel_limit = 0;  // lowered when the server refuses a channel
+  std::uint64_t leases = 0;       // leases granted so far
+  Clock::time_point last_used{};
+  Clock::time_point retire_at = Clock::time_point::max();
   Clock::duration idle_before_grant{};  // how long it sat unused before the latest lease
   // when recent leases ended, oldest first; their slots are cooling down (kSlotCooldown)
   std::deque<Clock::time_point> cooling;
   Clock::time_point last_release{};  // when a lease on it last ended
+
+  // Ready and alive: may take new leases.
+  [[nodiscard]] bool usable() const { return state == SessionState::ready && session->alive(); }
+  // Has (or had) a connection: ready or draining.
+  [[nodiscard]] bool connected() const {
+    return state == SessionState::ready || state == SessionState::draining;
+  }
 
   // Free channel slots: reaped (timed-out) channels still occupy the server's MaxSessions, and
   // so do slots whose close the server may not have processed yet.
@@ -172,7 +207,7 @@ struct PooledSession {
     while (!cooling.empty() && cooling.front() + kSlotCooldown <= now) {
       cooling.pop_front();
     }
-    const std::size_t busy = std::max(in_use, session.active_channels()) + cooling.size();
+    const std::size_t busy = std::max(in_use, session->active_channels()) + cooling.size();
     return busy >= channel_limit ? 0 : channel_limit - busy;
   }
 };
@@ -180,21 +215,26 @@ struct PooledSession {
 // One caller queued in acquire().
 struct Waiter {
   Priority priority = Priority::normal;
+  Deadline deadline;
   asio::steady_timer* timer = nullptr;
   std::shared_ptr<PooledSession> granted;
   std::optional<Error> failed;
   bool done = false;
 };
 
-// Same address and credentials: re-registering such a server changes nothing.
+// Same address and everything that reaches the server: re-registering such a server changes
+// nothing (a daemon re-adds its whole inventory on every reload). Keepalive settings are the
+// pool's, not the server's.
 bool same_target(const Server& a, const Server& b) {
   const auto& x = a.connect;
   const auto& y = b.connect;
   return a.endpoint.host == b.endpoint.host && a.endpoint.port == b.endpoint.port &&
          x.user == y.user && x.auth == y.auth && x.identity_file == y.identity_file &&
-         x.passphrase == y.passphrase && x.password == y.password &&
-         x.agent_socket == y.agent_socket && x.known_hosts_file == y.known_hosts_file &&
-         x.host_key_policy == y.host_key_policy && x.process_ssh_config == y.process_ssh_config;
+         x.private_key == y.private_key && x.passphrase == y.passphrase &&
+         x.password == y.password && x.agent_socket == y.agent_socket &&
+         x.known_hosts_file == y.known_hosts_file && x.host_key_policy == y.host_key_policy &&
+         x.accept_fingerprint == y.accept_fingerprint &&
+         x.process_ssh_config == y.process_ssh_config;
 }
 
 }  // namespace
@@ -205,10 +245,11 @@ struct ServerPool {
       : server(std::move(config)), learned_channel_limit(channel_limit) {}
 
   Server server;
-  // ready and draining sessions, in creation order
+  std::uint64_t generation = 0;  // bumped when the settings change
+  // every session not closed yet (connecting, ready, draining), in creation order
   std::vector<std::shared_ptr<PooledSession>> sessions;
-  std::size_t connecting = 0;
-  std::size_t active = 0;  // leases out on this server
+  std::array<std::size_t, kSessionStates> in_state{};  // sessions per state, kept by set_state()
+  std::size_t active = 0;                              // leases out on this server
   // waiters per priority, FIFO within each
   std::array<std::deque<Waiter*>, 3> queues;
   std::size_t learned_channel_limit;
@@ -225,10 +266,32 @@ struct ServerPool {
   [[nodiscard]] std::size_t waiting() const {
     return queues[0].size() + queues[1].size() + queues[2].size();
   }
+  [[nodiscard]] std::size_t connecting() const {
+    return in_state[static_cast<std::size_t>(SessionState::connecting)];
+  }
+  [[nodiscard]] std::size_t connected_count() const { return sessions.size() - connecting(); }
   [[nodiscard]] std::size_t ready_count() const {
     return static_cast<std::size_t>(
-        std::count_if(sessions.begin(), sessions.end(),
-                      [](const auto& s) { return !s->draining && s->session.alive(); }));
+        std::count_if(sessions.begin(), sessions.end(), [](const auto& s) { return s->usable(); }));
+  }
+  // The latest deadline of the callers queued now: how long a handshake opened for them may be
+  // worth waiting for. Deadline::never() when nobody waits.
+  [[nodiscard]] Deadline latest_waiter_deadline() const {
+    std::optional<Deadline> latest;
+    for (const auto& queue : queues) {
+      for (const Waiter* waiter : queue) {
+        if (!latest || latest->at() < waiter->deadline.at()) {
+          latest = waiter->deadline;
+        }
+      }
+    }
+    return latest.value_or(Deadline::never());
+  }
+  [[nodiscard]] bool circuit_open(Clock::time_point now) const {
+    return circuit && now < circuit_until;
+  }
+  [[nodiscard]] bool backing_off(Clock::time_point now) const {
+    return last_connect_error && now < retry_at;
   }
 };
 
@@ -264,22 +327,35 @@ class Registry::Impl : public std::enable_shared_from_this<Registry::Impl> {
   void add_server(Server server);
   void remove_server(const std::string& id);
   void start_cleanup();
-  void release(Lease::Slot& slot, int how);
+  void release(Lease::Slot& slot, Lease::Finish how);
   void maintenance();
+  // Cancels the handshakes in flight (of every server); the registry is going away.
+  void abandon_all_handshakes();
   [[nodiscard]] PoolStats stats_of(const ServerPool& pool) const;
+  [[nodiscard]] std::optional<Error> connect_error_of(const ServerPool& pool) const;
 
   asio::any_io_executor executor_;
   PoolConfig config_;
   std::map<std::string, std::unique_ptr<ServerPool>> servers_;
   std::size_t total_active_ = 0;
   std::size_t total_handshakes_ = 0;
+  std::size_t handshakes_running_ = 0;  // handshake coroutines not finished yet
+  std::size_t closes_running_ = 0;      // session closes (and their kills) not finished yet
   bool shutting_down_ = false;
   bool cleanup_started_ = false;
   asio::steady_timer cleanup_timer_;
   std::mt19937_64 rng_;
-  std::vector<asio::steady_timer*> drain_waiters_;  // shutdown() waiting for leases to return
+  // shutdown() waiting for leases, handshakes and closes to end; woken by notify_progress()
+  std::vector<asio::steady_timer*> progress_waiters_;
 
  private:
+  // The one place a pooled session changes state: connecting -> ready <-> draining -> closed,
+  // and connecting -> closed for a handshake that failed or was abandoned. Keeps the counts.
+  void set_state(ServerPool& pool, PooledSession& session, SessionState to);
+  // No new leases on a ready session; closed once its leases are back.
+  void drain(ServerPool& pool, PooledSession& session);
+  // Removes a connecting session whose handshake ended without a connection.
+  void forget(ServerPool& pool, const std::shared_ptr<PooledSession>& session);
   std::shared_ptr<PooledSession> pick_session(ServerPool& pool);
   void prune_dead(ServerPool& pool);
   void dispatch_all();
@@ -290,11 +366,23 @@ class Registry::Impl : public std::enable_shared_from_this<Registry::Impl> {
   void dispatch(ServerPool& pool);
   void maybe_grow(ServerPool& pool, bool for_warming = false);
   void fail_waiters(ServerPool& pool, const Error& error);
+  // A caller left the queue without a slot (deadline, cancellation): handshakes opened for the
+  // queue are abandoned once nobody waits.
+  void waiter_left(ServerPool& pool);
+  void abandon_handshakes(ServerPool& pool, bool include_warming);
   void evict(ServerPool& pool, const std::shared_ptr<PooledSession>& session, Eviction why);
-  void close_later(std::shared_ptr<PooledSession> session);
-  static awaitable<void> connect(std::shared_ptr<Impl> self, ServerPool* pool);
-  static awaitable<void> close_session(std::shared_ptr<PooledSession> session, Deadline deadline);
+  void close_later(std::shared_ptr<PooledSession> session, Deadline deadline);
+  void notify_progress();
+  // Sleeps until notify_progress() or `until`.
+  static awaitable<void> wait_progress(std::shared_ptr<Impl> self, Deadline until);
+  static awaitable<void> connect(std::shared_ptr<Impl> self, ServerPool* pool,
+                                 std::shared_ptr<PooledSession> pending);
+  static awaitable<void> close_session(std::shared_ptr<Impl> self,
+                                       std::shared_ptr<PooledSession> session, Deadline deadline);
+  void connect_failed(ServerPool& pool, const Error& error);
   Error exhausted_error(const ServerPool& pool, Clock::time_point since) const;
+  Error cancelled_error(const ServerPool& pool, Clock::time_point since) const;
+  Error handshake_timeout_error(const ServerPool& pool, Clock::time_point since) const;
   [[nodiscard]] double jitter(double spread);
   [[nodiscard]] std::string tag(const ServerPool& pool, const PooledSession* session) const;
 
@@ -310,8 +398,36 @@ double Registry::Impl::jitter(double spread) {
 }
 
 std::string Registry::Impl::tag(const ServerPool& pool, const PooledSession* session) const {
-  return session != nullptr ? fmt::format("[{} #{}]", pool.server.id, session->session.id())
-                            : fmt::format("[{}]", pool.server.id);
+  return session != nullptr && session->session
+             ? fmt::format("[{} #{}]", pool.server.id, session->session->id())
+             : fmt::format("[{}]", pool.server.id);
+}
+
+void Registry::Impl::set_state(ServerPool& pool, PooledSession& session, SessionState to) {
+  const SessionState from = session.state;
+  const bool allowed =
+      (from == SessionState::connecting &&
+       (to == SessionState::ready || to == SessionState::closed)) ||
+      (from == SessionState::ready && to == SessionState::draining) ||
+      (from == SessionState::draining && (to == SessionState::ready || to == SessionState::closed));
+  assert(allowed && "pooled session state: connecting -> ready <-> draining -> closed");
+  if (!allowed) {
+    return;
+  }
+  --pool.in_state[static_cast<std::size_t>(from)];
+  ++pool.in_state[static_cast<std::size_t>(to)];
+  session.state = to;
+}
+
+void Registry::Impl::drain(ServerPool& pool, PooledSession& session) {
+  if (session.state == SessionState::ready) {
+    set_state(pool, session, SessionState::draining);
+  }
+}
+
+void Registry::Impl::forget(ServerPool& pool, const std::shared_ptr<PooledSession>& session) {
+  set_state(pool, *session, SessionState::closed);
+  std::erase(pool.sessions, session);
 }
 
 void Registry::Impl::add_server(Server server) {
@@ -330,19 +446,26 @@ void Registry::Impl::add_server(Server server) {
   }
   pool.removed = false;
   // New address or credentials: sessions made with the old ones drain (finishing their commands)
-  // so the next command runs on the server as now configured; and the server gets another
-  // chance at once.
+  // and handshakes with them are abandoned, so the next command runs on the server as now
+  // configured; and the server gets another chance at once.
   pool.server = std::move(server);
+  ++pool.generation;
   pool.circuit.reset();
+  pool.last_connect_error.reset();
   pool.consecutive_failures = 0;
   pool.retry_at = {};
+  abandon_handshakes(pool, true);
   for (auto session : std::vector<std::shared_ptr<PooledSession>>(pool.sessions)) {
-    session->draining = true;
+    if (!session->connected()) {
+      continue;
+    }
+    drain(pool, *session);
     if (session->in_use == 0) {
       evict(pool, session, Eviction::error);
     }
   }
   logger()->info("[{}] settings changed; existing connections drain", id);
+  dispatch(pool);  // waiters queued behind an abandoned handshake get a new one
 }
 
 void Registry::Impl::remove_server(const std::string& id) {
@@ -350,14 +473,18 @@ void Registry::Impl::remove_server(const std::string& id) {
   if (found == servers_.end() || found->second->removed) {
     return;
   }
-  // The pool object stays (leases in flight point at it) but serves nobody: waiters fail, idle
-  // sessions close now, busy ones when their commands end.
+  // The pool object stays (leases in flight point at it) but serves nobody: waiters fail,
+  // handshakes are abandoned, idle sessions close now, busy ones when their commands end.
   ServerPool& pool = *found->second;
   pool.removed = true;
   fail_waiters(pool, make_error(Errc::unknown_server,
                                 fmt::format("server \"{}\" was removed from the inventory", id)));
+  abandon_handshakes(pool, true);
   for (auto session : std::vector<std::shared_ptr<PooledSession>>(pool.sessions)) {
-    session->draining = true;
+    if (!session->connected()) {
+      continue;
+    }
+    drain(pool, *session);
     if (session->in_use == 0) {
       evict(pool, session, Eviction::shutdown);
     }
@@ -384,8 +511,8 @@ void Registry::Impl::start_cleanup() {
 // Dead sessions nobody uses leave at once, so they never hold a connection slot.
 void Registry::Impl::prune_dead(ServerPool& pool) {
   for (auto candidate : std::vector<std::shared_ptr<PooledSession>>(pool.sessions)) {
-    if (!candidate->session.alive()) {
-      candidate->draining = true;
+    if (candidate->connected() && !candidate->session->alive()) {
+      drain(pool, *candidate);
       if (candidate->in_use == 0) {
         evict(pool, candidate, Eviction::dead);
       }
@@ -437,7 +564,7 @@ std::shared_ptr<PooledSession> Registry::Impl::pick_session(ServerPool& pool) {
   std::shared_ptr<PooledSession> best;
   const auto now = Clock::now();
   for (auto& candidate : pool.sessions) {
-    if (candidate->draining || !candidate->session.alive() || candidate->free_slots(now) == 0) {
+    if (!candidate->usable() || candidate->free_slots(now) == 0) {
       continue;
     }
     // Pack leases onto the busiest session with room, so spare sessions go idle and expire.
@@ -490,7 +617,7 @@ void Registry::Impl::maybe_grow(ServerPool& pool, bool for_warming) {
     return;
   }
   const auto now = Clock::now();
-  if ((pool.circuit && now < pool.circuit_until) || now < pool.retry_at) {
+  if (pool.circuit_open(now) || now < pool.retry_at) {
     return;
   }
   if (pool.active >= config_.max_concurrent || total_active_ >= config_.max_concurrent_total) {
@@ -498,25 +625,33 @@ void Registry::Impl::maybe_grow(ServerPool& pool, bool for_warming) {
   }
   // A slot still cooling down after a lease ended will serve a waiter within milliseconds.
   for (auto& session : pool.sessions) {
-    if (!for_warming && !session->draining && session->session.alive() &&
+    if (!for_warming && session->usable() &&
         session->free_slots(now) + session->cooling.size() > 0) {
       return;
     }
   }
-  // Sessions being opened will serve this many waiters once up.
-  const std::size_t coming = pool.connecting * pool.learned_channel_limit;
+  // Sessions being opened (not abandoned) will serve this many waiters once up.
+  const auto opening = static_cast<std::size_t>(
+      std::count_if(pool.sessions.begin(), pool.sessions.end(), [](const auto& session) {
+        return session->state == SessionState::connecting && !session->abandoned;
+      }));
+  const std::size_t coming = opening * pool.learned_channel_limit;
   if (!for_warming && coming >= pool.waiting()) {
     return;
   }
-  const std::size_t live = pool.sessions.size() + pool.connecting;
-  if (live >= config_.max_connections || pool.connecting >= config_.max_handshakes_per_server ||
+  if (pool.sessions.size() >= config_.max_connections ||
+      pool.connecting() >= config_.max_handshakes_per_server ||
       total_handshakes_ >= config_.max_handshakes_total) {
     return;
   }
-  ++pool.connecting;
+  auto pending = std::make_shared<PooledSession>(for_warming, pool.generation);
+  pool.sessions.push_back(pending);
+  ++pool.in_state[static_cast<std::size_t>(SessionState::connecting)];
   ++total_handshakes_;
+  ++handshakes_running_;
   ++pool.stats.handshakes_started;
-  asio::co_spawn(executor_, connect(shared_from_this(), &pool), asio::detached);
+  asio::co_spawn(executor_, connect(shared_from_this(), &pool, pending),
+                 asio::bind_cancellation_slot(pending->cancel.slot(), asio::detached));
 }
 
 void Registry::Impl::fail_waiters(ServerPool& pool, const Error& error) {
@@ -530,22 +665,66 @@ void Registry::Impl::fail_waiters(ServerPool& pool, const Error& error) {
   }
 }
 
-awaitable<void> Registry::Impl::close_session(std::shared_ptr<PooledSession> session,
-                                              Deadline deadline) {
-  co_await session->session.async_close(deadline);
+void Registry::Impl::waiter_left(ServerPool& pool) {
+  if (pool.waiting() == 0) {
+    abandon_handshakes(pool, false);
+  }
 }
 
-void Registry::Impl::close_later(std::shared_ptr<PooledSession> session) {
-  // Long enough for a timed-out command's TERM/KILL sequence to finish first.
-  asio::co_spawn(executor_,
-                 close_session(std::move(session), Deadline::after(std::chrono::seconds(3))),
+void Registry::Impl::abandon_handshakes(ServerPool& pool, bool include_warming) {
+  for (auto& session : pool.sessions) {
+    if (session->state == SessionState::connecting && !session->abandoned &&
+        (include_warming || !session->warming)) {
+      session->abandoned = true;
+      logger()->debug("{} abandoning a handshake: no caller waits for it", tag(pool, nullptr));
+      session->cancel.emit(asio::cancellation_type::terminal);
+    }
+  }
+}
+
+void Registry::Impl::abandon_all_handshakes() {
+  for (auto& [id, pool] : servers_) {
+    abandon_handshakes(*pool, true);
+  }
+}
+
+awaitable<void> Registry::Impl::wait_progress(std::shared_ptr<Impl> self, Deadline until) {
+  asio::steady_timer wake(self->executor_, until.at());
+  // Unlinked by a destructor, not after the co_await: a frame destroyed with its io_context is
+  // freed without being resumed, and a later notify_progress() must not find the freed timer.
+  struct Unlink {
+    std::vector<asio::steady_timer*>& waiters;
+    asio::steady_timer* timer;
+    ~Unlink() { std::erase(waiters, timer); }
+  } unlink{self->progress_waiters_, &wake};
+  self->progress_waiters_.push_back(&wake);
+  co_await wake.async_wait(kNoThrow);
+}
+
+void Registry::Impl::notify_progress() {
+  for (auto* waiter : progress_waiters_) {
+    waiter->cancel();
+  }
+}
+
+awaitable<void> Registry::Impl::close_session(std::shared_ptr<Impl> self,
+                                              std::shared_ptr<PooledSession> session,
+                                              Deadline deadline) {
+  co_await session->session->async_close(deadline);
+  --self->closes_running_;
+  self->notify_progress();
+}
+
+void Registry::Impl::close_later(std::shared_ptr<PooledSession> session, Deadline deadline) {
+  ++closes_running_;
+  asio::co_spawn(executor_, close_session(shared_from_this(), std::move(session), deadline),
                  asio::detached);
 }
 
 void Registry::Impl::evict(ServerPool& pool, const std::shared_ptr<PooledSession>& session,
                            Eviction why) {
   const auto found = std::find(pool.sessions.begin(), pool.sessions.end(), session);
-  if (found == pool.sessions.end()) {
+  if (found == pool.sessions.end() || !session->connected()) {
     return;
   }
   ++pool.stats.evictions[static_cast<std::size_t>(why)];
@@ -553,19 +732,51 @@ void Registry::Impl::evict(ServerPool& pool, const std::shared_ptr<PooledSession
                                                                 "error", "shutdown"};
   logger()->debug("{} closing connection ({}, served {} leases)", tag(pool, session.get()),
                   kWhy[static_cast<std::size_t>(why)], session->leases);
+  drain(pool, *session);
+  set_state(pool, *session, SessionState::closed);
   pool.sessions.erase(found);
-  close_later(session);
+  // Long enough for a timed-out command's TERM/KILL sequence to finish first; commands still
+  // running after it are signalled by the close itself.
+  close_later(session, Deadline::after(std::chrono::seconds(3)));
 }
 
-awaitable<void> Registry::Impl::connect(std::shared_ptr<Impl> self, ServerPool* pool) {
+awaitable<void> Registry::Impl::connect(std::shared_ptr<Impl> self, ServerPool* pool,
+                                        std::shared_ptr<PooledSession> pending) {
+  // Cancellation (abandon_handshakes) arrives through this coroutine's slot and is reported by
+  // the ssh layer as a value; nothing here may throw because of it.
+  co_await asio::this_coro::throw_if_cancelled(false);
   const auto started = Clock::now();
-  auto endpoint = pool->server.endpoint;
+  const Deadline hard = Deadline::after(self->config_.connect_timeout);
   auto options = pool->server.connect;
   options.keepalive_interval = self->config_.keepalive_interval;
   options.keepalive_max_missed = self->config_.keepalive_max_missed;
-  auto connected = co_await ssh::Session::async_connect(
-      std::move(endpoint), std::move(options), Deadline::after(self->config_.connect_timeout));
-  --pool->connecting;
+  std::optional<ssh::ConnectAttempt> outcome;
+  for (int attempt = 0;; ++attempt) {
+    outcome.emplace(co_await ssh::Session::async_attempt(pool->server.endpoint, options, hard));
+    if (outcome->session || !outcome->dropped_before_auth() || attempt >= kDropRetries ||
+        pending->abandoned || self->shutting_down_) {
+      break;
+    }
+    // Dropped before any credential was sent (MaxStartups): safe to try again, a little later
+    // so that a burst of clients spreads out, and only while a deadline it serves leaves room:
+    // the latest of the queued callers' (a warming handshake: connect_timeout).
+    const auto pause = std::chrono::duration_cast<std::chrono::milliseconds>(
+        kDropRetryPause * (1 << attempt) * self->jitter(0.5));
+    const Deadline serves_until =
+        pending->warming ? hard : hard.min(pool->latest_waiter_deadline());
+    if (serves_until.remaining() <= pause) {
+      break;
+    }
+    ++pool->stats.handshakes_retried;
+    logger()->info("{} {}; trying again in {} ms ({} of {})", self->tag(*pool, nullptr),
+                   outcome->session.error().message(), pause.count(), attempt + 1, kDropRetries);
+    asio::steady_timer wait(self->executor_, pause);
+    co_await wait.async_wait(kNoThrow);
+    if (pending->abandoned || self->shutting_down_ ||
+        ssh::cancel_requested(co_await asio::this_coro::cancellation_state)) {
+      break;
+    }
+  }
   --self->total_handshakes_;
   // A handshake slot freed up: servers held back by the global cap may grow now.
   asio::post(self->executor_, [weak = self->weak_from_this()] {
@@ -575,58 +786,70 @@ awaitable<void> Registry::Impl::connect(std::shared_ptr<Impl> self, ServerPool* 
   });
   const auto elapsed =
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started);
-  if (!connected) {
-    ++pool->stats.handshakes_failed;
-    const Error& error = connected.error();
-    if (opens_circuit(error)) {
-      pool->circuit = error;
-      pool->circuit_until = Clock::now() + self->config_.backoff_max;
-      logger()->warn("{} {}; no new connection for {} s or until its settings change",
-                     self->tag(*pool, nullptr), error.message(),
-                     self->config_.backoff_max.count() / 1000);
-      // The callers waiting now get the real reason; later ones get circuit_open.
-      self->fail_waiters(*pool, error);
+  const bool stale = pending->generation != pool->generation;
+  if (!outcome->session) {
+    self->forget(*pool, pending);
+    if (pending->abandoned || stale) {
+      // Nobody needs it (callers left, settings changed, shutdown): not the server's failure.
+      ++pool->stats.handshakes_cancelled;
+      logger()->debug("{} handshake abandoned after {} ms: {}", self->tag(*pool, nullptr),
+                      elapsed.count() / 1000, outcome->session.error().message());
     } else {
-      ++pool->consecutive_failures;
-      const double factor = std::pow(2.0, std::min(pool->consecutive_failures - 1, 20));
-      const auto backoff = std::chrono::milliseconds(static_cast<std::int64_t>(
-          std::min(static_cast<double>(self->config_.backoff_max.count()),
-                   static_cast<double>(self->config_.backoff_initial.count()) * factor) *
-          self->jitter(0.2)));
-      pool->retry_at = Clock::now() + backoff;
-      pool->last_connect_error = error;
-      logger()->warn("{} connect failed ({}): {}; next attempt in {} ms", self->tag(*pool, nullptr),
-                     pool->consecutive_failures, error.message(), backoff.count());
-      if (pool->ready_count() == 0 && pool->connecting == 0) {
-        // Nothing will serve the queue soon: tell the callers now rather than at their deadline.
-        self->fail_waiters(*pool, error);
-      }
+      ++pool->stats.handshakes_failed;
+      self->connect_failed(*pool, outcome->session.error());
     }
-    co_return;
-  }
-  if (self->shutting_down_) {
-    // Counted like any other, so started == opened + failed always holds.
+  } else {
     ++pool->stats.sessions_opened;
-    ++pool->stats.evictions[static_cast<std::size_t>(Eviction::shutdown)];
-    co_await connected->async_close(Deadline::after(std::chrono::seconds(1)));
-    co_return;
+    pending->session.emplace(std::move(*outcome->session));
+    pending->channel_limit = pool->learned_channel_limit;
+    pending->last_used = Clock::now();
+    pending->retire_at =
+        self->config_.max_lifetime.count() > 0
+            ? Clock::now() +
+                  std::chrono::milliseconds(static_cast<std::int64_t>(
+                      static_cast<double>(self->config_.max_lifetime.count()) * self->jitter(0.1)))
+            : Clock::time_point::max();
+    self->set_state(*pool, *pending, SessionState::ready);
+    if (self->shutting_down_ || stale) {
+      // Counted like any other, so started == opened + failed + cancelled always holds.
+      self->evict(*pool, pending, self->shutting_down_ ? Eviction::shutdown : Eviction::error);
+    } else {
+      pool->consecutive_failures = 0;
+      pool->last_connect_error.reset();
+      pool->stats.handshake_time.record(elapsed);
+      logger()->info("{} connected in {} ms ({} connections)", self->tag(*pool, pending.get()),
+                     elapsed.count() / 1000, pool->connected_count());
+      self->dispatch(*pool);
+    }
   }
-  pool->consecutive_failures = 0;
-  pool->last_connect_error.reset();
-  ++pool->stats.sessions_opened;
-  pool->stats.handshake_time.record(elapsed);
-  const auto lifetime =
-      self->config_.max_lifetime.count() > 0
-          ? Clock::now() +
-                std::chrono::milliseconds(static_cast<std::int64_t>(
-                    static_cast<double>(self->config_.max_lifetime.count()) * self->jitter(0.1)))
-          : Clock::time_point::max();
-  auto session =
-      std::make_shared<PooledSession>(std::move(*connected), pool->learned_channel_limit, lifetime);
-  logger()->info("{} connected in {} ms ({} connections)", self->tag(*pool, session.get()),
-                 elapsed.count() / 1000, pool->sessions.size() + 1);
-  pool->sessions.push_back(std::move(session));
-  self->dispatch(*pool);
+  --self->handshakes_running_;
+  self->notify_progress();
+}
+
+void Registry::Impl::connect_failed(ServerPool& pool, const Error& error) {
+  if (opens_circuit(error)) {
+    pool.circuit = error;
+    pool.circuit_until = Clock::now() + config_.backoff_max;
+    logger()->warn("{} {}; no new connection for {} s or until its settings change",
+                   tag(pool, nullptr), error.message(), config_.backoff_max.count() / 1000);
+    // The callers waiting now get the real reason; later ones get circuit_open.
+    fail_waiters(pool, error);
+    return;
+  }
+  ++pool.consecutive_failures;
+  const double factor = std::pow(2.0, std::min(pool.consecutive_failures - 1, 20));
+  const auto backoff = std::chrono::milliseconds(static_cast<std::int64_t>(
+      std::min(static_cast<double>(config_.backoff_max.count()),
+               static_cast<double>(config_.backoff_initial.count()) * factor) *
+      jitter(0.2)));
+  pool.retry_at = Clock::now() + backoff;
+  pool.last_connect_error = error;
+  logger()->warn("{} connect failed ({}): {}; next attempt in {} ms", tag(pool, nullptr),
+                 pool.consecutive_failures, error.message(), backoff.count());
+  if (pool.ready_count() == 0 && pool.connecting() == 0) {
+    // Nothing will serve the queue soon: tell the callers now rather than at their deadline.
+    fail_waiters(pool, error);
+  }
 }
 
 Error Registry::Impl::exhausted_error(const ServerPool& pool, Clock::time_point since) const {
@@ -638,8 +861,23 @@ Error Registry::Impl::exhausted_error(const ServerPool& pool, Clock::time_point 
       Errc::pool_exhausted,
       fmt::format("{}: waited {} ms; {} connections ({} opening), {} channels in "
                   "use, {} operations of max {}, {} callers waiting",
-                  pool.server.id, ms_since(since), pool.sessions.size(), pool.connecting, channels,
-                  pool.active, config_.max_concurrent, pool.waiting()));
+                  pool.server.id, ms_since(since), pool.connected_count(), pool.connecting(),
+                  channels, pool.active, config_.max_concurrent, pool.waiting()));
+}
+
+Error Registry::Impl::cancelled_error(const ServerPool& pool, Clock::time_point since) const {
+  return make_error(ssh::Errc::cancelled, fmt::format("{}: acquire cancelled after {} ms",
+                                                      pool.server.id, ms_since(since)));
+}
+
+Error Registry::Impl::handshake_timeout_error(const ServerPool& pool,
+                                              Clock::time_point since) const {
+  return make_error(
+      ssh::Errc::connect_timeout,
+      fmt::format("{}: no SSH connection within the deadline ({} ms): the connection being opened "
+                  "had not finished its handshake (the server accepts TCP but does not answer, "
+                  "or is too slow)",
+                  pool.server.id, ms_since(since)));
 }
 
 awaitable<Result<Lease>> Registry::Impl::acquire(std::shared_ptr<Impl> self, std::string server_id,
@@ -654,16 +892,19 @@ awaitable<Result<Lease>> Registry::Impl::acquire(std::shared_ptr<Impl> self, std
     if (self->shutting_down_) {
       co_return make_error(Errc::shutting_down, "the connection pool is shutting down");
     }
+    if (ssh::cancel_requested(co_await asio::this_coro::cancellation_state)) {
+      ++pool.stats.acquires_cancelled;
+      co_return self->cancelled_error(pool, started);
+    }
     const auto now = Clock::now();
-    if (pool.circuit && now < pool.circuit_until) {
+    if (pool.circuit_open(now)) {
       co_return make_error(
           Errc::circuit_open,
           fmt::format(
               "{} (no new attempt for {} s)", pool.circuit->message(),
               std::chrono::duration_cast<std::chrono::seconds>(pool.circuit_until - now).count()));
     }
-    if (pool.ready_count() == 0 && pool.connecting == 0 && now < pool.retry_at &&
-        pool.last_connect_error) {
+    if (pool.ready_count() == 0 && pool.connecting() == 0 && pool.backing_off(now)) {
       co_return make_error(
           Errc::backing_off,
           fmt::format(
@@ -685,8 +926,8 @@ awaitable<Result<Lease>> Registry::Impl::acquire(std::shared_ptr<Impl> self, std
     }
     if (!session) {
       self->prune_dead(pool);
-      const bool can_grow = pool.sessions.size() + pool.connecting < self->config_.max_connections;
-      if (!can_grow && pool.connecting == 0 && self->config_.on_exhausted != OnExhausted::queue) {
+      const bool can_grow = pool.sessions.size() < self->config_.max_connections;
+      if (!can_grow && pool.connecting() == 0 && self->config_.on_exhausted != OnExhausted::queue) {
         ++pool.stats.exhausted;
         if (self->config_.on_exhausted == OnExhausted::direct) {
           break;  // the risky fallback below
@@ -696,24 +937,49 @@ awaitable<Result<Lease>> Registry::Impl::acquire(std::shared_ptr<Impl> self, std
       asio::steady_timer timer(self->executor_, deadline.at());
       Waiter waiter;
       waiter.priority = priority;
+      waiter.deadline = deadline;
       waiter.timer = &timer;
       auto& queue = pool.queues[static_cast<std::size_t>(priority)];
       queue.push_back(&waiter);
+      // Whether a handshake was under way for the queue while we waited: at the deadline that,
+      // not a full pool, is why we got nothing.
+      const auto handshakes_before = pool.stats.handshakes_started;
+      bool handshake_seen = pool.connecting() > 0;
       self->dispatch(pool);  // grows the pool, or wakes us when a cooling slot frees up
+      bool cancelled = false;
       while (!waiter.done) {
+        handshake_seen = handshake_seen || pool.connecting() > 0;
         co_await timer.async_wait(kNoThrow);
-        if (!waiter.done && Clock::now() >= deadline.at()) {
+        if (waiter.done) {
+          break;
+        }
+        if (ssh::cancel_requested(co_await asio::this_coro::cancellation_state)) {
+          cancelled = true;
+          break;
+        }
+        if (Clock::now() >= deadline.at()) {
           break;
         }
       }
+      handshake_seen = handshake_seen || pool.stats.handshakes_started != handshakes_before;
       if (!waiter.done) {
         queue.erase(std::find(queue.begin(), queue.end(), &waiter));
+        self->waiter_left(pool);
       }
       if (waiter.failed) {
         co_return *waiter.failed;
       }
+      if (cancelled) {
+        ++pool.stats.acquires_cancelled;
+        co_return self->cancelled_error(pool, started);
+      }
       session = std::move(waiter.granted);
       if (!session) {
+        if (handshake_seen && pool.ready_count() == 0) {
+          logger()->warn("{} no connection within the deadline: handshake unfinished",
+                         self->tag(pool, nullptr));
+          co_return self->handshake_timeout_error(pool, started);
+        }
         ++pool.stats.exhausted;
         logger()->warn("{} connection pool exhausted", self->tag(pool, nullptr));
         co_return self->exhausted_error(pool, started);
@@ -728,13 +994,22 @@ awaitable<Result<Lease>> Registry::Impl::acquire(std::shared_ptr<Impl> self, std
     slot->pooled = session;
     const bool reused = session->leases > 1;
     Lease lease(std::move(slot), reused, waited);
+    if (ssh::cancel_requested(co_await asio::this_coro::cancellation_state)) {
+      // Granted and cancelled in the same instant: the caller asked to stop.
+      ++pool.stats.acquires_cancelled;
+      co_return self->cancelled_error(pool, started);
+    }
 
     // Health check before reuse: a session that sat idle may have died quietly.
     if (reused && self->config_.health_check_idle.count() > 0 &&
         session->idle_before_grant > self->config_.health_check_idle) {
       ++pool.stats.health_checks;
-      auto ping = co_await session->session.async_ping(
+      auto ping = co_await session->session->async_ping(
           deadline.min(Deadline::after(std::chrono::seconds(5))));
+      if (!ping && ping.error().code == ssh::Errc::cancelled) {
+        ++pool.stats.acquires_cancelled;
+        co_return self->cancelled_error(pool, started);  // the session is fine: lease released
+      }
       if (!ping) {
         ++pool.stats.health_check_failures;
         logger()->info(
@@ -755,6 +1030,10 @@ awaitable<Result<Lease>> Registry::Impl::acquire(std::shared_ptr<Impl> self, std
       if (start_at > Clock::now()) {
         asio::steady_timer pace(self->executor_, start_at);
         co_await pace.async_wait(kNoThrow);
+        if (ssh::cancel_requested(co_await asio::this_coro::cancellation_state)) {
+          ++pool.stats.acquires_cancelled;
+          co_return self->cancelled_error(pool, started);
+        }
       }
     }
     co_return lease;
@@ -779,12 +1058,13 @@ awaitable<Result<Lease>> Registry::Impl::acquire(std::shared_ptr<Impl> self, std
                   std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started));
 }
 
-void Registry::Impl::release(Lease::Slot& slot, int how) {
+void Registry::Impl::release(Lease::Slot& slot, Lease::Finish how) {
   ServerPool& pool = *slot.server;
   if (slot.direct) {
-    auto direct = std::make_shared<PooledSession>(std::move(*slot.direct), 1, Clock::now());
+    auto direct = std::make_shared<PooledSession>(false, pool.generation);
+    direct->session.emplace(std::move(*slot.direct));
     slot.direct.reset();
-    close_later(std::move(direct));
+    close_later(std::move(direct), Deadline::after(std::chrono::seconds(3)));
     return;
   }
   auto session = std::move(slot.pooled);
@@ -792,7 +1072,7 @@ void Registry::Impl::release(Lease::Slot& slot, int how) {
   --session->in_use;
   --pool.active;
   --total_active_;
-  if (how == kReleaseChannelRefused) {
+  if (how == Lease::Finish::channel_refused) {
     ++pool.stats.channels_refused;  // it ran nothing
   } else {
     ++pool.stats.commands;
@@ -802,12 +1082,12 @@ void Registry::Impl::release(Lease::Slot& slot, int how) {
   // cooldown could not prevent (a busy sshd reads both packets at once): retried, not learned.
   const bool near_a_close = slot.granted_at < session->last_release + kCloseRaceWindow;
   session->last_release = Clock::now();
-  if (how == kReleaseChannelRefused && near_a_close) {
+  if (how == Lease::Finish::channel_refused && near_a_close) {
     logger()->debug("{} channel refused right after a close; retrying", tag(pool, session.get()));
-  } else if (how == kReleaseChannelRefused) {
+  } else if (how == Lease::Finish::channel_refused) {
     // The server's real MaxSessions: the channels it had confirmed when it said no (replies come
     // in order, so every earlier open has been answered by now).
-    const std::size_t limit = std::max<std::size_t>(1, session->session.open_channels());
+    const std::size_t limit = std::max<std::size_t>(1, session->session->open_channels());
     if (limit < session->channel_limit) {
       session->channel_limit = limit;
       pool.learned_channel_limit = std::min(pool.learned_channel_limit, limit);
@@ -816,15 +1096,19 @@ void Registry::Impl::release(Lease::Slot& slot, int how) {
                      tag(pool, session.get()), limit);
     }
   }
-  if (how == kReleaseTimedOut) {
+  if (how == Lease::Finish::timed_out) {
     ++pool.stats.timeouts;
   }
-  if (how == kReleaseDiscard || how == kReleaseTimedOut || !session->session.alive()) {
-    session->draining = true;
+  if (how == Lease::Finish::cancelled) {
+    ++pool.stats.commands_cancelled;
   }
-  if (session->draining && session->in_use == 0) {
+  if (how == Lease::Finish::discard || how == Lease::Finish::timed_out ||
+      how == Lease::Finish::cancelled || !session->session->alive()) {
+    drain(pool, *session);
+  }
+  if (session->state == SessionState::draining && session->in_use == 0) {
     evict(pool, session,
-          !session->session.alive()            ? Eviction::dead
+          !session->session->alive()           ? Eviction::dead
           : Clock::now() >= session->retire_at ? Eviction::lifetime
                                                : Eviction::error);
   }
@@ -833,9 +1117,7 @@ void Registry::Impl::release(Lease::Slot& slot, int how) {
   } else {
     dispatch(pool);
   }
-  for (auto* waiter : drain_waiters_) {
-    waiter->cancel();
-  }
+  notify_progress();
 }
 
 void Registry::Impl::maintenance() {
@@ -847,19 +1129,21 @@ void Registry::Impl::maintenance() {
     std::size_t ready = pool.ready_count();
     // Oldest first, so the newest connections are the ones kept.
     for (auto candidate : std::vector<std::shared_ptr<PooledSession>>(pool.sessions)) {
-      if (!candidate->session.alive()) {
+      if (!candidate->connected()) {
+        continue;  // a handshake in flight
+      }
+      if (!candidate->session->alive()) {
+        drain(pool, *candidate);
         if (candidate->in_use == 0) {
           evict(pool, candidate, Eviction::dead);
-        } else {
-          candidate->draining = true;
         }
         continue;
       }
-      if (!candidate->draining && now >= candidate->retire_at) {
-        candidate->draining = true;  // replaced by the next waiter's growth; never cut mid-command
+      if (candidate->state == SessionState::ready && now >= candidate->retire_at) {
+        drain(pool, *candidate);  // replaced by the next waiter's growth; never cut mid-command
         --ready;
       }
-      if (candidate->draining) {
+      if (candidate->state == SessionState::draining) {
         if (candidate->in_use == 0) {
           evict(pool, candidate, Eviction::lifetime);
         }
@@ -877,7 +1161,7 @@ void Registry::Impl::maintenance() {
       logger()->info("[{}] cleaned up {} idle connections", id, cleaned);
     }
     // Connection warming: keep min_idle ready sessions.
-    if (!pool.removed && pool.ready_count() + pool.connecting < config_.min_idle) {
+    if (!pool.removed && pool.ready_count() + pool.connecting() < config_.min_idle) {
       maybe_grow(pool, true);
     }
     dispatch(pool);
@@ -906,14 +1190,17 @@ awaitable<std::size_t> Registry::Impl::warm(std::shared_ptr<Impl> self, std::str
   ServerPool& pool = *found->second;
   const std::size_t target = std::min(count, self->config_.max_connections);
   while (pool.ready_count() < target && !deadline.expired() && !self->shutting_down_) {
-    if (pool.ready_count() + pool.connecting < target) {
+    if (pool.ready_count() + pool.connecting() < target) {
       self->maybe_grow(pool, true);
     }
-    if (pool.connecting == 0 && pool.ready_count() < target) {
+    if (pool.connecting() == 0 && pool.ready_count() < target) {
       break;  // limits or backoff stop us
     }
     asio::steady_timer tick(self->executor_, std::chrono::milliseconds(5));
     co_await tick.async_wait(kNoThrow);
+    if (ssh::cancel_requested(co_await asio::this_coro::cancellation_state)) {
+      break;
+    }
   }
   co_return pool.ready_count();
 }
@@ -925,38 +1212,72 @@ awaitable<void> Registry::Impl::shutdown(std::shared_ptr<Impl> self, Deadline de
   for (auto& [id, pool] : self->servers_) {
     self->fail_waiters(*pool, closing);
   }
+  self->abandon_all_handshakes();
   // Let leased commands finish until the deadline.
   while (self->total_active_ > 0 && !deadline.expired()) {
-    asio::steady_timer wake(self->executor_, deadline.at());
-    self->drain_waiters_.push_back(&wake);
-    co_await wake.async_wait(kNoThrow);
-    std::erase(self->drain_waiters_, &wake);
+    co_await wait_progress(self, deadline);
   }
+  // Then close every session at once; each close signals the commands still running on it.
   for (auto& [id, pool] : self->servers_) {
     for (auto& session : std::vector<std::shared_ptr<PooledSession>>(pool->sessions)) {
+      if (!session->connected()) {
+        continue;  // a cancelled handshake, ending
+      }
       ++pool->stats.evictions[static_cast<std::size_t>(Eviction::shutdown)];
-      co_await close_session(session, deadline.min(Deadline::after(std::chrono::seconds(1))));
+      self->drain(*pool, *session);
+      self->set_state(*pool, *session, SessionState::closed);
+      std::erase(pool->sessions, session);
+      self->close_later(session, deadline);
     }
-    pool->sessions.clear();
+  }
+  // Nothing of ours may keep running once we return: closes, kills and handshakes end first.
+  const Deadline limit = Deadline(std::max(deadline.at(), Clock::now()) + kShutdownGrace);
+  while ((self->closes_running_ > 0 || self->handshakes_running_ > 0) && !limit.expired()) {
+    co_await wait_progress(self, limit);
   }
 }
 
 PoolStats Registry::Impl::stats_of(const ServerPool& pool) const {
   PoolStats stats = pool.stats;
-  stats.sessions_connecting = pool.connecting;
+  stats.sessions_connecting = pool.connecting();
   stats.waiters = pool.waiting();
-  const auto now = Clock::now();
-  stats.circuits_open = pool.circuit && now < pool.circuit_until ? 1 : 0;
-  stats.backing_off = !stats.circuits_open && now < pool.retry_at ? 1 : 0;
+  stats.channel_limit = pool.learned_channel_limit;
   for (const auto& session : pool.sessions) {
-    if (session->draining || !session->session.alive()) {
-      ++stats.sessions_draining;
-    } else {
+    if (!session->connected()) {
+      continue;
+    }
+    if (session->usable()) {
       ++stats.sessions_ready;
+      stats.channel_capacity += session->channel_limit;
+    } else {
+      ++stats.sessions_draining;
     }
     stats.channels_in_use += session->in_use;
   }
+  const auto now = Clock::now();
+  const auto until = [now](Clock::time_point at) {
+    return std::chrono::ceil<std::chrono::milliseconds>(at - now);
+  };
+  if (pool.circuit_open(now)) {
+    stats.circuits_open = 1;
+    stats.circuit_retry_in = until(pool.circuit_until);
+  }
+  if (pool.backing_off(now)) {
+    stats.backing_off = 1;
+    stats.backoff_retry_in = until(pool.retry_at);
+  }
   return stats;
+}
+
+std::optional<Error> Registry::Impl::connect_error_of(const ServerPool& pool) const {
+  const auto now = Clock::now();
+  if (pool.circuit_open(now)) {
+    return pool.circuit;
+  }
+  if (pool.backing_off(now)) {
+    return pool.last_connect_error;
+  }
+  return std::nullopt;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -980,10 +1301,10 @@ Lease& Lease::operator=(Lease&& other) noexcept {
 Lease::~Lease() { release(); }
 
 ssh::Session& Lease::session() const {
-  return slot_->direct ? *slot_->direct : slot_->pooled->session;
+  return slot_->direct ? *slot_->direct : *slot_->pooled->session;
 }
 
-void Lease::finish(int how) noexcept {
+void Lease::finish(Finish how) noexcept {
   if (!slot_) {
     return;
   }
@@ -991,10 +1312,11 @@ void Lease::finish(int how) noexcept {
   slot->registry->release(*slot, how);
 }
 
-void Lease::release() noexcept { finish(kReleaseNormal); }
-void Lease::discard() noexcept { finish(kReleaseDiscard); }
-void Lease::channel_refused() noexcept { finish(kReleaseChannelRefused); }
-void Lease::timed_out() noexcept { finish(kReleaseTimedOut); }
+void Lease::release() noexcept { finish(Finish::release); }
+void Lease::discard() noexcept { finish(Finish::discard); }
+void Lease::channel_refused() noexcept { finish(Finish::channel_refused); }
+void Lease::timed_out() noexcept { finish(Finish::timed_out); }
+void Lease::cancelled() noexcept { finish(Finish::cancelled); }
 
 // ---------------------------------------------------------------------------------------------
 // Registry
@@ -1005,6 +1327,7 @@ Registry::Registry(asio::any_io_executor executor, PoolConfig config)
 Registry::~Registry() {
   impl_->shutting_down_ = true;
   impl_->cleanup_timer_.cancel();
+  impl_->abandon_all_handshakes();  // nothing keeps connecting for a registry that is gone
 }
 
 void Registry::add_server(Server server) { impl_->add_server(std::move(server)); }
@@ -1020,18 +1343,18 @@ const PoolConfig& Registry::config() const noexcept { return impl_->config_; }
 
 asio::awaitable<Result<Lease>> Registry::async_acquire(std::string server_id, Priority priority,
                                                        Deadline deadline) {
-  return Impl::acquire(impl_, std::move(server_id), priority, deadline);
+  return ssh::async_no_cancel_throw(Impl::acquire(impl_, std::move(server_id), priority, deadline));
 }
 
 asio::awaitable<std::size_t> Registry::async_warm(std::string server_id, std::size_t count,
                                                   Deadline deadline) {
-  return Impl::warm(impl_, std::move(server_id), count, deadline);
+  return ssh::async_no_cancel_throw(Impl::warm(impl_, std::move(server_id), count, deadline));
 }
 
 void Registry::run_maintenance() { impl_->maintenance(); }
 
 asio::awaitable<void> Registry::async_shutdown(Deadline deadline) {
-  return Impl::shutdown(impl_, deadline);
+  return ssh::async_no_cancel_throw(Impl::shutdown(impl_, deadline));
 }
 
 PoolStats Registry::stats(const std::string& server_id) const {
@@ -1045,6 +1368,11 @@ PoolStats Registry::total_stats() const {
     total += impl_->stats_of(*pool);
   }
   return total;
+}
+
+std::optional<Error> Registry::connect_error(const std::string& server_id) const {
+  const auto found = impl_->servers_.find(server_id);
+  return found == impl_->servers_.end() ? std::nullopt : impl_->connect_error_of(*found->second);
 }
 
 std::vector<std::string> Registry::server_ids() const {

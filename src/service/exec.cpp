@@ -1,34 +1,31 @@
 #include "healer/service/exec.hpp"
 
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
-#include <asio/experimental/as_tuple.hpp>
-#include <asio/steady_timer.hpp>
-#include <asio/use_awaitable.hpp>
+#include <asio/this_coro.hpp>
 #include <memory>
 
 #include "healer/exec/executor.hpp"
+#include "healer/exec/worker_group.hpp"
 #include "healer/service/errors.hpp"
+#include "healer/ssh/cancellation.hpp"
 
 namespace healer::service {
 namespace {
 
-// What the workers of one fan-out share: each takes the next server in turn.
+// What the workers of one fan-out share (WorkerGroup children): each takes the next server in
+// turn. Once the fan-out is cancelled, the servers a worker still takes end at once (each command
+// ssh::Errc::cancelled), so every server has results.
 struct FanOut {
   FanOut(std::vector<std::string> server_ids, std::vector<std::string> command_list,
-         exec::RunOptions run_options, asio::any_io_executor executor)
+         exec::RunOptions run_options)
       : ids(std::move(server_ids)),
         commands(std::move(command_list)),
         options(std::move(run_options)),
-        results(ids.size()),
-        done(std::move(executor)) {}
+        results(ids.size()) {}
   std::vector<std::string> ids;
   std::vector<std::string> commands;
   exec::RunOptions options;
   std::vector<std::vector<Result<ssh::CommandResult>>> results;
   std::size_t next = 0;
-  std::size_t running = 0;
-  asio::steady_timer done;
 };
 
 asio::awaitable<void> fan_out_worker(exec::Executor* executor, std::shared_ptr<FanOut> fan) {
@@ -36,9 +33,6 @@ asio::awaitable<void> fan_out_worker(exec::Executor* executor, std::shared_ptr<F
     const std::size_t index = fan->next++;
     fan->results[index] =
         co_await executor->async_run_all(fan->ids[index], fan->commands, fan->options);
-  }
-  if (--fan->running == 0) {
-    fan->done.cancel();
   }
 }
 
@@ -89,17 +83,17 @@ asio::awaitable<Result<ExecOutcome>> async_exec(Runtime& runtime, ExecRequest re
   options.deadline = Deadline::after(request.timeout);
   options.priority = request.priority;
   options.stdin_data = std::move(request.stdin_data);
-  auto loop = runtime.io().get_executor();
-  auto fan = std::make_shared<FanOut>(*ids, std::move(request.commands), std::move(options), loop);
+  auto fan = std::make_shared<FanOut>(*ids, std::move(request.commands), std::move(options));
   const std::size_t workers = std::min(ids->size(), std::max<std::size_t>(request.parallel, 1));
-  fan->running = workers;
+  // A cancellation of this coroutine reaches every worker, and the wait below outlasts them all.
+  exec::WorkerGroup group(runtime.io().get_executor());
+  if (ssh::cancel_requested(co_await asio::this_coro::cancellation_state)) {
+    group.cancel();
+  }
   for (std::size_t i = 0; i < workers; ++i) {
-    asio::co_spawn(loop, fan_out_worker(&runtime.executor(), fan), asio::detached);
+    group.spawn(fan_out_worker(&runtime.executor(), fan));
   }
-  while (fan->running > 0) {
-    fan->done.expires_at(Clock::time_point::max());
-    co_await fan->done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
-  }
+  co_await group.async_wait();
 
   ExecOutcome outcome;
   for (std::size_t i = 0; i < records.size(); ++i) {

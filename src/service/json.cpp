@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sodium.h>
 
+#include <chrono>
 #include <ctime>
 
 #include "healer/service/errors.hpp"
@@ -497,11 +498,17 @@ Json to_json(const pool::PoolStats& stats) {
               {"sessions_draining", stats.sessions_draining},
               {"sessions_opened", stats.sessions_opened},
               {"channels_in_use", stats.channels_in_use},
+              {"channel_capacity", stats.channel_capacity},
+              {"channel_limit", stats.channel_limit},
               {"waiters", stats.waiters},
               {"circuits_open", stats.circuits_open},
               {"backing_off", stats.backing_off},
+              {"circuit_retry_in_ms", stats.circuit_retry_in.count()},
+              {"backoff_retry_in_ms", stats.backoff_retry_in.count()},
               {"handshakes_started", stats.handshakes_started},
               {"handshakes_failed", stats.handshakes_failed},
+              {"handshakes_cancelled", stats.handshakes_cancelled},
+              {"handshakes_retried", stats.handshakes_retried},
               {"acquisitions", stats.acquisitions},
               {"served_by_existing", stats.served_by_existing},
               {"commands", stats.commands},
@@ -509,6 +516,8 @@ Json to_json(const pool::PoolStats& stats) {
               {"reuse", stats.reuse()},
               {"exhausted", stats.exhausted},
               {"timeouts", stats.timeouts},
+              {"acquires_cancelled", stats.acquires_cancelled},
+              {"commands_cancelled", stats.commands_cancelled},
               {"channels_refused", stats.channels_refused},
               {"channel_limit_lowered", stats.channel_limit_lowered},
               {"health_checks", stats.health_checks},
@@ -535,16 +544,28 @@ pool::PoolStats pool_stats_from_json(const Json& document) {
   get("sessions_draining", stats.sessions_draining);
   get("sessions_opened", stats.sessions_opened);
   get("channels_in_use", stats.channels_in_use);
+  get("channel_capacity", stats.channel_capacity);
+  get("channel_limit", stats.channel_limit);
   get("waiters", stats.waiters);
   get("circuits_open", stats.circuits_open);
   get("backing_off", stats.backing_off);
+  std::chrono::milliseconds::rep circuit_ms = 0;
+  std::chrono::milliseconds::rep backoff_ms = 0;
+  get("circuit_retry_in_ms", circuit_ms);
+  get("backoff_retry_in_ms", backoff_ms);
+  stats.circuit_retry_in = std::chrono::milliseconds(circuit_ms);
+  stats.backoff_retry_in = std::chrono::milliseconds(backoff_ms);
   get("handshakes_started", stats.handshakes_started);
   get("handshakes_failed", stats.handshakes_failed);
+  get("handshakes_cancelled", stats.handshakes_cancelled);
+  get("handshakes_retried", stats.handshakes_retried);
   get("acquisitions", stats.acquisitions);
   get("served_by_existing", stats.served_by_existing);
   get("commands", stats.commands);
   get("exhausted", stats.exhausted);
   get("timeouts", stats.timeouts);
+  get("acquires_cancelled", stats.acquires_cancelled);
+  get("commands_cancelled", stats.commands_cancelled);
   get("channels_refused", stats.channels_refused);
   get("channel_limit_lowered", stats.channel_limit_lowered);
   get("health_checks", stats.health_checks);

@@ -6,12 +6,14 @@
 #include <libssh/server.h>  // ssh_send_keepalive lives here but serves clients too
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sodium.h>
 #include <string.h>  // explicit_bzero
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -25,10 +27,13 @@
 #include <filesystem>
 #include <list>
 #include <optional>
+#include <stdexcept>
 #include <utility>
+#include <vector>
 
 #include "agent_filter.hpp"
 #include "healer/core/log.hpp"
+#include "healer/ssh/cancellation.hpp"
 #include "wait_list.hpp"
 
 namespace healer::ssh {
@@ -69,6 +74,25 @@ std::atomic<std::uint64_t> g_next_session_id{1};
 // Environment variable that marks a root login's command processes (see Session::Impl::reap).
 constexpr const char* kRunMarker = "HEALER_RUN";
 
+// The longest keepalive silence a session tracks: a century fits steady_clock's nanoseconds with
+// room to spare, so interval x max_missed set in code can never overflow a time_point.
+constexpr std::chrono::milliseconds kLongestKeepalive = std::chrono::hours(24 * 365 * 100);
+
+// A run id for the HEALER_RUN marker: 128 random bits from libsodium's CSPRNG, in hex. Random,
+// not derived from the pid or a counter, so nobody on the server can predict the value and have a
+// timeout kill their own processes, or hide theirs from it.
+std::string random_run_id() {
+  static const bool ready = sodium_init() >= 0;  // idempotent and thread-safe; 1 = was ready
+  if (!ready) {
+    throw std::runtime_error("libsodium could not be initialised (no entropy source)");
+  }
+  std::array<unsigned char, 16> bytes{};
+  randombytes_buf(bytes.data(), bytes.size());
+  std::array<char, 2 * 16 + 1> hex{};
+  sodium_bin2hex(hex.data(), hex.size(), bytes.data(), bytes.size());
+  return std::string(hex.data());
+}
+
 std::shared_ptr<spdlog::logger> logger() {
   static const auto instance = log::get("ssh");
   return instance;
@@ -104,8 +128,13 @@ struct ChannelState {
   bool err_truncated = false;
   std::uint64_t out_bytes = 0;
   std::uint64_t err_bytes = 0;
-  bool opened = false;  // the server confirmed the channel
-  std::string run_id;   // root logins: marks the command's processes for the kill fallback
+  bool opened = false;        // the server confirmed the channel
+  bool exec_started = false;  // the server accepted the exec request: a process may run
+  bool cut = false;           // a closing session stopped waiting for it (see close())
+  bool reaping = false;       // reap() is signalling it
+  bool reaper = false;        // the root-login kill command of reap(): a close never cuts it
+  std::chrono::milliseconds kill_grace{500};
+  std::string run_id;  // root logins: marks the command's processes for the kill fallback
   bool remote_eof = false;
   bool remote_closed = false;
   std::optional<int> exit_status;
@@ -157,7 +186,7 @@ struct ChannelState {
 
 class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
  public:
-  // Session states; changed only by connect(), begin_close() and teardown().
+  // Session states; changed only by connect(), close() and teardown().
   enum class State { connecting, ready, closing, closed };
 
   Impl(asio::any_io_executor executor, Endpoint endpoint, ConnectOptions options)
@@ -174,6 +203,11 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   ~Impl() { teardown(make_error(Errc::cancelled, "session destroyed")); }
 
   static awaitable<Result<void>> connect(std::shared_ptr<Impl> self, Deadline deadline);
+  // A new session through connect(), with the phase a failure stopped in.
+  static awaitable<ConnectAttempt> attempt(Endpoint endpoint, ConnectOptions options,
+                                           Deadline deadline);
+  static awaitable<Result<Session>> connect_session(Endpoint endpoint, ConnectOptions options,
+                                                    Deadline deadline);
   /// `while_closing`: also during a graceful close (the timeout reaper's kill command).
   static awaitable<Result<CommandResult>> exec(std::shared_ptr<Impl> self, std::string command,
                                                ExecOptions options, Deadline deadline,
@@ -202,12 +236,15 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   Error failure_;
   std::string fingerprint_;
   SessionStats stats_;
+  ConnectPhase phase_ = ConnectPhase::setup;  // how far connect() got
 
  private:
   // Runs a non-blocking libssh call until it stops returning SSH_AGAIN, waiting for socket
   // progress in between. Fails with timeout at the deadline or with the session's failure.
+  // `cancellable`: a cancellation request ends the wait with Errc::cancelled; otherwise the call
+  // is driven to its end (a request the server must answer, or it keeps state we forgot).
   template <class Op>
-  awaitable<Result<int>> drive(Op op, Deadline deadline, int again_code);
+  awaitable<Result<int>> drive(Op op, Deadline deadline, int again_code, bool cancellable = true);
   // Called after every libssh call: wakes waiters if packets arrived, flushes pending output.
   void after_libssh_call();
   void start_io();
@@ -217,8 +254,9 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   static awaitable<void> pump(std::shared_ptr<Impl> self);
   static awaitable<void> flush_output(std::shared_ptr<Impl> self);
   static awaitable<void> keepalive(std::shared_ptr<Impl> self);
-  static awaitable<void> reap(std::shared_ptr<Impl> self, std::shared_ptr<ChannelState> channel,
-                              std::chrono::milliseconds grace);
+  static awaitable<void> reap(std::shared_ptr<Impl> self, std::shared_ptr<ChannelState> channel);
+  // Starts reap() for a channel whose command may still run (at most once per channel).
+  void start_reap(const std::shared_ptr<ChannelState>& channel);
   void release_channel(const std::shared_ptr<ChannelState>& channel);
   Error connection_error(const char* phase);
   Result<void> verify_host_key();
@@ -242,7 +280,6 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   std::list<std::shared_ptr<ChannelState>> channels_;
   bool flushing_ = false;
   bool root_login_ = false;  // sshd refuses "signal" requests for root logins
-  std::uint64_t runs_ = 0;   // commands started, for run ids
   int reaping_ = 0;          // timed-out commands still being killed
   asio::steady_timer keepalive_timer_;
 };
@@ -266,7 +303,8 @@ void Session::Impl::after_libssh_call() {
 }
 
 template <class Op>
-awaitable<Result<int>> Session::Impl::drive(Op op, Deadline deadline, int again_code) {
+awaitable<Result<int>> Session::Impl::drive(Op op, Deadline deadline, int again_code,
+                                            bool cancellable) {
   for (;;) {
     if (state_ == State::closed) {
       co_return failure_;
@@ -278,6 +316,10 @@ awaitable<Result<int>> Session::Impl::drive(Op op, Deadline deadline, int again_
     }
     if (deadline.expired()) {
       co_return make_error(Errc::timeout, "deadline passed");
+    }
+    const bool cancel = cancel_requested(co_await asio::this_coro::cancellation_state);
+    if (cancellable && cancel) {
+      co_return make_error(Errc::cancelled, fmt::format("{}: cancelled", peer_));
     }
     co_await waiters_.wait(deadline);
   }
@@ -349,8 +391,10 @@ awaitable<void> Session::Impl::flush_output(std::shared_ptr<Impl> self) {
 // Keepalive: a global request that wants a reply, sent when the connection has been quiet for an
 // interval. Any packet received counts as an answer. Quiet for interval x max_missed = dead.
 awaitable<void> Session::Impl::keepalive(std::shared_ptr<Impl> self) {
-  const auto interval = self->options_.keepalive_interval;
-  const auto dead_after = interval * std::max(1, self->options_.keepalive_max_missed);
+  const auto interval = std::min(self->options_.keepalive_interval, kLongestKeepalive);
+  const int missed = std::max(1, self->options_.keepalive_max_missed);
+  const auto dead_after =
+      interval.count() > kLongestKeepalive.count() / missed ? kLongestKeepalive : interval * missed;
   while (self->state_ != State::closed) {
     const auto quiet_since = self->last_rx_;
     const auto next_send = std::max(quiet_since, self->last_keepalive_) + interval;
@@ -483,6 +527,11 @@ awaitable<Result<void>> Session::Impl::tcp_connect(Deadline deadline) {
   auto [resolve_ec, endpoints] =
       co_await resolver.async_resolve(endpoint_.host, std::to_string(endpoint_.port),
                                       asio::ip::resolver_base::numeric_service, kNoThrow);
+  if (cancel_requested(co_await asio::this_coro::cancellation_state)) {
+    timer.cancel();
+    co_await asio::post(executor, use_awaitable);  // let the timer handler finish
+    co_return make_error(Errc::cancelled, fmt::format("{}: cancelled while resolving", peer_));
+  }
   if (resolve_ec) {
     timer.cancel();
     co_await asio::post(executor, use_awaitable);  // let the timer handler finish
@@ -499,12 +548,17 @@ awaitable<Result<void>> Session::Impl::tcp_connect(Deadline deadline) {
     socket.close(ignored);
     auto [ec] = co_await socket.async_connect(entry.endpoint(), kNoThrow);
     connect_ec = ec;
-    if (!ec || timed_out) {
+    const bool cancel = cancel_requested(co_await asio::this_coro::cancellation_state);
+    if (!ec || timed_out || cancel) {
       break;
     }
   }
   timer.cancel();
   co_await asio::post(executor, use_awaitable);  // let the timer handler finish
+  if (cancel_requested(co_await asio::this_coro::cancellation_state)) {
+    co_return make_error(Errc::cancelled,
+                         fmt::format("{}: cancelled while opening the TCP connection", peer_));
+  }
   if (connect_ec) {
     if (timed_out) {
       co_return make_error(Errc::connect_timeout,
@@ -790,16 +844,19 @@ awaitable<Result<void>> Session::Impl::authenticate(Deadline deadline) {
 
 awaitable<Result<void>> Session::Impl::connect(std::shared_ptr<Impl> self, Deadline deadline) {
   const auto started = Clock::now();
+  self->phase_ = ConnectPhase::setup;
   if (auto identity = self->load_identity(); !identity) {
     self->teardown(identity.error());
     co_return identity.error();
   }
+  self->phase_ = ConnectPhase::tcp;
   if (auto tcp = co_await self->tcp_connect(deadline); !tcp) {
     self->teardown(tcp.error());
     co_return tcp.error();
   }
   self->start_io();
   ssh_session s = self->session_.get();
+  self->phase_ = ConnectPhase::handshake;
   auto handshake = co_await self->drive([s] { return ssh_connect(s); }, deadline, SSH_AGAIN);
   if (!handshake || *handshake != SSH_OK) {
     Error error;
@@ -823,10 +880,12 @@ awaitable<Result<void>> Session::Impl::connect(std::shared_ptr<Impl> self, Deadl
     co_return error;
   }
   // A changed or unknown key stops here, before any credential leaves this process.
+  self->phase_ = ConnectPhase::host_key;
   if (auto verified = self->verify_host_key(); !verified) {
     self->teardown(verified.error());
     co_return verified.error();
   }
+  self->phase_ = ConnectPhase::auth;
   if (auto auth = co_await self->authenticate(deadline); !auth) {
     Error error = auth.error();
     if (error.code == Errc::timeout) {
@@ -851,6 +910,7 @@ awaitable<Result<void>> Session::Impl::connect(std::shared_ptr<Impl> self, Deadl
     co_return error;
   }
   self->state_ = State::ready;
+  self->phase_ = ConnectPhase::ready;
   self->last_rx_ = Clock::now();
   if (self->options_.keepalive_interval.count() > 0) {
     asio::co_spawn(self->executor_, keepalive(self), asio::detached);
@@ -871,8 +931,14 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
                          self->state_ == State::closed ? self->failure_.message()
                                                        : fmt::format("{} is closing", self->peer_));
   }
+  if (cancel_requested(co_await asio::this_coro::cancellation_state)) {
+    co_return make_error(Errc::cancelled,
+                         fmt::format("{}: cancelled before the command started", self->peer_));
+  }
   const auto started = Clock::now();
   auto state = std::make_shared<ChannelState>(options.max_output);
+  state->kill_grace = options.kill_grace;
+  state->reaper = while_closing;
   state->channel.reset(ssh_channel_new(self->session_.get()));
   if (!state->channel) {
     co_return make_error(Errc::protocol, fmt::format("{}: ssh_channel_new failed", self->peer_));
@@ -883,12 +949,15 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
   if (self->root_login_) {
     // sshd ignores "signal" requests after a root login; mark the command's processes so a
     // timeout can find and kill them from a second channel (see reap()).
-    state->run_id = fmt::format("{}-{}-{}", ::getpid(), self->id_, ++self->runs_);
+    state->run_id = random_run_id();
     command = fmt::format("export {}={}; {}", kRunMarker, state->run_id, command);
   }
 
+  // Not cancellable: a channel the server confirms after we forgot it would hold one of its
+  // MaxSessions slots for the connection's life. A cancellation waits for the answer (one round
+  // trip), then closes the channel.
   auto opened = co_await self->drive([channel] { return ssh_channel_open_session(channel); },
-                                     deadline, SSH_AGAIN);
+                                     deadline, SSH_AGAIN, false);
   if (!opened || *opened != SSH_OK) {
     Error error;
     if (!opened) {
@@ -916,10 +985,19 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
   ++self->stats_.channels_opened;
   state->opened = true;
   const auto opened_at = Clock::now();
+  const bool cancel_before_exec = cancel_requested(co_await asio::this_coro::cancellation_state);
+  if (state->cut || cancel_before_exec) {
+    self->release_channel(state);
+    co_return make_error(Errc::cancelled,
+                         fmt::format("{}: {} before the command started", self->peer_,
+                                     state->cut ? "the session closed" : "cancelled"));
+  }
 
+  // Not cancellable either: once sent, the command may start; a cancellation waits for the
+  // server's answer, then signals the command like a timed-out one.
   auto requested = co_await self->drive(
       [channel, &command] { return ssh_channel_request_exec(channel, command.c_str()); }, deadline,
-      SSH_AGAIN);
+      SSH_AGAIN, false);
   if (!requested || *requested != SSH_OK) {
     Error error = !requested
                       ? requested.error()
@@ -930,11 +1008,17 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
     self->release_channel(state);
     co_return error;
   }
+  state->exec_started = true;
 
   // stdin, within the peer's window, then EOF.
   std::size_t sent = 0;
+  bool cancelled = false;
   while (sent < options.stdin_data.size() && self->state_ != State::closed && !deadline.expired() &&
-         !state->remote_closed) {
+         !state->remote_closed && !state->cut) {
+    if (cancel_requested(co_await asio::this_coro::cancellation_state)) {
+      cancelled = true;
+      break;
+    }
     const std::uint32_t window = ssh_channel_window_size(channel);
     if (window == 0) {
       co_await self->waiters_.wait(deadline);
@@ -957,19 +1041,40 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
     self->after_libssh_call();
   }
 
-  while (!state->remote_closed && self->state_ != State::closed && !deadline.expired()) {
+  while (!cancelled && !state->remote_closed && self->state_ != State::closed &&
+         !deadline.expired() && !state->cut) {
+    if (cancel_requested(co_await asio::this_coro::cancellation_state)) {
+      cancelled = true;
+      break;
+    }
     co_await self->waiters_.wait(deadline);
   }
   if (self->state_ == State::closed) {
     co_return self->failure_;
   }
   if (!state->remote_closed) {
+    const auto ran_ms = ms_between(started, Clock::now());
+    // Still running: TERM, then KILL, then its channel is closed. close() may have started that
+    // already; a command whose exec request was in flight when close() looked is reaped here.
+    self->start_reap(state);
+    if (state->cut) {
+      co_return make_error(Errc::cancelled,
+                           fmt::format("{}: the connection was closed while the command ran ({} "
+                                       "ms); sent SIGTERM, then SIGKILL",
+                                       self->peer_, ran_ms));
+    }
+    if (cancelled) {
+      ++self->stats_.commands_cancelled;
+      co_return make_error(Errc::cancelled,
+                           fmt::format("{}: command cancelled after {} ms; sent SIGTERM, then "
+                                       "SIGKILL",
+                                       self->peer_, ran_ms));
+    }
     ++self->stats_.commands_timed_out;
-    asio::co_spawn(self->executor_, reap(self, state, options.kill_grace), asio::detached);
     co_return make_error(Errc::timeout,
                          fmt::format("{}: command still running at its deadline ({} ms); sent "
                                      "SIGTERM, then SIGKILL",
-                                     self->peer_, ms_between(started, Clock::now())));
+                                     self->peer_, ran_ms));
   }
   const auto finished = Clock::now();
   CommandResult result;
@@ -988,13 +1093,22 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
   co_return result;
 }
 
-// After a timeout: TERM, a grace period, KILL, a grace period, then the channel is closed (root
-// logins: the marked processes are killed from a second channel instead). The
-// channel keeps its slot until then so the session is never over-committed.
+void Session::Impl::start_reap(const std::shared_ptr<ChannelState>& channel) {
+  if (channel->reaping) {
+    return;
+  }
+  channel->reaping = true;
+  ++reaping_;  // counted now, so a close() that starts before reap() runs waits for it
+  asio::co_spawn(executor_, reap(shared_from_this(), channel), asio::detached);
+}
+
+// After a timeout, a cancellation or a close that cut the command: TERM, a grace period, KILL, a
+// grace period, then the channel is closed (root logins: the marked processes are killed from a
+// second channel instead). The channel keeps its slot until then so the session is never
+// over-committed.
 awaitable<void> Session::Impl::reap(std::shared_ptr<Impl> self,
-                                    std::shared_ptr<ChannelState> channel,
-                                    std::chrono::milliseconds grace) {
-  ++self->reaping_;
+                                    std::shared_ptr<ChannelState> channel) {
+  const auto grace = channel->kill_grace;
   for (const char* signal : {"TERM", "KILL"}) {
     if (self->state_ == State::closed || channel->remote_closed || !channel->channel ||
         !channel->run_id.empty()) {  // root login: sshd would refuse the signal
@@ -1049,6 +1163,9 @@ awaitable<Result<void>> Session::Impl::ping(std::shared_ptr<Impl> self, Deadline
   self->send_keepalive();
   while (self->rx_counter_.in_packets == received_before && self->state_ == State::ready &&
          !deadline.expired()) {
+    if (cancel_requested(co_await asio::this_coro::cancellation_state)) {
+      co_return make_error(Errc::cancelled, fmt::format("{}: ping cancelled", self->peer_));
+    }
     co_await self->waiters_.wait(deadline);
   }
   if (self->state_ == State::closed) {
@@ -1071,6 +1188,34 @@ awaitable<void> Session::Impl::close(std::shared_ptr<Impl> self, Deadline deadli
   while ((!self->channels_.empty() || self->reaping_ > 0) && self->state_ != State::closed &&
          !deadline.expired()) {
     co_await self->waiters_.wait(deadline);
+  }
+  // Commands still running are signalled before the connection goes: sshd sends no SIGHUP to a
+  // command without a terminal, so closing alone would leave it running on the server.
+  if (self->state_ != State::closed && (!self->channels_.empty() || self->reaping_ > 0)) {
+    std::chrono::milliseconds longest{0};
+    std::size_t signalled = 0;
+    for (const auto& channel : std::vector<std::shared_ptr<ChannelState>>(self->channels_.begin(),
+                                                                          self->channels_.end())) {
+      if (channel->reaper) {
+        continue;  // killing a command for a reap() that the wait below lets finish
+      }
+      channel->cut = true;  // an open or exec request in flight: its exec() reaps or releases it
+      if (channel->exec_started && !channel->remote_closed && !channel->reaping) {
+        self->start_reap(channel);
+        ++signalled;
+      }
+      longest = std::max(longest, channel->kill_grace);
+    }
+    if (signalled > 0) {
+      logger()->info("{} closing with {} commands still running: sent SIGTERM", self->tag(),
+                     signalled);
+    }
+    self->waiters_.notify_all();  // their exec() calls stop waiting
+    const auto until = Deadline::after(2 * longest + std::chrono::seconds(5));
+    while ((!self->channels_.empty() || self->reaping_ > 0) && self->state_ != State::closed &&
+           !until.expired()) {
+      co_await self->waiters_.wait(until);
+    }
   }
   self->teardown(make_error(Errc::cancelled, fmt::format("{} closed", self->peer_)));
 }
@@ -1095,28 +1240,78 @@ Session::~Session() {
   }
 }
 
-asio::awaitable<Result<Session>> Session::async_connect(Endpoint endpoint, ConnectOptions options,
-                                                        Deadline deadline) {
+const char* phase_name(ConnectPhase phase) noexcept {
+  switch (phase) {
+    case ConnectPhase::setup:
+      return "setup";
+    case ConnectPhase::tcp:
+      return "tcp";
+    case ConnectPhase::handshake:
+      return "handshake";
+    case ConnectPhase::host_key:
+      return "host_key";
+    case ConnectPhase::auth:
+      return "auth";
+    case ConnectPhase::ready:
+      return "ready";
+  }
+  return "unknown";
+}
+
+ConnectAttempt::ConnectAttempt(Result<Session> connected, ConnectPhase reached)
+    : session(std::move(connected)), phase(reached) {}
+
+bool ConnectAttempt::dropped_before_auth() const noexcept {
+  return !session && session.error().code == Errc::disconnected &&
+         (phase == ConnectPhase::tcp || phase == ConnectPhase::handshake);
+}
+
+awaitable<ConnectAttempt> Session::Impl::attempt(Endpoint endpoint, ConnectOptions options,
+                                                 Deadline deadline) {
   auto executor = co_await asio::this_coro::executor;
   auto impl = std::make_shared<Impl>(executor, std::move(endpoint), std::move(options));
-  auto connected = co_await Impl::connect(impl, deadline);
+  auto connected = co_await connect(impl, deadline);
+  const ConnectPhase phase = impl->phase_;
   if (!connected) {
-    co_return std::move(connected).error();
+    Error error = std::move(connected).error();
+    if (error.code == Errc::cancelled) {
+      error.detail = fmt::format("{}: connection attempt cancelled during the {} phase",
+                                 impl->peer_, phase_name(phase));
+    }
+    co_return ConnectAttempt(std::move(error), phase);
   }
-  co_return Session(std::move(impl));
+  co_return ConnectAttempt(Session(std::move(impl)), phase);
+}
+
+awaitable<Result<Session>> Session::Impl::connect_session(Endpoint endpoint, ConnectOptions options,
+                                                          Deadline deadline) {
+  auto outcome = co_await attempt(std::move(endpoint), std::move(options), deadline);
+  co_return std::move(outcome.session);
+}
+
+asio::awaitable<Result<Session>> Session::async_connect(Endpoint endpoint, ConnectOptions options,
+                                                        Deadline deadline) {
+  return async_no_cancel_throw(
+      Impl::connect_session(std::move(endpoint), std::move(options), deadline));
+}
+
+asio::awaitable<ConnectAttempt> Session::async_attempt(Endpoint endpoint, ConnectOptions options,
+                                                       Deadline deadline) {
+  return async_no_cancel_throw(Impl::attempt(std::move(endpoint), std::move(options), deadline));
 }
 
 asio::awaitable<Result<CommandResult>> Session::async_exec(std::string command, ExecOptions options,
                                                            Deadline deadline) {
-  return Impl::exec(impl_, std::move(command), std::move(options), deadline, false);
+  return async_no_cancel_throw(
+      Impl::exec(impl_, std::move(command), std::move(options), deadline, false));
 }
 
 asio::awaitable<Result<void>> Session::async_ping(Deadline deadline) {
-  return Impl::ping(impl_, deadline);
+  return async_no_cancel_throw(Impl::ping(impl_, deadline));
 }
 
 asio::awaitable<void> Session::async_close(Deadline deadline) {
-  return Impl::close(impl_, deadline);
+  return async_no_cancel_throw(Impl::close(impl_, deadline));
 }
 
 bool Session::alive() const noexcept { return impl_ && impl_->alive(); }

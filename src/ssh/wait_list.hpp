@@ -5,6 +5,7 @@
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
+#include <cassert>
 #include <list>
 
 #include "healer/core/deadline.hpp"
@@ -18,6 +19,10 @@ class WaitList {
   explicit WaitList(asio::any_io_executor executor) : executor_(std::move(executor)) {}
   WaitList(const WaitList&) = delete;
   WaitList& operator=(const WaitList&) = delete;
+  /// Every waiting frame holds its session alive, so none can wait on a list being destroyed; an
+  /// entry left here is a frame that was freed without unlinking its timer (see wait()), and the
+  /// next notify_all() of a list like this one would touch freed memory.
+  ~WaitList() { assert(timers_.empty() && "a freed coroutine frame left its timer linked"); }
 
   /// Suspends until notify_all() or the deadline, whichever comes first.
   asio::awaitable<void> wait(Deadline deadline) {

@@ -4,12 +4,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "blackhole_proxy.hpp"
 #include "child_process.hpp"
 #include "healer/cli/exit_codes.hpp"
 #include "poll_until.hpp"
@@ -87,6 +89,24 @@ TEST(Cli, ClosedPortIsOneClearLineAndItsExitCode) {
   EXPECT_EQ(run.out, "");
   EXPECT_NE(run.err.find("127.0.0.1:" + std::to_string(port)), std::string::npos) << run.err;
   EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << run.err;
+}
+
+// A server that accepts TCP and never speaks SSH: the caller's --timeout, not connect_timeout
+// (30 s here), ends the run, with connect_timeout's exit code, and the process is gone by then
+// (run_command kills it after 6 s).
+TEST(Cli, SilentServerEndsAtTheTimeoutWithConnectTimeout) {
+  SshdFixture sshd;  // not started: only its files are used
+  test::BlackholeProxy blackhole;
+  blackhole.start();
+  auto argv = exec_argv(sshd, {"--timeout", "2"}, {"true"});
+  argv[5] = std::to_string(blackhole.port());
+  std::vector<std::string> with_env{"env", "HEALER_CONNECT_TIMEOUT=30000"};
+  with_env.insert(with_env.end(), argv.begin(), argv.end());
+  const auto run = test::run_command(with_env, std::chrono::seconds(6));
+  EXPECT_FALSE(run.timed_out) << "still running " << run.elapsed.count() << " ms after start";
+  EXPECT_EQ(run.exit_code(), cli::kExitConnectTimeout) << run.err;
+  EXPECT_GE(run.elapsed, std::chrono::milliseconds(2000)) << run.err;
+  EXPECT_EQ(blackhole.accepted_count(), 1U);
 }
 
 TEST(Cli, UnknownHostAndChangedKeyHaveTheirExitCodes) {
@@ -258,7 +278,8 @@ TEST(Cli, SigintStopsTheRemoteCommandAndExits130) {
   sshd.start();
   auto argv = exec_argv(sshd, {}, {"sleep 31400"});
   auto process = test::ChildProcess::spawn(argv);
-  ASSERT_TRUE(test::poll_until([&] { return sshd.remote_processes_matching("sleep 31400") == 1; },
+  // The sleep itself (its `sh -c` may fork it or exec it, depending on the login shell).
+  ASSERT_TRUE(test::poll_until([&] { return sshd.server_commands_running("sleep 31400") == 1; },
                                std::chrono::seconds(10)));
   process.signal(SIGINT);
   const auto ended = process.wait_for_exit(std::chrono::seconds(5));

@@ -431,6 +431,16 @@ TEST(Daemon, MetricsPassPromtoolAndShowEachServersSeries) {
   // promtool lints too (e.g. counters without _total); only errors fail a scrape.
   EXPECT_EQ(checked.err.find("error"), std::string::npos) << checked.err;
   EXPECT_NE(metrics.body.find("healer_pool_hit_ratio{server=\"web\"}"), std::string::npos);
+  // The pool's limits, circuit/backoff state and cancellation/retry counters, per server.
+  for (const char* family :
+       {"healer_pool_channel_capacity", "healer_pool_channel_limit", "healer_pool_circuit_open",
+        "healer_pool_circuit_retry_seconds", "healer_pool_backing_off",
+        "healer_pool_backoff_retry_seconds", "healer_pool_handshakes_cancelled_total",
+        "healer_pool_handshake_retries_total", "healer_pool_acquires_cancelled_total",
+        "healer_pool_commands_cancelled_total"}) {
+    EXPECT_NE(metrics.body.find(std::string(family) + "{server=\"web\"}"), std::string::npos)
+        << family;
+  }
   EXPECT_NE(metrics.body.find("server=\"a \\\"quoted\\\"\\\\name\""), std::string::npos);
   const auto probe = daemon.get("/probe?target=web");
   EXPECT_EQ(probe.status, 200);

@@ -4,6 +4,7 @@
 #include "healer/exec/executor.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -13,10 +14,13 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <chrono>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "async_poll.hpp"
+#include "blackhole_proxy.hpp"
+#include "cancellable.hpp"
 #include "healer/core/pool_config.hpp"
 #include "healer/pool/errors.hpp"
 #include "healer/pool/pool.hpp"
@@ -42,10 +46,6 @@ pool::Server server_for(const SshdFixture& sshd, std::string id = kServer,
   return test::pool_server(sshd, std::move(id), key);
 }
 
-std::int64_t ms_since(Clock::time_point since) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since).count();
-}
-
 exec::RunOptions run_options(std::chrono::milliseconds timeout) {
   exec::RunOptions options;
   options.deadline = Deadline::after(timeout);
@@ -56,8 +56,8 @@ struct Observed {
   std::vector<Result<ssh::CommandResult>> results;
   pool::PoolStats stats;
   pool::PoolStats stats_after;
-  std::int64_t elapsed_ms = 0;
   std::size_t remote_left = 0;
+  std::vector<bool> checks;  // conditions seen inside the scenario, in order
 };
 
 class ExecutorTest : public ::testing::Test {
@@ -71,13 +71,23 @@ asio::awaitable<Observed> run_all_in_order(pool::Registry* registry,
                                            std::vector<std::string> commands) {
   Observed seen;
   exec::Executor executor(*registry);
-  const auto started = Clock::now();
   auto options = run_options(10s);
   seen.results = co_await executor.async_run_all(kServer, std::move(commands), options);
-  seen.elapsed_ms = ms_since(started);
   seen.stats = registry->stats(kServer);
   co_await registry->async_shutdown(Deadline::after(5s));
   co_return seen;
+}
+
+// Waits (up to 5 s) until `count` commands of this rendezvous have arrived in `dir` (a directory
+// on the server), then sleeps `after` seconds and prints `name`: the commands can only all finish
+// if they run at the same time, and they finish in the order their `after` gives.
+std::string rendezvous(const std::filesystem::path& dir, int count, const std::string& name,
+                       const std::string& after) {
+  return "mkdir -p " + dir.string() + " && touch " + dir.string() + "/" + name +
+         " && for i in $(seq 100); do [ $(ls " + dir.string() + " | wc -l) -ge " +
+         std::to_string(count) + " ] && break; sleep 0.05; done; [ $(ls " + dir.string() +
+         " | wc -l) -ge " + std::to_string(count) + " ] || exit 99; sleep " + after + "; echo " +
+         name;
 }
 
 TEST_F(ExecutorTest, RunAllReturnsResultsInInputOrder) {
@@ -85,22 +95,23 @@ TEST_F(ExecutorTest, RunAllReturnsResultsInInputOrder) {
   sshd.start();
   pool::Registry registry(io_.get_executor(), PoolConfig{});
   registry.add_server(server_for(sshd));
-  // They finish in reverse order; a non-zero exit is data, not an error.
-  const std::vector<std::string> commands = {"sleep 0.6; echo a", "sleep 0.4; echo b",
-                                             "sleep 0.2; echo c", "echo d", "echo e >&2; exit 7"};
+  // The first three meet before any of them finishes (so they run concurrently, not one after
+  // another), then finish in reverse order; a non-zero exit is data, not an error.
+  const auto meeting = sshd.home_dir() / "rendezvous";
+  const std::vector<std::string> commands = {
+      rendezvous(meeting, 3, "a", "0.4"), rendezvous(meeting, 3, "b", "0.2"),
+      rendezvous(meeting, 3, "c", "0"), "echo d", "echo e >&2; exit 7"};
   const auto seen = test::run_async(io_, run_all_in_order(&registry, commands));
   ASSERT_EQ(seen.results.size(), commands.size());
   for (std::size_t i = 0; i < seen.results.size(); ++i) {
     ASSERT_TRUE(seen.results[i]) << i << ": " << seen.results[i].error().message();
   }
-  EXPECT_EQ(seen.results[0]->out, "a\n");
-  EXPECT_EQ(seen.results[1]->out, "b\n");
-  EXPECT_EQ(seen.results[2]->out, "c\n");
+  EXPECT_EQ(seen.results[0]->out, "a\n") << "exit " << seen.results[0]->shell_exit_code();
+  EXPECT_EQ(seen.results[1]->out, "b\n") << "exit " << seen.results[1]->shell_exit_code();
+  EXPECT_EQ(seen.results[2]->out, "c\n") << "exit " << seen.results[2]->shell_exit_code();
   EXPECT_EQ(seen.results[3]->out, "d\n");
   EXPECT_EQ(seen.results[4]->err, "e\n");
   EXPECT_EQ(seen.results[4]->exit_status, 7);
-  // Concurrent, not one after another (0.6 + 0.4 + 0.2 s).
-  EXPECT_LT(seen.elapsed_ms, 1150);
   EXPECT_EQ(seen.stats.handshakes_started, 1U);
   EXPECT_EQ(seen.stats.acquisitions, 5U);
 }
@@ -119,10 +130,8 @@ asio::awaitable<Observed> run_one(pool::Registry* registry, std::string server_i
                                   std::string command, exec::RunOptions options) {
   Observed seen;
   exec::Executor executor(*registry);
-  const auto started = Clock::now();
   auto result =
       co_await executor.async_run(std::move(server_id), std::move(command), std::move(options));
-  seen.elapsed_ms = ms_since(started);
   seen.results.push_back(std::move(result));
   seen.stats = registry->stats(kServer);
   co_await registry->async_shutdown(Deadline::after(5s));
@@ -178,9 +187,8 @@ asio::awaitable<Observed> time_out_then_run(pool::Registry* registry, SshdFixtur
   Observed seen;
   exec::Executor executor(*registry);
   const auto short_deadline = run_options(300ms);
-  const auto started = Clock::now();
   auto slow = co_await executor.async_run(kServer, "sleep 4245", short_deadline);
-  seen.elapsed_ms = ms_since(started);
+  seen.checks.push_back(short_deadline.deadline.expired());  // ended at its deadline, not before
   seen.results.push_back(std::move(slow));
   seen.stats = registry->stats(kServer);
   // The remote process is killed, not left behind.
@@ -204,8 +212,8 @@ TEST_F(ExecutorTest, TimedOutCommandIsSshTimeoutAndCounted) {
   ASSERT_EQ(seen.results.size(), 2U);
   ASSERT_FALSE(seen.results[0]);
   EXPECT_EQ(seen.results[0].error().code, ssh::Errc::timeout) << seen.results[0].error().message();
-  EXPECT_GE(seen.elapsed_ms, 290);
-  EXPECT_LT(seen.elapsed_ms, 1500);
+  ASSERT_EQ(seen.checks.size(), 1U);
+  EXPECT_TRUE(seen.checks[0]) << "the timeout came before the deadline";
   EXPECT_EQ(seen.stats.timeouts, 1U);
   EXPECT_EQ(seen.stats.channels_in_use, 0U);
   EXPECT_EQ(seen.remote_left, 0U);
@@ -233,9 +241,8 @@ asio::awaitable<Observed> killed_mid_command(pool::Registry* registry, SshdFixtu
   auto io = co_await asio::this_coro::executor;
   asio::co_spawn(io, kill_when_running(sshd, "sleep 4246"), asio::detached);
   const auto options = run_options(10s);
-  const auto started = Clock::now();
   auto cut = co_await executor.async_run(kServer, "sleep 4246", options);
-  seen.elapsed_ms = ms_since(started);
+  seen.checks.push_back(!options.deadline.expired());  // the loss ended it, not the deadline
   seen.results.push_back(std::move(cut));
   seen.stats = registry->stats(kServer);
   sshd->start();
@@ -258,7 +265,8 @@ TEST_F(ExecutorTest, ServerKilledMidCommandIsDisconnectedAndTheNextCallRecovers)
   // It had started: not retried (it might have had effects), reported as disconnected.
   EXPECT_EQ(seen.results[0].error().code, ssh::Errc::disconnected)
       << seen.results[0].error().message();
-  EXPECT_LT(seen.elapsed_ms, 5000);
+  ASSERT_EQ(seen.checks.size(), 1U);
+  EXPECT_TRUE(seen.checks[0]) << "the lost connection was noticed only at the deadline";
   EXPECT_EQ(seen.stats.acquisitions, 1U);
   EXPECT_EQ(seen.stats.sessions_ready, 0U);
   EXPECT_EQ(seen.stats.channels_in_use, 0U);
@@ -305,6 +313,191 @@ TEST_F(ExecutorTest, CommandOnASessionThatDiedBeforeItStartedIsRetried) {
   EXPECT_EQ(seen.stats_after.acquisitions, 3U);
   EXPECT_EQ(seen.stats_after.sessions_opened, 2U);
   EXPECT_EQ(sshd.accepted_auth_count(), 2U);
+}
+
+// --- cancellation through the caller's slot --------------------------------------------------
+
+// A marker no other run of a test shares (a killed test can leave its sleep behind).
+std::string unique_sleep(int seconds) {
+  return "sleep " + std::to_string(seconds) + "." + std::to_string(::getpid());
+}
+
+asio::awaitable<Observed> cancel_running_command(pool::Registry* registry, SshdFixture* sshd,
+                                                 std::string marker) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  auto io = co_await asio::this_coro::executor;
+  // A compound command: the shell forks the sleep, as a check's command does.
+  test::Cancellable<Result<ssh::CommandResult>> running(
+      io, executor.async_run(kServer, marker + "; echo never", run_options(20s)));
+  auto started = [sshd, &marker] { return sshd->server_commands_running(marker) == 1; };
+  EXPECT_TRUE(co_await async_poll(started, 5s));
+  running.cancel();
+  auto done = [&running] { return running.done(); };
+  seen.checks.push_back(co_await async_poll(done, 2s));
+  if (running.done()) {
+    seen.results.push_back(std::move(running.value()));
+  }
+  seen.stats = registry->stats(kServer);
+  auto gone = [sshd, &marker] { return sshd->remote_processes_matching(marker) == 0; };
+  seen.checks.push_back(co_await async_poll(gone, 3s));
+  auto next = co_await executor.async_run(kServer, "echo next", run_options(10s));
+  seen.results.push_back(std::move(next));
+  seen.stats_after = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+// A cancelled command is a timed-out one: TERM, then KILL, on the server; its slot returned, the
+// session drained; the next command runs on a new session.
+TEST_F(ExecutorTest, CancelledCommandIsKilledOnTheServer) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto marker = unique_sleep(4250);
+  const auto seen = test::run_async(io_, cancel_running_command(&registry, &sshd, marker));
+  sshd.kill_remote_processes_matching(marker);
+  ASSERT_EQ(seen.checks.size(), 2U);
+  EXPECT_TRUE(seen.checks[0]) << "the cancelled call did not return";
+  EXPECT_TRUE(seen.checks[1]) << "the cancelled command is still running on the server";
+  ASSERT_EQ(seen.results.size(), 2U);
+  ASSERT_FALSE(seen.results[0]);
+  EXPECT_EQ(seen.results[0].error().code, ssh::Errc::cancelled)
+      << seen.results[0].error().message();
+  EXPECT_EQ(seen.stats.commands_cancelled, 1U);
+  EXPECT_EQ(seen.stats.timeouts, 0U);
+  EXPECT_EQ(seen.stats.channels_in_use, 0U);
+  ASSERT_TRUE(seen.results[1]) << seen.results[1].error().message();
+  EXPECT_EQ(seen.results[1]->out, "next\n");
+  EXPECT_EQ(seen.stats_after.sessions_opened, 2U);
+}
+
+asio::awaitable<Observed> cancel_batch(pool::Registry* registry, SshdFixture* sshd,
+                                       std::string marker) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  auto io = co_await asio::this_coro::executor;
+  test::Cancellable<std::vector<Result<ssh::CommandResult>>> batch(
+      io, executor.async_run_all(kServer, {marker + "; echo never", "echo quick", marker},
+                                 run_options(20s)));
+  auto started = [sshd, registry, &marker] {
+    return sshd->server_commands_running(marker) == 2 && registry->stats(kServer).commands == 1;
+  };
+  EXPECT_TRUE(co_await async_poll(started, 5s));
+  batch.cancel();
+  auto done = [&batch] { return batch.done(); };
+  seen.checks.push_back(co_await async_poll(done, 2s));
+  if (batch.done()) {
+    seen.results = std::move(batch.value());
+  }
+  auto gone = [sshd, &marker] { return sshd->remote_processes_matching(marker) == 0; };
+  seen.checks.push_back(co_await async_poll(gone, 3s));
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+// Cancelling async_run_all cancels every command still running; the one that finished keeps
+// its result; it returns once all of them ended.
+TEST_F(ExecutorTest, CancelledRunAllCancelsEveryCommandStillRunning) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto marker = unique_sleep(4251);
+  const auto seen = test::run_async(io_, cancel_batch(&registry, &sshd, marker));
+  sshd.kill_remote_processes_matching(marker);
+  ASSERT_EQ(seen.checks.size(), 2U);
+  EXPECT_TRUE(seen.checks[0]) << "the cancelled batch did not return";
+  EXPECT_TRUE(seen.checks[1]) << "a cancelled command is still running on the server";
+  ASSERT_EQ(seen.results.size(), 3U);
+  ASSERT_FALSE(seen.results[0]);
+  EXPECT_EQ(seen.results[0].error().code, ssh::Errc::cancelled)
+      << seen.results[0].error().message();
+  ASSERT_TRUE(seen.results[1]) << seen.results[1].error().message();
+  EXPECT_EQ(seen.results[1]->out, "quick\n");
+  ASSERT_FALSE(seen.results[2]);
+  EXPECT_EQ(seen.results[2].error().code, ssh::Errc::cancelled)
+      << seen.results[2].error().message();
+  EXPECT_EQ(seen.stats.commands_cancelled, 2U);
+  EXPECT_EQ(seen.stats.channels_in_use, 0U);
+}
+
+asio::awaitable<Observed> cancel_before_start(pool::Registry* registry) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  auto io = co_await asio::this_coro::executor;
+  auto warm = co_await executor.async_run(kServer, "true", run_options(10s));
+  seen.results.push_back(std::move(warm));
+  test::Cancellable<Result<ssh::CommandResult>> late(
+      io, executor.async_run(kServer, "echo ran", run_options(10s)));
+  late.cancel();  // before it could get anywhere
+  auto done = [&late] { return late.done(); };
+  seen.checks.push_back(co_await async_poll(done, 2s));
+  if (late.done()) {
+    seen.results.push_back(std::move(late.value()));
+  }
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+// A call cancelled before its command was sent runs nothing on the server.
+TEST_F(ExecutorTest, CallCancelledBeforeItsCommandStartsRunsNothing) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, cancel_before_start(&registry));
+  ASSERT_EQ(seen.checks.size(), 1U);
+  EXPECT_TRUE(seen.checks[0]);
+  ASSERT_EQ(seen.results.size(), 2U);
+  ASSERT_TRUE(seen.results[0]) << seen.results[0].error().message();
+  ASSERT_FALSE(seen.results[1]);
+  EXPECT_EQ(seen.results[1].error().code, ssh::Errc::cancelled)
+      << seen.results[1].error().message();
+  EXPECT_EQ(seen.stats.channels_in_use, 0U);
+  EXPECT_EQ(sshd.count_in_log("Starting session: "), 1U) << "the cancelled command ran";
+}
+
+// --- a server that accepts TCP and never speaks SSH -------------------------------------------
+
+asio::awaitable<Observed> run_on_silent_server(pool::Registry* registry) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  auto options = run_options(1s);
+  auto result = co_await executor.async_run(kServer, "true", options);
+  seen.checks.push_back(options.deadline.expired());
+  seen.results.push_back(std::move(result));
+  co_await registry->async_shutdown(Deadline::after(5s));
+  seen.stats = registry->stats(kServer);
+  co_return seen;
+}
+
+// The caller's deadline, not connect_timeout (a minute here), ends the wait for the handshake,
+// with connect_timeout; shutdown ends the handshake at once (run_async's limit is 10 s).
+TEST_F(ExecutorTest, SilentServerIsConnectTimeoutAtTheCallersDeadline) {
+  test::BlackholeProxy blackhole;
+  blackhole.start();
+  PoolConfig config;
+  config.connect_timeout = 60s;
+  pool::Registry registry(io_.get_executor(), config);
+  pool::Server server;
+  server.id = kServer;
+  server.endpoint = ssh::Endpoint(blackhole.host(), blackhole.port());
+  server.connect.auth = ssh::AuthMethod::password;
+  server.connect.password = "unused";
+  registry.add_server(server);
+  const auto seen = test::run_async(io_, run_on_silent_server(&registry), 10s);
+  ASSERT_EQ(seen.results.size(), 1U);
+  ASSERT_FALSE(seen.results[0]);
+  EXPECT_EQ(seen.results[0].error().code, ssh::Errc::connect_timeout)
+      << seen.results[0].error().message();
+  ASSERT_EQ(seen.checks.size(), 1U);
+  EXPECT_TRUE(seen.checks[0]);
+  EXPECT_EQ(seen.stats.sessions_connecting, 0U);
+  EXPECT_EQ(seen.stats.handshakes_cancelled, 1U);
 }
 
 }  // namespace

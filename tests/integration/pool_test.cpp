@@ -6,7 +6,9 @@
 #include "healer/pool/pool.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -24,6 +26,8 @@
 #include <vector>
 
 #include "async_poll.hpp"
+#include "blackhole_proxy.hpp"
+#include "cancellable.hpp"
 #include "healer/core/pool_config.hpp"
 #include "healer/exec/executor.hpp"
 #include "healer/pool/errors.hpp"
@@ -137,6 +141,9 @@ struct Observed {
   std::vector<std::string> notes;
   std::int64_t elapsed_ms = 0;
   std::int64_t elapsed2_ms = 0;
+  std::vector<Error> errors;    // of acquires
+  std::vector<bool> checks;     // conditions seen inside the scenario, in order
+  std::size_t remote_left = 0;  // remote processes of the scenario still running
 };
 
 // --- 1. one handshake for many commands -------------------------------------------------------
@@ -1106,7 +1113,10 @@ TEST_F(PoolTest, StressTwentyServersThreeThousandRequestsAllAccountedFor) {
   // TwentyConcurrentCommandsUseOneHandshake), but never more than max_concurrent per server.
   EXPECT_GE(seen.stats.handshakes_started, static_cast<std::uint64_t>(kStressServers));
   EXPECT_LE(seen.stats.handshakes_started, static_cast<std::uint64_t>(kStressServers) * 10U);
-  EXPECT_EQ(seen.stats.sessions_opened, seen.stats.handshakes_started);
+  // A handshake still in flight at the shutdown (growth for a queue that emptied meanwhile) is
+  // cancelled, not failed.
+  EXPECT_EQ(seen.stats.sessions_opened + seen.stats.handshakes_cancelled,
+            seen.stats.handshakes_started);
   EXPECT_EQ(seen.stats.handshakes_failed, 0U);
   EXPECT_EQ(seen.stats.wait_time.total, seen.stats.acquisitions);
   // total_stats() is the sum of stats(id).
@@ -1513,9 +1523,10 @@ asio::awaitable<Observed> shutdown_while_busy(pool::Registry* registry) {
                  asio::detached);
   auto waiting = [registry] { return registry->stats(kServer).waiters == 1; };
   EXPECT_TRUE(co_await async_poll(waiting, 2s));
-  const auto started = Clock::now();
-  co_await registry->async_shutdown(Deadline::after(5s));
-  seen.elapsed_ms = ms_since(started);
+  const Deadline deadline = Deadline::after(5s);
+  co_await registry->async_shutdown(deadline);
+  // Nothing was left to wait for once the command finished: it returned before its deadline.
+  seen.checks.push_back(!deadline.expired());
   // The running command finished before shutdown returned; the queued one was told why.
   EXPECT_EQ(running.size(), 1U);
   EXPECT_EQ(queued.size(), 1U);
@@ -1549,32 +1560,59 @@ TEST_F(PoolTest, ShutdownLetsARunningCommandFinishThenRefuses) {
   ASSERT_FALSE(seen.results[2]);
   EXPECT_EQ(seen.results[2].error().code, pool::Errc::shutting_down)
       << seen.results[2].error().message();
-  EXPECT_LT(seen.elapsed_ms, 2000);
+  ASSERT_EQ(seen.checks.size(), 1U);
+  EXPECT_TRUE(seen.checks[0]) << "async_shutdown waited for its deadline with nothing running";
   EXPECT_EQ(evictions(seen.stats, pool::Eviction::shutdown), 1U);
   EXPECT_EQ(seen.stats.sessions_ready, 0U);
+  EXPECT_EQ(seen.stats.commands_cancelled, 0U);
+  EXPECT_EQ(sshd.remote_processes_matching("sleep 0.5; echo done"), 0U);
   EXPECT_TRUE(sshd.wait_for_log("Received disconnect from", 1) ||
               sshd.wait_for_log("Disconnected from user", 1));
 }
 
-asio::awaitable<Observed> shutdown_deadline_passes(pool::Registry* registry) {
+// A marker no other run of a test shares (a killed test can leave its sleep behind).
+std::string unique_sleep(int seconds) {
+  return "sleep " + std::to_string(seconds) + "." + std::to_string(::getpid());
+}
+
+asio::awaitable<Observed> shutdown_deadline_passes(pool::Registry* registry, SshdFixture* sshd,
+                                                   std::string marker) {
   Observed seen;
   exec::Executor executor(*registry);
   auto io = co_await asio::this_coro::executor;
   std::vector<Result<ssh::CommandResult>> running;
-  asio::co_spawn(io, run_and_store(&executor, "sleep 4244", run_options(20s), &running),
+  // A compound command: the shell forks the sleep, so signalling the shell alone would leave
+  // the sleep behind.
+  asio::co_spawn(io, run_and_store(&executor, marker + "; echo never", run_options(20s), &running),
                  asio::detached);
-  auto busy = [registry] { return registry->stats(kServer).channels_in_use == 1; };
-  EXPECT_TRUE(co_await async_poll(busy, 5s));
-  co_await async_pause(100ms);  // the command is running on the server
-  const auto started = Clock::now();
-  co_await registry->async_shutdown(Deadline::after(300ms));
-  seen.elapsed_ms = ms_since(started);
+  auto started = [sshd, &marker] { return sshd->server_commands_running(marker) == 1; };
+  EXPECT_TRUE(co_await async_poll(started, 5s));
+  const Deadline deadline = Deadline::after(300ms);
+  co_await registry->async_shutdown(deadline);
+  // It waited for the command until its deadline, then signalled it and returned only once the
+  // kill sequence was over: nothing of it is left on the server, and its caller was told.
+  seen.checks.push_back(deadline.expired());
+  seen.remote_left = sshd->remote_processes_matching(marker);
   auto finished = [&running] { return !running.empty(); };
   EXPECT_TRUE(co_await async_poll(finished, 3s));
   for (auto& result : running) {
     seen.results.push_back(std::move(result));
   }
+  seen.stats = registry->stats(kServer);
   co_return seen;
+}
+
+void expect_cut_by_shutdown(const Observed& seen) {
+  ASSERT_EQ(seen.checks.size(), 1U);
+  EXPECT_TRUE(seen.checks[0]) << "async_shutdown returned before its deadline";
+  EXPECT_EQ(seen.remote_left, 0U) << "the command is still running on the server";
+  ASSERT_EQ(seen.results.size(), 1U);
+  ASSERT_FALSE(seen.results[0]);
+  EXPECT_EQ(seen.results[0].error().code, ssh::Errc::cancelled)
+      << seen.results[0].error().message();
+  std::cout << "command cut by shutdown: " << seen.results[0].error().message() << "\n";
+  EXPECT_EQ(evictions(seen.stats, pool::Eviction::shutdown), 1U);
+  EXPECT_EQ(seen.stats.channels_in_use, 0U);
 }
 
 TEST_F(PoolTest, ShutdownDeadlineCutsACommandThatRunsTooLong) {
@@ -1582,12 +1620,483 @@ TEST_F(PoolTest, ShutdownDeadlineCutsACommandThatRunsTooLong) {
   sshd.start();
   pool::Registry registry(io_.get_executor(), PoolConfig{});
   registry.add_server(server_for(sshd));
-  const auto seen = test::run_async(io_, shutdown_deadline_passes(&registry));
-  EXPECT_GE(seen.elapsed_ms, 290);
-  EXPECT_LT(seen.elapsed_ms, 2000);
+  const auto marker = unique_sleep(4244);
+  const auto seen = test::run_async(io_, shutdown_deadline_passes(&registry, &sshd, marker));
+  sshd.kill_remote_processes_matching(marker);
+  expect_cut_by_shutdown(seen);
+}
+
+// sshd refuses "signal" requests after a root login: the command's processes are found by the
+// run's random marker in their environment and killed from a second channel.
+TEST_F(PoolTest, ShutdownDeadlineCutsARootLoginsCommandToo) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "needs root to log in as root";
+  }
+  SshdFixture::Options sshd_options;
+  sshd_options.login_as_root = true;
+  SshdFixture sshd(sshd_options);
+  sshd.start();
+  ASSERT_EQ(sshd.user(), "root");
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto marker = unique_sleep(4243);
+  const auto seen = test::run_async(io_, shutdown_deadline_passes(&registry, &sshd, marker));
+  sshd.kill_remote_processes_matching(marker);
+  expect_cut_by_shutdown(seen);
+}
+
+// The one-shot CLI shuts the registry down on SIGINT and again when its task ends: both calls
+// return, each once everything is closed, and nothing is closed or counted twice.
+asio::awaitable<Observed> shutdown_twice(pool::Registry* registry, SshdFixture* sshd,
+                                         std::string marker) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  auto io = co_await asio::this_coro::executor;
+  std::vector<Result<ssh::CommandResult>> running;
+  asio::co_spawn(io, run_and_store(&executor, marker, run_options(20s), &running), asio::detached);
+  auto started = [sshd, &marker] { return sshd->server_commands_running(marker) == 1; };
+  EXPECT_TRUE(co_await async_poll(started, 5s));
+  auto first = std::make_shared<test::Cancellable<bool>>(
+      io, [](pool::Registry* pool) -> asio::awaitable<bool> {
+        co_await pool->async_shutdown(Deadline::after(200ms));
+        co_return true;
+      }(registry));
+  co_await registry->async_shutdown(Deadline::after(100ms));
+  seen.checks.push_back(sshd->remote_processes_matching(marker) == 0);
+  auto both = [&first] { return first->done(); };
+  seen.checks.push_back(co_await async_poll(both, 5s));
+  co_await registry->async_shutdown(Deadline::after(1s));  // a third, after the fact: at once
+  auto finished = [&running] { return !running.empty(); };
+  EXPECT_TRUE(co_await async_poll(finished, 3s));
+  for (auto& result : running) {
+    seen.results.push_back(std::move(result));
+  }
+  seen.stats = registry->stats(kServer);
+  co_return seen;
+}
+
+TEST_F(PoolTest, AsyncShutdownTwiceAtOnceIsSafe) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  const auto marker = unique_sleep(4241);
+  const auto seen = test::run_async(io_, shutdown_twice(&registry, &sshd, marker));
+  sshd.kill_remote_processes_matching(marker);
+  ASSERT_EQ(seen.checks.size(), 2U);
+  EXPECT_TRUE(seen.checks[0]) << "the command outlived the shutdown";
+  EXPECT_TRUE(seen.checks[1]) << "the concurrent async_shutdown did not return";
   ASSERT_EQ(seen.results.size(), 1U);
   ASSERT_FALSE(seen.results[0]);
-  std::cout << "command cut by shutdown: " << seen.results[0].error().message() << "\n";
+  EXPECT_EQ(seen.results[0].error().code, ssh::Errc::cancelled)
+      << seen.results[0].error().message();
+  EXPECT_EQ(evictions(seen.stats, pool::Eviction::shutdown), 1U);
+  EXPECT_EQ(seen.stats.sessions_ready + seen.stats.sessions_draining, 0U);
+  EXPECT_EQ(seen.stats.sessions_opened, 1U);
+  EXPECT_TRUE(sshd.wait_for_log("Received disconnect from", 1) ||
+              sshd.wait_for_log("Disconnected from user", 1));
+}
+
+// --- 15. a server that accepts TCP and never speaks SSH -----------------------------------------
+
+pool::Server blackhole_server(const test::BlackholeProxy& blackhole) {
+  pool::Server server;
+  server.id = kServer;
+  server.endpoint = ssh::Endpoint(blackhole.host(), blackhole.port());
+  server.connect.auth = ssh::AuthMethod::password;
+  server.connect.password = "unused";
+  return server;
+}
+
+// connect_timeout far beyond every deadline below: what ends a handshake is the caller.
+PoolConfig slow_connect_config() {
+  PoolConfig config;
+  config.connect_timeout = 60s;
+  return config;
+}
+
+asio::awaitable<Observed> acquire_from_silent_server(pool::Registry* registry) {
+  Observed seen;
+  const Deadline deadline = Deadline::after(1s);
+  auto lease = co_await registry->async_acquire(kServer, pool::Priority::normal, deadline);
+  seen.checks.push_back(deadline.expired());  // not before the caller's deadline
+  if (!lease) {
+    seen.errors.push_back(lease.error());
+  }
+  seen.stats = registry->stats(kServer);
+  // The handshake was for this caller only: it is abandoned with it, not left running until
+  // connect_timeout.
+  auto gone = [registry] { return registry->stats(kServer).sessions_connecting == 0; };
+  seen.checks.push_back(co_await async_poll(gone, 2s));
+  seen.stats_after = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, SilentServerIsConnectTimeoutAtTheCallersDeadline) {
+  test::BlackholeProxy blackhole;
+  blackhole.start();
+  pool::Registry registry(io_.get_executor(), slow_connect_config());
+  registry.add_server(blackhole_server(blackhole));
+  const auto seen = test::run_async(io_, acquire_from_silent_server(&registry), 10s);
+  ASSERT_EQ(seen.checks.size(), 2U);
+  EXPECT_TRUE(seen.checks[0]) << "the acquire ended before its deadline";
+  ASSERT_EQ(seen.errors.size(), 1U);
+  EXPECT_EQ(seen.errors[0].code, ssh::Errc::connect_timeout) << seen.errors[0].message();
+  std::cout << "silent server: " << seen.errors[0].message() << "\n";
+  EXPECT_EQ(seen.stats.exhausted, 0U);
+  EXPECT_TRUE(seen.checks[1]) << "the handshake kept running after its only caller left";
+  EXPECT_EQ(seen.stats_after.handshakes_started, 1U);
+  EXPECT_EQ(seen.stats_after.handshakes_cancelled, 1U);
+  EXPECT_EQ(seen.stats_after.handshakes_failed, 0U);
+  EXPECT_EQ(blackhole.accepted_count(), 1U);
+}
+
+// Two callers share one handshake: it lasts until the later one's deadline, not the earlier's.
+asio::awaitable<Observed> two_callers_one_handshake(pool::Registry* registry) {
+  Observed seen;
+  auto io = co_await asio::this_coro::executor;
+  const Deadline late = Deadline::after(1500ms);
+  test::Cancellable<Result<pool::Lease>> second(
+      io, registry->async_acquire(kServer, pool::Priority::normal, late));
+  auto first =
+      co_await registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(300ms));
+  seen.errors.push_back(first ? Error{} : first.error());
+  seen.checks.push_back(registry->stats(kServer).sessions_connecting == 1);  // still serving
+  auto done = [&second] { return second.done(); };
+  EXPECT_TRUE(co_await async_poll(done, 5s));
+  seen.checks.push_back(late.expired());
+  seen.errors.push_back(second.done() && !second.value() ? second.value().error() : Error{});
+  auto gone = [registry] { return registry->stats(kServer).sessions_connecting == 0; };
+  seen.checks.push_back(co_await async_poll(gone, 2s));
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, HandshakeLastsUntilTheLatestDeadlineOfItsCallers) {
+  test::BlackholeProxy blackhole;
+  blackhole.start();
+  pool::Registry registry(io_.get_executor(), slow_connect_config());
+  registry.add_server(blackhole_server(blackhole));
+  const auto seen = test::run_async(io_, two_callers_one_handshake(&registry), 10s);
+  ASSERT_EQ(seen.errors.size(), 2U);
+  EXPECT_EQ(seen.errors[0].code, ssh::Errc::connect_timeout) << seen.errors[0].message();
+  EXPECT_EQ(seen.errors[1].code, ssh::Errc::connect_timeout) << seen.errors[1].message();
+  ASSERT_EQ(seen.checks.size(), 3U);
+  EXPECT_TRUE(seen.checks[0]) << "the handshake ended with the first caller";
+  EXPECT_TRUE(seen.checks[1]);
+  EXPECT_TRUE(seen.checks[2]) << "the handshake outlived its last caller";
+  EXPECT_EQ(seen.stats.handshakes_started, 1U);
+  EXPECT_EQ(seen.stats.handshakes_cancelled, 1U);
+  EXPECT_EQ(blackhole.accepted_count(), 1U);
+}
+
+// Shutdown fails the waiter and cancels the handshake: it returns long before connect_timeout
+// (run_async's limit is far below it), and nothing keeps connecting afterwards.
+asio::awaitable<Observed> shutdown_while_connecting(pool::Registry* registry) {
+  Observed seen;
+  auto io = co_await asio::this_coro::executor;
+  test::Cancellable<Result<pool::Lease>> waiting(
+      io, registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(30s)));
+  auto connecting = [registry] { return registry->stats(kServer).sessions_connecting == 1; };
+  EXPECT_TRUE(co_await async_poll(connecting, 5s));
+  co_await registry->async_shutdown(Deadline::after(5s));
+  seen.stats = registry->stats(kServer);
+  auto done = [&waiting] { return waiting.done(); };
+  EXPECT_TRUE(co_await async_poll(done, 1s));
+  if (waiting.done() && !waiting.value()) {
+    seen.errors.push_back(waiting.value().error());
+  }
+  co_return seen;
+}
+
+TEST_F(PoolTest, ShutdownCancelsAHandshakeInFlight) {
+  test::BlackholeProxy blackhole;
+  blackhole.start();
+  pool::Registry registry(io_.get_executor(), slow_connect_config());
+  registry.add_server(blackhole_server(blackhole));
+  const auto seen = test::run_async(io_, shutdown_while_connecting(&registry), 10s);
+  ASSERT_EQ(seen.errors.size(), 1U);
+  EXPECT_EQ(seen.errors[0].code, pool::Errc::shutting_down) << seen.errors[0].message();
+  EXPECT_EQ(seen.stats.sessions_connecting, 0U) << "a handshake outlived async_shutdown";
+  EXPECT_EQ(seen.stats.handshakes_cancelled, 1U);
+  EXPECT_EQ(seen.stats.handshakes_failed, 0U);
+}
+
+// --- 16. cancellation through the caller's slot ----------------------------------------------
+
+asio::awaitable<Observed> cancel_the_only_caller(pool::Registry* registry) {
+  Observed seen;
+  auto io = co_await asio::this_coro::executor;
+  test::Cancellable<Result<pool::Lease>> waiting(
+      io, registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(30s)));
+  auto queued = [registry] {
+    const auto stats = registry->stats(kServer);
+    return stats.sessions_connecting == 1 && stats.waiters == 1;
+  };
+  EXPECT_TRUE(co_await async_poll(queued, 5s));
+  waiting.cancel();
+  auto done = [&waiting] { return waiting.done(); };
+  seen.checks.push_back(co_await async_poll(done, 1s));
+  if (waiting.done() && !waiting.value()) {
+    seen.errors.push_back(waiting.value().error());
+  }
+  seen.stats = registry->stats(kServer);
+  auto gone = [registry] { return registry->stats(kServer).sessions_connecting == 0; };
+  seen.checks.push_back(co_await async_poll(gone, 2s));
+  seen.stats_after = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, CancelledCallerLeavesTheQueueAndItsHandshakeIsAbandoned) {
+  test::BlackholeProxy blackhole;
+  blackhole.start();
+  pool::Registry registry(io_.get_executor(), slow_connect_config());
+  registry.add_server(blackhole_server(blackhole));
+  const auto seen = test::run_async(io_, cancel_the_only_caller(&registry), 10s);
+  ASSERT_EQ(seen.checks.size(), 2U);
+  EXPECT_TRUE(seen.checks[0]) << "the cancelled acquire did not return";
+  ASSERT_EQ(seen.errors.size(), 1U);
+  EXPECT_EQ(seen.errors[0].code, ssh::Errc::cancelled) << seen.errors[0].message();
+  EXPECT_EQ(seen.stats.waiters, 0U);
+  EXPECT_EQ(seen.stats.acquires_cancelled, 1U);
+  EXPECT_TRUE(seen.checks[1]) << "the handshake kept running for nobody";
+  EXPECT_EQ(seen.stats_after.handshakes_cancelled, 1U);
+}
+
+// With the only channel leased, two callers queue; one is cancelled: it leaves the queue at once,
+// and the other gets the channel when it comes back.
+asio::awaitable<Observed> cancel_one_of_two_waiters(pool::Registry* registry) {
+  Observed seen;
+  auto io = co_await asio::this_coro::executor;
+  auto held =
+      co_await registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(10s));
+  EXPECT_TRUE(held) << held.error().message();
+  test::Cancellable<Result<pool::Lease>> cancelled(
+      io, registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(10s)));
+  test::Cancellable<Result<pool::Lease>> patient(
+      io, registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(10s)));
+  auto queued = [registry] { return registry->stats(kServer).waiters == 2; };
+  EXPECT_TRUE(co_await async_poll(queued, 2s));
+  cancelled.cancel();
+  auto first_done = [&cancelled] { return cancelled.done(); };
+  seen.checks.push_back(co_await async_poll(first_done, 1s));
+  seen.stats = registry->stats(kServer);
+  seen.checks.push_back(!patient.done());
+  if (held) {
+    held->release();
+  }
+  auto second_done = [&patient] { return patient.done(); };
+  seen.checks.push_back(co_await async_poll(second_done, 2s));
+  if (cancelled.done() && !cancelled.value()) {
+    seen.errors.push_back(cancelled.value().error());
+  }
+  seen.checks.push_back(patient.done() && patient.value().has_value());
+  if (patient.done() && patient.value()) {
+    patient.value()->release();
+  }
+  seen.stats_after = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, CancelledWaiterLeavesTheQueueAndTheNextOneIsServed) {
+  SshdFixture sshd;
+  sshd.start();
+  PoolConfig config;
+  config.max_concurrent = 1;
+  pool::Registry registry(io_.get_executor(), config);
+  registry.add_server(server_for(sshd));
+  const auto seen = test::run_async(io_, cancel_one_of_two_waiters(&registry));
+  ASSERT_EQ(seen.checks.size(), 4U);
+  EXPECT_TRUE(seen.checks[0]) << "the cancelled waiter did not return";
+  EXPECT_TRUE(seen.checks[1]) << "the other waiter was served before the channel came back";
+  EXPECT_TRUE(seen.checks[2]) << "the other waiter was not served";
+  EXPECT_TRUE(seen.checks[3]);
+  ASSERT_EQ(seen.errors.size(), 1U);
+  EXPECT_EQ(seen.errors[0].code, ssh::Errc::cancelled) << seen.errors[0].message();
+  EXPECT_EQ(seen.stats.waiters, 1U);
+  EXPECT_EQ(seen.stats.acquires_cancelled, 1U);
+  EXPECT_EQ(seen.stats_after.acquisitions, 2U);
+  EXPECT_EQ(seen.stats_after.sessions_opened, 1U);
+}
+
+// --- 17. MaxStartups: handshakes the server dropped before any credential are tried again ------
+
+struct OneShot {
+  std::unique_ptr<pool::Registry> registry;
+  std::unique_ptr<exec::Executor> executor;
+  std::vector<Result<ssh::CommandResult>> results;
+  bool done = false;
+};
+
+asio::awaitable<void> one_shot_diagnosis(OneShot* shot) {
+  exec::RunOptions options = run_options(8s);
+  // A named vector: GCC 12 rejects a braced list of literals inside the co_await expression.
+  // Cheap commands: what is under test is the handshakes, not how fast a loaded machine runs
+  // 210 processes.
+  std::vector<std::string> checks{"uptime",
+                                  "df -P /",
+                                  "free -b",
+                                  "cat /proc/loadavg",
+                                  "cat /proc/uptime",
+                                  "true",
+                                  "head -5 /proc/meminfo"};
+  shot->results = co_await shot->executor->async_run_all(kServer, std::move(checks), options);
+  co_await shot->registry->async_shutdown(Deadline::after(2s));
+  shot->done = true;
+}
+
+asio::awaitable<bool> all_done(std::vector<std::unique_ptr<OneShot>>* shots) {
+  auto finished = [shots] {
+    return std::all_of(shots->begin(), shots->end(), [](const auto& shot) { return shot->done; });
+  };
+  co_return co_await async_poll(finished, 20s);
+}
+
+// Thirty one-shot processes at once (a registry each, 7 checks each) against a stock sshd
+// (MaxStartups 10:30:100) at RTT 50: sshd drops a share of the unauthenticated connections at
+// random. A drop comes before any credential, so each is tried again: no diagnosis fails. A 31st
+// with a key the server does not know fails its login once, and only once.
+TEST_F(PoolTest, HandshakesDroppedByMaxStartupsAreTriedAgainNotLost) {
+  SshdFixture::Options sshd_options;
+  sshd_options.rtt = 50ms;
+  SshdFixture sshd(sshd_options);
+  sshd.start();
+  const auto stranger = sshd.add_client_key(SshdFixture::KeyType::ed25519, {}, false);
+  constexpr std::size_t kClients = 30;
+  std::vector<std::unique_ptr<OneShot>> shots;
+  for (std::size_t i = 0; i <= kClients; ++i) {
+    auto shot = std::make_unique<OneShot>();
+    shot->registry = std::make_unique<pool::Registry>(io_.get_executor(), PoolConfig{});
+    shot->registry->add_server(i < kClients ? server_for(sshd)
+                                            : server_for(sshd, kServer, stranger.private_key));
+    shot->executor = std::make_unique<exec::Executor>(*shot->registry);
+    asio::co_spawn(io_, one_shot_diagnosis(shot.get()), asio::detached);
+    shots.push_back(std::move(shot));
+  }
+  ASSERT_TRUE(test::run_async(io_, all_done(&shots), 30s));
+  std::size_t failed = 0;
+  std::uint64_t retried = 0;
+  for (std::size_t i = 0; i < kClients; ++i) {
+    failed += count_errors(shots[i]->results) > 0 ? 1U : 0U;
+    retried += shots[i]->registry->stats(kServer).handshakes_retried;
+  }
+  const auto& stranger_results = shots[kClients]->results;
+  retried += shots[kClients]->registry->stats(kServer).handshakes_retried;
+  const std::size_t dropped = sshd.dropped_startup_count();
+  std::cout << "MaxStartups drops " << dropped << ", retried " << retried << "\n";
+  EXPECT_EQ(failed, 0U);
+  EXPECT_EQ(sshd.accepted_auth_count(), kClients);
+  // Every drop was one retry (no client gave up), and nothing else was retried.
+  EXPECT_EQ(retried, dropped);
+  ASSERT_EQ(stranger_results.size(), 7U);
+  for (const auto& result : stranger_results) {
+    ASSERT_FALSE(result);
+    EXPECT_TRUE(result.error().code == ssh::Errc::auth_failed ||
+                result.error().code == pool::Errc::circuit_open)
+        << result.error().message();
+  }
+  EXPECT_EQ(sshd.failed_auth_count(), 1U) << "a failed login was tried again";
+  shots.clear();  // registries before the loop
+}
+
+// --- 18. new credentials: rotated keys, accepted fingerprints --------------------------------
+
+std::string file_text(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+pool::Server key_data_server(const SshdFixture& sshd, const std::filesystem::path& key) {
+  pool::Server server = server_for(sshd);
+  server.connect.auth = ssh::AuthMethod::key_data;
+  server.connect.identity_file.clear();
+  server.connect.private_key = file_text(key);
+  return server;
+}
+
+asio::awaitable<Observed> rotate_keys(pool::Registry* registry, pool::Server rotated,
+                                      pool::Server fixed) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  auto first = co_await executor.async_run(kServer, "echo first", run_options(10s));
+  seen.results.push_back(std::move(first));
+  // The stored key is rotated (only the key text differs): the old session drains, the next
+  // command logs in with the new key, which the server does not accept: the circuit opens.
+  registry->add_server(std::move(rotated));
+  auto refused = co_await executor.async_run(kServer, "echo refused", run_options(10s));
+  seen.results.push_back(std::move(refused));
+  auto blocked = co_await executor.async_run(kServer, "echo blocked", run_options(10s));
+  seen.results.push_back(std::move(blocked));
+  seen.stats = registry->stats(kServer);
+  // Rotated again, to a key the server accepts: the circuit closes at once.
+  registry->add_server(std::move(fixed));
+  auto after = co_await executor.async_run(kServer, "echo after", run_options(10s));
+  seen.results.push_back(std::move(after));
+  seen.stats_after = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, RotatedKeyDrainsOldSessionsAndClosesAnOpenCircuit) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto unknown = sshd.add_client_key(SshdFixture::KeyType::ed25519, {}, false);
+  const auto second = sshd.add_client_key(SshdFixture::KeyType::ed25519);
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(key_data_server(sshd, sshd.client_key_path()));
+  const auto seen =
+      test::run_async(io_, rotate_keys(&registry, key_data_server(sshd, unknown.private_key),
+                                       key_data_server(sshd, second.private_key)));
+  ASSERT_EQ(seen.results.size(), 4U);
+  ASSERT_TRUE(seen.results[0]) << seen.results[0].error().message();
+  ASSERT_FALSE(seen.results[1]) << "the command ran on the session of the old key";
+  EXPECT_EQ(seen.results[1].error().code, ssh::Errc::auth_failed)
+      << seen.results[1].error().message();
+  ASSERT_FALSE(seen.results[2]);
+  EXPECT_EQ(seen.results[2].error().code, pool::Errc::circuit_open)
+      << seen.results[2].error().message();
+  EXPECT_EQ(seen.stats.circuits_open, 1U);
+  EXPECT_GT(seen.stats.circuit_retry_in.count(), 0);
+  EXPECT_EQ(evictions(seen.stats, pool::Eviction::error), 1U);  // the old key's session
+  ASSERT_TRUE(seen.results[3]) << seen.results[3].error().message();
+  EXPECT_EQ(seen.results[3]->out, "after\n");
+  EXPECT_EQ(seen.stats_after.circuits_open, 0U);
+  EXPECT_EQ(sshd.failed_auth_count(), 1U);
+  EXPECT_EQ(sshd.accepted_auth_count(), 2U);
+}
+
+// Re-adding identical settings (a daemon reloads its inventory) changes nothing: the session is
+// kept, nothing drains.
+asio::awaitable<Observed> readd_same(pool::Registry* registry, pool::Server same) {
+  Observed seen;
+  exec::Executor executor(*registry);
+  auto first = co_await executor.async_run(kServer, "echo first", run_options(10s));
+  seen.results.push_back(std::move(first));
+  registry->add_server(std::move(same));
+  auto second = co_await executor.async_run(kServer, "echo second", run_options(10s));
+  seen.results.push_back(std::move(second));
+  seen.stats = registry->stats(kServer);
+  co_await registry->async_shutdown(Deadline::after(5s));
+  co_return seen;
+}
+
+TEST_F(PoolTest, IdenticalSettingsReaddedKeepTheSession) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(key_data_server(sshd, sshd.client_key_path()));
+  const auto seen =
+      test::run_async(io_, readd_same(&registry, key_data_server(sshd, sshd.client_key_path())));
+  ASSERT_EQ(count_errors(seen.results), 0U);
+  EXPECT_TRUE(seen.results[1]->session_reused);
+  EXPECT_EQ(seen.stats.sessions_opened, 1U);
+  EXPECT_EQ(evictions(seen.stats, pool::Eviction::error), 0U);
 }
 
 }  // namespace

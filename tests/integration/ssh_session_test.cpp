@@ -5,6 +5,8 @@
 
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
@@ -14,8 +16,11 @@
 #include <string>
 #include <vector>
 
+#include "async_poll.hpp"
 #include "blackhole_proxy.hpp"
+#include "cancellable.hpp"
 #include "child_process.hpp"
+#include "healer/ssh/errors.hpp"
 #include "healer/ssh/session.hpp"
 #include "poll_until.hpp"
 #include "ports.hpp"
@@ -657,6 +662,238 @@ TEST_F(SessionTest, ExecAfterCloseFailsCleanly) {
   EXPECT_EQ(result.error().code, Errc::not_started);
   EXPECT_TRUE(sshd.wait_for_log("Disconnected from", 1) ||
               sshd.wait_for_log("Received disconnect", 1));
+}
+
+// --- cancellation, polite close, retryable drops ----------------------------------------------
+
+// A marker no other run of a test shares (a killed test can leave its sleep behind).
+std::string unique_sleep(int seconds) {
+  return "sleep " + std::to_string(seconds) + "." + std::to_string(::getpid());
+}
+
+struct Steps {
+  std::vector<bool> checks;  // conditions seen inside the scenario, in order
+  std::vector<Result<ssh::CommandResult>> results;
+  ssh::SessionStats stats;
+  Error error;
+};
+
+asio::awaitable<Steps> cancel_a_command(SshdFixture* sshd, std::string marker) {
+  Steps seen;
+  auto io = co_await asio::this_coro::executor;
+  auto session = co_await ssh::Session::async_connect(endpoint_of(*sshd), options_for(*sshd),
+                                                      Deadline::after(10s));
+  if (!session) {
+    seen.error = session.error();
+    co_return seen;
+  }
+  test::Cancellable<Result<ssh::CommandResult>> running(
+      io, session->async_exec(marker + "; echo never", {}, Deadline::after(20s)));
+  auto started = [sshd, &marker] { return sshd->server_commands_running(marker) == 1; };
+  seen.checks.push_back(co_await test::async_poll(started, 5s));
+  running.cancel();
+  auto done = [&running] { return running.done(); };
+  seen.checks.push_back(co_await test::async_poll(done, 2s));
+  if (running.done()) {
+    seen.results.push_back(std::move(running.value()));
+  }
+  auto gone = [sshd, &marker] { return sshd->remote_processes_matching(marker) == 0; };
+  seen.checks.push_back(co_await test::async_poll(gone, 3s));
+  // The session itself is fine: cancelling a command is not a connection failure.
+  auto after = co_await session->async_exec("echo after", {}, Deadline::after(10s));
+  seen.results.push_back(std::move(after));
+  seen.stats = session->stats();
+  co_await session->async_close(Deadline::after(2s));
+  co_return seen;
+}
+
+TEST_F(SessionTest, CancelledCommandIsKilledOnTheServer) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto marker = unique_sleep(31340);
+  const auto seen = test::run_async(io_, cancel_a_command(&sshd, marker));
+  sshd.kill_remote_processes_matching(marker);
+  ASSERT_EQ(seen.checks.size(), 3U) << seen.error.message();
+  EXPECT_TRUE(seen.checks[0]);
+  EXPECT_TRUE(seen.checks[1]) << "the cancelled exec did not return";
+  EXPECT_TRUE(seen.checks[2]) << "the cancelled command is still running on the server";
+  ASSERT_EQ(seen.results.size(), 2U);
+  ASSERT_FALSE(seen.results[0]);
+  EXPECT_EQ(seen.results[0].error().code, Errc::cancelled) << seen.results[0].error().message();
+  EXPECT_TRUE(ssh::poisons_session(seen.results[0].error()));
+  ASSERT_TRUE(seen.results[1]) << seen.results[1].error().message();
+  EXPECT_EQ(seen.results[1]->out, "after\n");
+  EXPECT_EQ(seen.stats.commands_cancelled, 1U);
+  EXPECT_EQ(seen.stats.commands_timed_out, 0U);
+}
+
+asio::awaitable<Steps> close_while_running(SshdFixture* sshd, std::string marker) {
+  Steps seen;
+  auto io = co_await asio::this_coro::executor;
+  auto session = co_await ssh::Session::async_connect(endpoint_of(*sshd), options_for(*sshd),
+                                                      Deadline::after(10s));
+  if (!session) {
+    seen.error = session.error();
+    co_return seen;
+  }
+  test::Cancellable<Result<ssh::CommandResult>> running(
+      io, session->async_exec(marker + "; echo never", {}, Deadline::after(20s)));
+  auto started = [sshd, &marker] { return sshd->server_commands_running(marker) == 1; };
+  seen.checks.push_back(co_await test::async_poll(started, 5s));
+  const Deadline deadline = Deadline::after(300ms);
+  co_await session->async_close(deadline);
+  seen.checks.push_back(deadline.expired());  // running commands may finish until the deadline
+  // async_close signalled the command and returned once its kill sequence was over.
+  seen.checks.push_back(sshd->remote_processes_matching(marker) == 0);
+  seen.checks.push_back(!session->alive());
+  auto done = [&running] { return running.done(); };
+  seen.checks.push_back(co_await test::async_poll(done, 1s));
+  if (running.done()) {
+    seen.results.push_back(std::move(running.value()));
+  }
+  co_return seen;
+}
+
+// sshd sends no SIGHUP to a command without a terminal: closing the connection alone would leave
+// it running. async_close signals it (TERM, then KILL) first.
+TEST_F(SessionTest, PoliteCloseSignalsACommandStillRunning) {
+  SshdFixture sshd;
+  sshd.start();
+  const auto marker = unique_sleep(31341);
+  const auto seen = test::run_async(io_, close_while_running(&sshd, marker));
+  sshd.kill_remote_processes_matching(marker);
+  ASSERT_EQ(seen.checks.size(), 5U) << seen.error.message();
+  EXPECT_TRUE(seen.checks[0]);
+  EXPECT_TRUE(seen.checks[1]) << "async_close returned before its deadline";
+  EXPECT_TRUE(seen.checks[2]) << "the command is still running on the server";
+  EXPECT_TRUE(seen.checks[3]);
+  EXPECT_TRUE(seen.checks[4]) << "the exec did not return";
+  ASSERT_EQ(seen.results.size(), 1U);
+  ASSERT_FALSE(seen.results[0]);
+  EXPECT_EQ(seen.results[0].error().code, Errc::cancelled) << seen.results[0].error().message();
+  EXPECT_TRUE(sshd.wait_for_log("Received disconnect from", 1)) << sshd.log_text();
+}
+
+asio::awaitable<Steps> cancel_a_connect(test::BlackholeProxy* blackhole) {
+  Steps seen;
+  auto io = co_await asio::this_coro::executor;
+  ssh::ConnectOptions options;
+  options.auth = ssh::AuthMethod::password;
+  test::Cancellable<ssh::ConnectAttempt> connecting(
+      io, ssh::Session::async_attempt({blackhole->host(), blackhole->port()}, options,
+                                      Deadline::after(30s)));
+  auto accepted = [blackhole] { return blackhole->accepted_count() == 1; };
+  seen.checks.push_back(co_await test::async_poll(accepted, 5s));
+  connecting.cancel();
+  auto done = [&connecting] { return connecting.done(); };
+  seen.checks.push_back(co_await test::async_poll(done, 1s));
+  if (connecting.done()) {
+    const auto& attempt = connecting.value();
+    seen.checks.push_back(attempt.phase == ssh::ConnectPhase::handshake);
+    seen.checks.push_back(!attempt.dropped_before_auth());
+    if (!attempt.session) {
+      seen.error = attempt.session.error();
+    }
+  }
+  co_return seen;
+}
+
+TEST_F(SessionTest, CancelledConnectEndsAtOnce) {
+  test::BlackholeProxy blackhole;
+  blackhole.start();
+  const auto seen = test::run_async(io_, cancel_a_connect(&blackhole), 10s);
+  ASSERT_EQ(seen.checks.size(), 4U);
+  EXPECT_TRUE(seen.checks[0]);
+  EXPECT_TRUE(seen.checks[1]) << "the cancelled connect did not return";
+  EXPECT_TRUE(seen.checks[2]) << "not in the handshake phase";
+  EXPECT_TRUE(seen.checks[3]) << "a cancellation is no drop by the server";
+  EXPECT_EQ(seen.error.code, Errc::cancelled) << seen.error.message();
+}
+
+// In an optional: run_async needs a default-constructible result, and an attempt has none.
+asio::awaitable<std::optional<ssh::ConnectAttempt>> attempt_once(ssh::Endpoint endpoint,
+                                                                 ssh::ConnectOptions options) {
+  co_return co_await ssh::Session::async_attempt(std::move(endpoint), std::move(options),
+                                                 Deadline::after(10s));
+}
+
+// MaxStartups 1: while one unauthenticated connection is open, sshd drops every new one at
+// once. That drop came before any credential: the attempt says so (safe to retry); a login that
+// failed never does.
+TEST_F(SessionTest, MaxStartupsDropIsADropBeforeAuthAndAFailedLoginIsNot) {
+  SshdFixture::Options sshd_options;
+  sshd_options.max_startups = "1";
+  SshdFixture sshd(sshd_options);
+  sshd.start();
+  {
+    asio::io_context raw_io;
+    asio::ip::tcp::socket holder(raw_io);  // connects and never authenticates
+    holder.connect({asio::ip::make_address(sshd.host()), sshd.sshd_port()});
+    ASSERT_TRUE(test::poll_until([&] { return sshd.connection_count() == 1; }, 5s));
+    const auto dropped =
+        test::run_async(io_, attempt_once(endpoint_of(sshd), options_for(sshd))).value();
+    ASSERT_FALSE(dropped.session);
+    EXPECT_EQ(dropped.session.error().code, Errc::disconnected)
+        << dropped.session.error().message();
+    EXPECT_EQ(dropped.phase, ssh::ConnectPhase::handshake);
+    EXPECT_TRUE(dropped.dropped_before_auth()) << dropped.session.error().message();
+    EXPECT_TRUE(sshd.wait_for_log("drop connection #", 1)) << sshd.log_text();
+  }
+  const auto stranger = sshd.add_client_key(SshdFixture::KeyType::ed25519, {}, false);
+  // The held connection is gone once sshd logged its end: the next attempt has the slot.
+  ASSERT_TRUE(test::poll_until(
+      [&] {
+        return sshd.count_in_log("Connection closed by") +
+                   sshd.count_in_log("Connection reset by") +
+                   sshd.count_in_log("kex_exchange_identification") >=
+               1;
+      },
+      5s))
+      << sshd.log_text();
+  const auto refused =
+      test::run_async(io_, attempt_once(endpoint_of(sshd), options_for(sshd, stranger.private_key)))
+          .value();
+  ASSERT_FALSE(refused.session);
+  EXPECT_EQ(refused.session.error().code, Errc::auth_failed) << refused.session.error().message();
+  EXPECT_EQ(refused.phase, ssh::ConnectPhase::auth);
+  EXPECT_FALSE(refused.dropped_before_auth());
+  EXPECT_EQ(sshd.failed_auth_count(), 1U);
+}
+
+asio::awaitable<std::vector<std::string>> run_ids(SshdFixture* sshd) {
+  std::vector<std::string> ids;
+  auto session = co_await ssh::Session::async_connect(endpoint_of(*sshd), options_for(*sshd),
+                                                      Deadline::after(10s));
+  if (!session) {
+    ADD_FAILURE() << session.error().message();
+    co_return ids;
+  }
+  for (int i = 0; i < 2; ++i) {
+    auto echoed = co_await session->async_exec("echo \"$HEALER_RUN\"", {}, Deadline::after(10s));
+    ids.push_back(echoed ? echoed->out : "error: " + echoed.error().message());
+  }
+  co_await session->async_close(Deadline::after(2s));
+  co_return ids;
+}
+
+// The root-login kill marker is 128 random bits, not derived from the pid or a counter: nobody on
+// the server can predict it to have a timeout kill their processes, or to hide from it.
+TEST_F(SessionTest, RootLoginRunMarkersAreRandom) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "needs root to log in as root";
+  }
+  SshdFixture::Options sshd_options;
+  sshd_options.login_as_root = true;
+  SshdFixture sshd(sshd_options);
+  sshd.start();
+  const auto ids = test::run_async(io_, run_ids(&sshd));
+  ASSERT_EQ(ids.size(), 2U);
+  for (const auto& id : ids) {
+    ASSERT_EQ(id.size(), 33U) << id;
+    EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), 32U) << id;
+  }
+  EXPECT_NE(ids[0], ids[1]);
+  EXPECT_EQ(ids[0].find(std::to_string(::getpid())), std::string::npos);
 }
 
 }  // namespace

@@ -1,8 +1,12 @@
 // Destroying the event loop while sessions are mid-flight (a timed-out command being reaped, a
 // polite close in progress) must free everything without touching freed memory: coroutine frames
-// destroyed without being resumed unlink themselves from the session's wait list. Run under the
-// asan preset, a use-after-free here fails the test.
+// destroyed without being resumed unlink themselves from the session's wait list. In a plain
+// (debug) build a frame that did not unlink fails the wait list's destructor assertion (the list
+// must be empty when its session goes: a timer left in it is a freed frame's), which aborts the
+// test; under the asan preset the use-after-free that follows fails it too. Each test then checks
+// that the session really ended (sshd saw the disconnect) and cleans up its remote commands.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -10,6 +14,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "healer/core/pool_config.hpp"
 #include "healer/exec/executor.hpp"
@@ -27,9 +32,23 @@ using test::SshdFixture;
 
 enum class Stage { connecting, timed_out, closing };
 
+// A marker no other run of these tests shares.
+std::string unique_sleep(int seconds) {
+  return "sleep " + std::to_string(seconds) + "." + std::to_string(::getpid());
+}
+
+// The session was torn down with the loop: the disconnect reached sshd.
+void expect_disconnected(const SshdFixture& sshd) {
+  EXPECT_TRUE(sshd.wait_for_log("Received disconnect from", 1) ||
+              sshd.wait_for_log("Connection closed by", 1) ||
+              sshd.wait_for_log("Connection reset by", 1))
+      << sshd.log_text();
+}
+
 void abandon_loop_at(Stage stop_at) {
   SshdFixture sshd;
   sshd.start();
+  const std::string marker = unique_sleep(30);
   const auto server = test::pool_server(sshd, "srv");
   std::optional<Stage> reached;
   {
@@ -48,15 +67,15 @@ void abandon_loop_at(Stage stop_at) {
           for (int i = 0; i < 3; ++i) {
             asio::co_spawn(
                 co_await asio::this_coro::executor,
-                [&session]() -> asio::awaitable<void> {
-                  (void)co_await session->async_exec("sleep 30", ssh::ExecOptions(),
+                [&session, &marker]() -> asio::awaitable<void> {
+                  (void)co_await session->async_exec(marker, ssh::ExecOptions(),
                                                      Deadline::after(30s));
                 },
                 asio::detached);
           }
           ssh::ExecOptions options;
           options.kill_grace = 2s;
-          auto ran = co_await session->async_exec("sleep 30", options, Deadline::after(300ms));
+          auto ran = co_await session->async_exec(marker, options, Deadline::after(300ms));
           EXPECT_FALSE(ran);
           reached = Stage::timed_out;
           if (stop_at == Stage::timed_out) {
@@ -73,7 +92,8 @@ void abandon_loop_at(Stage stop_at) {
     ASSERT_EQ(reached, stop_at);
     io.run_for(20ms);  // let the close / the reaper get going, then abandon the loop
   }                    // ~io_context destroys every pending frame, in no particular order
-  SUCCEED();
+  expect_disconnected(sshd);
+  sshd.kill_remote_processes_matching(marker);
 }
 
 TEST(SshTeardown, LoopDestroyedWhileATimedOutCommandIsReaped) { abandon_loop_at(Stage::timed_out); }
@@ -83,6 +103,7 @@ TEST(SshTeardown, LoopDestroyedDuringAPoliteClose) { abandon_loop_at(Stage::clos
 TEST(SshTeardown, LoopDestroyedUnderAPoolWithATimedOutCommand) {
   SshdFixture sshd;
   sshd.start();
+  const std::string marker = unique_sleep(31);
   bool timed_out = false;
   {
     asio::io_context io;
@@ -92,10 +113,10 @@ TEST(SshTeardown, LoopDestroyedUnderAPoolWithATimedOutCommand) {
     for (int i = 0; i < 3; ++i) {
       asio::co_spawn(
           io,
-          [&executor]() -> asio::awaitable<void> {
+          [&executor, &marker]() -> asio::awaitable<void> {
             exec::RunOptions options;
             options.deadline = Deadline::after(30s);
-            (void)co_await executor.async_run("srv", "sleep 30", std::move(options));
+            (void)co_await executor.async_run("srv", marker, std::move(options));
           },
           asio::detached);
     }
@@ -105,7 +126,7 @@ TEST(SshTeardown, LoopDestroyedUnderAPoolWithATimedOutCommand) {
           exec::RunOptions options;
           options.deadline = Deadline::after(400ms);
           options.kill_grace = 2s;
-          auto ran = co_await executor.async_run("srv", "sleep 30", std::move(options));
+          auto ran = co_await executor.async_run("srv", marker, std::move(options));
           EXPECT_FALSE(ran);
           timed_out = true;
         },
@@ -118,7 +139,8 @@ TEST(SshTeardown, LoopDestroyedUnderAPoolWithATimedOutCommand) {
     io.run_for(20ms);
     registry.reset();  // no polite shutdown: sessions are aborted with commands in flight
   }
-  SUCCEED();
+  expect_disconnected(sshd);
+  sshd.kill_remote_processes_matching(marker);
 }
 
 }  // namespace

@@ -854,6 +854,17 @@ std::size_t SshdFixture::remote_processes_matching(std::string_view marker) cons
   return matching_remote_processes(marker).size();
 }
 
+std::size_t SshdFixture::server_commands_running(std::string_view command) const {
+  std::size_t running = 0;
+  for (const pid_t member : server_processes()) {
+    const auto entry = read_process(member);
+    if (entry && entry->state != 'Z' && process_cmdline(member).starts_with(command)) {
+      ++running;
+    }
+  }
+  return running;
+}
+
 std::size_t SshdFixture::kill_remote_processes_matching(std::string_view marker,
                                                         int signal_number) const {
   const auto victims = matching_remote_processes(marker);

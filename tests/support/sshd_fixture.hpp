@@ -200,6 +200,10 @@ class SshdFixture {
   /// clients it started (a local `ssh ... 'sleep 31337'` contains the marker too). Counts remote
   /// commands under sshd and those that outlived their session (reparented to init).
   [[nodiscard]] std::size_t remote_processes_matching(std::string_view marker) const;
+  /// Descendants of the listener whose command line starts with `command`: the remote commands
+  /// themselves, not the shells that run them (`sh -c 'sleep 9; true'` forks, `bash -c 'sleep
+  /// 9'` execs: a count that includes shells depends on the login shell and on timing).
+  [[nodiscard]] std::size_t server_commands_running(std::string_view command) const;
   /// Sends `signal_number` to every process remote_processes_matching() counts; returns how many.
   /// stop() and kill() end the commands still attached to a session, but a command that outlived
   /// its session (detached with `&`, or left running when its client went away: sshd sends no

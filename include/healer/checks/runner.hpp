@@ -123,6 +123,12 @@ struct Diagnosis {
 /// costs one attempt: a wrong key means one failed authentication), then the checks run in
 /// parallel on pooled channels. A failed exec (timeout, disconnect...) makes that check UNKNOWN
 /// with a one-line reason, never CRITICAL. Never throws on remote failure.
+///
+/// Cancellation: honours the awaiting coroutine's cancellation slot (terminal cancellation).
+/// Checks running are cancelled like timed-out ones (remote TERM, then KILL), the others end
+/// without running; each then carries CheckRun::error ssh::Errc::cancelled (server_error too when
+/// the connection was not there yet). Returns once every check worker ended; nothing throws
+/// because of the cancellation.
 asio::awaitable<Diagnosis> async_diagnose(exec::Executor& executor, std::string server_id,
                                           std::vector<CheckDefinition> checks,
                                           CheckSettings settings, DiagnoseOptions options);
@@ -158,7 +164,12 @@ struct SweepOptions {
 };
 
 /// Diagnoses every server of `servers`, at most SweepOptions::max_servers at once; results in
-/// input order. `executor` must outlive the call.
+/// input order. `executor` must outlive the call. Rethrows an exception of on_diagnosis once
+/// every server's diagnosis has ended.
+///
+/// Cancellation: as async_diagnose, for every server: the diagnoses running are cancelled, the
+/// servers not started yet end at once with server_error ssh::Errc::cancelled (each still gets a
+/// Diagnosis and an on_diagnosis call). Returns once every worker ended: none outlives the call.
 asio::awaitable<std::vector<Diagnosis>> async_diagnose_all(exec::Executor& executor,
                                                            std::vector<ServerChecks> servers,
                                                            SweepOptions options);

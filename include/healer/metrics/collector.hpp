@@ -45,11 +45,17 @@ struct CollectOptions {
 /// Runs the probe once on each of `server_ids` through `executor` (one async_run per server),
 /// at most options.concurrency at a time; each server gets a result by its deadline, in input
 /// order. Runs on the registry's executor; `executor` must outlive the sweep.
+///
+/// Cancellation: honours the awaiting coroutine's cancellation slot (terminal cancellation): the
+/// probes running are cancelled like timed-out ones (remote TERM, then KILL), the servers not
+/// started yet end at once; each of those results is ssh::Errc::cancelled (on_result is still
+/// called). Returns once every worker ended: none outlives the call; nothing throws because of
+/// the cancellation.
 asio::awaitable<std::vector<CollectResult>> async_collect(exec::Executor& executor,
                                                           std::vector<std::string> server_ids,
                                                           CollectOptions options);
 
-/// One server (what async_collect runs per server).
+/// One server (what async_collect runs per server). Cancellation: as async_collect.
 asio::awaitable<CollectResult> async_collect_one(exec::Executor& executor, std::string server_id,
                                                  CollectOptions options);
 

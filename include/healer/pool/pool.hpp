@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,27 +47,57 @@ struct Histogram {
   [[nodiscard]] std::uint64_t quantile_us(double q) const;
 };
 
-/// Counters of one server's pool (or of all of them), cheap to read at any time.
+/// Counters and gauges of one server's pool (or of all of them), cheap to read at any time: what
+/// a /metrics exporter or a dashboard shows. In Registry::total_stats() every field is the sum
+/// over servers, except where noted.
 struct PoolStats {
+  // --- gauges: the pool right now --------------------------------------------------------
+  /// Sessions by state (connecting -> ready <-> draining -> closed; closed ones are gone). A
+  /// ready session found dead but not yet closed counts as draining.
   std::size_t sessions_connecting = 0;
   std::size_t sessions_ready = 0;
   std::size_t sessions_draining = 0;
-  std::size_t channels_in_use = 0;
-  std::size_t waiters = 0;
-  /// Servers whose circuit is open (an auth or host-key failure blocks new attempts for now).
+  std::size_t channels_in_use = 0;  ///< leases out (one channel each)
+  /// Channels the ready sessions can carry at once: the sum of their channel limits.
+  std::size_t channel_capacity = 0;
+  /// Channels per connection the server allows: PoolConfig::max_channels until the server
+  /// refused one (MaxSessions) and the pool learned its real limit. In a total: the lowest.
+  std::size_t channel_limit = 0;
+  std::size_t waiters = 0;  ///< callers queued in async_acquire
+  /// 1 while an auth or host-key failure blocks new connections (the circuit is open); in a
+  /// total, the servers blocked.
   std::size_t circuits_open = 0;
-  /// Servers waiting out a backoff after failed connects (no connect attempt until it ends).
+  /// 1 while connection failures hold back the next attempt (exponential backoff); in a total,
+  /// the servers backing off.
   std::size_t backing_off = 0;
+  /// While circuits_open: how long, as of this snapshot, until the next attempt is let through
+  /// (add_server with new settings closes the circuit at once). In a total: the longest.
+  std::chrono::milliseconds circuit_retry_in{0};
+  /// While backing_off: how long, as of this snapshot, until the next connection attempt is
+  /// allowed. In a total: the longest.
+  std::chrono::milliseconds backoff_retry_in{0};
+
+  // --- counters since the registry started -------------------------------------------------
   std::uint64_t acquisitions = 0;        ///< leases handed out
   std::uint64_t served_by_existing = 0;  ///< leases on a session that had served before
   std::uint64_t commands = 0;  ///< leases returned after running (or trying) a command; refused
                                ///< channels are not counted
   std::uint64_t channels_refused = 0;  ///< leases given back because the server refused the channel
+  /// Once every handshake ended: started == sessions_opened + handshakes_failed +
+  /// handshakes_cancelled.
   std::uint64_t handshakes_started = 0;
   std::uint64_t handshakes_failed = 0;
+  /// Handshakes abandoned: every caller they were opened for left (deadline or cancellation),
+  /// the server's settings changed, or the registry shut down.
+  std::uint64_t handshakes_cancelled = 0;
+  /// Connection attempts repeated because the server dropped the connection before any
+  /// credential was sent (MaxStartups); never after an authentication attempt.
+  std::uint64_t handshakes_retried = 0;
   std::uint64_t sessions_opened = 0;
-  std::uint64_t exhausted = 0;  ///< acquires that ended in pool_exhausted
-  std::uint64_t timeouts = 0;   ///< leases returned after a command timeout
+  std::uint64_t exhausted = 0;           ///< acquires that ended in pool_exhausted
+  std::uint64_t timeouts = 0;            ///< leases returned after a command timeout
+  std::uint64_t acquires_cancelled = 0;  ///< acquires ended through their cancellation slot
+  std::uint64_t commands_cancelled = 0;  ///< leases returned after their command was cancelled
   std::uint64_t channel_limit_lowered = 0;
   std::uint64_t health_checks = 0;
   std::uint64_t health_check_failures = 0;
@@ -113,14 +144,19 @@ class Lease {
   /// Returns the slot after a command timed out: counted, and the session is drained (a timeout
   /// may mean a dying connection).
   void timed_out() noexcept;
+  /// Returns the slot after the caller cancelled the command (the session already signalled it):
+  /// counted, and the session is drained like after a timeout.
+  void cancelled() noexcept;
   /// Returns the slot now (what the destructor does).
   void release() noexcept;
 
  private:
   friend class Registry;
   struct Slot;
+  /// How a lease ends.
+  enum class Finish { release, discard, channel_refused, timed_out, cancelled };
   Lease(std::unique_ptr<Slot> slot, bool reused, std::chrono::microseconds waited) noexcept;
-  void finish(int how) noexcept;
+  void finish(Finish how) noexcept;
 
   std::unique_ptr<Slot> slot_;
   bool reused_ = false;
@@ -134,10 +170,16 @@ class Registry {
   Registry(asio::any_io_executor executor, PoolConfig config);
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
-  /// Stops the cleanup timer; sessions still open are aborted. Prefer async_shutdown().
+  /// Stops the cleanup timer and cancels handshakes in flight; sessions still open are aborted
+  /// (commands running on them are not signalled). Prefer async_shutdown(). Destroy a registry
+  /// before its io_context.
   ~Registry();
 
-  /// Adds a server or replaces its settings. New credentials close an open circuit.
+  /// Adds a server or replaces its settings. Settings that differ in anything that reaches the
+  /// server (address, user, auth method, key file, key data, passphrase, password, agent identity,
+  /// known_hosts, host-key policy, accepted fingerprint) drain the sessions made with the old ones,
+  /// abandon handshakes in flight, and close an open circuit and any backoff: the next request
+  /// connects with the new settings at once. Identical settings change nothing.
   void add_server(Server server);
   /// Removes a server (it left the inventory): waiters fail with unknown_server, idle sessions
   /// close now and busy ones once their commands end; acquires fail until it is added again.
@@ -147,7 +189,16 @@ class Registry {
 
   /// A channel slot on a live session of `server_id`: on an existing session with a free
   /// channel, else on a new session within the limits, else after queueing by priority until the
-  /// deadline (pool_exhausted). Never opens an unpooled connection unless on_exhausted == direct.
+  /// deadline. Never opens an unpooled connection unless on_exhausted == direct.
+  ///
+  /// Errors at the deadline: ssh::Errc::connect_timeout when no session of the server was ready
+  /// and the one being opened had not finished its handshake, else pool_exhausted (with how long
+  /// it waited and how full the pool was). A handshake lasts at most min(connect_timeout, the
+  /// latest deadline of the callers waiting for it): it is abandoned as soon as no caller waits.
+  ///
+  /// Cancellation: honours the awaiting coroutine's cancellation slot (terminal cancellation,
+  /// e.g. asio::bind_cancellation_slot on co_spawn, or awaitable operators): a queued caller
+  /// leaves the queue at once and gets ssh::Errc::cancelled; no exception is thrown.
   asio::awaitable<Result<Lease>> async_acquire(std::string server_id, Priority priority,
                                                Deadline deadline);
 
@@ -159,13 +210,20 @@ class Registry {
   /// Idle expiry, lifetime draining and warming, now (the timer does it every cleanup_interval).
   void run_maintenance();
 
-  /// Stops accepting, lets leased commands finish until `deadline`, closes every session
-  /// politely, fails every waiter with shutting_down.
+  /// Stops accepting, fails every waiter with shutting_down and cancels every handshake in
+  /// flight, lets leased commands finish until `deadline`, then closes every session politely:
+  /// commands still running are signalled first (TERM, then KILL after their kill grace; see
+  /// ssh::Session::async_close) and their callers get ssh::Errc::cancelled. Returns once every
+  /// handshake, close and kill has ended, so nothing of the registry keeps running on the loop
+  /// or on a server: at most `deadline` plus about 2 x the longest kill grace + 5 s.
   asio::awaitable<void> async_shutdown(Deadline deadline);
 
   /// Stats of one server (zeros for an unknown id), and the sum over all servers.
   [[nodiscard]] PoolStats stats(const std::string& server_id) const;
   [[nodiscard]] PoolStats total_stats() const;
+  /// Why `server_id` gets no new connection right now: the error that opened its circuit, or the
+  /// last connection failure while it backs off; nullopt when neither holds (or unknown id).
+  [[nodiscard]] std::optional<Error> connect_error(const std::string& server_id) const;
   [[nodiscard]] std::vector<std::string> server_ids() const;
 
   class Impl;

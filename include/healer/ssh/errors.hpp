@@ -19,8 +19,9 @@ enum class Errc {
   timeout,              ///< the operation's deadline passed
   disconnected,         ///< the connection died (peer closed, keepalive missed, reset)
   protocol,             ///< unexpected protocol or library failure
-  cancelled,            ///< the session was closed locally while the operation waited
-  not_started,          ///< the connection failed before the command started: safe to retry
+  cancelled,    ///< cancelled locally: the caller cancelled the operation, or the session (pool)
+                ///< was closed while it waited or ran
+  not_started,  ///< the connection failed before the command started: safe to retry
 };
 
 /// The error category of ssh::Errc ("ssh").

@@ -20,16 +20,41 @@ struct SessionStats {
   std::uint64_t channels_opened = 0;
   std::uint64_t channels_refused = 0;
   std::uint64_t commands_timed_out = 0;
+  std::uint64_t commands_cancelled = 0;  ///< through the caller's cancellation slot
   std::uint64_t keepalives_sent = 0;
   std::uint64_t bytes_in = 0;
   std::uint64_t bytes_out = 0;
 };
+
+/// How far a connection attempt got: the phase Session::async_attempt stopped in.
+enum class ConnectPhase {
+  setup,      ///< loading the identity; nothing sent yet
+  tcp,        ///< name resolution and TCP connect
+  handshake,  ///< banner and key exchange; no credential sent yet
+  host_key,   ///< host key check against known_hosts (local); no credential sent yet
+  auth,       ///< authentication: a credential may have reached the server
+  ready,      ///< connected and authenticated
+};
+
+/// Short stable name of a phase ("handshake"), for logs and JSON.
+[[nodiscard]] const char* phase_name(ConnectPhase phase) noexcept;
+
+struct ConnectAttempt;
 
 /// One authenticated SSH connection that carries many concurrent command channels.
 ///
 /// All members must be called on the executor the session was connected on (one io_context
 /// thread owns the session; there are no locks). Move-only; destroying a Session aborts it
 /// (prefer async_close). Operations in flight hold the connection alive until they complete.
+///
+/// Cancellation: async_attempt, async_connect, async_exec and async_ping honour the per-operation
+/// cancellation slot of the coroutine that awaits them (asio::bind_cancellation_slot on co_spawn,
+/// or awaitable operators), for terminal cancellation (Asio's default filter). A cancelled
+/// operation returns Errc::cancelled; a cancelled command is handled like a timed-out one (remote
+/// TERM, then KILL after ExecOptions::kill_grace, then the channel is closed); a cancelled
+/// connection attempt closes its socket. Channel open and exec requests already sent are awaited
+/// (one round trip) before the cancellation takes effect, so the server never keeps a channel the
+/// client forgot.
 class Session {
  public:
   class Impl;
@@ -38,6 +63,12 @@ class Session {
   /// all by `deadline`. A changed host key fails before any credential is sent.
   static asio::awaitable<Result<Session>> async_connect(Endpoint endpoint, ConnectOptions options,
                                                         Deadline deadline);
+
+  /// async_connect that also says which phase a failure happened in: what a caller needs to
+  /// retry a connection the server dropped before any credential was sent (see
+  /// ConnectAttempt::dropped_before_auth), and never one that reached authentication.
+  static asio::awaitable<ConnectAttempt> async_attempt(Endpoint endpoint, ConnectOptions options,
+                                                       Deadline deadline);
 
   Session(Session&&) noexcept;
   Session& operator=(Session&&) noexcept;
@@ -55,7 +86,11 @@ class Session {
   /// sat idle before reusing it. Fails with Errc::timeout at the deadline or the session's error.
   asio::awaitable<Result<void>> async_ping(Deadline deadline);
 
-  /// Polite close: disconnect message, then the socket. Fails waiters with Errc::cancelled.
+  /// Polite close. No new command starts; running ones may finish until `deadline`. Commands
+  /// still running then are signalled (TERM, then KILL after their ExecOptions::kill_grace; for
+  /// root logins the processes marked with the run's random HEALER_RUN value are killed from a
+  /// second channel) and their callers get Errc::cancelled; then the disconnect message is sent and
+  /// the socket closed. Takes at most `deadline` plus about 2 x the longest kill grace + 5 s.
   asio::awaitable<void> async_close(Deadline deadline);
 
   /// False once the connection died or was closed.
@@ -80,6 +115,20 @@ class Session {
  private:
   explicit Session(std::shared_ptr<Impl> impl) noexcept;
   std::shared_ptr<Impl> impl_;
+};
+
+/// The outcome of one connection attempt: the session, or the error and the phase it failed in.
+/// Not an aggregate on purpose (see ssh/options.hpp).
+struct ConnectAttempt {
+  ConnectAttempt(Result<Session> connected, ConnectPhase reached);
+
+  Result<Session> session;
+  ConnectPhase phase;  ///< ConnectPhase::ready on success
+
+  /// True when the server closed or reset the connection before any credential was sent (a
+  /// MaxStartups drop, a reset during key exchange): the one failure that is safe to retry at
+  /// once. Never true after an authentication attempt.
+  [[nodiscard]] bool dropped_before_auth() const noexcept;
 };
 
 }  // namespace healer::ssh

@@ -358,6 +358,27 @@ TEST_F(ConfigLoaderTest, MinIdleMustNotExceedMaxConnections) {
   EXPECT_TRUE(load({}, file, {{"max-connections", "8"}}));
 }
 
+// interval x max_missed is how long a silent connection lives: each factor within its own range
+// may still overflow (steady_clock's nanoseconds, or the milliseconds it is computed in).
+TEST(ConfigLoader, KeepaliveIntervalTimesMaxMissedMustFit) {
+  expect_error(
+      load({{"SSH_KEEPALIVE_INTERVAL", "31536000000"}, {"SSH_KEEPALIVE_MAX_MISSED", "2147483647"}}),
+      Errc::invalid_value,
+      {"SSH_KEEPALIVE_INTERVAL=\"31536000000\" (environment) x "
+       "SSH_KEEPALIVE_MAX_MISSED=\"2147483647\" (environment) = more than 2^64",
+       "one year"});
+  expect_error(load({{"SSH_KEEPALIVE_INTERVAL", "20000000000"}}), Errc::invalid_value,
+               {"= 60000000000 ms", "keepalive_max_missed = 3 (default)"});
+  EXPECT_TRUE(load({{"SSH_KEEPALIVE_INTERVAL", "10512000000"}}));  // x3 = one year exactly
+  EXPECT_TRUE(load({{"SSH_KEEPALIVE_INTERVAL", "0"}, {"SSH_KEEPALIVE_MAX_MISSED", "2147483647"}}));
+  PoolConfig config;
+  config.keepalive_interval = milliseconds{86'400'000};
+  config.keepalive_max_missed = 1000;
+  expect_error(validate_pool_config(config), Errc::invalid_value,
+               {"keepalive_interval_ms = 86400000 (set in code) x keepalive_max_missed = 1000",
+                "86400000000"});
+}
+
 TEST(ConfigLoader, ValidatesConfigBuiltInCode) {
   PoolConfig config;
   config.keepalive_max_missed = -1;

@@ -11,6 +11,7 @@ namespace healer::pool {
 namespace {
 
 using std::chrono::microseconds;
+using std::chrono::milliseconds;
 
 TEST(HistogramTest, BucketIIsBelowTwoToTheI) {
   Histogram histogram;
@@ -121,6 +122,13 @@ PoolStats numbered(std::uint64_t base) {
   for (std::size_t i = 0; i < kEvictionKinds; ++i) {
     stats.evictions[i] = base + 20 + i;
   }
+  stats.channel_capacity = base + 30;
+  stats.circuits_open = base + 31;
+  stats.backing_off = base + 32;
+  stats.handshakes_cancelled = base + 33;
+  stats.handshakes_retried = base + 34;
+  stats.acquires_cancelled = base + 35;
+  stats.commands_cancelled = base + 36;
   stats.wait_time.record(microseconds(base + 100));
   stats.handshake_time.record(microseconds(base + 5000));
   return stats;
@@ -160,6 +168,34 @@ TEST(PoolStatsTest, PlusEqualsAddsEveryField) {
   EXPECT_EQ(total.handshake_time.total, 2U);
   EXPECT_EQ(total.handshake_time.sum_us, 5000U + 6000U);
   EXPECT_EQ(total.handshake_time.counts[13], 2U);  // 5000 and 6000 us
+  EXPECT_EQ(total.channel_capacity, 1060U);
+  EXPECT_EQ(total.circuits_open, 1062U);
+  EXPECT_EQ(total.backing_off, 1064U);
+  EXPECT_EQ(total.handshakes_cancelled, 1066U);
+  EXPECT_EQ(total.handshakes_retried, 1068U);
+  EXPECT_EQ(total.acquires_cancelled, 1070U);
+  EXPECT_EQ(total.commands_cancelled, 1072U);
+}
+
+// Not sums: the lowest channel limit among servers that have one, the longest wait for a circuit
+// or a backoff.
+TEST(PoolStatsTest, PlusEqualsTakesTheLowestLimitAndTheLongestWaits) {
+  PoolStats total;
+  PoolStats first;
+  first.channel_limit = 10;
+  first.circuit_retry_in = milliseconds(300);
+  first.backoff_retry_in = milliseconds(20);
+  PoolStats second;
+  second.channel_limit = 4;
+  second.circuit_retry_in = milliseconds(100);
+  second.backoff_retry_in = milliseconds(50);
+  PoolStats unknown;  // a server that reports no limit (zero) does not lower it
+  total += first;
+  total += unknown;
+  total += second;
+  EXPECT_EQ(total.channel_limit, 4U);
+  EXPECT_EQ(total.circuit_retry_in, milliseconds(300));
+  EXPECT_EQ(total.backoff_retry_in, milliseconds(50));
 }
 
 TEST(PoolStatsTest, SumOfNothingIsZero) {

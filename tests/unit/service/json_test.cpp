@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include "healer/pool/errors.hpp"
 #include "healer/service/errors.hpp"
 #include "healer/ssh/errors.hpp"
@@ -114,6 +116,48 @@ TEST(Json, CollectionRoundTrip) {
   EXPECT_EQ(back->servers[1].error->code, ssh::Errc::connect_refused);
   EXPECT_EQ(back->values_stored, 3U);
   EXPECT_NO_THROW((void)dump(to_json(outcome), 2));
+}
+
+// One JSON shape for the CLI's --json and the HTTP API: the pool's gauges and cancellation and
+// retry counters travel both ways (the CLI reads a daemon's answer with pool_stats_from_json).
+TEST(Json, PoolStatsRoundTripKeepsGaugesAndCancellationCounters) {
+  pool::PoolStats stats;
+  stats.channels_in_use = 3;
+  stats.channel_capacity = 20;
+  stats.channel_limit = 10;
+  stats.circuits_open = 1;
+  stats.backing_off = 1;
+  stats.circuit_retry_in = std::chrono::milliseconds(1500);
+  stats.backoff_retry_in = std::chrono::milliseconds(250);
+  stats.handshakes_started = 9;
+  stats.handshakes_cancelled = 2;
+  stats.handshakes_retried = 4;
+  stats.acquires_cancelled = 5;
+  stats.commands_cancelled = 6;
+  const Json doc = to_json(stats);
+  EXPECT_EQ(doc.at("channel_capacity"), 20);
+  EXPECT_EQ(doc.at("channel_limit"), 10);
+  EXPECT_EQ(doc.at("circuits_open"), 1);
+  EXPECT_EQ(doc.at("backing_off"), 1);
+  EXPECT_EQ(doc.at("circuit_retry_in_ms"), 1500);
+  EXPECT_EQ(doc.at("backoff_retry_in_ms"), 250);
+  EXPECT_EQ(doc.at("handshakes_cancelled"), 2);
+  EXPECT_EQ(doc.at("handshakes_retried"), 4);
+  EXPECT_EQ(doc.at("acquires_cancelled"), 5);
+  EXPECT_EQ(doc.at("commands_cancelled"), 6);
+  const auto back = pool_stats_from_json(doc);
+  EXPECT_EQ(back.channels_in_use, 3U);
+  EXPECT_EQ(back.channel_capacity, 20U);
+  EXPECT_EQ(back.channel_limit, 10U);
+  EXPECT_EQ(back.circuits_open, 1U);
+  EXPECT_EQ(back.backing_off, 1U);
+  EXPECT_EQ(back.circuit_retry_in, std::chrono::milliseconds(1500));
+  EXPECT_EQ(back.backoff_retry_in, std::chrono::milliseconds(250));
+  EXPECT_EQ(back.handshakes_started, 9U);
+  EXPECT_EQ(back.handshakes_cancelled, 2U);
+  EXPECT_EQ(back.handshakes_retried, 4U);
+  EXPECT_EQ(back.acquires_cancelled, 5U);
+  EXPECT_EQ(back.commands_cancelled, 6U);
 }
 
 TEST(Json, MalformedDocumentsAreErrorsNotExceptions) {
