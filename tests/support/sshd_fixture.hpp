@@ -51,6 +51,11 @@ class SshdFixture {
     std::chrono::milliseconds rtt{0};
     /// Log in as root even when healer-test exists (tests of root-only behaviour; needs root).
     bool login_as_root = false;
+    /// Root only: shell commands run as root in a private mount namespace (unshare --mount)
+    /// right before sshd is exec'd in it. sshd and every session see those mounts, the rest of
+    /// the machine does not: e.g. a tmpfs on /run/systemd and a stand-in program bind-mounted
+    /// over /usr/bin/systemctl (the heal tests; systemd is not PID 1 in the sandboxes).
+    std::string mount_namespace_setup;
   };
 
   /// A key pair in dir(), made by add_client_key().
