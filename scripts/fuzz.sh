@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets of fuzz/ (one per metrics parser) with clang in build/fuzz and runs
+# Builds the libFuzzer targets of fuzz/ (one per metrics parser, one for HTTP requests) with clang in build/fuzz and runs
 # each for SECONDS seconds (default 10), seeded with the fixtures of tests/data/metrics.
 # Exits non-zero if a target fails to build or finds a crash, leak, timeout or UB; the input
 # that triggered it is kept in build/fuzz/artifacts/<target>/.
@@ -39,6 +39,7 @@ declare -A seeds=(
   [diskstats]="diskstats_*"
   [file_nr]="file-nr_*"
   [filesystems]="filesystems_*"
+  [http_request]=""
   [loadavg]="loadavg_*"
   [meminfo]="meminfo_*"
   [net_dev]="net_dev_*"
@@ -65,6 +66,13 @@ for target in $(printf '%s\n' "${!seeds[@]}" | sort); do
   case "$target" in
     clk_tck) printf '100\n' >"$seed_dir/clk_tck" ;;
     time) printf '1700003600\n' >"$seed_dir/time" ;;
+    http_request)  # first byte: the piece size; then requests as a client sends them
+      printf '\x07GET /a%%20b?x=1&y=%%41+b HTTP/1.1\r\nHost: h\r\n\r\n' >"$seed_dir/get"
+      printf '\x20POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.0\r\n\r\n' \
+        >"$seed_dir/pipelined"
+      printf '\x03POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n3\r\nabc\r\n0\r\n\r\n' \
+        >"$seed_dir/chunked"
+      ;;
   esac
   log="$build/fuzz_$target.log"
   cmd=("$build/fuzz/fuzz_$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048

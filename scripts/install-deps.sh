@@ -7,8 +7,14 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config clang-format git clang libclang-rt-14-dev
   libssh-dev libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libsqlite3-dev libsodium-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libtomlplusplus-dev libhttp-parser-dev libssl-dev prometheus python3-jsonschema
-  openssh-server openssh-client procps bsdutils python3 python3-asyncssh pdsh pssh curl
+  libtomlplusplus-dev libhttp-parser-dev libssl-dev prometheus python3-jsonschema openssl
+  openssh-server openssh-client procps bsdutils python3 python3-asyncssh pdsh pssh curl wrk
+  # The packet-level delayed link (tests/support/netdelay): NFQUEUE, veth, a namespace.
+  libnetfilter-queue-dev iptables iproute2 tcpdump iputils-ping
+  # The metrics probe: busybox sh/awk tests, process counts (strace), node_exporter next to it.
+  busybox strace prometheus-node-exporter
+  # the Debian package: dpkg-shlibdeps, man pages, completions, unit checks (scripts/package*.sh)
+  dpkg-dev adduser man-db groff-base zsh systemd
 )
 
 as_root() {

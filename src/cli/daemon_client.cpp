@@ -14,15 +14,15 @@ void add_daemon_option(CLI::App& app, bool& no_daemon) {
 }
 
 Result<std::optional<service::control::Client>> daemon_for(const StoreArgs& store,
-                                                            const PoolOptionValues& pool,
-                                                            bool no_daemon) {
+                                                           const PoolOptionValues& pool,
+                                                           bool no_daemon) {
   const char* env = std::getenv("HEALER_NO_DAEMON");
   if (no_daemon || (env != nullptr && *env != '\0' && std::string_view(env) != "0") ||
       !pool.flags.empty() || pool.config_file) {
     return std::optional<service::control::Client>();
   }
-  auto db = service::resolve_db_path(store.db.empty() ? std::nullopt
-                                                      : std::optional<std::filesystem::path>(store.db));
+  auto db = service::resolve_db_path(
+      store.db.empty() ? std::nullopt : std::optional<std::filesystem::path>(store.db));
   if (!db) {
     return std::optional<service::control::Client>();  // the local run reports it
   }

@@ -11,13 +11,13 @@
 #include <map>
 #include <memory>
 
+#include "daemon_client.hpp"
 #include "healer/cli/exit_codes.hpp"
+#include "healer/service/control.hpp"
 #include "healer/service/errors.hpp"
 #include "healer/service/exec.hpp"
 #include "healer/service/inventory.hpp"
 #include "healer/service/json.hpp"
-#include "daemon_client.hpp"
-#include "healer/service/control.hpp"
 #include "values.hpp"
 
 namespace healer::cli {
@@ -239,10 +239,10 @@ int run_exec(const ExecArgs& args, const std::vector<std::string>& after_dashdas
     if (!host.identity.empty()) {
       host.identity = std::filesystem::absolute(host.identity).string();
     }
-    host.known_hosts = std::filesystem::absolute(
-                           host.known_hosts.empty() ? service::default_known_hosts()
-                                                    : host.known_hosts)
-                           .string();
+    host.known_hosts =
+        std::filesystem::absolute(host.known_hosts.empty() ? service::default_known_hosts()
+                                                           : host.known_hosts)
+            .string();
   }
   int interrupted = 0;
   Result<service::ExecOutcome> outcome;

@@ -106,8 +106,7 @@ int run_collect(const MetricsArgs& args) {
       return fail(runtime.error());
     }
     outcome = (*runtime)->run_one_shot(
-        service::async_collect(**runtime, std::move(request), std::move(on_server)),
-        &interrupted);
+        service::async_collect(**runtime, std::move(request), std::move(on_server)), &interrupted);
   }
   if (progress.enabled) {
     std::cerr << "\r\033[K" << std::flush;

@@ -20,9 +20,9 @@
 
 #include "common.hpp"
 #include "daemon_client.hpp"
-#include "healer/service/control.hpp"
 #include "healer/cli/exit_codes.hpp"
 #include "healer/service/connection_test.hpp"
+#include "healer/service/control.hpp"
 #include "healer/service/errors.hpp"
 #include "healer/service/inventory.hpp"
 #include "healer/service/json.hpp"

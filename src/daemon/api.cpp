@@ -33,9 +33,9 @@ HttpResponse json_response(int status, const Json& body) {
 }
 
 HttpResponse from_error(const Error& error) {
-  return error_response(service::http_status(error), service::error_name(error),
-                        error.code.category() == service::error_category() ? error.detail
-                                                                             : error.message());
+  return error_response(
+      service::http_status(error), service::error_name(error),
+      error.code.category() == service::error_category() ? error.detail : error.message());
 }
 
 std::string status_text(store::CheckStatus status) { return std::string(store::to_string(status)); }
@@ -69,16 +69,16 @@ Json optional_number(const std::optional<double>& value) {
 }
 
 Json work_json(const WorkState& work) {
-  return Json{{"interval_seconds", work.interval.count()},
-              {"next_due",
-               work.next_due ? Json(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        work.next_due->time_since_epoch())
-                                        .count())
-                             : Json(nullptr)},
-              {"running", work.running},
-              {"runs", work.runs},
-              {"skipped", work.skipped},
-              {"late", work.late}};
+  return Json{
+      {"interval_seconds", work.interval.count()},
+      {"next_due", work.next_due ? Json(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            work.next_due->time_since_epoch())
+                                            .count())
+                                 : Json(nullptr)},
+      {"running", work.running},
+      {"runs", work.runs},
+      {"skipped", work.skipped},
+      {"late", work.late}};
 }
 
 Json run_json(const RunSummary& run) {
@@ -115,8 +115,8 @@ Json summary_json(const ServerState& state) {
   } else {
     doc["metrics"] = nullptr;
   }
-  doc["schedule"] = Json{{"metrics", work_json(state.metrics)},
-                         {"diagnose", work_json(state.diagnose)}};
+  doc["schedule"] =
+      Json{{"metrics", work_json(state.metrics)}, {"diagnose", work_json(state.diagnose)}};
   return doc;
 }
 
@@ -214,10 +214,8 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
   }
   // Tokens travel in a header only (no cookie, so a browser on another site cannot ride on one).
   const auto header = request.header("authorization");
-  const bool authorized =
-      header.starts_with("Bearer ") && token_matches(header.substr(7), c.token);
-  const bool api_or_metrics = path.starts_with("/api/") || path == "/metrics" ||
-                              path == "/probe";
+  const bool authorized = header.starts_with("Bearer ") && token_matches(header.substr(7), c.token);
+  const bool api_or_metrics = path.starts_with("/api/") || path == "/metrics" || path == "/probe";
   if ((mutating || (c.reads_need_token && api_or_metrics)) && !authorized) {
     auto response = error_response(401, "unauthorized",
                                    "this needs the API token: Authorization: Bearer <token> "
@@ -242,8 +240,7 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
       snapshot.with_healer_metrics = false;
       auto* state = c.fleet.find(*target);
       if (state == nullptr) {
-        co_return error_response(404, "not_found",
-                                 fmt::format("no server named '{}'", *target));
+        co_return error_response(404, "not_found", fmt::format("no server named '{}'", *target));
       }
       snapshot.servers.push_back(ExpositionSnapshot::Server{
           state->record.name, state->run,
@@ -295,9 +292,8 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
     bool more = false;
     for (auto it = c.fleet.servers().upper_bound(cursor); it != c.fleet.servers().end(); ++it) {
       const auto& state = it->second;
-      if (!tag.empty() &&
-          std::find(state.record.tags.begin(), state.record.tags.end(), tag) ==
-              state.record.tags.end()) {
+      if (!tag.empty() && std::find(state.record.tags.begin(), state.record.tags.end(), tag) ==
+                              state.record.tags.end()) {
         continue;
       }
       if (!text.empty() && state.record.name.find(text) == std::string::npos &&
@@ -338,7 +334,9 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
     const auto& [name, rest] = *route;
     auto* state = c.fleet.find(name);
     if (rest.empty() && request.method == "DELETE") {
-      auto job = [&runtime, name = name]() { return service::remove_server(runtime.store(), name); };
+      auto job = [&runtime, name = name]() {
+        return service::remove_server(runtime.store(), name);
+      };
       auto removed = co_await runtime.async_offload(std::move(job));
       if (!removed) {
         co_return from_error(removed.error());
@@ -378,8 +376,8 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
       }
       for (const auto& diagnosed : outcome->servers) {
         c.fleet.record(diagnosed);
-        if (auto* current = c.fleet.find(name); current != nullptr && current->run &&
-                                                 diagnosed.run_id != 0) {
+        if (auto* current = c.fleet.find(name);
+            current != nullptr && current->run && diagnosed.run_id != 0) {
           c.notifier.observe(name, *current->run);
         }
       }
@@ -454,9 +452,8 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
         }
         co_return json_response(200, Json{{"names", std::move(names)}});
       }
-      const auto from =
-          store::now_unix_ms() -
-          std::chrono::duration_cast<std::chrono::milliseconds>(*since).count();
+      const auto from = store::now_unix_ms() -
+                        std::chrono::duration_cast<std::chrono::milliseconds>(*since).count();
       auto job = [&runtime, server_id, from, metric, step]() -> Result<Json> {
         auto samples = runtime.store().samples_since(server_id, from, metric);
         if (!samples) {
@@ -525,8 +522,9 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
       entry["server"] = name;
       servers.push_back(std::move(entry));
     }
-    co_return json_response(200, Json{{"totals", service::to_json(runtime.registry().total_stats())},
-                                      {"servers", std::move(servers)}});
+    co_return json_response(200,
+                            Json{{"totals", service::to_json(runtime.registry().total_stats())},
+                                 {"servers", std::move(servers)}});
   }
   if (path == "/api/v1/scheduler" && request.method == "GET") {
     const auto& stats = c.scheduler.stats();
@@ -545,8 +543,8 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
                   {"inventory_reloads", stats.inventory_reloads}});
   }
   if (path == "/api/v1" || path == "/api/v1/") {
-    co_return json_response(200, Json{{"healer_version", service::version()},
-                                      {"openapi", "/api/v1/openapi.json"}});
+    co_return json_response(
+        200, Json{{"healer_version", service::version()}, {"openapi", "/api/v1/openapi.json"}});
   }
   if (!path.starts_with("/api/") && (request.method == "GET" || request.method == "HEAD")) {
     if (auto asset = dashboard_asset(path)) {

@@ -6,13 +6,13 @@
 #include <unistd.h>
 
 #include <asio/co_spawn.hpp>
-#include <deque>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/read.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
+#include <deque>
 
 #include "healer/core/log.hpp"
 #include "healer/service/control.hpp"
@@ -59,14 +59,15 @@ struct Outbox {
       return;
     }
     writing = true;
-    asio::async_write(socket, asio::buffer(frames.front()), [this](std::error_code ec, std::size_t) {
-      frames.pop_front();
-      if (ec) {
-        broken = true;
-        frames.clear();
-      }
-      write_next();
-    });
+    asio::async_write(socket, asio::buffer(frames.front()),
+                      [this](std::error_code ec, std::size_t) {
+                        frames.pop_front();
+                        if (ec) {
+                          broken = true;
+                          frames.clear();
+                        }
+                        write_next();
+                      });
   }
   asio::awaitable<void> drain() {
     while (writing) {
@@ -219,11 +220,10 @@ asio::awaitable<void> ControlServer::serve(stream_protocol::socket socket) {
       reply = error_message(parsed.error());
     } else {
       std::size_t done = 0;
-      auto progress = [&outbox, &done](const service::CollectedServer& server,
-                                       std::size_t total) {
+      auto progress = [&outbox, &done](const service::CollectedServer& server, std::size_t total) {
         ++done;
-        outbox.post(service::Json{
-            {"progress", {{"done", done}, {"total", total}, {"ok", server.ok()}}}});
+        outbox.post(
+            service::Json{{"progress", {{"done", done}, {"total", total}, {"ok", server.ok()}}}});
       };
       auto outcome = co_await service::async_collect(runtime_, std::move(*parsed), progress);
       reply = outcome ? service::Json{{"outcome", service::to_json(*outcome)}}
@@ -236,8 +236,8 @@ asio::awaitable<void> ControlServer::serve(stream_protocol::socket socket) {
     } else {
       const auto commands = parsed->commands;
       auto outcome = co_await service::async_exec(runtime_, std::move(*parsed));
-      reply = outcome ? service::Json{{"outcome", service::to_json(*outcome, commands,
-                                                                   service::Wire::exact)}}
+      reply = outcome ? service::Json{{"outcome",
+                                       service::to_json(*outcome, commands, service::Wire::exact)}}
                       : error_message(outcome.error());
     }
   } else if (op == "test") {

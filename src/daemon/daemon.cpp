@@ -167,6 +167,9 @@ int run_serve(const service::ServeOptions& options) {
   http.port = settings->serve.listen_port;
   http.tls_cert = settings->serve.tls_cert;
   http.tls_key = settings->serve.tls_key;
+  // The rate limit protects a listener others can reach; on loopback the clients are this
+  // machine's own (Prometheus, the dashboard, scripts).
+  http.rate_per_second = beyond_loopback ? 50 : 0;
   daemon.http = std::make_unique<HttpServer>(
       io.get_executor(), http,
       [api = daemon.api.get()](HttpRequest request) { return api->handle(std::move(request)); });

@@ -244,7 +244,8 @@ std::string render_exposition(const ExpositionSnapshot& snapshot) {
   }
   for (const auto& [name, groups] : families) {
     const bool counter = name.ends_with("_total");
-    w.family(name, counter ? "counter" : "gauge", "Collected over SSH by healer (node_exporter name).");
+    w.family(name, counter ? "counter" : "gauge",
+             "Collected over SSH by healer (node_exporter name).");
     for (const auto* lines : groups) {
       out += *lines;
     }

@@ -79,9 +79,9 @@ RunSummary summarise(const service::DiagnosedServer& diagnosed) {
   const auto& diagnosis = diagnosed.diagnosis;
   RunSummary summary;
   summary.run_id = diagnosed.run_id;
-  summary.started_at = std::chrono::duration_cast<std::chrono::milliseconds>(
-                           diagnosis.started_at.time_since_epoch())
-                           .count();
+  summary.started_at =
+      std::chrono::duration_cast<std::chrono::milliseconds>(diagnosis.started_at.time_since_epoch())
+          .count();
   summary.duration_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(diagnosis.duration).count();
   summary.status = service::to_store(diagnosis.status);
@@ -89,17 +89,15 @@ RunSummary summarise(const service::DiagnosedServer& diagnosed) {
   summary.server_error = diagnosis.server_error;
   for (const auto& check : diagnosis.checks) {
     if (check.result.status != checks::Status::ok) {
-      summary.failing.push_back(FailingCheck{check.result.name,
-                                             service::to_store(check.result.status),
-                                             check.result.message});
+      summary.failing.push_back(FailingCheck{
+          check.result.name, service::to_store(check.result.status), check.result.message});
     }
   }
   return summary;
 }
 
-CollectionSummary summarise(const std::string& server, std::int64_t collected_at,
-                            double elapsed_ms, std::optional<Error> error,
-                            const std::vector<metrics::Metric>& metrics,
+CollectionSummary summarise(const std::string& server, std::int64_t collected_at, double elapsed_ms,
+                            std::optional<Error> error, const std::vector<metrics::Metric>& metrics,
                             const std::vector<metrics::Metric>& rates) {
   CollectionSummary summary;
   summary.collected_at = collected_at;

@@ -104,9 +104,8 @@ std::optional<std::string> post_webhook(const std::string& url, const std::strin
 std::string event_json(const StatusEvent& event) {
   service::Json failing = service::Json::array();
   for (const auto& check : event.failing) {
-    failing.push_back({{"name", check.name},
-                       {"status", status_text(check.status)},
-                       {"message", check.message}});
+    failing.push_back(
+        {{"name", check.name}, {"status", status_text(check.status)}, {"message", check.message}});
   }
   return service::dump(service::Json{
       {"event", "status_changed"},

@@ -23,12 +23,14 @@ Result<std::string> load_or_create_token(const std::filesystem::path& path) {
     randombytes_buf(random, sizeof random);
     char hex[sizeof random * 2 + 1];
     sodium_bin2hex(hex, sizeof hex, random, sizeof random);
-    const int out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    const int out =
+        ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (out < 0) {
       return failed(std::strerror(errno));
     }
     const std::string text = std::string(hex) + "\n";
-    const bool written = ::write(out, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    const bool written =
+        ::write(out, text.data(), text.size()) == static_cast<ssize_t>(text.size());
     ::close(out);
     sodium_memzero(random, sizeof random);
     if (!written) {

@@ -13,25 +13,186 @@
 namespace healer::metrics {
 namespace {
 
-// Section name, the command after the helper's name and version ($P is the proc root).
-struct SectionCommand {
-  std::string_view name;
-  std::string_view command;
-};
+// The probe: an awk program that awk reads from stdin (kProbeCommand). It reads every /proc file
+// with getline and runs one `stat -f` for the filesystems through `sh -c exec` (so a collection
+// starts 2 processes; see probe.hpp). @MARKER@ and @PROC@ are filled in per run, @SKIP_TYPES@,
+// @WHOLE@ and @BELOW@ from the exclusion lists (exclusions.hpp), once. No single quote in it:
+// probe_command_line() single-quotes it for sh.
+constexpr std::string_view kAwkProgram = R"awk(
+function hm_begin(name) {
+  printf "%s begin %s %d\n", M, name, V
+  printf "%s begin %s %d\n", M, name, V > "/dev/stderr"
+}
+function hm_end(name, rc) { printf "\n%s end %s %d\n", M, name, rc }
+# Every line that comes from the server: one that starts with the marker is disarmed, so even
+# a file that knows the marker cannot end a section or begin another.
+function hm_line(text) {
+  if (index(text, M) == 1) text = "!" text
+  print text
+}
+function hm_file(name, path,   text, got, rc) {
+  hm_begin(name)
+  rc = 0
+  while ((got = (getline text < path)) > 0) hm_line(text)
+  if (got < 0) { print "cannot read " path > "/dev/stderr"; rc = 1 }
+  close(path)
+  hm_end(name, rc)
+}
+function hm_first(path,   text) {
+  if ((getline text < path) <= 0) { unreadable = unreadable " " path; text = "" }
+  close(path)
+  return text
+}
+# One line of a command, through sh -c exec (one process, not two).
+function hm_run(command,   text) {
+  text = ""
+  command = "exec " command " 2>/dev/null"
+  if ((command | getline text) <= 0) text = ""
+  close(command)
+  return text
+}
+function hm_quote(text,   out, k) {
+  out = ""
+  while ((k = index(text, Q)) > 0) {
+    out = out substr(text, 1, k - 1) Q "\\" Q Q
+    text = substr(text, k + 1)
+  }
+  return Q out text Q
+}
+# /proc/mounts escapes space, tab, newline and backslash as \040 \011 \012 \134.
+function hm_decode(text,   out, k, code) {
+  out = ""
+  while ((k = index(text, "\\")) > 0) {
+    out = out substr(text, 1, k - 1)
+    code = substr(text, k + 1, 3)
+    text = substr(text, k + 1)
+    if (code == "040") out = out " "
+    else if (code == "011") out = out "\t"
+    else if (code == "012") out = out "\n"
+    else if (code == "134") out = out "\\"
+    else { out = out "\\"; continue }
+    text = substr(text, 4)
+  }
+  return out text
+}
+function hm_excluded(type, mount,   k) {
+  if (type in skip_type) return 1
+  for (k = 1; k <= n_whole; k++) {
+    if (mount == whole[k] || index(mount, whole[k] "/") == 1) return 1
+  }
+  for (k = 1; k <= n_below; k++) {
+    if (index(mount, below[k] "/") == 1 && length(mount) > length(below[k]) + 1) return 1
+  }
+  return 0
+}
+BEGIN {
+  M = "@MARKER@"; P = "@PROC@"; V = @VERSION@; Q = "\047"
+  if (length(M) < 17) exit 3
+  n = split("@SKIP_TYPES@", names, " ")
+  for (k = 1; k <= n; k++) skip_type[names[k]] = 1
+  n_whole = split("@WHOLE@", whole, " ")
+  n_below = split("@BELOW@", below, " ")
 
-constexpr SectionCommand kCommands[] = {
-    {"clk_tck", "hm_clk_tck"},
-    {"stat", "cat \"$P/stat\""},
-    {"loadavg", "cat \"$P/loadavg\""},
-    {"meminfo", "cat \"$P/meminfo\""},
-    {"vmstat", "cat \"$P/vmstat\""},
-    {"filefd", "cat \"$P/sys/fs/file-nr\""},
-    {"diskstats", "cat \"$P/diskstats\""},
-    {"netdev", "cat \"$P/net/dev\""},
-    {"filesystems", "hm_filesystems"},
-    {"uname", "hm_uname"},
-    {"time", "date +%s"},
-};
+  # uname -m without a process on Linux >= 6.1. USER_HZ is 100 on every port but alpha (1024)
+  # and ia64 (its HZ: asked from getconf).
+  machine = hm_first("/proc/sys/kernel/arch")
+  if (machine == "") machine = hm_run("uname -m")
+  hz = 100
+  if (machine ~ /^alpha/) hz = 1024
+  else if (machine == "ia64") hz = hm_run("getconf CLK_TCK")
+  hm_begin("clk_tck"); hm_line(hz); hm_end("clk_tck", hz == "" ? 1 : 0)
+  hm_file("stat", P "/stat")
+  hm_file("loadavg", P "/loadavg")
+  hm_file("meminfo", P "/meminfo")
+  hm_file("vmstat", P "/vmstat")
+  hm_file("filefd", P "/sys/fs/file-nr")
+  hm_file("diskstats", P "/diskstats")
+  hm_file("netdev", P "/net/dev")
+
+  hm_begin("filesystems")
+  mounts = P "/mounts"
+  rc = 0; n = 0
+  while ((got = (getline text < mounts)) > 0) {
+    if (split(text, field, " ") < 3 || hm_excluded(field[3], field[2])) continue
+    n++
+    device[n] = field[1]; mount[n] = field[2]; type[n] = field[3]
+    path[n] = hm_decode(field[2]); figures[n] = "-"
+  }
+  if (got < 0) { print "cannot read " mounts > "/dev/stderr"; rc = 1 }
+  close(mounts)
+  # One stat for every path without a newline; its lines are matched back by name, in order
+  # (a path stat cannot read has no line).
+  args = ""
+  for (k = 1; k <= n; k++) if (index(path[k], "\n") == 0) args = args " " hm_quote(path[k])
+  if (args != "") {
+    command = "exec stat -f -c \"%S %b %f %a %c %d %n\" --" args " 2>/dev/null"
+    k = 1
+    while ((command | getline text) > 0) {
+      if (!match(text, /^[0-9]+ [0-9]+ [0-9]+ [0-9]+ [0-9]+ [0-9]+ /)) continue
+      name = substr(text, RLENGTH + 1)
+      while (k <= n && (path[k] != name || index(path[k], "\n") > 0)) k++
+      if (k > n) break
+      figures[k++] = substr(text, 1, RLENGTH - 1)
+    }
+    close(command)
+  }
+  # A path with a newline would split its line: a stat of its own, figures only.
+  for (k = 1; k <= n; k++) {
+    if (index(path[k], "\n") == 0) continue
+    text = hm_run("stat -f -c \"%S %b %f %a %c %d\" -- " hm_quote(path[k]))
+    if (text ~ /^[0-9]+ [0-9]+ [0-9]+ [0-9]+ [0-9]+ [0-9]+$/) figures[k] = text
+  }
+  for (k = 1; k <= n; k++) hm_line(device[k] " " mount[k] " " type[k] " " figures[k])
+  hm_end("filesystems", rc)
+
+  hm_begin("uname")
+  unreadable = ""
+  sysname = hm_first("/proc/sys/kernel/ostype")
+  release = hm_first("/proc/sys/kernel/osrelease")
+  version = hm_first("/proc/sys/kernel/version")
+  nodename = hm_first("/proc/sys/kernel/hostname")
+  if (unreadable != "" || machine == "") {
+    print "cannot read" unreadable > "/dev/stderr"
+    hm_end("uname", 1)
+  } else {
+    hm_line(sysname); hm_line(release); hm_line(version); hm_line(machine); hm_line(nodename)
+    hm_end("uname", 0)
+  }
+
+  # srand() returns the previous seed, which srand() set to the time of day.
+  hm_begin("time")
+  srand()
+  hm_line(srand())
+  hm_end("time", 0)
+  exit 0
+}
+)awk";
+
+// Single-quoted for sh, with the lists spliced into awk strings split at spaces: none may hold
+// a quote, a backslash or a space.
+constexpr bool plain(std::string_view text) {
+  return text.find_first_of("'\"\\ ") == std::string_view::npos;
+}
+constexpr bool exclusions_are_plain() {
+  for (const auto type : exclusions::kPseudoFsTypes) {
+    if (!plain(type)) {
+      return false;
+    }
+  }
+  for (const auto type : exclusions::kNetworkFsTypes) {
+    if (!plain(type)) {
+      return false;
+    }
+  }
+  for (const auto& prefix : exclusions::kMountPrefixes) {
+    if (!plain(prefix.path)) {
+      return false;
+    }
+  }
+  return true;
+}
+static_assert(kAwkProgram.find('\'') == std::string_view::npos);
+static_assert(exclusions_are_plain());
 
 std::string shell_quote(std::string_view s) {
   std::string out = "'";
@@ -46,30 +207,53 @@ std::string shell_quote(std::string_view s) {
   return out;
 }
 
-std::string fs_type_patterns() {
-  std::string out;
-  for (const auto type : exclusions::kPseudoFsTypes) {
-    out += out.empty() ? "" : "|";
-    out += type;
+void replace_all(std::string& text, std::string_view placeholder, std::string_view value) {
+  for (auto at = text.find(placeholder); at != std::string::npos;
+       at = text.find(placeholder, at + value.size())) {
+    text.replace(at, placeholder.size(), value);
   }
-  for (const auto type : exclusions::kNetworkFsTypes) {
-    out += "|";
-    out += type;
+}
+
+// `text` as the inside of an awk string literal.
+std::string awk_string(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
   }
   return out;
 }
 
-std::string mount_patterns() {
-  std::string out;
-  for (const auto& prefix : exclusions::kMountPrefixes) {
-    out += out.empty() ? "" : "|";
-    if (prefix.itself) {
-      out += fmt::format("{0}|{0}/*", prefix.path);
-    } else {
-      out += fmt::format("{}/?*", prefix.path);
-    }
+// The awk program with the exclusion lists filled in; the same for every run.
+std::string awk_program() {
+  std::string skip_types;
+  for (const auto type : exclusions::kPseudoFsTypes) {
+    skip_types += skip_types.empty() ? "" : " ";
+    skip_types += type;
   }
-  return out;
+  for (const auto type : exclusions::kNetworkFsTypes) {
+    skip_types += " ";
+    skip_types += type;
+  }
+  std::string whole;
+  std::string below;
+  for (const auto& prefix : exclusions::kMountPrefixes) {
+    std::string& list = prefix.itself ? whole : below;
+    list += list.empty() ? "" : " ";
+    list += prefix.path;
+  }
+  std::string program(kAwkProgram);
+  replace_all(program, "@SKIP_TYPES@", skip_types);
+  replace_all(program, "@WHOLE@", whole);
+  replace_all(program, "@BELOW@", below);
+  replace_all(program, "@VERSION@", std::to_string(kSectionVersion));
+  return program;
 }
 
 bool valid_name(std::string_view name) noexcept {
@@ -147,44 +331,19 @@ std::string make_marker() {
 }
 
 std::string probe_script(std::string_view marker, const ProbeOptions& options) {
-  std::string script = fmt::format(
-      R"(M={marker}
-P={proc}
-hm_section() {{
-  hm_name=$1; hm_version=$2; shift 2
-  printf '%s begin %s %s\n' "$M" "$hm_name" "$hm_version"
-  printf '%s begin %s %s\n' "$M" "$hm_name" "$hm_version" >&2
-  ( "$@" )
-  hm_rc=$?
-  printf '\n%s end %s %s\n' "$M" "$hm_name" "$hm_rc"
-}}
-# busybox has no getconf; USER_HZ is 100 on every Linux port in use.
-hm_clk_tck() {{
-  getconf CLK_TCK 2>/dev/null || echo 100
-}}
-hm_uname() {{
-  uname -s && uname -r && uname -v && uname -m && uname -n
-}}
-hm_filesystems() {{
-  while read -r hm_dev hm_mnt hm_fs hm_rest; do
-    case $hm_fs in {types}) continue ;; esac
-    case $hm_mnt in {mounts}) continue ;; esac
-    case $hm_mnt in *\\*) hm_path=$(printf '%b' "$hm_mnt") ;; *) hm_path=$hm_mnt ;; esac
-    if hm_figures=$(stat -f -c '%S %b %f %a %c %d' "$hm_path" 2>/dev/null); then
-      printf '%s %s %s %s\n' "$hm_dev" "$hm_mnt" "$hm_fs" "$hm_figures"
-    else
-      printf '%s %s %s -\n' "$hm_dev" "$hm_mnt" "$hm_fs"
-    fi
-  done < "$P/mounts"
-}}
-)",
-      fmt::arg("marker", shell_quote(marker)), fmt::arg("proc", shell_quote(options.proc_root)),
-      fmt::arg("types", fs_type_patterns()), fmt::arg("mounts", mount_patterns()));
-  for (const auto& section : kCommands) {
-    script += fmt::format("hm_section {} {} {}\n", section.name, kSectionVersion, section.command);
-  }
-  script += "exit 0\n";
+  static const std::string program = awk_program();
+  // Each placeholder is in BEGIN's first line once, the marker's before the proc root's: replace
+  // the later one first, so neither value can bring a placeholder back.
+  constexpr std::string_view kMarker = "@MARKER@";
+  constexpr std::string_view kProc = "@PROC@";
+  std::string script = program;
+  script.replace(script.find(kProc), kProc.size(), awk_string(options.proc_root));
+  script.replace(script.find(kMarker), kMarker.size(), awk_string(marker));
   return script;
+}
+
+std::string probe_command_line(std::string_view marker, const ProbeOptions& options) {
+  return "LC_ALL=C awk " + shell_quote(probe_script(marker, options));
 }
 
 std::vector<ProbeSection> split_sections(std::string_view out, std::string_view err,

@@ -1,7 +1,10 @@
 // The `healer` binary as a user runs it, against a real sshd.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -9,6 +12,7 @@
 
 #include "child_process.hpp"
 #include "healer/cli/exit_codes.hpp"
+#include "poll_until.hpp"
 #include "ports.hpp"
 #include "sshd_fixture.hpp"
 
@@ -183,6 +187,87 @@ TEST(Cli, BadInputIsAUsageError) {
   EXPECT_EQ(bad_timeout.exit_code(), cli::kExitUsage);
   const auto no_command = test::run_command({HEALER_BIN, "exec", "--host", "h"});
   EXPECT_EQ(no_command.exit_code(), cli::kExitUsage);
+  // Ports in decimal only (CLI11 would read 022 as octal 18 and 0x50 as 80).
+  for (const char* port : {"022", "0x50", "0"}) {
+    const auto octal =
+        test::run_command({HEALER_BIN, "exec", "--host", "h", "--port", port, "--", "true"});
+    EXPECT_EQ(octal.exit_code(), cli::kExitUsage) << port;
+  }
+  // Deadlines that are no deadline: NaN, infinity, more than a day.
+  for (const char* timeout : {"nan", "inf", "86401", "0"}) {
+    const auto bad =
+        test::run_command({HEALER_BIN, "exec", "--host", "h", "--timeout", timeout, "--", "true"});
+    EXPECT_EQ(bad.exit_code(), cli::kExitUsage) << timeout;
+    EXPECT_NE(bad.err.find("--timeout"), std::string::npos) << bad.err;
+  }
+  // An unknown log level is an error, not silence.
+  const auto level = test::run_command({"env", "HEALER_LOG=verbose", HEALER_BIN, "--version"});
+  EXPECT_EQ(level.exit_code(), cli::kExitUsage);
+  EXPECT_NE(level.err.find("HEALER_LOG"), std::string::npos);
+  // A FIFO as --stdin-file or --config is refused, not waited on forever.
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("healer-cli-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const auto fifo = dir / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto stdin_fifo = test::run_command(
+      {HEALER_BIN, "exec", "--host", "h", "--stdin-file", fifo.string(), "--", "true"});
+  EXPECT_EQ(stdin_fifo.exit_code(), cli::kExitUsage);
+  EXPECT_NE(stdin_fifo.err.find("not a regular file"), std::string::npos) << stdin_fifo.err;
+  const auto config_fifo = test::run_command(
+      {HEALER_BIN, "exec", "--host", "h", "--config", fifo.string(), "--", "true"});
+  EXPECT_EQ(config_fifo.exit_code(), cli::kExitUsage);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Cli, VersionIsPrintedAndInJson) {
+  const auto version = test::run_command({HEALER_BIN, "--version"});
+  EXPECT_EQ(version.exit_code(), 0);
+  EXPECT_TRUE(version.out.starts_with("healer 0.")) << version.out;
+  SshdFixture sshd;
+  sshd.start();
+  const auto run = test::run_command(exec_argv(sshd, {"--json"}, {"true"}));
+  ASSERT_EQ(run.exit_code(), 0) << run.err;
+  EXPECT_EQ(nlohmann::json::parse(run.out)["healer_version"],
+            version.out.substr(7, version.out.size() - 8));
+}
+
+TEST(Cli, OutputFromTheServerNeverDrivesATerminalNorBreaksJson) {
+  SshdFixture sshd;
+  sshd.start();
+  // Piped, the remote output is passed on byte for byte.
+  const auto piped = test::run_command(exec_argv(sshd, {}, {"printf 'a\\033[2Jb\\377\\n'"}));
+  EXPECT_EQ(piped.out, "a\033[2Jb\377\n");
+  // JSON holds bytes that are not UTF-8 without failing.
+  const auto json = test::run_command(exec_argv(sshd, {"--json"}, {"printf 'x\\377y'"}));
+  ASSERT_EQ(json.exit_code(), 0) << json.err;
+  EXPECT_EQ(nlohmann::json::parse(json.out)["stdout"], "x\xef\xbf\xbdy");
+  // On a terminal (script(1) gives it one), escapes and BEL are shown, not obeyed.
+  const auto argv = exec_argv(sshd, {}, {"printf \"a\\033]0;owned\\007b\\n\""});
+  std::string command;
+  for (const auto& word : argv) {
+    command += "'" + word + "' ";
+  }
+  const auto tty = test::run_command({"script", "-qec", command, "/dev/null"});
+  EXPECT_EQ(tty.out.find("\033]0;"), std::string::npos) << tty.out;
+  EXPECT_NE(tty.out.find("\\x1b]0;owned\\x07b"), std::string::npos) << tty.out;
+}
+
+TEST(Cli, SigintStopsTheRemoteCommandAndExits130) {
+  SshdFixture sshd;
+  sshd.start();
+  auto argv = exec_argv(sshd, {}, {"sleep 31400"});
+  auto process = test::ChildProcess::spawn(argv);
+  ASSERT_TRUE(test::poll_until([&] { return sshd.remote_processes_matching("sleep 31400") == 1; },
+                               std::chrono::seconds(10)));
+  process.signal(SIGINT);
+  const auto ended = process.wait_for_exit(std::chrono::seconds(5));
+  ASSERT_TRUE(ended.has_value()) << "healer exec still running 5 s after SIGINT";
+  EXPECT_EQ(ended->exit_code, 130);
+  EXPECT_TRUE(test::poll_until([&] { return sshd.remote_processes_matching("sleep 31400") == 0; },
+                               std::chrono::seconds(5)))
+      << "the remote sleep outlived healer";
+  sshd.kill_remote_processes_matching("sleep 31400");
 }
 
 }  // namespace

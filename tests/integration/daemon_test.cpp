@@ -210,6 +210,14 @@ std::int64_t count(sqlite3* db, const char* sql) {
   return value;
 }
 
+void expect_integrity_ok(sqlite3* db) {
+  sqlite3_stmt* check = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &check, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(check), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(check, 0)), "ok");
+  sqlite3_finalize(check);
+}
+
 TEST(Daemon, SigtermMidSweepStopsInTimeWithAnIntactDatabase) {
   SshdFixture sshd;
   sshd.start();
@@ -233,11 +241,7 @@ TEST(Daemon, SigtermMidSweepStopsInTimeWithAnIntactDatabase) {
   EXPECT_FALSE(fs::exists(daemon.socket()));
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open_v2(daemon.db().c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-  sqlite3_stmt* check = nullptr;
-  sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &check, nullptr);
-  ASSERT_EQ(sqlite3_step(check), SQLITE_ROW);
-  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(check, 0)), "ok");
-  sqlite3_finalize(check);
+  expect_integrity_ok(db);
   // No half-written run: every run has its two checks.
   EXPECT_GT(count(db, "SELECT COUNT(*) FROM diagnosis_runs"), 0);
   EXPECT_EQ(count(db,
@@ -494,6 +498,76 @@ TEST(Daemon, SeedIntegrationDiagnosesThroughApiAndCliShareOneConnection) {
   EXPECT_LE(sshd.accepted_auth_count() - auths_before, 2U);
   // (Channel refusals from sshd's close/open race are retried by the pool, never an error.)
   EXPECT_EQ(sshd.dropped_startup_count(), 0U);
+}
+
+// kill -9 leaves the control socket's file behind and a run maybe half done: the CLI falls back to
+// a local run, a restart takes the socket over and resumes scheduling, a second daemon for the
+// same database is refused while one runs, and the database stays whole.
+TEST(Daemon, AfterSigkillTheCliRunsLocallyAndARestartResumes) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  DaemonFixture daemon(HEALER_BIN, home,
+                       std::string("[schedule]\nmetrics_interval = \"1s\"\ndiagnose_interval = "
+                                   "\"1s\"\n") +
+                           kQuickChecks);
+  for (int i = 0; i < 5; ++i) {
+    add_server(daemon, fmt::format("s{}", i), sshd);
+  }
+  daemon.start();
+  ASSERT_TRUE(test::poll_until(
+      [&] { return get_json(daemon, "/api/v1/scheduler")["runs"]["diagnose"].get<int>() >= 5; },
+      std::chrono::seconds(20)));
+  const auto killed = daemon.stop(SIGKILL, std::chrono::seconds(5));
+  ASSERT_TRUE(killed.has_value());
+  EXPECT_TRUE(fs::exists(daemon.socket()));  // nobody removed it
+
+  // Nobody answers on the stale socket: the CLI runs locally, same output as --no-daemon.
+  const auto local = healer(daemon, {"exec", "s0", "--", "echo alive"});
+  EXPECT_EQ(local.exit_code(), 0) << local.err;
+  EXPECT_EQ(local.out, "----------------\ns0\n----------------\nalive\n");
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(daemon.db().c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  expect_integrity_ok(db);
+  // A run is written in one transaction: none without its two checks, even cut by kill -9.
+  EXPECT_EQ(count(db,
+                  "SELECT COUNT(*) FROM diagnosis_runs r WHERE (SELECT COUNT(*) FROM "
+                  "check_results c WHERE c.run_id = r.id) != 2"),
+            0);
+  const auto runs_before = count(db, "SELECT COUNT(*) FROM diagnosis_runs");
+  sqlite3_close(db);
+
+  daemon.start();
+  // A second daemon for the same database is refused while this one runs.
+  const auto second = test::run_command(
+      {"env", "HOME=" + home.path().string(), "HEALER_DB=" + daemon.db().string(), HEALER_BIN,
+       "serve", "--listen", fmt::format("127.0.0.1:{}", test::closed_port())},
+      std::chrono::seconds(20));
+  EXPECT_NE(second.exit_code(), 0);
+  EXPECT_NE(second.err.find("another healer serve is running"), std::string::npos) << second.err;
+  EXPECT_TRUE(daemon.running());
+  // Scheduling resumes: more runs land in the same database.
+  ASSERT_TRUE(test::poll_until(
+      [&] {
+        sqlite3* again = nullptr;
+        if (sqlite3_open_v2(daemon.db().c_str(), &again, SQLITE_OPEN_READONLY, nullptr) !=
+            SQLITE_OK) {
+          sqlite3_close(again);
+          return false;
+        }
+        const auto runs = count(again, "SELECT COUNT(*) FROM diagnosis_runs");
+        sqlite3_close(again);
+        return runs >= runs_before + 5;
+      },
+      std::chrono::seconds(20), std::chrono::milliseconds(200)))
+      << daemon.log_text();
+  const auto via_daemon = healer(daemon, {"exec", "s0", "--", "echo alive"});
+  EXPECT_EQ(via_daemon.exit_code(), 0) << via_daemon.err;
+  EXPECT_EQ(via_daemon.out, local.out);
+  const auto stopped = daemon.stop();
+  ASSERT_TRUE(stopped.has_value());
+  EXPECT_EQ(stopped->exit_code, 0) << daemon.log_text();
 }
 
 TEST(Daemon, CheckConfigAndPrintToken) {

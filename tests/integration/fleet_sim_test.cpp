@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -60,6 +61,7 @@ struct Command {
       : text(std::move(command_text)), stdin_data(std::move(input)) {}
   std::string text;
   std::string stdin_data;
+  std::optional<std::chrono::milliseconds> timeout;  ///< this command's own; else the run's
 };
 
 struct Ran {
@@ -75,7 +77,7 @@ asio::awaitable<Ran> run_commands(pool::Registry* registry, std::string server_i
   Ran ran;
   for (const auto& command : commands) {
     exec::RunOptions options;
-    options.deadline = Deadline::after(timeout);
+    options.deadline = Deadline::after(command.timeout.value_or(timeout));
     options.stdin_data = command.stdin_data;
     options.kill_grace = 200ms;
     ran.results.push_back(co_await executor.async_run(server_id, command.text, options));
@@ -139,10 +141,12 @@ asio::awaitable<Diagnosed> diagnose(pool::Registry* registry, std::string server
 
 // One diagnosis per server, all at once (async_diagnose_all).
 asio::awaitable<std::vector<checks::Diagnosis>> diagnose_all(
-    pool::Registry* registry, std::vector<checks::ServerChecks> servers) {
+    pool::Registry* registry, std::vector<checks::ServerChecks> servers,
+    checks::RunMode mode = checks::RunMode::concurrent) {
   exec::Executor executor(*registry);
   checks::SweepOptions options;
   options.server_timeout = 30s;
+  options.per_server.mode = mode;
   auto diagnoses = co_await checks::async_diagnose_all(executor, std::move(servers), options);
   co_await registry->async_shutdown(Deadline::after(5s));
   co_return diagnoses;
@@ -352,6 +356,72 @@ TEST_F(FleetSimTest, EveryCatalogCheckIsOkOnTheSimulator) {
   EXPECT_EQ(stats.connections, sim.size()) << "one connection per server";
 }
 
+// Batched mode: every check of a server in one exec (checks::batch_script), each one's output
+// framed by the run's marker with its exit code.
+TEST_F(FleetSimTest, EveryCatalogCheckIsOkOnTheSimulatorInBatchedMode) {
+  FleetSim sim(small_fleet());
+  sim.start();
+  const auto checks = all_checks();
+  std::vector<checks::Diagnosis> diagnoses;
+  {
+    pool::Registry registry(io_.get_executor(), PoolConfig{});
+    std::vector<checks::ServerChecks> servers;
+    for (std::size_t host = 0; host < sim.size(); ++host) {
+      registry.add_server(test::pool_server(sim, host));
+      servers.emplace_back(sim.host(host), checks);
+    }
+    diagnoses =
+        test::run_async(io_, diagnose_all(&registry, std::move(servers), checks::RunMode::batched));
+  }
+  ASSERT_EQ(diagnoses.size(), sim.size());
+  for (const auto& diagnosis : diagnoses) {
+    ASSERT_TRUE(diagnosis.reachable()) << diagnosis.server_error->message();
+    EXPECT_EQ(diagnosis.mode, checks::RunMode::batched);
+    ASSERT_EQ(diagnosis.checks.size(), checks.size());
+    for (const auto& check : diagnosis.checks) {
+      EXPECT_EQ(check.result.status, checks::Status::ok)
+          << diagnosis.server_id << ": " << check.result.name << ": " << check.result.message;
+      EXPECT_EQ(check.exit_status, 0) << check.result.name;
+    }
+    EXPECT_EQ(diagnosis.status, checks::Status::ok);
+  }
+  const auto stats = sim.stats();
+  EXPECT_EQ(stats.commands_by_kind.at("batch"), sim.size()) << "one exec per server";
+  EXPECT_EQ(stats.commands_by_kind.count("check"), 0U);
+  EXPECT_EQ(stats.commands_by_kind.count("unknown"), 0U);
+}
+
+// A batch with a check the simulator does not know (an application's) is not simulated: the
+// run fails as a whole, every check UNKNOWN with the reason, none judged from a partial answer.
+TEST_F(FleetSimTest, BatchWithAnUnknownCheckIsNotSimulated) {
+  FleetSim sim(small_fleet(1));
+  sim.start();
+  auto checks = std::vector{*checks::find_check("uptime")};
+  checks::ApplicationSpec app;
+  app.name = "web";
+  app.units = {"nginx.service"};
+  checks.push_back(checks::application_checks(app).at(0));
+  std::vector<checks::Diagnosis> diagnoses;
+  {
+    pool::Registry registry(io_.get_executor(), PoolConfig{});
+    registry.add_server(test::pool_server(sim, 0));
+    std::vector<checks::ServerChecks> servers;
+    servers.emplace_back(sim.host(0), checks);
+    diagnoses =
+        test::run_async(io_, diagnose_all(&registry, std::move(servers), checks::RunMode::batched));
+  }
+  ASSERT_EQ(diagnoses.size(), 1U);
+  ASSERT_TRUE(diagnoses[0].reachable());
+  ASSERT_EQ(diagnoses[0].checks.size(), 2U);
+  for (const auto& check : diagnoses[0].checks) {
+    EXPECT_EQ(check.result.status, checks::Status::unknown) << check.result.name;
+    EXPECT_NE(check.result.message.find("batched run failed (exit 2)"), std::string::npos)
+        << check.result.message;
+  }
+  EXPECT_EQ(sim.stats().commands_by_kind.at("unknown"), 1U);
+  EXPECT_EQ(sim.stats().commands_by_kind.count("batch"), 0U);
+}
+
 // The machine's own outputs, replayed by the simulator, give the same status per check through
 // the whole diagnose path (channels, stdout/stderr, exit codes, parsing); and a live diagnosis
 // of sshd gives the same checks, in the same order, with the same statuses (but for the ones
@@ -365,11 +435,12 @@ TEST_F(FleetSimTest, DiagnosisStatusPerCheckMatchesSshd) {
   std::erase_if(checks, [](const checks::CheckDefinition& check) {
     return check.name == "security_updates";
   });
+  // As the runner sends them: after the prologue that draws the run's marker.
   std::vector<std::string> commands;
   for (const auto& check : checks) {
-    commands.push_back(check.command);
+    commands.push_back(std::string(checks::kDrawMarker) + check.command);
   }
-  // 1. Every check's command on sshd, its raw output kept.
+  // 1. Every check's command on sshd, its raw output (marker line included) kept.
   const double sent_at = unix_now();
   Ran captured;
   {
@@ -385,18 +456,22 @@ TEST_F(FleetSimTest, DiagnosisStatusPerCheckMatchesSshd) {
   for (std::size_t i = 0; i < checks.size(); ++i) {
     const auto& result = captured.results[i];
     ASSERT_TRUE(result) << checks[i].name << ": " << result.error().message();
+    std::string out = result->out;
+    const std::string marker = checks::take_marker(out);
+    ASSERT_FALSE(marker.empty()) << checks[i].name << ": " << result->out;
     checks::CheckInput input;
-    input.out = result->out;
+    input.out = out;
+    input.marker = marker;
     input.err = result->err;
     input.exit_status = result->exit_status;
     input.sent_at = sent_at;
     input.received_at = received_at;
     expected[checks[i].name] = checks[i].parse(input, checks::CheckSettings{}).status;
-    responses.push_back(
-        {checks[i].command, result->out, result->err, result->exit_status.value_or(255)});
+    responses.push_back({commands[i], result->out, result->err, result->exit_status.value_or(255)});
     if (checks[i].cache_for.count() > 0) {
       checks::CachedOutput output;
-      output.out = result->out;
+      output.out = out;
+      output.marker = marker;
       output.err = result->err;
       output.exit_status = result->exit_status;
       output.expires_at = Clock::now() + 1h;
@@ -649,12 +724,17 @@ TEST_F(FleetSimTest, TermSignalEndsASleepOnBoth) {
   sshd.start();
   FleetSim sim(small_fleet());
   sim.start();
-  const Ran real = run(test::pool_server(sshd, "sshd"), {{"sleep 31337"}}, 300ms);
-  const Ran simulated = run(test::pool_server(sim, 0), {{"sleep 31337"}}, 300ms);
-  ASSERT_FALSE(real.results.at(0));
-  ASSERT_FALSE(simulated.results.at(0));
-  EXPECT_EQ(real.results[0].error().code, ssh::Errc::timeout);
-  EXPECT_EQ(simulated.results[0].error().code, ssh::Errc::timeout);
+  // A first command opens the connection, so the 300 ms deadline is the sleep's alone (a
+  // handshake on a loaded machine may take longer than that).
+  Command sleep("sleep 31337");
+  sleep.timeout = 300ms;
+  const Ran real = run(test::pool_server(sshd, "sshd"), {{"true"}, sleep});
+  const Ran simulated = run(test::pool_server(sim, 0), {{"true"}, sleep});
+  ASSERT_TRUE(real.results.at(0));
+  ASSERT_FALSE(real.results.at(1));
+  ASSERT_FALSE(simulated.results.at(1));
+  EXPECT_EQ(real.results[1].error().code, ssh::Errc::timeout);
+  EXPECT_EQ(simulated.results[1].error().code, ssh::Errc::timeout);
   EXPECT_EQ(real.stats.timeouts, 1U);
   EXPECT_EQ(simulated.stats.timeouts, 1U);
   // The client's reaper sent TERM: the remote sleep is gone.
@@ -918,16 +998,20 @@ TEST_F(FleetSimTest, SessionsAndDescriptorsAreReleased) {
 
 TEST_F(FleetSimTest, ExitsWhenItsParentDiesOrItsLifetimeEnds) {
   test::TempDir dir("healer-fleet-bounds-");
-  // Parent death: a shell starts it in the background and exits.
+  // Parent death: a shell starts it in the background and exits once it listens (so it has
+  // taken the shell as its parent: an exit before that, as a fixed wait allowed under asan's
+  // slower start, left it with init as its parent, which never dies).
   const auto pid_file = dir.path() / "pid";
+  const auto log = (dir.path() / "orphan.log").string();
   const auto started = test::run_command(
       {"/bin/sh", "-c",
-       std::string(HEALER_FLEET_SIM_PATH) + " --hosts 1 >" + (dir.path() / "orphan.log").string() +
-           " 2>&1 & echo $! >" + pid_file.string() + "; sleep 0.5"});
-  ASSERT_EQ(started.exit_code(), 0) << started.err;
+       std::string(HEALER_FLEET_SIM_PATH) + " --hosts 1 >" + log + " 2>&1 & echo $! >" +
+           pid_file.string() + "; i=0; until grep -q listening " + log +
+           "; do i=$((i+1)); [ $i -le 100 ] || exit 1; sleep 0.05; done"});
   pid_t orphan = 0;
   std::ifstream(pid_file) >> orphan;
   ASSERT_GT(orphan, 0);
+  EXPECT_EQ(started.exit_code(), 0) << "not listening after 5 s: " << started.err;
   EXPECT_TRUE(test::poll_until([&] { return test::process_gone(orphan); }, 5s));
   if (!test::process_gone(orphan)) {
     ::kill(orphan, SIGKILL);

@@ -26,7 +26,8 @@ using nlohmann::json;
 std::optional<double> query(std::uint16_t port, const std::string& promql) {
   httplib::Client client("127.0.0.1", port);
   client.set_read_timeout(std::chrono::seconds(5));
-  auto response = client.Get("/api/v1/query", httplib::Params{{"query", promql}}, httplib::Headers{});
+  auto response =
+      client.Get("/api/v1/query", httplib::Params{{"query", promql}}, httplib::Headers{});
   if (!response || response->status != 200) {
     return std::nullopt;
   }

@@ -34,10 +34,12 @@ std::uint16_t closed_port() {
   return ntohs(address.sin_port);
 }
 
-bool is_listening(std::uint16_t port) {
+bool is_listening(std::uint16_t port) { return is_listening(port, "/proc/net/tcp"); }
+
+bool is_listening(std::uint16_t port, const char* tcp_table) {
   // Rows look like "0: 0100007F:1F90 00000000:0000 0A ...": local address as hex IP (host byte
   // order) and hex port, then the remote address, then the state; 0A is TCP_LISTEN.
-  std::ifstream table("/proc/net/tcp");
+  std::ifstream table(tcp_table);
   std::string line;
   std::getline(table, line);  // header
   while (std::getline(table, line)) {

@@ -13,4 +13,8 @@ std::uint16_t closed_port();
 /// without connecting (a probe connection would show up in the server's log and counters).
 bool is_listening(std::uint16_t port);
 
+/// The same for a socket on any address (0.0.0.0) or on 127.0.0.1, read from `tcp_table`:
+/// /proc/<pid>/net/tcp shows the table of that process's network namespace.
+bool is_listening(std::uint16_t port, const char* tcp_table);
+
 }  // namespace healer::test

@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "child_process.hpp"
+#include "packet_link.hpp"
 #include "poll_until.hpp"
 #include "ports.hpp"
 #include "process_table.hpp"
@@ -249,6 +250,12 @@ SshdFixture::SshdFixture(Options options) : options_(std::move(options)), dir_("
     throw std::runtime_error("no passwd entry for the current user");
   }
   user_ = entry.pw_name;
+  if (options_.packet_link) {
+    if (options_.rtt.count() > 0) {
+      throw std::logic_error("SshdFixture: a packet link sets the RTT; Options::rtt must be 0");
+    }
+    host_ = options_.packet_link->server_address();
+  }
   if (::geteuid() == 0 && !options_.login_as_root) {
     // Log in as an unprivileged user when running as root: OpenSSH turns privilege separation
     // off after a root login and then refuses "signal" channel requests (timeouts could not
@@ -410,7 +417,7 @@ void SshdFixture::write_config(std::uint16_t port) const {
       "LogLevel {log_level}\n"
       "MaxSessions {max_sessions}\n"
       "MaxStartups {max_startups}\n",
-      fmt::arg("host", host_), fmt::arg("port", port),
+      fmt::arg("host", listen_address()), fmt::arg("port", port),
       fmt::arg("host_key", host_key_path().string()),
       fmt::arg("authorized_keys", authorized_keys_path().string()),
       fmt::arg("password", options_.password_authentication ? "yes" : "no"),
@@ -504,6 +511,18 @@ SshdFixture::StartOutcome SshdFixture::spawn_and_wait(std::uint16_t port) {
     ::close(null_fd);
     throw std::system_error(error, std::generic_category(), "open sshd log");
   }
+  // The packet link's namespace, entered by the child before exec.
+  int netns_fd = -1;
+  if (options_.packet_link) {
+    netns_fd = ::open(options_.packet_link->netns_path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (netns_fd < 0) {
+      const int error = errno;
+      ::close(log_fd);
+      ::close(null_fd);
+      throw std::system_error(error, std::generic_category(),
+                              "open " + options_.packet_link->netns_path());
+    }
+  }
   struct sigaction default_action {};
   default_action.sa_handler = SIG_DFL;
   sigset_t empty_mask;
@@ -516,6 +535,9 @@ SshdFixture::StartOutcome SshdFixture::spawn_and_wait(std::uint16_t port) {
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (::getppid() != parent) {
       ::_exit(127);
+    }
+    if (netns_fd >= 0 && !enter_netns(netns_fd)) {
+      ::_exit(126);
     }
     ::dup2(null_fd, STDIN_FILENO);
     ::dup2(log_fd, STDOUT_FILENO);
@@ -531,14 +553,20 @@ SshdFixture::StartOutcome SshdFixture::spawn_and_wait(std::uint16_t port) {
   const int fork_error = errno;
   ::close(log_fd);
   ::close(null_fd);
+  if (netns_fd >= 0) {
+    ::close(netns_fd);
+  }
   if (child < 0) {
     throw std::system_error(fork_error, std::generic_category(), "fork");
   }
   pid_ = child;
+  // The listening socket is in sshd's network namespace: read that namespace's table.
+  const std::string tcp_table = fmt::format("/proc/{}/net/tcp", child);
 
   // Both conditions, though "Server listening" is logged after listen(): checking the socket
   // table costs nothing, and a probe connection would add lines to the log the tests count.
-  const std::string listening_line = fmt::format("Server listening on {} port {}.", host_, port);
+  const std::string listening_line =
+      fmt::format("Server listening on {} port {}.", listen_address(), port);
   int status = 0;
   bool exited = false;
   const bool up = poll_until(
@@ -550,7 +578,8 @@ SshdFixture::StartOutcome SshdFixture::spawn_and_wait(std::uint16_t port) {
         }
         const std::string text = read_file(log_path());
         return text.size() > log_offset &&
-               text.find(listening_line, log_offset) != std::string::npos && is_listening(port);
+               text.find(listening_line, log_offset) != std::string::npos &&
+               is_listening(port, tcp_table.c_str());
       },
       kStartTimeout);
   if (up && !exited) {

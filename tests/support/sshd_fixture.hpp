@@ -18,6 +18,8 @@
 
 namespace healer::test {
 
+class PacketLink;
+
 /// A real OpenSSH sshd (/usr/sbin/sshd -D -e) on 127.0.0.1 and a free port, owned by the test:
 /// its own temp dir with a generated ed25519 host key, a client key, authorized_keys, known_hosts
 /// and sshd_config, and its log (stderr) in dir()/sshd.log. The login user is the user running
@@ -56,6 +58,10 @@ class SshdFixture {
     /// the machine does not: e.g. a tmpfs on /run/systemd and a stand-in program bind-mounted
     /// over /usr/bin/systemctl (the heal tests; systemd is not PID 1 in the sandboxes).
     std::string mount_namespace_setup;
+    /// Non-null: sshd runs inside this packet-level link's network namespace, listening on
+    /// 0.0.0.0 there; host() is the link's server address (any of its host_address() reaches the
+    /// same sshd). The link sets the RTT: `rtt` must stay 0. Needs root (PacketLink).
+    std::shared_ptr<PacketLink> packet_link;
   };
 
   /// A key pair in dir(), made by add_client_key().
@@ -137,6 +143,8 @@ class SshdFixture {
   /// The login user: healer-test when running as root, else the user running the test.
   [[nodiscard]] const std::string& user() const noexcept { return user_; }
   [[nodiscard]] const Options& options() const noexcept { return options_; }
+  /// The packet-level link sshd runs behind (Options::packet_link), or null.
+  [[nodiscard]] PacketLink* packet_link() const noexcept { return options_.packet_link.get(); }
   /// The DelayProxy in front of sshd, null when Options::rtt is zero or before start().
   [[nodiscard]] DelayProxy* delay_proxy() const noexcept { return proxy_.get(); }
 
@@ -208,6 +216,10 @@ class SshdFixture {
   enum class StartOutcome { listening, address_in_use };
 
   void write_config(std::uint16_t port) const;
+  /// 0.0.0.0 inside a packet link's namespace (every host address of the link), else host_.
+  [[nodiscard]] std::string listen_address() const {
+    return options_.packet_link ? "0.0.0.0" : host_;
+  }
   void write_known_hosts() const;
   void generate_key(KeyType type, const std::filesystem::path& path,
                     std::string_view passphrase) const;

@@ -32,7 +32,7 @@ struct StatusEvent {
 /// Counters for /metrics.
 struct NotifierStats {
   std::uint64_t sent = 0;
-  std::uint64_t failed = 0;     ///< the command failed or the webhook did not answer 2xx
+  std::uint64_t failed = 0;  ///< the command failed or the webhook did not answer 2xx
   std::uint64_t rate_limited = 0;
   std::uint64_t held = 0;  ///< a changed status not yet seen `consecutive` times (flapping)
 };

@@ -10,20 +10,25 @@
 #include "healer/metrics/metric.hpp"
 #include "healer/metrics/parsers.hpp"
 
-// The metrics probe: one POSIX sh script sent on stdin (`LC_ALL=C sh -s`; nothing is installed on
-// the server) that prints every section framed by a per-run random marker:
+// The metrics probe: an awk program sent on stdin (`LC_ALL=C awk -f /dev/stdin`; nothing is
+// installed on the server). awk reads every /proc file itself (getline, no `cat`), takes uname
+// from /proc/sys/kernel and the time from srand(), and runs one `stat -f` for all filesystems
+// through `sh -c exec`: a collection starts 2 processes (awk, exec'd by the login shell, and
+// stat) on Linux >= 6.1; before 6.1 a third (`uname -m`), and one more per mount point with a
+// newline in its name. It prints every section framed by a per-run random marker:
 //
 //   <marker> begin <section> <version>
 //   ...the section's stdout...
 //   <marker> end <section> <exit code>        (preceded by one extra '\n')
 //
 // stderr carries the same begin lines, so each section's error text is its own. A file the probe
-// reads cannot fake a section: it would need the marker, which is drawn fresh for every run and
-// appears nowhere but in the script on stdin.
+// reads cannot fake a section: every line awk prints from the server that starts with the marker
+// gets a '!' in front, and the marker is drawn fresh for every run and travels on stdin only
+// (never in an argv that `ps` shows).
 namespace healer::metrics {
 
-/// The sh command that runs the probe read from stdin.
-inline constexpr std::string_view kProbeCommand = "LC_ALL=C sh -s";
+/// The command that runs the probe read from stdin (probe_script()).
+inline constexpr std::string_view kProbeCommand = "LC_ALL=C awk -f /dev/stdin";
 
 /// Section names, in the order the probe runs them.
 inline constexpr std::string_view kSectionNames[] = {
@@ -41,8 +46,13 @@ struct ProbeOptions {
 /// A fresh random marker ("@@healer-metrics-" + 32 hex digits, 128 bits from random_device).
 [[nodiscard]] std::string make_marker();
 
-/// The sh script for one run with `marker` (from make_marker()).
+/// The awk program for one run with `marker` (from make_marker()), for kProbeCommand's stdin.
 [[nodiscard]] std::string probe_script(std::string_view marker, const ProbeOptions& options = {});
+
+/// The same probe as one shell command line, for tools that cannot send stdin (benchmark peers:
+/// pdsh). The marker is then in awk's argv, visible to `ps`: healer itself never uses this.
+[[nodiscard]] std::string probe_command_line(std::string_view marker,
+                                             const ProbeOptions& options = {});
 
 /// One framed section of a probe's output.
 struct ProbeSection {

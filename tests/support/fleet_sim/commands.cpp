@@ -70,92 +70,107 @@ std::string process_table(std::size_t count) {
   return out;
 }
 
-Reply ok(std::string out) { return Reply{std::move(out), {}, 0, {}}; }
+// "<marker> <tag>": a check's framing line, as its `echo "$HM <tag>"` prints it (" <tag>" when
+// the command ran without the kDrawMarker prologue, HM then being unset).
+std::string frame(const RunContext& c, std::string_view tag) {
+  return fmt::format("{} {}\n", c.marker, tag);
+}
 
-// The reply of the catalog check `name`, or nullopt when the simulator does not know it.
-std::optional<Reply> check_reply(std::string_view name, const RunContext& c) {
-  const HostModel& h = c.host;
-  if (name == "disk_space") {
-    return ok(h.df(false));
+// What each catalog check's command prints on a healthy Debian host with systemd (timesyncd,
+// apt, nothing failed, no kernel errors, nothing to reboot for), the measured parts from the
+// host model. Every one exits 0 with nothing on stderr.
+struct CheckAnswer {
+  std::string_view name;
+  std::string (*out)(const RunContext&);
+};
+
+constexpr CheckAnswer kCheckAnswers[] = {
+    {"disk_space", [](const RunContext& c) { return c.host.df(false); }},
+    {"disk_inodes", [](const RunContext& c) { return c.host.df(true); }},
+    {"memory", [](const RunContext& c) { return c.host.meminfo(c.now); }},
+    {"swap", [](const RunContext& c) { return c.host.meminfo(c.now); }},
+    {"load",
+     [](const RunContext& c) {
+       return c.host.loadavg(c.now) + frame(c, "cores") + fmt::format("{}\n", c.host.cpus());
+     }},
+    {"cpu",
+     [](const RunContext& c) {
+       return frame(c, "sample") + c.host.cpu_total_line(c.started) + "\n" + frame(c, "sample") +
+              c.host.cpu_total_line(c.now) + "\n";
+     }},
+    {"oom_kills",
+     [](const RunContext& c) {
+       const auto vmstat = c.host.vmstat(c.now);
+       const auto at = vmstat.find("oom_kill ");
+       return at == std::string::npos ? std::string()
+                                      : vmstat.substr(at, vmstat.find('\n', at) - at + 1);
+     }},
+    {"failed_units", [](const RunContext&) { return std::string(); }},
+    {"time_sync",
+     [](const RunContext& c) { return frame(c, "timedatectl") + "NTPSynchronized=yes\n"; }},
+    {"clock_skew", [](const RunContext& c) { return fmt::format("{:.9f}\n", c.now); }},
+    {"reboot_required", [](const RunContext& c) { return frame(c, "debian-clear"); }},
+    {"security_updates",
+     [](const RunContext& c) { return frame(c, "apt") + std::string(kAptNothing); }},
+    {"kernel_errors", [](const RunContext& c) { return frame(c, "journal"); }},  // -q: no entries
+    {"read_only_mounts", [](const RunContext& c) { return c.host.mounts(); }},
+    {"processes", [](const RunContext& c) { return process_table(c.host.process_count(c.now)); }},
+    {"file_descriptors", [](const RunContext& c) { return c.host.file_nr(c.now); }},
+    {"uptime", [](const RunContext& c) { return c.host.uptime(c.now); }},
+    {"listening_ports",
+     [](const RunContext& c) { return frame(c, "ss") + std::string(kListening); }},
+    {"seed.uptime", [](const RunContext& c) { return c.host.uptime_line(c.now); }},
+    {"seed.df_root", [](const RunContext& c) { return c.host.df_root(); }},
+    {"seed.free", [](const RunContext& c) { return c.host.free_bytes(c.now); }},
+    {"seed.loadavg", [](const RunContext& c) { return c.host.loadavg(c.now); }},
+    {"seed.system_state", [](const RunContext&) { return std::string("running\n"); }},
+    {"seed.processes",  // `ps -e | wc -l` counts ps's header too
+     [](const RunContext& c) { return fmt::format("{}\n", c.host.process_count(c.now) + 1); }},
+    {"seed.meminfo", [](const RunContext& c) { return first_lines(c.host.meminfo(c.now), 5); }},
+};
+
+const CheckAnswer* find_answer(std::string_view name) {
+  const auto* found =
+      std::find_if(std::begin(kCheckAnswers), std::end(kCheckAnswers),
+                   [name](const CheckAnswer& answer) { return answer.name == name; });
+  return found == std::end(kCheckAnswers) ? nullptr : found;
+}
+
+// The reply of the catalog check `name`; exit 127 when the simulator does not know it.
+Reply check_reply(std::string_view name, const RunContext& c) {
+  if (const auto* answer = find_answer(name)) {
+    return Reply{answer->out(c), {}, 0, {}};
   }
-  if (name == "disk_inodes") {
-    return ok(h.df(true));
-  }
-  if (name == "memory" || name == "swap") {
-    return ok(h.meminfo(c.now));
-  }
-  if (name == "load") {
-    return ok(fmt::format("{}@@healer cores\n{}\n", h.loadavg(c.now), h.cpus()));
-  }
-  if (name == "cpu") {
-    return ok(fmt::format("@@healer sample\n{}\n@@healer sample\n{}\n", h.cpu_total_line(c.started),
-                          h.cpu_total_line(c.now)));
-  }
-  if (name == "oom_kills") {
-    const auto vmstat = h.vmstat(c.now);
-    const auto at = vmstat.find("oom_kill ");
-    return ok(at == std::string::npos ? std::string()
-                                      : vmstat.substr(at, vmstat.find('\n', at) - at + 1));
-  }
-  if (name == "failed_units") {
-    return ok("");
-  }
-  if (name == "time_sync") {
-    return ok("@@healer timedatectl\nNTPSynchronized=yes\n");
-  }
-  if (name == "clock_skew") {
-    return ok(fmt::format("{:.9f}\n", c.now));
-  }
-  if (name == "reboot_required") {
-    return ok("@@healer debian-clear\n");
-  }
-  if (name == "security_updates") {
-    return ok(fmt::format("@@healer apt\n{}", kAptNothing));
-  }
-  if (name == "kernel_errors") {
-    return ok("@@healer journal\n");
-  }
-  if (name == "read_only_mounts") {
-    return ok(h.mounts());
-  }
-  if (name == "processes") {
-    return ok(process_table(h.process_count(c.now)));
-  }
-  if (name == "file_descriptors") {
-    return ok(h.file_nr(c.now));
-  }
-  if (name == "uptime") {
-    return ok(h.uptime(c.now));
-  }
-  if (name == "listening_ports") {
-    return ok(fmt::format("@@healer ss\n{}", kListening));
-  }
-  if (name == "seed.uptime") {
-    return ok(h.uptime_line(c.now));
-  }
-  if (name == "seed.df_root") {
-    return ok(h.df_root());
-  }
-  if (name == "seed.free") {
-    return ok(h.free_bytes(c.now));
-  }
-  if (name == "seed.loadavg") {
-    return ok(h.loadavg(c.now));
-  }
-  if (name == "seed.system_state") {
-    return ok("running\n");
-  }
-  if (name == "seed.processes") {
-    return ok(fmt::format("{}\n", h.process_count(c.now) + 1));
-  }
-  if (name == "seed.meminfo") {
-    return ok(first_lines(h.meminfo(c.now), 5));
-  }
-  return std::nullopt;
+  return Reply{{}, fmt::format("healer-fleet-sim: check {} not simulated\n", name), 127, {}};
 }
 
 milliseconds check_duration(std::string_view name) {
   return name == "cpu" ? milliseconds(1000) : milliseconds(0);  // its `sleep 1` between samples
+}
+
+// checks::batch_script's output for the checks `names` (their commands in that order): each
+// one's stdout framed by the run's marker with its exit code, its stderr framed on stderr, in
+// the checks' order, as the script's `cat`s print them after `wait`.
+Reply batch_reply(const std::vector<std::string>& names, const RunContext& c) {
+  Reply reply{{}, {}, 0, {}};
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const Reply section = check_reply(names[i], c);
+    reply.out += fmt::format("{0} begin {1}\n{2}\n{0} end {1} {3}\n", c.marker, i, section.out,
+                             section.exit_status.value_or(0));
+    reply.err += fmt::format("{0} begin {1}\n{2}\n{0} end {1}\n", c.marker, i, section.err);
+  }
+  return reply;
+}
+
+// A marker as kDrawMarker draws it from /proc/sys/kernel/random/uuid: "@@healer-" and a
+// version 4 UUID.
+std::string draw_marker() {
+  static std::mt19937_64 random{std::random_device{}()};
+  const std::uint64_t high = random();
+  const std::uint64_t low = random();
+  return fmt::format("@@healer-{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", high >> 32,
+                     (high >> 16) & 0xffffU, high & 0xfffU, 0x8000U | ((low >> 48) & 0x3fffU),
+                     low & 0xffff'ffff'ffffU);
 }
 
 // --- a small shell ----------------------------------------------------------------------------
@@ -540,11 +555,8 @@ CommandBook::CommandBook(std::vector<CannedReply> canned) {
 
 std::vector<std::string> CommandBook::unsimulated_checks() const {
   std::vector<std::string> missing;
-  const ProcTemplates empty;
-  const HostModel host(empty, 0, 0, 0);
-  const RunContext context{host, 0, 0, {}};
   for (const auto& [command, name] : checks_) {
-    if (!check_reply(name, context)) {
+    if (find_answer(name) == nullptr) {
       missing.push_back(name);
     }
   }
@@ -552,24 +564,33 @@ std::vector<std::string> CommandBook::unsimulated_checks() const {
   return missing;
 }
 
-Plan CommandBook::plan(std::string_view command) const {
-  // The checks runner puts a prologue before each check (checks::kDrawMarker): it draws a
-  // marker on the server and prints it as stdout's first line. The simulator draws one too.
-  if (command.starts_with(checks::kDrawMarker)) {
-    Plan inner = plan(command.substr(checks::kDrawMarker.size()));
-    auto finish = std::move(inner.finish);
-    inner.finish = [finish = std::move(finish)](const RunContext& c) {
-      Reply reply = finish(c);
-      static std::mt19937_64 random{std::random_device{}()};
-      const auto marker = fmt::format("@@healer-{:016x}{:016x}", random(), random());
-      (void)c;
-      reply.out = marker + "\n" + reply.out;
-      return reply;
-    };
-    return inner;
+std::optional<std::vector<std::string>> CommandBook::batched_checks(std::string_view script) const {
+  // The script's lines that are check commands, in order; it is their batch if batch_script
+  // gives exactly this text back for them (so a change to batch_script's framing shows as an
+  // unrecognised command, not as a wrong answer).
+  std::vector<std::string> names;
+  std::vector<checks::CheckDefinition> batch;
+  std::size_t start = 0;
+  while (start < script.size()) {
+    const auto end = std::min(script.find('\n', start), script.size());
+    const std::string line(script.substr(start, end - start));
+    if (const auto check = checks_.find(line); check != checks_.end()) {
+      names.push_back(check->second);
+      batch.emplace_back().command = line;
+    }
+    start = end + 1;
   }
+  if (names.empty() || checks::batch_script(batch) != script) {
+    return std::nullopt;
+  }
+  return names;
+}
+
+Plan CommandBook::plan(std::string_view command) const {
   Plan plan;
   const std::string key(command);
+  // Before the prologue is taken off: a canned reply replays a real server's whole output, its
+  // marker line included.
   if (const auto canned = canned_.find(key); canned != canned_.end()) {
     plan.kind = "canned";
     plan.finish = [reply = canned->second](const RunContext&) {
@@ -577,16 +598,35 @@ Plan CommandBook::plan(std::string_view command) const {
     };
     return plan;
   }
+  // The checks runner puts a prologue before each check and batch (checks::kDrawMarker): it
+  // draws a marker on the server, prints it as stdout's first line and frames the output with
+  // it ("$HM"). The simulator draws one per run too and hands it to the reply.
+  if (command.starts_with(checks::kDrawMarker)) {
+    Plan inner = this->plan(command.substr(checks::kDrawMarker.size()));
+    auto finish = std::move(inner.finish);
+    inner.finish = [finish = std::move(finish)](const RunContext& c) {
+      const std::string marker = draw_marker();
+      RunContext drawn = c;
+      drawn.marker = marker;
+      Reply reply = finish(drawn);
+      reply.out.insert(0, marker + "\n");
+      return reply;
+    };
+    return inner;
+  }
   if (const auto check = checks_.find(key); check != checks_.end()) {
     plan.kind = "check";
     plan.duration = check_duration(check->second);
-    plan.finish = [name = check->second](const RunContext& c) {
-      auto reply = check_reply(name, c);
-      return reply ? std::move(*reply)
-                   : Reply{{},
-                           fmt::format("healer-fleet-sim: check {} not simulated\n", name),
-                           127,
-                           {}};
+    plan.finish = [name = check->second](const RunContext& c) { return check_reply(name, c); };
+    return plan;
+  }
+  if (auto names = batched_checks(command)) {
+    plan.kind = "batch";  // the checks run in parallel: as long as the longest
+    for (const auto& name : *names) {
+      plan.duration = std::max(plan.duration, check_duration(name));
+    }
+    plan.finish = [names = std::move(*names)](const RunContext& c) {
+      return batch_reply(names, c);
     };
     return plan;
   }

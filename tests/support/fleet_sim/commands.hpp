@@ -19,7 +19,9 @@
 //      `<marker> begin <name> <version>` ... `<marker> end <name> <exit code>` for every name in
 //      metrics::kSectionNames, with the host model's /proc contents,
 //   3. every command of checks::default_checks() and seed_checks(), recognised by its exact
-//      command string and answered with output that parses to OK,
+//      command string and answered with output that parses to OK, and checks::batch_script()
+//      of any list of them; after checks::kDrawMarker (the checks runner's prologue) a marker
+//      is drawn, printed first and used for the framing lines, as the real prologue does,
 //   4. a small shell: `;`, `&&`, `||`, NAME=value, export, true, false, :, exit N, echo [-n],
 //      sleep N, cat [/proc files | stdin], date +%s[.%N], uptime, hostname, uname, nproc,
 //      free -b, df -P /; anything else is `sh: 1: NAME: not found` with exit 127.
@@ -39,11 +41,14 @@ struct RunContext {
   double started = 0;        ///< Unix seconds when the command started
   double now = 0;            ///< Unix seconds when it ends
   std::string_view input{};  ///< stdin received so far (all of it when the plan waits for EOF)
+  /// The run's framing marker ("$HM"), drawn by the checks::kDrawMarker prologue; empty without
+  /// one (HM unset: framing lines then start with a space, as the shell prints them).
+  std::string_view marker{};
 };
 
 /// How one command runs.
 struct Plan {
-  std::string kind;        ///< for the stats: probe, check, canned, shell, unknown, script
+  std::string kind;        ///< for the stats: check, batch, canned, script, shell, unknown
   bool needs_eof = false;  ///< runs only once stdin reached EOF
   std::chrono::milliseconds duration{0};           ///< time it takes before it ends by itself
   std::function<Reply(const RunContext&)> finish;  ///< builds the reply when it ends
@@ -70,6 +75,10 @@ class CommandBook {
   /// Names of catalog checks this simulator has no answer for (a check added to the catalog
   /// since): they get exit 127 and the simulator warns at start.
   [[nodiscard]] std::vector<std::string> unsimulated_checks() const;
+  /// The check names of a checks::batch_script() (without the prologue), in its order; nullopt
+  /// when `script` is not exactly the batch of catalog checks.
+  [[nodiscard]] std::optional<std::vector<std::string>> batched_checks(
+      std::string_view script) const;
 
  private:
   std::unordered_map<std::string, std::string> checks_;  // command -> check name

@@ -44,14 +44,29 @@ TEST(Marker, FreshAndWellFormed) {
 }
 
 TEST(Script, CarriesMarkerEverySectionAndQuotedRoot) {
-  const auto script = probe_script("@@healer-metrics-abc", ProbeOptions{"/tmp/it's"});
-  EXPECT_NE(script.find("M='@@healer-metrics-abc'"), std::string::npos);
-  EXPECT_NE(script.find("P='/tmp/it'\\''s'"), std::string::npos);
+  const auto script = probe_script("@@healer-metrics-abc", ProbeOptions{"/tmp/it's \"x\"\\y"});
+  EXPECT_NE(script.find(R"(M = "@@healer-metrics-abc"; P = "/tmp/it's \"x\"\\y";)"),
+            std::string::npos)
+      << script;
   for (const auto name : kSectionNames) {
-    EXPECT_NE(script.find("hm_section " + std::string(name) + " 1 "), std::string::npos) << name;
+    EXPECT_NE(script.find("(\"" + std::string(name) + "\""), std::string::npos) << name;
   }
-  EXPECT_NE(script.find("nfs4"), std::string::npos);
-  EXPECT_NE(script.find("/var/lib/docker/?*"), std::string::npos);
+  EXPECT_NE(script.find(" nfs4 "), std::string::npos);
+  EXPECT_NE(script.find("/var/lib/docker"), std::string::npos);
+  // The program travels on stdin: the command that runs it carries no marker.
+  EXPECT_EQ(kProbeCommand, "LC_ALL=C awk -f /dev/stdin");
+}
+
+TEST(Script, ValuesCannotBringBackAPlaceholder) {
+  const auto script = probe_script("@PROC@", ProbeOptions{"@MARKER@"});
+  EXPECT_NE(script.find(R"(M = "@PROC@"; P = "@MARKER@";)"), std::string::npos);
+}
+
+TEST(Script, CommandLineQuotesTheProgramForSh) {
+  const auto line = probe_command_line("@@healer-metrics-abc", ProbeOptions{"/tmp/it's"});
+  EXPECT_EQ(line.rfind("LC_ALL=C awk '", 0), 0U);
+  EXPECT_NE(line.find(R"(P = "/tmp/it'\''s")"), std::string::npos);
+  EXPECT_EQ(line.back(), '\'');
 }
 
 TEST(Split, BodiesExitCodesAndTrailingNewlines) {

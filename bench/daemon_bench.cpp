@@ -1,0 +1,226 @@
+// healer-daemon-bench: `healer serve` over a simulated fleet (tests/support/fleet_sim): a soak
+// (RSS and descriptors over time, missed/skipped/late runs, daemon CPU per collection) and the
+// API's latency (GET /api/v1/servers and /metrics, p50/p99) with every server's figures loaded.
+//
+//   healer-daemon-bench [--servers 100] [--interval 5] [--minutes 15] [--api-requests 200]
+//   healer-daemon-bench --servers 500 --interval 60 --minutes 2     # the API with 500 servers
+#include <fmt/format.h>
+#include <httplib.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "child_process.hpp"
+#include "common.hpp"
+#include "fleet_sim.hpp"
+#include "poll_until.hpp"
+#include "ports.hpp"
+#include "temp_dir.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+struct Sample {
+  double seconds = 0;
+  long rss_kib = 0;
+  std::size_t fds = 0;
+  double cpu_seconds = 0;
+};
+
+Sample sample_process(pid_t pid, Clock::time_point started) {
+  Sample sample;
+  sample.seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  const fs::path proc = fs::path("/proc") / std::to_string(pid);
+  sample.rss_kib = healer::bench::status_kib(proc / "status", "VmRSS").value_or(0);
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(proc / "fd", ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    ++sample.fds;
+  }
+  std::ifstream stat(proc / "stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), {});
+  const auto close = text.rfind(')');
+  if (close != std::string::npos) {
+    std::istringstream fields(text.substr(close + 2));
+    std::string field;
+    long utime = 0;
+    long stime = 0;
+    for (int i = 3; fields >> field; ++i) {
+      if (i == 14) {
+        utime = std::stol(field);
+      } else if (i == 15) {
+        stime = std::stol(field);
+        break;
+      }
+    }
+    sample.cpu_seconds =
+        static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  }
+  return sample;
+}
+
+double percentile(std::vector<double> values, double q) {
+  if (values.empty()) {
+    return 0;
+  }
+  std::sort(values.begin(), values.end());
+  const auto index = static_cast<std::size_t>(q * static_cast<double>(values.size() - 1) + 0.5);
+  return values[std::min(index, values.size() - 1)];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"healer serve over a simulated fleet: soak figures and API latency"};
+  std::size_t servers = 100;
+  int interval = 5;
+  double minutes = 15;
+  int api_requests = 200;
+  app.add_option("--servers", servers, "Simulated servers");
+  app.add_option("--interval", interval, "metrics_interval in seconds");
+  app.add_option("--minutes", minutes, "How long the soak runs");
+  app.add_option("--api-requests", api_requests, "GETs per endpoint for the latency figures");
+  CLI11_PARSE(app, argc, argv);
+  healer::bench::raise_fd_limit();
+
+  healer::test::FleetSim::Options sim_options;
+  sim_options.hosts = servers;
+  sim_options.known_hosts_per_host = true;
+  sim_options.verbose = false;
+  sim_options.max_lifetime = std::chrono::seconds(static_cast<long>(minutes * 60) + 900);
+  healer::test::FleetSim sim(sim_options);
+  sim.start();
+
+  healer::test::TempDir home;
+  const auto db = home.path() / "healer.db";
+  const auto config = home.path() / "config.toml";
+  std::ofstream(config) << fmt::format(
+      "[schedule]\nmetrics_interval = {}\ndiagnose_interval = 0\n[store]\nsamples_retention_days = "
+      "1\n",
+      interval);
+  // The inventory from an OpenSSH client config: one import for every host.
+  {
+    std::ofstream ssh_config(home.path() / "ssh_config");
+    for (std::size_t i = 0; i < servers; ++i) {
+      ssh_config << fmt::format(
+          "Host sim{:05}\n  HostName {}\n  Port {}\n  User {}\n  IdentityFile {}\n"
+          "  UserKnownHostsFile {}\n",
+          i, sim.host(i), sim.port(), sim.user(), sim.client_key_path().string(),
+          sim.known_hosts_path(i).string());
+    }
+  }
+  const std::vector<std::string> env{"env", "HOME=" + home.path().string(),
+                                     "HEALER_DB=" + db.string(),
+                                     "HEALER_CONFIG=" + config.string()};
+  auto with_env = [&](std::vector<std::string> args) {
+    std::vector<std::string> command = env;
+    command.push_back(HEALER_BIN);
+    command.insert(command.end(), args.begin(), args.end());
+    return command;
+  };
+  const auto imported = healer::test::run_command(
+      with_env({"server", "import", (home.path() / "ssh_config").string()}),
+      std::chrono::minutes(5));
+  if (imported.exit_code() != 0) {
+    std::cerr << "import failed: " << imported.err << '\n';
+    return 1;
+  }
+  const auto port = healer::test::closed_port();
+  auto daemon = healer::test::ChildProcess::spawn(
+      with_env({"serve", "--listen", "127.0.0.1:" + std::to_string(port)}),
+      home.path() / "daemon.log");
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(std::chrono::seconds(30));
+  if (!healer::test::poll_until(
+          [&] {
+            auto response = client.Get("/readyz");
+            return response && response->status == 200;
+          },
+          std::chrono::seconds(60), std::chrono::milliseconds(100))) {
+    std::cerr << "healer serve did not start\n";
+    return 1;
+  }
+  const auto started = Clock::now();
+  std::vector<Sample> samples;
+  const auto end = started + std::chrono::milliseconds(static_cast<long>(minutes * 60000));
+  while (Clock::now() < end) {
+    samples.push_back(sample_process(daemon.pid(), started));
+    std::this_thread::sleep_for(std::chrono::seconds(10));
+  }
+  samples.push_back(sample_process(daemon.pid(), started));
+  const auto scheduler = json::parse(client.Get("/api/v1/scheduler")->body);
+
+  // API latency with every server's figures in memory.
+  std::vector<double> list_ms;
+  std::vector<double> metrics_ms;
+  std::size_t metrics_bytes = 0;
+  for (int i = 0; i < api_requests; ++i) {
+    auto t0 = Clock::now();
+    auto list = client.Get("/api/v1/servers?limit=1000");
+    list_ms.push_back(healer::bench::ms_since(t0));
+    t0 = Clock::now();
+    auto metrics = client.Get("/metrics");
+    metrics_ms.push_back(healer::bench::ms_since(t0));
+    if (!list || !metrics || list->status != 200 || metrics->status != 200) {
+      std::cerr << "an API request failed\n";
+      return 1;
+    }
+    metrics_bytes = metrics->body.size();
+  }
+  daemon.signal(SIGTERM);
+  const auto stopped = daemon.wait_for_exit(std::chrono::seconds(15));
+
+  // RSS growth after the first two minutes (or the first third of a shorter run).
+  const double settle = std::min(120.0, minutes * 60 / 3);
+  const Sample* baseline = &samples.front();
+  for (const auto& sample : samples) {
+    if (sample.seconds >= settle) {
+      baseline = &sample;
+      break;
+    }
+  }
+  const auto& last = samples.back();
+  const double runs = scheduler["runs"]["metrics"].get<double>();
+  const double elapsed = last.seconds;
+  const double expected = static_cast<double>(servers) * elapsed / interval;
+  fmt::print("healer serve over {} simulated servers, metrics every {} s, {:.1f} min\n", servers,
+             interval, elapsed / 60);
+  fmt::print("  collections        {:.0f} (expected ~{:.0f}: {:.1f}%), skipped {}, late {}\n", runs,
+             expected, 100 * runs / expected, scheduler["skipped"]["metrics"].get<int>(),
+             scheduler["late"]["metrics"].get<int>());
+  fmt::print("  start delay p99    {:.1f} ms\n", scheduler["start_delay_p99_ms"].get<double>());
+  fmt::print(
+      "  RSS                {:.1f} MiB at {:.0f} s, {:.1f} MiB at the end: growth {:+.2f} MiB\n",
+      static_cast<double>(baseline->rss_kib) / 1024, baseline->seconds,
+      static_cast<double>(last.rss_kib) / 1024,
+      static_cast<double>(last.rss_kib - baseline->rss_kib) / 1024);
+  fmt::print("  descriptors        {} at {:.0f} s, {} at the end\n", baseline->fds,
+             baseline->seconds, last.fds);
+  fmt::print("  daemon CPU         {:.1f} s in all: {:.2f} ms per collection, {:.1f}% of a core\n",
+             last.cpu_seconds, 1000 * last.cpu_seconds / std::max(runs, 1.0),
+             100 * last.cpu_seconds / elapsed);
+  fmt::print("  GET /api/v1/servers  p50 {:.2f} ms, p99 {:.2f} ms ({} requests)\n",
+             percentile(list_ms, 0.5), percentile(list_ms, 0.99), list_ms.size());
+  fmt::print("  GET /metrics         p50 {:.2f} ms, p99 {:.2f} ms ({} KiB)\n",
+             percentile(metrics_ms, 0.5), percentile(metrics_ms, 0.99), metrics_bytes / 1024);
+  fmt::print("  SIGTERM            {}\n", stopped ? fmt::format("exit {}", stopped->exit_code)
+                                                  : std::string("still running after 15 s"));
+  fmt::print("  RSS over time (s: MiB, fds): ");
+  for (const auto& sample : samples) {
+    fmt::print("{:.0f}: {:.1f}/{}  ", sample.seconds, static_cast<double>(sample.rss_kib) / 1024,
+               sample.fds);
+  }
+  fmt::print("\n");
+  return 0;
+}
