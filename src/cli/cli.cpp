@@ -17,6 +17,7 @@
 #include "common.hpp"
 #include "diagnose_command.hpp"
 #include "exec_command.hpp"
+#include "heal_command.hpp"
 #include "healer/cli/exit_codes.hpp"
 #include "healer/service/json.hpp"
 #include "metrics_command.hpp"
@@ -95,6 +96,7 @@ int run(int argc, char** argv, const service::ServeEntry& serve) {
       add_app_command(app),
       add_diagnose_command(app),
       add_metrics_command(app),
+      add_heal_command(app),
       add_serve_command(app, serve, log_level),
   };
 

@@ -2,6 +2,7 @@
 
 #include "healer/checks/errors.hpp"
 #include "healer/core/config_loader.hpp"
+#include "healer/heal/errors.hpp"
 #include "healer/metrics/errors.hpp"
 #include "healer/pool/errors.hpp"
 #include "healer/ssh/errors.hpp"
@@ -152,7 +153,7 @@ ErrorClass classify(const Error& error) noexcept {
   if (category == store::error_category()) {
     return classify_store(static_cast<store::Errc>(value));
   }
-  if (category == config::error_category()) {
+  if (category == config::error_category() || category == heal::error_category()) {
     return ErrorClass::bad_input;
   }
   if (category == metrics::error_category() || category == checks::error_category()) {
@@ -219,6 +220,9 @@ std::string error_name(const Error& error) {
   if (category == metrics::error_category()) {
     return metrics::errc_name(static_cast<metrics::Errc>(value));
   }
+  if (category == heal::error_category()) {
+    return std::string(heal::errc_name(static_cast<heal::Errc>(value)));
+  }
   if (error.code == std::errc::invalid_argument) {
     return "invalid_input";
   }
@@ -229,7 +233,8 @@ const std::error_category* category_named(std::string_view name) noexcept {
   for (const std::error_category* category :
        {&error_category(), &ssh::error_category(), &pool::error_category(),
         &store::error_category(), &config::error_category(), &metrics::error_category(),
-        &checks::error_category(), &std::generic_category(), &std::system_category()}) {
+        &checks::error_category(), &heal::error_category(), &std::generic_category(),
+        &std::system_category()}) {
     if (name == category->name()) {
       return category;
     }

@@ -76,6 +76,7 @@ Runtime::~Runtime() {
 }
 
 asio::awaitable<void> Runtime::async_shutdown(Deadline deadline) {
+  stopping_ = true;
   co_await registry_->async_shutdown(deadline);
 }
 
@@ -88,6 +89,7 @@ void Runtime::watch_signals(int* interrupted_by) {
     if (interrupted_by != nullptr) {
       *interrupted_by = signal_number;
     }
+    stopping_ = true;
     // A second signal gets the default disposition: it ends the process at once.
     std::error_code ignored;
     signals_->signals.clear(ignored);

@@ -9,6 +9,7 @@
 #include <set>
 #include <system_error>
 
+#include "heal_settings.hpp"
 #include "healer/checks/catalog.hpp"
 #include "healer/core/config_document.hpp"
 
@@ -590,7 +591,7 @@ Result<store::Retention> load_retention(const config::Environment& env,
 }
 
 std::vector<std::string_view> known_config_tables() {
-  return {"pool", "checks", "store", "schedule", "notify", "serve"};
+  return {"pool", "checks", "store", "schedule", "notify", "serve", "heal"};
 }
 
 Result<Settings> load_settings(const config::Environment& env, const config::ConfigFile* file,
@@ -637,6 +638,11 @@ Result<Settings> load_settings(const config::Environment& env, const config::Con
     return std::move(serve).error();
   }
   settings.serve = std::move(*serve);
+  auto heal = heal_from(root, origin);
+  if (!heal) {
+    return std::move(heal).error();
+  }
+  settings.heal = std::move(*heal);
   return settings;
 }
 

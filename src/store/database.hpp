@@ -75,6 +75,12 @@ class Database {
                                                                 std::string_view name);
   [[nodiscard]] Result<PruneResult> prune(const Retention& retention, std::int64_t now_ms);
 
+  [[nodiscard]] Result<std::int64_t> append_heal_event(const HealEvent& event);
+  [[nodiscard]] Result<std::vector<HealEvent>> heal_events(const HealEventQuery& query);
+  [[nodiscard]] Result<void> put_heal_plan(std::string_view hash, std::string_view body,
+                                           std::int64_t now_ms);
+  [[nodiscard]] Result<std::string> heal_plan(std::string_view hash);
+
  private:
   Database(sql::Connection connection, MasterKey key, int schema_version, bool read_only)
       : db_(std::move(connection)),

@@ -205,6 +205,46 @@ CREATE INDEX status_transitions_by_server ON status_transitions(server_id, at);
 CREATE INDEX status_transitions_by_time ON status_transitions(at);
 )sql";
 
+// Healing: the audit log is append-only (rows are events of a heal: started, finished,
+// verified, refused, breaker opened/closed); triggers refuse UPDATE and DELETE whoever asks, so
+// no healer interface and no bug can rewrite it. No foreign keys: a removed server keeps its
+// history. Plans are kept by hash so the API can apply a plan the CLI made (and the reverse).
+constexpr std::string_view kHealing = R"sql(
+CREATE TABLE heal_audit (
+  id        INTEGER PRIMARY KEY AUTOINCREMENT,
+  heal_id   TEXT NOT NULL,
+  event     TEXT NOT NULL CHECK (event IN ('started', 'finished', 'verified', 'refused',
+                                           'breaker_open', 'breaker_closed')),
+  at        INTEGER NOT NULL,
+  actor     TEXT NOT NULL,
+  plan_hash TEXT NOT NULL,
+  server    TEXT NOT NULL,
+  server_id INTEGER,
+  action    TEXT NOT NULL,
+  params    TEXT NOT NULL CHECK (json_valid(params)),
+  command   TEXT NOT NULL,
+  result    TEXT NOT NULL,
+  exit_code INTEGER,
+  output    TEXT NOT NULL,
+  before    TEXT NOT NULL CHECK (json_valid(before)),
+  after     TEXT NOT NULL CHECK (json_valid(after)),
+  detail    TEXT NOT NULL
+) STRICT;
+CREATE INDEX heal_audit_by_server_action ON heal_audit(server, action, at);
+CREATE INDEX heal_audit_by_heal ON heal_audit(heal_id);
+CREATE TRIGGER heal_audit_no_update BEFORE UPDATE ON heal_audit
+BEGIN SELECT RAISE(ABORT, 'heal_audit is append-only'); END;
+CREATE TRIGGER heal_audit_no_delete BEFORE DELETE ON heal_audit
+BEGIN SELECT RAISE(ABORT, 'heal_audit is append-only'); END;
+
+CREATE TABLE heal_plans (
+  hash       TEXT PRIMARY KEY,
+  created_at INTEGER NOT NULL,
+  body       TEXT NOT NULL CHECK (json_valid(body))
+) STRICT;
+CREATE INDEX heal_plans_by_time ON heal_plans(created_at);
+)sql";
+
 constexpr std::array kMigrations = {
     Migration{1, "initial schema", kInitialSchema},
     Migration{2, "server labels and applications", kLabelsAndApplications},
@@ -213,6 +253,7 @@ constexpr std::array kMigrations = {
     Migration{5, "secrets bound to their server's address and host key settings", "",
               &reseal_secrets},
     Migration{6, "status transitions", kStatusTransitions},
+    Migration{7, "heal audit log (append-only) and plans", kHealing},
 };
 
 constexpr std::string_view kCreateMigrationsTable = R"sql(

@@ -248,6 +248,23 @@ Result<PruneResult> Store::prune(const Retention& retention, std::int64_t now_ms
   return write(impl_.get(), [&](Database& db) { return db.prune(retention, now_ms); });
 }
 
+Result<std::int64_t> Store::append_heal_event(const HealEvent& event) {
+  return write(impl_.get(), [&](Database& db) { return db.append_heal_event(event); });
+}
+
+Result<std::vector<HealEvent>> Store::heal_events(const HealEventQuery& query) {
+  return call(impl_.get(), [&](Database& db) { return db.heal_events(query); });
+}
+
+Result<void> Store::put_heal_plan(std::string_view hash, std::string_view body,
+                                  std::int64_t now_ms) {
+  return write(impl_.get(), [&](Database& db) { return db.put_heal_plan(hash, body, now_ms); });
+}
+
+Result<std::string> Store::heal_plan(std::string_view hash) {
+  return call(impl_.get(), [&](Database& db) { return db.heal_plan(hash); });
+}
+
 void Store::record_run_async(DiagnosisRun run, Callback<std::int64_t> done) {
   post_write<std::int64_t>(
       impl_.get(), "recording a diagnosis run",

@@ -491,6 +491,12 @@ SshdFixture::StartOutcome SshdFixture::spawn_and_wait(std::uint16_t port) {
   // threads only async-signal-safe calls are allowed.
   const std::string config = config_path().string();
   std::vector<std::string> args{kSshdPath, "-D", "-e", "-f", config};
+  if (!options_.mount_namespace_setup.empty()) {
+    // unshare and sh exec in place: the pid stays sshd's (for pid(), signals, PDEATHSIG).
+    args.insert(args.begin(),
+                {"/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                 "set -e\n" + options_.mount_namespace_setup + "\nexec \"$@\"", "sh"});
+  }
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);
   for (auto& arg : args) {
@@ -541,7 +547,7 @@ SshdFixture::StartOutcome SshdFixture::spawn_and_wait(std::uint16_t port) {
       ::sigaction(signal_number, &default_action, nullptr);
     }
     ::sigprocmask(SIG_SETMASK, &empty_mask, nullptr);  // NOLINT(concurrency-mt-unsafe): 1 thread
-    ::execv(kSshdPath, argv.data());
+    ::execv(argv[0], argv.data());
     ::_exit(127);
   }
   const int fork_error = errno;

@@ -53,6 +53,11 @@ class SshdFixture {
     std::chrono::milliseconds rtt{0};
     /// Log in as root even when healer-test exists (tests of root-only behaviour; needs root).
     bool login_as_root = false;
+    /// Root only: shell commands run as root in a private mount namespace (unshare --mount)
+    /// right before sshd is exec'd in it. sshd and every session see those mounts, the rest of
+    /// the machine does not: e.g. a tmpfs on /run/systemd and a stand-in program bind-mounted
+    /// over /usr/bin/systemctl (the heal tests; systemd is not PID 1 in the sandboxes).
+    std::string mount_namespace_setup;
     /// Non-null: sshd runs inside this packet-level link's network namespace, listening on
     /// 0.0.0.0 there; host() is the link's server address (any of its host_address() reaches the
     /// same sshd). The link sets the RTT: `rtt` must stay 0. Needs root (PacketLink).

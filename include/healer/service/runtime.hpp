@@ -142,6 +142,10 @@ class Runtime {
   /// Closes every pooled session politely by `deadline` (on the loop).
   asio::awaitable<void> async_shutdown(Deadline deadline);
 
+  /// True once the process is stopping: a one-shot command got SIGINT / SIGTERM, or
+  /// async_shutdown() began. Long waits (a heal's grace period) end early then.
+  [[nodiscard]] bool stopping() const noexcept { return stopping_; }
+
  private:
   Runtime(Settings settings, std::optional<store::Store> store, LocalSecrets secrets);
   void watch_signals(int* interrupted_by);
@@ -158,6 +162,7 @@ class Runtime {
   std::map<std::string, PreviousCollection, std::less<>> previous_collections_;
   struct SignalWatch;
   std::unique_ptr<SignalWatch> signals_;
+  bool stopping_ = false;
 };
 
 /// The database path: `db` if given, else $HEALER_DB, else the XDG default.

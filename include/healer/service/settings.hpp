@@ -15,6 +15,7 @@
 #include "healer/core/config_loader.hpp"
 #include "healer/core/pool_config.hpp"
 #include "healer/core/result.hpp"
+#include "healer/heal/config.hpp"
 #include "healer/store/records.hpp"
 
 // Everything a healer process is configured with, parsed once from one config file, the
@@ -132,6 +133,8 @@ struct Settings {
   ScheduleSettings schedule;
   NotifySettings notify;
   ServeSettings serve;
+  /// `[heal]`: rules, brakes, allow-lists, extra actions, silences (docs/healing.md).
+  heal::HealConfig heal;
   /// The config file these came from, if any.
   std::optional<std::filesystem::path> file;
 };
@@ -148,8 +151,8 @@ struct SettingsSources {
 [[nodiscard]] std::vector<std::string_view> known_config_tables();
 
 /// Reads the config file once and builds every section: pool (flag > env > file > default),
-/// checks, store retention (env > file > default), schedule, notify, serve. An unknown top-level
-/// table or key is an error naming the file and line.
+/// checks, store retention (env > file > default), schedule, notify, serve, heal. An unknown
+/// top-level table or key is an error naming the file and line.
 [[nodiscard]] Result<Settings> load_settings(const config::Environment& env,
                                              const SettingsSources& sources);
 

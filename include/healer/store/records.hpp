@@ -146,6 +146,53 @@ struct PruneResult {
   std::int64_t runs_deleted = 0;
 };
 
+/// What one row of the heal audit log records. The log is append-only: rows are never updated
+/// or deleted (the database refuses both), so a heal is a sequence of events sharing a heal_id.
+enum class HealEventKind {
+  started,         ///< the commands were sent
+  finished,        ///< they ended (result, exit code, output)
+  verified,        ///< the re-check after the grace period (result verified / failed / ...)
+  refused,         ///< healer did not run it (stale plan, breaker open, rate limit...)
+  breaker_open,    ///< automatic healing of (server, action) stopped
+  breaker_closed,  ///< a person reset it
+};
+
+/// "started", "finished", ...
+[[nodiscard]] std::string_view to_string(HealEventKind kind) noexcept;
+[[nodiscard]] std::optional<HealEventKind> parse_heal_event_kind(std::string_view text) noexcept;
+
+/// One event of the heal audit log.
+struct HealEvent {
+  std::int64_t id = 0;  ///< output only; increasing, never reused
+  std::string heal_id;  ///< the heal it belongs to (random); breaker events have their own
+  HealEventKind kind = HealEventKind::started;
+  std::int64_t at = 0;    ///< Unix ms
+  std::string actor;      ///< "cli:USER", "api", "rule:NAME"
+  std::string plan_hash;  ///< "" when there was no plan (breaker events)
+  std::string server;     ///< the name at the time (the server may be removed later)
+  std::optional<std::int64_t> server_id;
+  std::string action;
+  std::string params = "{}";  ///< JSON object
+  std::string command;        ///< the shell text sent
+  std::string result;         ///< "succeeded", "failed", "privilege_missing", "verified", ...
+  std::optional<int> exit_code;
+  std::string output;         ///< capped stdout and stderr
+  std::string before = "{}";  ///< JSON: checks and facts before
+  std::string after = "{}";   ///< JSON: checks and facts after (verification)
+  std::string detail;
+};
+
+/// Which audit events to read (newest first).
+struct HealEventQuery {
+  std::string server;                 ///< "" = any
+  std::string action;                 ///< "" = any
+  std::vector<std::string> heal_ids;  ///< empty = any
+  std::vector<HealEventKind> kinds;   ///< empty = any
+  std::int64_t since_ms = 0;          ///< at or after
+  std::int64_t before_id = 0;         ///< 0 = from the newest
+  std::size_t limit = 100;
+};
+
 /// Current time as Unix epoch milliseconds (system clock).
 [[nodiscard]] std::int64_t now_unix_ms() noexcept;
 

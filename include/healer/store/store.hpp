@@ -155,6 +155,19 @@ class Store {
   [[nodiscard]] Result<void> put_cached_check_outputs(const std::vector<CachedCheckOutput>& outputs,
                                                       std::int64_t now_ms = now_unix_ms());
 
+  // Healing: the audit log (append-only: there is no method to change or delete an event, and
+  // the database refuses UPDATE and DELETE on it) and plans by hash.
+
+  /// Appends an event; returns its id.
+  [[nodiscard]] Result<std::int64_t> append_heal_event(const HealEvent& event);
+  /// Events matching `query`, newest first.
+  [[nodiscard]] Result<std::vector<HealEvent>> heal_events(const HealEventQuery& query);
+  /// Keeps a plan document by its hash (an existing one stays); drops plans older than 7 days.
+  [[nodiscard]] Result<void> put_heal_plan(std::string_view hash, std::string_view body,
+                                           std::int64_t now_ms = now_unix_ms());
+  /// The plan document of `hash`; Errc::not_found when there is none.
+  [[nodiscard]] Result<std::string> heal_plan(std::string_view hash);
+
   // Fire-and-forget writes for the event loop: queued in call order, never blocking.
 
   void record_run_async(DiagnosisRun run, Callback<std::int64_t> done = {});
