@@ -84,10 +84,15 @@ int bench_main(int argc, char** argv) {
   CLI::App app{"healer-checks-bench: checks in concurrent and batched mode on one warm pool"};
   int runs = 10;
   std::string rtts_text = "0,50";
+  std::string link_text = default_link_model();
   app.add_option("--runs", runs, "timed runs per figure, after one untimed warm-up")
       ->check(CLI::Range(1, 1000));
-  app.add_option("--rtts", rtts_text, "added round-trip times in ms (the test bed's DelayProxy)");
+  app.add_option("--rtts", rtts_text, "added round-trip times in ms");
+  app.add_option("--link", link_text,
+                 "how RTT is added: proxy (DelayProxy) or packet (packet-level link, root); "
+                 "default $HEALER_BENCH_LINK, else proxy");
   CLI11_PARSE(app, argc, argv);
+  const LinkModel link = parse_link_model(link_text);
 
   std::string table =
       "| RTT | checks | concurrent median (p90) | batched median (p90) | batched / concurrent | "
@@ -96,7 +101,7 @@ int bench_main(int argc, char** argv) {
   for (const int rtt : split_ints(rtts_text)) {
     progress("sshd with " + std::to_string(rtt) + " ms RTT");
     test::SshdFixture::Options sshd_options;
-    sshd_options.rtt = std::chrono::milliseconds(rtt);
+    add_link(sshd_options, link, std::chrono::milliseconds(rtt));
     test::SshdFixture sshd(sshd_options);
     sshd.start();
     pool::Registry registry(io.get_executor(), PoolConfig{});
@@ -131,7 +136,8 @@ int bench_main(int argc, char** argv) {
             << "Each figure: median (p90, nearest rank) of " << runs
             << " timed diagnoses after one untimed warm-up, on one pool::Registry whose session\n"
                "stays open (Diagnosis::duration: the acquire of the probe lease, the checks, the "
-               "parsing).\nUNKNOWN results are summed over the timed runs of a cell.\n";
+               "parsing).\nUNKNOWN results are summed over the timed runs of a cell.\nLink model: "
+            << link_model_name(link) << ". " << link_model_description(link) << "\n";
   return 0;
 }
 

@@ -9,8 +9,7 @@
 //    asyncssh (connect + gather of the 7) in a fresh python process. Warm: the same `healer
 //    diagnose --seed` while a `healer serve` for the same database runs (the CLI goes through its
 //    control socket to the daemon's warm pool: no handshake), next to a ControlMaster already up
-//    with the 7 mux clients at once. `--link packet` puts sshd behind the packet-level delayed
-//    link (tests/support/netdelay, root) instead of the DelayProxy.
+//    with the 7 mux clients at once.
 // 2. Metrics sweep: `healer metrics collect --all` on N servers (N DelayProxies on 127.0.x.y in
 //    front of one sshd, the inventory made with `healer server import`), against pdsh and
 //    asyncssh running the same probe script.
@@ -78,7 +77,6 @@ struct Settings {
   std::vector<std::string> parts{"diagnose", "metrics"};
   std::vector<std::string> cases{"seed",     "default",      "default-nosec", "openssh",
                                  "asyncssh", "openssh-warm", "daemon"};
-  std::string link = "proxy";  // part 1: proxy (DelayProxy) or packet (packet-level link)
   std::vector<int> fleet_sizes{100, 500};
   std::vector<int> metrics_rtts{0, 50};
   // RTTs at which fleets of --large-fleet servers or more run (a sweep of 500 local sshds costs
@@ -96,6 +94,7 @@ struct Settings {
   std::string peer_script = HEALER_BENCH_PEERS_DIR "/asyncssh_fleet.py";
   std::string healer_cli = HEALER_CLI_PATH;
   std::string markdown_out;
+  LinkModel link = LinkModel::proxy;
 
   [[nodiscard]] bool wants(std::string_view part) const {
     return std::find(parts.begin(), parts.end(), part) != parts.end();
@@ -148,19 +147,6 @@ struct Report {
   std::vector<std::string> notes;
 };
 
-std::string shell_quote(std::string_view text) {
-  std::string out = "'";
-  for (const char c : text) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  out += '\'';
-  return out;
-}
-
 /// The JSON object on the last line of `text` that starts with '{' (a python peer's report).
 nlohmann::json last_json_line(const std::string& text) {
   std::istringstream lines(text);
@@ -202,14 +188,14 @@ double reaped_children_cpu_ms(pid_t pid) {
   return (std::stod(values[13]) + std::stod(values[14])) * ms_per_tick;
 }
 
-/// CPU of the metrics probe run locally (`sh -c <script>` under LC_ALL=C, wait4: the shell and
-/// every process it ran), median of `runs`: what each server spends on the probe itself, without
-/// sshd's connection and session set-up.
-double local_probe_cpu_ms(const std::string& script, const fs::path& log, int runs) {
+/// CPU of the metrics probe run locally (`sh -c <command line>`, wait4: the shell and every process
+/// it ran), median of `runs`: what each server spends on the probe itself, without sshd's
+/// connection and session set-up.
+double local_probe_cpu_ms(const std::string& command_line, const fs::path& log, int runs) {
   std::vector<double> cpu;
   for (int run = 0; run < runs; ++run) {
     fs::remove(log);
-    const pid_t pid = spawn_process({"sh", "-c", script}, log, {"LC_ALL=C"});
+    const pid_t pid = spawn_process({"sh", "-c", command_line}, log, {"LC_ALL=C"});
     cpu.push_back(wait_process_usage(pid).cpu_ms);
   }
   return median_of(cpu);
@@ -358,22 +344,11 @@ void run_diagnose(const Settings& settings, int rtt_ms, Report& report) {
   sshd_options.max_sessions = kMaxSessions;
   sshd_options.max_startups = "300:30:1000";
   sshd_options.log_level = "VERBOSE";
-  if (settings.link == "packet" && rtt_ms > 0) {
-    if (const auto why = test::PacketLink::unavailable_reason()) {
-      report.notes.push_back(
-          fmt::format("diagnose at RTT {} ms skipped: no packet-level link ({})", rtt_ms, *why));
-      return;
-    }
-    sshd_options.packet_link =
-        std::make_shared<test::PacketLink>(std::chrono::milliseconds(rtt_ms));
-  } else {
-    sshd_options.rtt = std::chrono::milliseconds(rtt_ms);
-  }
+  add_link(sshd_options, settings.link, std::chrono::milliseconds(rtt_ms));
   test::SshdFixture sshd(sshd_options);
   sshd.start();
   progress(fmt::format("diagnose, RTT {} ms ({} link): sshd on port {} (client port {})", rtt_ms,
-                       sshd_options.packet_link ? "packet" : "DelayProxy", sshd.sshd_port(),
-                       sshd.port()));
+                       link_model_name(settings.link), sshd.sshd_port(), sshd.port()));
   test::TempDir dir("hcb-");  // short: a unix socket path has 108 bytes at most
   const Inventory inventory(dir.path());
   run_setup(settings, inventory,
@@ -627,7 +602,7 @@ fs::path write_import_config(const fs::path& dir, const Fleet& fleet, std::size_
     out << fmt::format(
         "Host s{:04}\n  HostName {}\n  Port {}\n  User {}\n  IdentityFile {}\n"
         "  UserKnownHostsFile {}\n\n",
-        i + 1, fleet_address(i), fleet.port(), sshd.user(), sshd.client_key_path().string(),
+        i + 1, fleet.address(i), fleet.port(), sshd.user(), sshd.client_key_path().string(),
         fleet.known_hosts().string());
   }
   return path;
@@ -652,23 +627,28 @@ void run_metrics(const Settings& settings, int rtt_ms, Report& report) {
   // in flight.
   sshd_options.max_startups = "1000:30:1000";
   sshd_options.log_level = "VERBOSE";
+  // On the packet-level link the fleet's addresses are the link's (Fleet); its RTT is the link's.
+  add_link(sshd_options, settings.link, std::chrono::milliseconds(rtt_ms));
   test::SshdFixture sshd(sshd_options);
   sshd.start();
   test::TempDir dir("hcb-fleet-");
   Fleet fleet(sshd, largest, std::chrono::milliseconds(rtt_ms), dir.path());
-  progress(fmt::format("metrics, RTT {} ms: sshd on 127.0.0.1:{}, {} proxies on 127.0.x.y:{}",
-                       rtt_ms, sshd.sshd_port(), largest, fleet.port()));
+  progress(
+      fmt::format("metrics, RTT {} ms ({} link): sshd on {}:{}, {} addresses from {} on port {}",
+                  rtt_ms, link_model_name(settings.link), sshd.host(), sshd.sshd_port(), largest,
+                  fleet.address(0), fleet.port()));
 
-  // The peers run healer's own probe script (one marker for the whole bench run), as
-  // `LC_ALL=C sh -c '<script>'`: healer sends the same script on stdin to `LC_ALL=C sh -s`.
+  // The peers run healer's own probe (one marker for the whole bench run) as one command line,
+  // `LC_ALL=C awk '<program>'` (metrics::probe_command_line): healer sends the same program on
+  // stdin to `LC_ALL=C awk -f /dev/stdin`.
   const std::string marker = metrics::make_marker();
-  const std::string probe_command = "LC_ALL=C sh -c " + shell_quote(metrics::probe_script(marker));
+  const std::string probe_command = metrics::probe_command_line(marker);
   const std::string done_line = marker + " end time ";
   report.notes.push_back(fmt::format(
-      "Metrics RTT {} ms: the probe script run locally (`LC_ALL=C sh -c <script>`, {} bytes) "
-      "costs {} of CPU (median of 20, wait4: sh and every process it starts).",
-      rtt_ms, metrics::probe_script(marker).size(),
-      format_ms(local_probe_cpu_ms(metrics::probe_script(marker), dir.path() / "probe.log", 20))));
+      "Metrics RTT {} ms: the probe run locally (`{}` with the {}-byte program) costs {} of CPU "
+      "(median of 20, wait4: the shell and every process it starts).",
+      rtt_ms, "LC_ALL=C awk '<program>'", metrics::probe_script(marker).size(),
+      format_ms(local_probe_cpu_ms(probe_command, dir.path() / "probe.log", 20))));
 
   for (const std::size_t n : sizes) {
     const fs::path inventory_dir = dir.path() / fmt::format("inventory_{}", n);
@@ -692,11 +672,18 @@ void run_metrics(const Settings& settings, int rtt_ms, Report& report) {
     if (settings.wants_client("healer")) {
       bool warmed_up = false;
       for (const auto& variant : settings.variants) {
+        // Variant "exec": `healer exec --all -- <the command pdsh runs>` (fan-out exec, output
+        // grouped per server) instead of `metrics collect --all` (the probe on stdin, parsed).
+        const bool fan_out_exec = variant == "exec";
         std::vector<std::string> argv{settings.healer_cli, "metrics", "collect", "--all"};
-        std::istringstream extra(variant);
-        std::string word;
-        while (extra >> word) {
-          argv.push_back(word);
+        if (fan_out_exec) {
+          argv = {settings.healer_cli, "exec", "--all", "--", probe_command};
+        } else {
+          std::istringstream extra(variant);
+          std::string word;
+          while (extra >> word) {
+            argv.push_back(word);
+          }
         }
         if (!warmed_up) {
           // Untimed: every proxy, sshd and the page cache see one sweep before anything is timed.
@@ -706,9 +693,10 @@ void run_metrics(const Settings& settings, int rtt_ms, Report& report) {
           warmed_up = true;
         }
         Case c;
-        c.name = variant.empty() ? "healer metrics collect --all"
-                                 : "healer metrics collect --all " + variant;
-        if (n == 500) {
+        c.name = fan_out_exec      ? "healer exec --all -- <pdsh's command>"
+                 : variant.empty() ? "healer metrics collect --all"
+                                   : "healer metrics collect --all " + variant;
+        if (n == 500 && !fan_out_exec) {
           c.target_ms = 4000;
         }
         progress(fmt::format("  N={}: {} ({} runs)", n, c.name, runs));
@@ -724,13 +712,18 @@ void run_metrics(const Settings& settings, int rtt_ms, Report& report) {
           ++c.runs;
           add_sample(c, outcome);
           // One line per server: "NAME  OK ..." or "NAME  FAILED  why"; exit 0 when all OK.
-          const std::size_t failed = count_occurrences(outcome.output, " FAILED  ");
+          // exec: a failed server prints "healer: why" in its block (identical outputs fold
+          // into one block, so the probe's lines are not counted).
+          const std::size_t failed = count_occurrences(
+              outcome.output, fan_out_exec ? std::string("\nhealer: ") : std::string(" FAILED  "));
           if (outcome.usage.exit_code != 0 || failed > 0) {
             c.fail(fmt::format("run {}: exit {}: {}", run + 1, outcome.usage.exit_code,
                                trimmed_tail(outcome.output)),
                    std::max<std::size_t>(failed, 1));
           }
-          summary = last_line_with(outcome.output, " server(s): ");
+          summary = fan_out_exec ? fmt::format("{} blocks of output for {} servers",
+                                               count_occurrences(outcome.output, done_line), n)
+                                 : last_line_with(outcome.output, " server(s): ");
         }
         c.note = "last run: " + summary;
         add_case(std::move(c), window);
@@ -925,7 +918,8 @@ int bench_main(int argc, char** argv) {
   std::string metrics_rtts = "0,50";
   std::string large_rtts = "50";
   std::string clients = "healer,pdsh,asyncssh";
-  std::string variants = ";--parallel 128;--no-store";
+  std::string variants = ";--parallel 128;--no-store;exec";
+  std::string link = default_link_model();
 
   CLI::App app{"healer-cli-bench: the healer CLI one-shot (diagnose, metrics collect) vs peers"};
   app.add_option("--runs", settings.runs, "diagnose: timed runs per case (after one warm-up)")
@@ -945,7 +939,8 @@ int bench_main(int argc, char** argv) {
   app.add_option("--clients", clients, "metrics: subset of healer,pdsh,asyncssh");
   app.add_option("--variants", variants,
                  "metrics: healer variants, ';'-separated extra arguments of `healer metrics "
-                 "collect --all` (an empty item: none)");
+                 "collect --all` (an empty item: none; `exec`: `healer exec --all -- <pdsh's "
+                 "command>` instead)");
   app.add_option("--fanout", settings.fanout, "pdsh -f")->check(CLI::Range(1, 1024));
   app.add_option("--asyncssh-concurrency", settings.asyncssh_concurrency,
                  "asyncssh connects in flight")
@@ -953,12 +948,13 @@ int bench_main(int argc, char** argv) {
   app.add_option("--python", settings.python, "interpreter with asyncssh");
   app.add_option("--peer-script", settings.peer_script, "asyncssh_fleet.py");
   app.add_option("--healer-cli", settings.healer_cli, "the healer binary");
-  app.add_option("--link", settings.link,
-                 "part 1's link at RTT > 0: proxy (the DelayProxy) or packet (packet-level, root)")
-      ->check(CLI::IsMember({"proxy", "packet"}));
   app.add_option("--markdown-out", settings.markdown_out, "also write the tables to this file");
+  app.add_option("--link", link,
+                 "how RTT is added: proxy (DelayProxy) or packet (packet-level link, root); "
+                 "default $HEALER_BENCH_LINK, else proxy");
   CLI11_PARSE(app, argc, argv);
 
+  settings.link = parse_link_model(link);
   settings.rtts_ms = split_ints(rtts);
   settings.parts = split_list(parts);
   settings.cases = split_list(cases);
@@ -1034,6 +1030,8 @@ int bench_main(int argc, char** argv) {
   output += fmt::format(
       "\nClients: healer ({}), {}, asyncssh via {}, pdsh (Debian, through the same ssh).\n",
       settings.healer_cli, trimmed_tail(ssh_version.err), settings.python);
+  output += fmt::format("Link model: {}. {}\n", link_model_name(settings.link),
+                        link_model_description(settings.link));
   output += fmt::format(
       "Machine: {} CPUs; /proc/loadavg at start: {}; after part 1: {}; at end: {}. Total time "
       "{:.0f} s.\n",

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -18,6 +19,7 @@
 #include <system_error>
 
 #include "child_process.hpp"
+#include "packet_link.hpp"
 #include "poll_until.hpp"
 #include "process_table.hpp"
 
@@ -455,6 +457,52 @@ void await_exit_or_terminate(const std::vector<pid_t>& pids) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The link between the clients and the test-bed sshd
+
+LinkModel parse_link_model(std::string_view text) {
+  if (text == "proxy") {
+    return LinkModel::proxy;
+  }
+  if (text == "packet") {
+    return LinkModel::packet;
+  }
+  throw std::invalid_argument("link model: proxy or packet, not '" + std::string(text) + "'");
+}
+
+std::string default_link_model() {
+  const char* from_env = std::getenv("HEALER_BENCH_LINK");
+  return from_env != nullptr && *from_env != '\0' ? std::string(from_env) : "proxy";
+}
+
+std::string_view link_model_name(LinkModel model) {
+  return model == LinkModel::packet ? "packet" : "proxy";
+}
+
+std::string link_model_description(LinkModel model) {
+  if (model == LinkModel::packet) {
+    return "RTT added by the packet-level link (tests/support/netdelay: sshd in a network "
+           "namespace behind a veth pair, every packet held RTT/2 each way by NFQUEUE; TCP end to "
+           "end, so the TCP handshake costs a round trip and the server's Nagle acts).";
+  }
+  return "RTT added by the test bed's DelayProxy (TCP accepted by a thread of the bench on "
+         "127.0.0.1, bytes delayed RTT/2 each way; the TCP handshake costs no round trip).";
+}
+
+void add_link(test::SshdFixture::Options& options, LinkModel model, std::chrono::milliseconds rtt) {
+  if (rtt.count() <= 0) {
+    return;
+  }
+  if (model == LinkModel::proxy) {
+    options.rtt = rtt;
+    return;
+  }
+  if (const auto why = test::PacketLink::unavailable_reason()) {
+    throw std::runtime_error("--link packet: " + *why);
+  }
+  options.packet_link = std::make_shared<test::PacketLink>(rtt);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The fleet
 
 std::string fleet_address(std::size_t index) {
@@ -464,6 +512,14 @@ std::string fleet_address(std::size_t index) {
 Fleet::Fleet(const test::SshdFixture& sshd, std::size_t size, std::chrono::milliseconds rtt,
              const std::filesystem::path& dir)
     : dir_(dir) {
+  if (const test::PacketLink* link = sshd.packet_link()) {
+    port_ = sshd.sshd_port();
+    for (std::size_t i = 0; i < size; ++i) {
+      addresses_.push_back(link->host_address(i));
+    }
+    write_files(sshd);
+    return;
+  }
   for (int attempt = 1;; ++attempt) {
     try {
       start_proxies(sshd, size, rtt);
@@ -485,7 +541,7 @@ std::filesystem::path Fleet::hosts_file(std::size_t count) const {
   if (!std::filesystem::exists(path)) {
     std::ofstream out(path);
     for (std::size_t i = 0; i < count; ++i) {
-      out << fleet_address(i) << '\n';
+      out << address(i) << '\n';
     }
   }
   return path;
@@ -504,6 +560,7 @@ void Fleet::start_proxies(const test::SshdFixture& sshd, std::size_t size,
     proxy->start();
     port_ = proxy->port();
     proxies_.push_back(std::move(proxy));
+    addresses_.push_back(options.listen_host);
   }
 }
 
@@ -512,6 +569,7 @@ void Fleet::stop() {
     proxy->stop();
   }
   proxies_.clear();
+  addresses_.clear();
 }
 
 void Fleet::write_files(const test::SshdFixture& sshd) const {
@@ -522,8 +580,8 @@ void Fleet::write_files(const test::SshdFixture& sshd) const {
     throw std::runtime_error("cannot read the host public key");
   }
   std::ofstream known(known_hosts());
-  for (std::size_t i = 0; i < proxies_.size(); ++i) {
-    known << fmt::format("[{}]:{} {} {}\n", fleet_address(i), port_, type, blob);
+  for (const auto& address : addresses_) {
+    known << fmt::format("[{}]:{} {} {}\n", address, port_, type, blob);
   }
   std::ofstream config(ssh_config());
   config << fmt::format(

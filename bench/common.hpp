@@ -256,6 +256,28 @@ class OpenSsh {
 };
 
 // ---------------------------------------------------------------------------------------------
+// The link between the clients and the test-bed sshd
+
+/// How a bench adds its round-trip time. proxy: the test bed's DelayProxy (a thread of the bench
+/// accepts TCP on 127.0.0.1 and delays the bytes: no round trip for the TCP handshake, no ACK
+/// clocking, no Nagle at the server). packet: the packet-level link (tests/support/netdelay: sshd
+/// in a network namespace, every packet held RTT/2 each way by NFQUEUE; TCP end to end). Root only.
+enum class LinkModel { proxy, packet };
+
+/// "proxy" or "packet"; throws std::invalid_argument otherwise.
+LinkModel parse_link_model(std::string_view text);
+/// Every bench's --link default: $HEALER_BENCH_LINK, else "proxy".
+std::string default_link_model();
+std::string_view link_model_name(LinkModel model);
+/// One sentence for a report: which link model the RTT figures were taken on.
+std::string link_model_description(LinkModel model);
+
+/// Adds `rtt` between the clients and the sshd of `options` on `model` (nothing for 0 ms):
+/// options.rtt, or options.packet_link with a new link (throws std::runtime_error with the
+/// reason when the packet-level link cannot run here, e.g. not root).
+void add_link(test::SshdFixture::Options& options, LinkModel model, std::chrono::milliseconds rtt);
+
+// ---------------------------------------------------------------------------------------------
 // The fleet
 
 /// Fleet addresses: 127.0.X.Y with Y in 1..250, X from 1 (127.0.0.1 is the sshd itself).
@@ -264,9 +286,12 @@ constexpr std::size_t kHostsPerOctet = 250;
 /// The fleet's `index`th address (0-based): 127.0.1.1, 127.0.1.2, ..., 127.0.2.1, ...
 std::string fleet_address(std::size_t index);
 
-/// N DelayProxies, one per 127.0.x.y address, all on the same port, in front of one sshd; and
-/// the client files that go with them (known_hosts with one line per address, host lists, an
-/// ssh_config for pdsh and parallel-ssh).
+/// N addresses that all reach one sshd, and the client files that go with them (known_hosts with
+/// one line per address, host lists, an ssh_config for pdsh and parallel-ssh). On the proxy link:
+/// N DelayProxies, one per 127.0.x.y address (fleet_address()), all on the same port, in front of
+/// the sshd on 127.0.0.1. When the sshd runs behind a packet-level link (its Options::packet_link),
+/// no proxies: the first N of the link's host addresses (10.B.128.1, ...), the sshd's own port,
+/// and the RTT is the link's (`rtt` is ignored).
 class Fleet {
  public:
   Fleet(const test::SshdFixture& sshd, std::size_t size, std::chrono::milliseconds rtt,
@@ -278,7 +303,9 @@ class Fleet {
   ~Fleet() { stop(); }
 
   [[nodiscard]] std::uint16_t port() const { return port_; }
-  [[nodiscard]] std::size_t size() const { return proxies_.size(); }
+  [[nodiscard]] std::size_t size() const { return addresses_.size(); }
+  /// The `index`th address (0-based, < size()).
+  [[nodiscard]] const std::string& address(std::size_t index) const { return addresses_.at(index); }
   [[nodiscard]] std::filesystem::path known_hosts() const { return dir_ / "known_hosts"; }
   [[nodiscard]] std::filesystem::path ssh_config() const { return dir_ / "ssh_config"; }
   /// The first `count` addresses, one per line.
@@ -292,7 +319,8 @@ class Fleet {
 
   std::filesystem::path dir_;
   std::uint16_t port_ = 0;
-  std::vector<std::unique_ptr<test::DelayProxy>> proxies_;
+  std::vector<std::string> addresses_;
+  std::vector<std::unique_ptr<test::DelayProxy>> proxies_;  // empty on a packet-level link
 };
 
 }  // namespace healer::bench

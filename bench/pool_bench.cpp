@@ -128,6 +128,7 @@ struct Settings {
   std::string peer_script = HEALER_BENCH_PEERS_DIR "/asyncssh_fleet.py";
   std::string healer_cli = HEALER_CLI_PATH;
   std::string markdown_out;
+  LinkModel link = LinkModel::proxy;
 
   [[nodiscard]] bool wants_client(std::string_view name) const {
     return std::find(clients.begin(), clients.end(), name) != clients.end();
@@ -517,7 +518,7 @@ void run_diagnosis(const Settings& settings, int rtt_ms, Report& report) {
   sshd_options.max_sessions = kMaxSessions;
   sshd_options.max_startups = "300:30:1000";
   sshd_options.log_level = "VERBOSE";  // the lowest level that logs every counted line
-  sshd_options.rtt = std::chrono::milliseconds(rtt_ms);
+  add_link(sshd_options, settings.link, std::chrono::milliseconds(rtt_ms));
   test::SshdFixture sshd(sshd_options);
   sshd.start();
   progress(fmt::format("diagnosis, RTT {} ms: sshd on port {} (client port {})", rtt_ms,
@@ -882,13 +883,16 @@ void run_fleet(const Settings& settings, int rtt_ms, Report& report) {
   // handshakes in flight.
   sshd_options.max_startups = "1000:30:1000";
   sshd_options.log_level = "VERBOSE";
+  // On the packet-level link the fleet's addresses are the link's (Fleet); its RTT is the link's.
+  add_link(sshd_options, settings.link, std::chrono::milliseconds(rtt_ms));
   test::SshdFixture sshd(sshd_options);
   sshd.start();
   test::TempDir dir("hpb-fleet-");
   const auto rtt = std::chrono::milliseconds(rtt_ms);
   Fleet fleet(sshd, largest, rtt, dir.path());
-  progress(fmt::format("fleet, RTT {} ms: sshd on 127.0.0.1:{}, {} proxies on 127.0.x.y:{}", rtt_ms,
-                       sshd.sshd_port(), largest, fleet.port()));
+  progress(fmt::format("fleet, RTT {} ms ({} link): sshd on {}:{}, {} addresses from {} on port {}",
+                       rtt_ms, link_model_name(settings.link), sshd.host(), sshd.sshd_port(),
+                       largest, fleet.address(0), fleet.port()));
 
   Target target;
   target.port = fleet.port();
@@ -948,7 +952,7 @@ void run_fleet(const Settings& settings, int rtt_ms, Report& report) {
       counts.client_failures = failures;
       counts.first_failure = std::move(failure);
       counts.pool = std::move(pool);
-      if (counts.log.connections > 0) {
+      if (counts.log.connections > 0 && settings.link == LinkModel::proxy) {
         const auto connections = static_cast<double>(counts.log.connections);
         report.notes.push_back(fmt::format(
             "Fleet RTT {} ms, N={}, {}: the {} DelayProxies (this process) used {} of CPU per "
@@ -1275,6 +1279,7 @@ int bench_main(int argc, char** argv) {
   std::string process_large_rtts = "50";
   std::string clients = "healer,cli,openssh,asyncssh,pdsh,pssh";
   std::string parts = "diagnosis,fleet";
+  std::string link = default_link_model();
 
   CLI::App app{"healer-pool-bench: the pool on the seed's diagnosis and on a fleet sweep"};
   app.add_option("--runs", settings.runs, "diagnosis: timed runs per figure (after one warm-up)")
@@ -1315,6 +1320,9 @@ int bench_main(int argc, char** argv) {
   app.add_option("--peer-script", settings.peer_script, "asyncssh_fleet.py");
   app.add_option("--healer-cli", settings.healer_cli, "the healer binary");
   app.add_option("--markdown-out", settings.markdown_out, "also write the tables to this file");
+  app.add_option("--link", link,
+                 "how RTT is added: proxy (DelayProxy) or packet (packet-level link, root); "
+                 "default $HEALER_BENCH_LINK, else proxy");
 
   // Internal: healer's side of one fleet run, in a fresh process.
   auto* child = app.add_subcommand("fleet-child", "internal: one healer fleet run");
@@ -1336,6 +1344,7 @@ int bench_main(int argc, char** argv) {
   }
   settings.clients = split_list(clients);
   settings.parts = split_list(parts);
+  settings.link = parse_link_model(link);
   settings.rtts_ms = split_ints(rtts);
   settings.fleet_sizes = split_ints(fleet_sizes);
   settings.handshake_caps = split_ints(caps);
@@ -1393,6 +1402,8 @@ int bench_main(int argc, char** argv) {
       "(through the same OpenSSH client).\n",
       HEALER_LIBSSH_VERSION, trimmed_tail(ssh_version.err), report.asyncssh_version,
       settings.python);
+  output += fmt::format("Link model: {}. {}\n", link_model_name(settings.link),
+                        link_model_description(settings.link));
   output += fmt::format(
       "Machine: {} CPUs; /proc/loadavg at start: {}; after the diagnosis: {}; at end: {}. "
       "Total time {:.0f} s.\n",

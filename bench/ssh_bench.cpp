@@ -80,6 +80,7 @@ struct Settings {
   std::string python = "/usr/bin/python3";
   std::string peer_script = HEALER_BENCH_PEERS_DIR "/asyncssh_peer.py";
   std::string markdown_out;
+  LinkModel link = LinkModel::proxy;
 
   [[nodiscard]] bool wants_client(std::string_view name) const {
     return std::find(clients.begin(), clients.end(), name) != clients.end();
@@ -849,7 +850,7 @@ void run_rtt(const Settings& settings, int rtt_ms, std::vector<Row>& rows, Notes
   // --concurrency at once. Authenticated connections have no sshd-side limit.
   sshd_options.max_startups = "300:30:1000";
   sshd_options.log_level = "INFO";  // fewer log writes per connection than VERBOSE
-  sshd_options.rtt = std::chrono::milliseconds(rtt_ms);
+  add_link(sshd_options, settings.link, std::chrono::milliseconds(rtt_ms));
   test::SshdFixture sshd(sshd_options);
   sshd.start();
   progress(fmt::format("RTT {} ms: sshd on port {} (client port {})", rtt_ms, sshd.sshd_port(),
@@ -1113,6 +1114,7 @@ int bench_main(int argc, char** argv) {
   std::string rtts = "0,50";
   std::string clients = "healer,openssh,asyncssh";
   std::string measurements = "connect,new_true,warm,concurrent,rss";
+  std::string link = default_link_model();
 
   CLI::App app{"healer-ssh-bench: healer vs OpenSSH vs asyncssh against one local sshd"};
   app.add_option("--runs", settings.runs, "timed runs per figure (after one warm-up)")
@@ -1130,6 +1132,9 @@ int bench_main(int argc, char** argv) {
   app.add_option("--python", settings.python, "interpreter with asyncssh");
   app.add_option("--peer-script", settings.peer_script, "asyncssh_peer.py");
   app.add_option("--markdown-out", settings.markdown_out, "also write the table to this file");
+  app.add_option("--link", link,
+                 "how RTT is added: proxy (DelayProxy) or packet (packet-level link, root); "
+                 "default $HEALER_BENCH_LINK, else proxy");
 
   // Internal: healer's side of (d), run in a fresh process per run.
   auto* child = app.add_subcommand("rss-child", "internal: healer RSS probe for (d)");
@@ -1149,6 +1154,7 @@ int bench_main(int argc, char** argv) {
   }
   settings.clients = split_list(clients);
   settings.measurements = split_list(measurements);
+  settings.link = parse_link_model(link);
   settings.rtts_ms.clear();
   for (const auto& item : split_list(rtts)) {
     settings.rtts_ms.push_back(std::stoi(item));
@@ -1169,8 +1175,9 @@ int bench_main(int argc, char** argv) {
   std::string output = render_table(rows);
   output += fmt::format(
       "\nEvery figure: median (p90) of {} timed runs after one warm-up; (d): {} runs, each a "
-      "fresh client process/set of processes. RTT added by the test bed's DelayProxy.\n",
-      settings.runs, settings.rss_runs);
+      "fresh client process/set of processes. Link model: {}. {}\n",
+      settings.runs, settings.rss_runs, link_model_name(settings.link),
+      link_model_description(settings.link));
   output +=
       fmt::format("Clients: healer (libssh {}), {}, asyncssh {} ({}).\n", HEALER_LIBSSH_VERSION,
                   trimmed_tail(ssh_version.err), asyncssh_version, settings.python);

@@ -3,6 +3,7 @@
 # tests/support/sshd_fixture.cpp, with sshd left running in the background.
 #
 #   scripts/testbed.sh start DIR [--port N] [--max-sessions N] [--max-startups S] [--extra 'Line']...
+#                                [--listen ADDR] [--known-host ADDR]
 #   scripts/testbed.sh stop DIR
 #
 # start writes DIR/{ssh_host_ed25519_key,client_ed25519,authorized_keys,known_hosts,sshd_config},
@@ -10,6 +11,9 @@
 # until sshd listens (5 s at most) and prints port=N, user=NAME, dir=DIR and pid=N, one a line.
 # Keys already in DIR are kept, so known_hosts stays valid across restarts. --extra lines precede
 # the generated ones (sshd keeps the first value of a keyword), from a "Match" line on they follow.
+# --listen (default 127.0.0.1; 0.0.0.0 inside a network namespace such as scripts/netdelay.sh's)
+# is sshd's ListenAddress; known_hosts names --known-host (default: the listen address, or
+# 127.0.0.1 for 0.0.0.0).
 # stop sends SIGTERM to sshd and its descendants, SIGKILL after 3 s; stopping a stopped bed is fine.
 #
 # Client: ssh -F /dev/null -o BatchMode=yes -o UserKnownHostsFile=DIR/known_hosts \
@@ -25,7 +29,7 @@ readonly STOP_TIMEOUT_TICKS=150  # 150 x 20 ms = 3 s
 readonly PORT_ATTEMPTS=5
 
 usage() {
-  sed -n '5,6s/^#   //p' "$0" >&2
+  sed -n '5,7s/^#   //p' "$0" >&2
   exit "${1:-2}"
 }
 
@@ -91,8 +95,8 @@ is_positive_int() {
 }
 
 write_config() {
-  local dir=$1 port=$2 max_sessions=$3 max_startups=$4
-  shift 4
+  local dir=$1 port=$2 max_sessions=$3 max_startups=$4 listen=$5
+  shift 5
   local line overrides="" match_blocks="" in_match=0
   for line in "$@"; do
     [[ $line =~ ^[[:space:]]*Match ]] && in_match=1
@@ -107,7 +111,7 @@ write_config() {
   # there costs ~95 ms per command). See the comment in tests/support/sshd_fixture.cpp.
   cat >"$dir/sshd_config" <<EOF
 # Written by scripts/testbed.sh: a throwaway sshd for the test bed.
-${overrides}ListenAddress 127.0.0.1
+${overrides}ListenAddress $listen
 Port $port
 HostKey $dir/ssh_host_ed25519_key
 PidFile none
@@ -135,7 +139,7 @@ cmd_start() {
   (($# >= 1)) || usage
   local dir=$1
   shift
-  local port="" max_sessions=10 max_startups="10:30:100"
+  local port="" max_sessions=10 max_startups="10:30:100" listen=127.0.0.1 known_host=""
   local -a extra=()
   while (($# > 0)); do
     (($# >= 2)) || bad_usage "$1 needs a value"
@@ -144,6 +148,8 @@ cmd_start() {
       --max-sessions) max_sessions=$2 ;;
       --max-startups) max_startups=$2 ;;
       --extra) extra+=("$2") ;;
+      --listen) listen=$2 ;;
+      --known-host) known_host=$2 ;;
       *) bad_usage "unknown option '$1'" ;;
     esac
     shift 2
@@ -154,6 +160,11 @@ cmd_start() {
   is_positive_int "$max_sessions" || bad_usage "--max-sessions: not a positive number: '$max_sessions'"
   [[ $max_startups =~ ^[0-9]+(:[0-9]+:[0-9]+)?$ ]] ||
     bad_usage "--max-startups: expected N or START:RATE:FULL, got '$max_startups'"
+  [[ $listen =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || bad_usage "--listen: an IPv4 address, not '$listen'"
+  if [[ -z $known_host ]]; then
+    known_host=$listen
+    [[ $listen == 0.0.0.0 ]] && known_host=127.0.0.1
+  fi
 
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
@@ -183,7 +194,8 @@ cmd_start() {
   local attempt pid="" chosen="" tick
   for ((attempt = 1; attempt <= PORT_ATTEMPTS; attempt++)); do
     chosen=${port:-$(free_port)}
-    write_config "$dir" "$chosen" "$max_sessions" "$max_startups" ${extra[@]+"${extra[@]}"}
+    write_config "$dir" "$chosen" "$max_sessions" "$max_startups" "$listen" \
+      ${extra[@]+"${extra[@]}"}
     : >"$dir/sshd.log" # exists before the first poll below, which may beat the redirection
     "$SSHD" -D -e -f "$dir/sshd_config" </dev/null >/dev/null 2>"$dir/sshd.log" &
     pid=$!
@@ -191,7 +203,7 @@ cmd_start() {
       if ! kill -0 "$pid" 2>/dev/null; then
         break
       fi
-      if grep -qF "Server listening on 127.0.0.1 port $chosen." "$dir/sshd.log" &&
+      if grep -qF "Server listening on $listen port $chosen." "$dir/sshd.log" &&
         is_listening "$chosen"; then
         break
       fi
@@ -214,8 +226,8 @@ cmd_start() {
 
   echo "$pid" >"$dir/sshd.pid"
   echo "$chosen" >"$dir/port"
-  local host_pattern="[127.0.0.1]:$chosen"
-  ((chosen == 22)) && host_pattern="127.0.0.1"
+  local host_pattern="[$known_host]:$chosen"
+  ((chosen == 22)) && host_pattern=$known_host
   echo "$host_pattern $(cut -d' ' -f1,2 "$dir/ssh_host_ed25519_key.pub")" >"$dir/known_hosts"
 
   echo "port=$chosen"

@@ -9,70 +9,11 @@
 namespace healer::checks::text {
 namespace {
 
-bool is_space(char c) noexcept {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
 char lower(char c) noexcept {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
 }  // namespace
-
-std::string_view trim(std::string_view s) noexcept {
-  while (!s.empty() && is_space(s.front())) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && is_space(s.back())) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
-std::vector<std::string_view> lines(std::string_view s) {
-  std::vector<std::string_view> result;
-  while (!s.empty()) {
-    const auto end = s.find('\n');
-    std::string_view line = s.substr(0, end);
-    if (!line.empty() && line.back() == '\r') {
-      line.remove_suffix(1);
-    }
-    result.push_back(line);
-    if (end == std::string_view::npos) {
-      break;
-    }
-    s.remove_prefix(end + 1);
-  }
-  return result;
-}
-
-std::vector<std::string_view> fields(std::string_view line) {
-  std::vector<std::string_view> result;
-  std::size_t i = 0;
-  while (i < line.size()) {
-    while (i < line.size() && is_space(line[i])) {
-      ++i;
-    }
-    const std::size_t start = i;
-    while (i < line.size() && !is_space(line[i])) {
-      ++i;
-    }
-    if (i > start) {
-      result.push_back(line.substr(start, i - start));
-    }
-  }
-  return result;
-}
-
-std::optional<std::uint64_t> to_u64(std::string_view s) noexcept {
-  std::uint64_t value = 0;
-  const char* end = s.data() + s.size();
-  const auto [ptr, ec] = std::from_chars(s.data(), end, value);
-  if (s.empty() || ec != std::errc{} || ptr != end) {
-    return std::nullopt;
-  }
-  return value;
-}
 
 std::optional<std::int64_t> to_i64(std::string_view s) noexcept {
   std::int64_t value = 0;

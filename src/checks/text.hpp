@@ -6,19 +6,17 @@
 #include <string_view>
 #include <vector>
 
+#include "healer/core/text.hpp"
+
 // Private text helpers of the checks module: splitting, numbers, one-line messages.
 namespace healer::checks::text {
 
-[[nodiscard]] std::string_view trim(std::string_view s) noexcept;
-
-/// Lines without their '\n' (and a trailing '\r'); a final line without '\n' is kept.
-[[nodiscard]] std::vector<std::string_view> lines(std::string_view s);
-
-/// Whitespace-separated fields of one line.
-[[nodiscard]] std::vector<std::string_view> fields(std::string_view line);
-
-/// Whole-string numbers: no sign for u64, no leading/trailing junk.
-[[nodiscard]] std::optional<std::uint64_t> to_u64(std::string_view s) noexcept;
+// Splitting and unsigned integers: the shared helpers (healer/core/text.hpp).
+using healer::text::fields;
+using healer::text::lines;
+using healer::text::to_u64;
+using healer::text::trim;
+/// Whole-string signed numbers (to_double: fixed notation, no exponent), no junk.
 [[nodiscard]] std::optional<std::int64_t> to_i64(std::string_view s) noexcept;
 [[nodiscard]] std::optional<double> to_double(std::string_view s) noexcept;
 

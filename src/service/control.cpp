@@ -150,6 +150,28 @@ Json to_json(const DiagnoseRequest& request) {
               {"priority", priority_name(request.priority)}};
 }
 
+// A request's deadline, fan-out and priority, each with its default when absent.
+template <typename Request>
+Result<void> read_limits(const Json& document, std::int64_t timeout_ms, std::size_t parallel,
+                         Request& request) {
+  auto timeout = timeout_from(document, timeout_ms);
+  if (!timeout) {
+    return timeout.error();
+  }
+  auto fan_out = parallel_from(document, parallel);
+  if (!fan_out) {
+    return fan_out.error();
+  }
+  auto priority = priority_from(document);
+  if (!priority) {
+    return priority.error();
+  }
+  request.timeout = *timeout;
+  request.parallel = *fan_out;
+  request.priority = *priority;
+  return {};
+}
+
 Result<DiagnoseRequest> diagnose_request_from_json(const Json& document) {
   return parsed("diagnose", [&]() -> Result<DiagnoseRequest> {
     DiagnoseRequest request;
@@ -161,15 +183,9 @@ Result<DiagnoseRequest> diagnose_request_from_json(const Json& document) {
     request.batched = document.value("batched", false);
     request.fresh = document.value("fresh", false);
     request.store_runs = document.value("store_runs", true);
-    auto timeout = timeout_from(document, 60000);
-    auto parallel = parallel_from(document, 32);
-    auto priority = priority_from(document);
-    if (!timeout || !parallel || !priority) {
-      return !timeout ? timeout.error() : (!parallel ? parallel.error() : priority.error());
+    if (auto limits = read_limits(document, 60000, 32, request); !limits) {
+      return limits.error();
     }
-    request.timeout = *timeout;
-    request.parallel = *parallel;
-    request.priority = *priority;
     return request;
   });
 }
@@ -187,15 +203,9 @@ Result<CollectRequest> collect_request_from_json(const Json& document) {
     CollectRequest request;
     request.selection = selection_from(document);
     request.store_samples = document.value("store_samples", true);
-    auto timeout = timeout_from(document, 15000);
-    auto parallel = parallel_from(document, 64);
-    auto priority = priority_from(document);
-    if (!timeout || !parallel || !priority) {
-      return !timeout ? timeout.error() : (!parallel ? parallel.error() : priority.error());
+    if (auto limits = read_limits(document, 15000, 64, request); !limits) {
+      return limits.error();
     }
-    request.timeout = *timeout;
-    request.parallel = *parallel;
-    request.priority = *priority;
     return request;
   });
 }
@@ -232,15 +242,9 @@ Result<ExecRequest> exec_request_from_json(const Json& document) {
     if (request.max_output < 1 || request.max_output > kMaxOutput) {
       return bad("max_output must be 1 to 64 MiB");
     }
-    auto timeout = timeout_from(document, 30000);
-    auto parallel = parallel_from(document, 64);
-    auto priority = priority_from(document);
-    if (!timeout || !parallel || !priority) {
-      return !timeout ? timeout.error() : (!parallel ? parallel.error() : priority.error());
+    if (auto limits = read_limits(document, 30000, 64, request); !limits) {
+      return limits.error();
     }
-    request.timeout = *timeout;
-    request.parallel = *parallel;
-    request.priority = *priority;
     request.with_stats = document.value("with_stats", false);
     if (document.contains("host")) {
       const auto& host = document.at("host");

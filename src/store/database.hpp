@@ -106,4 +106,7 @@ class Database {
   bool read_only_;
 };
 
+/// Every row of `query` (server_id, collected_at, name, labels, value) as samples.
+[[nodiscard]] Result<std::vector<MetricSample>> read_samples(sql::Statement& query);
+
 }  // namespace healer::store

@@ -333,9 +333,13 @@ Result<std::vector<MetricSample>> Database::samples_since(std::int64_t server_id
   if (!name.empty()) {
     query->bind(3, name);
   }
+  return read_samples(*query);
+}
+
+Result<std::vector<MetricSample>> read_samples(sql::Statement& query) {
   std::vector<MetricSample> samples;
   for (;;) {
-    auto row = query->step();
+    auto row = query.step();
     if (!row) {
       return std::move(row).error();
     }
@@ -343,11 +347,11 @@ Result<std::vector<MetricSample>> Database::samples_since(std::int64_t server_id
       break;
     }
     MetricSample sample;
-    sample.server_id = query->int64(0);
-    sample.collected_at = query->int64(1);
-    sample.name = query->text(2);
-    sample.labels = query->text(3);
-    sample.value = query->real(4);
+    sample.server_id = query.int64(0);
+    sample.collected_at = query.int64(1);
+    sample.name = query.text(2);
+    sample.labels = query.text(3);
+    sample.value = query.real(4);
     samples.push_back(std::move(sample));
   }
   return samples;

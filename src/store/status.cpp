@@ -106,24 +106,7 @@ Result<std::vector<MetricSample>> Database::latest_samples(std::optional<std::in
   if (server_id) {
     query->bind(2, *server_id);
   }
-  std::vector<MetricSample> samples;
-  for (;;) {
-    auto row = query->step();
-    if (!row) {
-      return std::move(row).error();
-    }
-    if (!*row) {
-      break;
-    }
-    MetricSample sample;
-    sample.server_id = query->int64(0);
-    sample.collected_at = query->int64(1);
-    sample.name = query->text(2);
-    sample.labels = query->text(3);
-    sample.value = query->real(4);
-    samples.push_back(std::move(sample));
-  }
-  return samples;
+  return read_samples(*query);
 }
 
 }  // namespace healer::store

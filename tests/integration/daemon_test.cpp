@@ -210,6 +210,14 @@ std::int64_t count(sqlite3* db, const char* sql) {
   return value;
 }
 
+void expect_integrity_ok(sqlite3* db) {
+  sqlite3_stmt* check = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &check, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(check), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(check, 0)), "ok");
+  sqlite3_finalize(check);
+}
+
 TEST(Daemon, SigtermMidSweepStopsInTimeWithAnIntactDatabase) {
   SshdFixture sshd;
   sshd.start();
@@ -233,11 +241,7 @@ TEST(Daemon, SigtermMidSweepStopsInTimeWithAnIntactDatabase) {
   EXPECT_FALSE(fs::exists(daemon.socket()));
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open_v2(daemon.db().c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-  sqlite3_stmt* check = nullptr;
-  sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &check, nullptr);
-  ASSERT_EQ(sqlite3_step(check), SQLITE_ROW);
-  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(check, 0)), "ok");
-  sqlite3_finalize(check);
+  expect_integrity_ok(db);
   // No half-written run: every run has its two checks.
   EXPECT_GT(count(db, "SELECT COUNT(*) FROM diagnosis_runs"), 0);
   EXPECT_EQ(count(db,
@@ -525,11 +529,7 @@ TEST(Daemon, AfterSigkillTheCliRunsLocallyAndARestartResumes) {
 
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open_v2(daemon.db().c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-  sqlite3_stmt* check = nullptr;
-  sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &check, nullptr);
-  ASSERT_EQ(sqlite3_step(check), SQLITE_ROW);
-  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(check, 0)), "ok");
-  sqlite3_finalize(check);
+  expect_integrity_ok(db);
   // A run is written in one transaction: none without its two checks, even cut by kill -9.
   EXPECT_EQ(count(db,
                   "SELECT COUNT(*) FROM diagnosis_runs r WHERE (SELECT COUNT(*) FROM "
