@@ -17,6 +17,8 @@ packages=(
   busybox strace prometheus-node-exporter
   # the Debian package: dpkg-shlibdeps, man pages, completions, unit checks (scripts/package*.sh)
   dpkg-dev adduser man-db groff-base zsh systemd
+  # The dashboard: Chart.js (embedded at build time); its tests drive headless Chromium.
+  libjs-chart.js chromium chromium-driver fonts-dejavu-core
 )
 
 as_root() {

@@ -15,6 +15,7 @@
 #include "healer/service/json.hpp"
 #include "healer/service/settings.hpp"
 #include "token.hpp"
+#include "trends.hpp"
 
 namespace healer::daemon {
 namespace {
@@ -197,11 +198,68 @@ Result<service::ServerSpec> spec_from(const Json& body) {
   }
 }
 
+// The dashboard's additions (issue 10), apart from the routes above: every server's sparkline
+// and the pool over time from the in-memory Trends, and the dashboard's own files with headers
+// that keep the browser strict (no inline script, nothing from elsewhere, no framing).
+std::optional<HttpResponse> dashboard_route(const HttpRequest& request, Trends& trends,
+                                            const FleetState& fleet, const PoolConfig& pool) {
+  const auto& path = request.path;
+  if (request.method != "GET" && request.method != "HEAD") {
+    return std::nullopt;
+  }
+  if (path == "/api/v1/trends") {
+    const auto figure = parse_figure(request.param("figure").value_or("load1"));
+    if (!figure) {
+      return error_response(400, "invalid_input", "figure is load1, memory, disk or cpu");
+    }
+    // The latest collections too, not only those the sampler took up to its last tick.
+    trends.record_figures(fleet);
+    return json_response(200, trends.sparklines_json(*figure, store::now_unix_ms()));
+  }
+  if (path == "/api/v1/pool/history") {
+    const auto server = request.param("server");
+    auto history = trends.pool_json(server ? &*server : nullptr);
+    if (!history) {
+      return error_response(404, "not_found",
+                            fmt::format("no pool history for a server named '{}' (yet)", *server));
+    }
+    (*history)["limits"] = Json{{"servers", fleet.servers().size()},
+                                {"max_connections", pool.max_connections},
+                                {"max_channels", pool.max_channels},
+                                {"max_concurrent", pool.max_concurrent},
+                                {"max_concurrent_total", pool.max_concurrent_total}};
+    return json_response(200, *history);
+  }
+  if (path.starts_with("/api/")) {
+    return std::nullopt;
+  }
+  auto asset = dashboard_asset(path);
+  if (!asset) {
+    return std::nullopt;
+  }
+  HttpResponse response;
+  response.content_type = std::string(asset->content_type);
+  response.body = std::string(asset->body);
+  response.headers = {
+      {"Content-Security-Policy",
+       "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"},
+      {"X-Content-Type-Options", "nosniff"},
+      {"Referrer-Policy", "no-referrer"},
+      {"Cache-Control", "no-cache"}};
+  return response;
+}
+
 }  // namespace
 
 HttpResponse error_response(int status, std::string_view code, std::string_view message) {
   return json_response(status, Json{{"error", {{"code", code}, {"message", message}}}});
 }
+
+Api::Api(ApiContext context)
+    : context_(std::move(context)),
+      sampler_(context_.runtime.io().get_executor(), trends_, context_.fleet,
+               context_.runtime.registry()) {}
 
 asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
   auto& c = context_;
@@ -549,13 +607,8 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
     co_return json_response(
         200, Json{{"healer_version", service::version()}, {"openapi", "/api/v1/openapi.json"}});
   }
-  if (!path.starts_with("/api/") && (request.method == "GET" || request.method == "HEAD")) {
-    if (auto asset = dashboard_asset(path)) {
-      HttpResponse response;
-      response.content_type = std::string(asset->content_type);
-      response.body = std::string(asset->body);
-      co_return response;
-    }
+  if (auto response = dashboard_route(request, trends_, c.fleet, runtime.registry().config())) {
+    co_return std::move(*response);
   }
   co_return error_response(404, "not_found", "no such route");
 }

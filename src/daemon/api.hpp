@@ -10,6 +10,7 @@
 #include "healer/daemon/remote_writer.hpp"
 #include "healer/daemon/scheduler.hpp"
 #include "healer/service/runtime.hpp"
+#include "trends.hpp"
 
 namespace healer::daemon {
 
@@ -31,7 +32,7 @@ struct ApiContext {
 /// Runs on the runtime's loop; store reads and rendering go to worker threads.
 class Api {
  public:
-  explicit Api(ApiContext context) : context_(std::move(context)) {}
+  explicit Api(ApiContext context);
 
   /// The handler to give the HttpServer.
   asio::awaitable<HttpResponse> handle(HttpRequest request);
@@ -40,6 +41,8 @@ class Api {
 
  private:
   ApiContext context_;
+  Trends trends_;  ///< the dashboard's history: sparklines, the pool over time
+  TrendSampler sampler_;
 };
 
 /// A JSON error response with a stable code: {"error": {"code", "message"}}.

@@ -108,6 +108,8 @@ PoolStats& PoolStats::operator+=(const PoolStats& other) {
   sessions_draining += other.sessions_draining;
   channels_in_use += other.channels_in_use;
   waiters += other.waiters;
+  circuits_open += other.circuits_open;
+  backing_off += other.backing_off;
   acquisitions += other.acquisitions;
   served_by_existing += other.served_by_existing;
   commands += other.commands;
@@ -943,6 +945,9 @@ PoolStats Registry::Impl::stats_of(const ServerPool& pool) const {
   PoolStats stats = pool.stats;
   stats.sessions_connecting = pool.connecting;
   stats.waiters = pool.waiting();
+  const auto now = Clock::now();
+  stats.circuits_open = pool.circuit && now < pool.circuit_until ? 1 : 0;
+  stats.backing_off = !stats.circuits_open && now < pool.retry_at ? 1 : 0;
   for (const auto& session : pool.sessions) {
     if (session->draining || !session->session.alive()) {
       ++stats.sessions_draining;

@@ -498,6 +498,8 @@ Json to_json(const pool::PoolStats& stats) {
               {"sessions_opened", stats.sessions_opened},
               {"channels_in_use", stats.channels_in_use},
               {"waiters", stats.waiters},
+              {"circuits_open", stats.circuits_open},
+              {"backing_off", stats.backing_off},
               {"handshakes_started", stats.handshakes_started},
               {"handshakes_failed", stats.handshakes_failed},
               {"acquisitions", stats.acquisitions},
@@ -534,6 +536,8 @@ pool::PoolStats pool_stats_from_json(const Json& document) {
   get("sessions_opened", stats.sessions_opened);
   get("channels_in_use", stats.channels_in_use);
   get("waiters", stats.waiters);
+  get("circuits_open", stats.circuits_open);
+  get("backing_off", stats.backing_off);
   get("handshakes_started", stats.handshakes_started);
   get("handshakes_failed", stats.handshakes_failed);
   get("acquisitions", stats.acquisitions);

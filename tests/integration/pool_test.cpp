@@ -895,6 +895,10 @@ TEST_F(PoolTest, WrongKeyOpensTheCircuitAfterOneFailedLogin) {
   EXPECT_EQ(seen.stats.handshakes_started, 1U);
   EXPECT_EQ(seen.stats.handshakes_failed, 1U);
   EXPECT_EQ(seen.stats.acquisitions, 0U);
+  // The stats show the open circuit (the dashboard's pool page) until new credentials close it.
+  EXPECT_EQ(seen.stats.circuits_open, 1U);
+  EXPECT_EQ(seen.stats.backing_off, 0U);
+  EXPECT_EQ(seen.stats_after.circuits_open, 0U);
   ASSERT_EQ(seen.notes.size(), 1U);
   EXPECT_EQ(seen.notes[0], "fixed\n");
   EXPECT_EQ(seen.stats_after.sessions_opened, 1U);
@@ -1339,6 +1343,9 @@ TEST_F(PoolTest, ConnectFailureBacksOffThenRecovers) {
   EXPECT_EQ(seen.stats.handshakes_started, 1U);
   EXPECT_EQ(seen.stats.handshakes_failed, 1U);
   ASSERT_TRUE(seen.results[2]) << seen.results[2].error().message();
+  EXPECT_EQ(seen.stats.backing_off, 1U);
+  EXPECT_EQ(seen.stats.circuits_open, 0U);
+  EXPECT_EQ(seen.stats_after.backing_off, 0U);
   EXPECT_EQ(seen.results[2]->out, "up\n");
   EXPECT_EQ(seen.stats_after.handshakes_started, 2U);
 }

@@ -53,6 +53,10 @@ struct PoolStats {
   std::size_t sessions_draining = 0;
   std::size_t channels_in_use = 0;
   std::size_t waiters = 0;
+  /// Servers whose circuit is open (an auth or host-key failure blocks new attempts for now).
+  std::size_t circuits_open = 0;
+  /// Servers waiting out a backoff after failed connects (no connect attempt until it ends).
+  std::size_t backing_off = 0;
   std::uint64_t acquisitions = 0;        ///< leases handed out
   std::uint64_t served_by_existing = 0;  ///< leases on a session that had served before
   std::uint64_t commands = 0;  ///< leases returned after running (or trying) a command; refused

@@ -1,0 +1,314 @@
+#include "trends.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+
+#include "healer/store/records.hpp"
+
+namespace healer::daemon {
+namespace {
+
+using service::Json;
+
+constexpr float kNone = std::numeric_limits<float>::quiet_NaN();
+
+// An increment over the interval; a counter that went backwards restarted from zero.
+std::uint32_t delta(std::uint64_t previous, std::uint64_t current) {
+  const auto increment = current >= previous ? current - previous : current;
+  return static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(increment, std::numeric_limits<std::uint32_t>::max()));
+}
+
+std::uint32_t gauge(std::size_t value) {
+  return static_cast<std::uint32_t>(
+      std::min<std::size_t>(value, std::numeric_limits<std::uint32_t>::max()));
+}
+
+// Quantile of what a histogram recorded between two samples, in ms; NaN when nothing was.
+float window_quantile_ms(const pool::Histogram* previous, const pool::Histogram& current,
+                         double q) {
+  pool::Histogram window;
+  const bool restarted = previous != nullptr && previous->total > current.total;
+  for (std::size_t i = 0; i < pool::Histogram::kBuckets; ++i) {
+    const auto before = previous == nullptr || restarted ? 0 : previous->counts[i];
+    window.counts[i] = current.counts[i] >= before ? current.counts[i] - before : 0;
+    window.total += window.counts[i];
+  }
+  if (window.total == 0) {
+    return kNone;
+  }
+  return static_cast<float>(static_cast<double>(window.quantile_us(q)) / 1000.0);
+}
+
+std::uint64_t eviction_total(const pool::PoolStats& stats) {
+  std::uint64_t total = 0;
+  for (const auto count : stats.evictions) {
+    total += count;
+  }
+  return total;
+}
+
+// Two decimals are all a chart shows; shorter JSON for 500 servers.
+Json rounded(float value) {
+  if (std::isnan(value)) {
+    return nullptr;
+  }
+  return std::round(static_cast<double>(value) * 100.0) / 100.0;
+}
+
+Json series_json(const std::deque<PoolPoint>& points) {
+  Json series = Json::object();
+  auto column = [&](const char* name, auto field) {
+    Json values = Json::array();
+    for (const auto& point : points) {
+      const auto value = point.*field;
+      if constexpr (std::is_same_v<decltype(value), const float>) {
+        values.push_back(rounded(value));
+      } else {
+        values.push_back(value);
+      }
+    }
+    series[name] = std::move(values);
+  };
+  column("at", &PoolPoint::at);
+  column("sessions_ready", &PoolPoint::sessions_ready);
+  column("sessions_connecting", &PoolPoint::sessions_connecting);
+  column("sessions_draining", &PoolPoint::sessions_draining);
+  column("channels_in_use", &PoolPoint::channels_in_use);
+  column("waiters", &PoolPoint::waiters);
+  column("circuits_open", &PoolPoint::circuits_open);
+  column("backing_off", &PoolPoint::backing_off);
+  column("acquisitions", &PoolPoint::acquisitions);
+  column("served_by_existing", &PoolPoint::served_by_existing);
+  column("commands", &PoolPoint::commands);
+  column("handshakes", &PoolPoint::handshakes);
+  column("handshakes_failed", &PoolPoint::handshakes_failed);
+  column("sessions_opened", &PoolPoint::sessions_opened);
+  column("evictions", &PoolPoint::evictions);
+  column("sessions_cleaned", &PoolPoint::sessions_cleaned);
+  column("exhausted", &PoolPoint::exhausted);
+  column("timeouts", &PoolPoint::timeouts);
+  column("wait_ms_p50", &PoolPoint::wait_ms_p50);
+  column("wait_ms_p99", &PoolPoint::wait_ms_p99);
+  column("handshake_ms_p50", &PoolPoint::handshake_ms_p50);
+  column("handshake_ms_p99", &PoolPoint::handshake_ms_p99);
+  return series;
+}
+
+template <class T>
+void push_bounded(std::deque<T>& points, T point, std::size_t limit) {
+  points.push_back(std::move(point));
+  while (points.size() > limit) {
+    points.pop_front();
+  }
+}
+
+}  // namespace
+
+std::optional<Figure> parse_figure(std::string_view name) {
+  constexpr std::pair<std::string_view, Figure> kNames[] = {{"load1", Figure::load1},
+                                                            {"memory", Figure::memory},
+                                                            {"disk", Figure::disk},
+                                                            {"cpu", Figure::cpu}};
+  for (const auto& [text, figure] : kNames) {
+    if (text == name) {
+      return figure;
+    }
+  }
+  return std::nullopt;
+}
+
+PoolPoint pool_point(std::int64_t at, const pool::PoolStats* previous,
+                     const pool::PoolStats& current) {
+  const pool::PoolStats zero;
+  const auto& before = previous == nullptr ? zero : *previous;
+  PoolPoint point;
+  point.at = at;
+  point.sessions_ready = gauge(current.sessions_ready);
+  point.sessions_connecting = gauge(current.sessions_connecting);
+  point.sessions_draining = gauge(current.sessions_draining);
+  point.channels_in_use = gauge(current.channels_in_use);
+  point.waiters = gauge(current.waiters);
+  point.circuits_open = gauge(current.circuits_open);
+  point.backing_off = gauge(current.backing_off);
+  point.acquisitions = delta(before.acquisitions, current.acquisitions);
+  point.served_by_existing = delta(before.served_by_existing, current.served_by_existing);
+  point.commands = delta(before.commands, current.commands);
+  point.handshakes = delta(before.handshakes_started, current.handshakes_started);
+  point.handshakes_failed = delta(before.handshakes_failed, current.handshakes_failed);
+  point.sessions_opened = delta(before.sessions_opened, current.sessions_opened);
+  point.evictions = delta(eviction_total(before), eviction_total(current));
+  point.sessions_cleaned = delta(before.sessions_cleaned, current.sessions_cleaned);
+  point.exhausted = delta(before.exhausted, current.exhausted);
+  point.timeouts = delta(before.timeouts, current.timeouts);
+  const auto* wait_before = previous == nullptr ? nullptr : &previous->wait_time;
+  const auto* handshake_before = previous == nullptr ? nullptr : &previous->handshake_time;
+  point.wait_ms_p50 = window_quantile_ms(wait_before, current.wait_time, 0.5);
+  point.wait_ms_p99 = window_quantile_ms(wait_before, current.wait_time, 0.99);
+  point.handshake_ms_p50 = window_quantile_ms(handshake_before, current.handshake_time, 0.5);
+  point.handshake_ms_p99 = window_quantile_ms(handshake_before, current.handshake_time, 0.99);
+  return point;
+}
+
+void Trends::record_figures(const FleetState& fleet) {
+  // Servers that left the fleet are forgotten (both maps are sorted by name: one merge pass).
+  for (auto it = servers_.begin(); it != servers_.end();) {
+    it = fleet.servers().contains(it->first) ? std::next(it) : servers_.erase(it);
+  }
+  for (const auto& [name, state] : fleet.servers()) {
+    if (!state.collection || state.collection->error) {
+      continue;
+    }
+    const auto& collection = *state.collection;
+    auto& trend = servers_[name];
+    if (collection.collected_at == trend.last_collected_at) {
+      continue;
+    }
+    trend.last_collected_at = collection.collected_at;
+    const std::optional<double> figures[kFigures] = {
+        collection.load1, collection.memory_used_percent, collection.disk_used_percent,
+        collection.cpu_busy_percent};
+    const auto index = collection.collected_at / options_.bucket_ms;
+    if (trend.buckets.empty() || trend.buckets.back().index < index) {
+      Bucket bucket;
+      bucket.index = index;
+      std::fill(std::begin(bucket.values), std::end(bucket.values), kNone);
+      push_bounded(trend.buckets, bucket, options_.buckets);
+    } else if (trend.buckets.back().index > index) {
+      continue;  // older than what we have (a clock step back): not worth reordering for
+    }
+    auto& bucket = trend.buckets.back();
+    for (std::size_t i = 0; i < kFigures; ++i) {
+      if (figures[i] && !std::isnan(*figures[i])) {
+        const auto value = static_cast<float>(*figures[i]);
+        bucket.values[i] = std::isnan(bucket.values[i]) ? value : std::max(bucket.values[i], value);
+      }
+    }
+  }
+}
+
+void Trends::record_pool_total(std::int64_t now_ms, const pool::PoolStats& total) {
+  push_bounded(total_, pool_point(now_ms, total_previous_ ? &*total_previous_ : nullptr, total),
+               options_.total_points);
+  total_previous_ = total;
+}
+
+void Trends::record_pool_server(std::int64_t now_ms, const std::string& name,
+                                const pool::PoolStats& stats) {
+  auto& trend = servers_[name];
+  push_bounded(trend.pool,
+               pool_point(now_ms, trend.pool_previous ? &*trend.pool_previous : nullptr, stats),
+               options_.server_points);
+  trend.pool_previous = stats;
+}
+
+Json Trends::sparklines_json(Figure figure, std::int64_t now_ms) const {
+  const auto last = now_ms / options_.bucket_ms;
+  const auto first = last - static_cast<std::int64_t>(options_.buckets) + 1;
+  Json servers = Json::array();
+  for (const auto& [name, trend] : servers_) {
+    Json values = Json::array();
+    bool any = false;
+    auto bucket = trend.buckets.begin();
+    for (auto index = first; index <= last; ++index) {
+      while (bucket != trend.buckets.end() && bucket->index < index) {
+        ++bucket;
+      }
+      if (bucket != trend.buckets.end() && bucket->index == index) {
+        const auto value = bucket->values[static_cast<std::size_t>(figure)];
+        any = any || !std::isnan(value);
+        values.push_back(rounded(value));
+      } else {
+        values.push_back(nullptr);
+      }
+    }
+    if (any) {
+      servers.push_back(Json{{"server", name}, {"values", std::move(values)}});
+    }
+  }
+  constexpr const char* kNames[] = {"load1", "memory", "disk", "cpu"};
+  return Json{{"figure", kNames[static_cast<std::size_t>(figure)]},
+              {"bucket_seconds", options_.bucket_ms / 1000},
+              {"buckets", options_.buckets},
+              {"from", first * options_.bucket_ms},
+              {"servers", std::move(servers)}};
+}
+
+std::optional<Json> Trends::pool_json(const std::string* server) const {
+  const std::deque<PoolPoint>* points = &total_;
+  if (server != nullptr) {
+    const auto it = servers_.find(*server);
+    if (it == servers_.end()) {
+      return std::nullopt;
+    }
+    points = &it->second.pool;
+  }
+  const auto every = server == nullptr ? 1 : options_.server_every;
+  return Json{{"server", server == nullptr ? Json(nullptr) : Json(*server)},
+              {"interval_seconds", static_cast<double>(options_.interval.count() * every) / 1000.0},
+              {"points", points->size()},
+              {"series", series_json(*points)}};
+}
+
+// ---------------------------------------------------------------------------------------------
+// TrendSampler
+
+struct TrendSampler::State {
+  State(asio::any_io_executor executor, Trends& trends_ref, const FleetState& fleet_ref,
+        const pool::Registry& registry_ref)
+      : timer(std::move(executor)),
+        trends(trends_ref),
+        fleet(fleet_ref),
+        registry(registry_ref),
+        interval(trends_ref.options().interval),
+        server_every(std::max(1U, trends_ref.options().server_every)) {}
+
+  asio::steady_timer timer;
+  Trends& trends;
+  const FleetState& fleet;
+  const pool::Registry& registry;
+  std::chrono::milliseconds interval;
+  unsigned server_every;
+  unsigned ticks = 0;
+
+  void sample() {
+    const auto now = store::now_unix_ms();
+    trends.record_figures(fleet);
+    trends.record_pool_total(now, registry.total_stats());
+    if (ticks++ % server_every == 0) {
+      for (const auto& [name, state] : fleet.servers()) {
+        trends.record_pool_server(now, name, registry.stats(name));
+      }
+    }
+  }
+
+  // The handler holds the state weakly: once the sampler is gone, a pending wait does nothing.
+  // The first sample comes a second after start, so a fresh daemon's page has one soon.
+  static void schedule(const std::shared_ptr<State>& self) {
+    self->timer.expires_after(self->ticks == 0 ? std::min<std::chrono::milliseconds>(
+                                                     self->interval, std::chrono::seconds(1))
+                                               : self->interval);
+    self->timer.async_wait([weak = std::weak_ptr<State>(self)](std::error_code ec) {
+      auto state = weak.lock();
+      if (ec || !state) {
+        return;
+      }
+      state->sample();
+      schedule(state);
+    });
+  }
+};
+
+TrendSampler::TrendSampler(asio::any_io_executor executor, Trends& trends, const FleetState& fleet,
+                           const pool::Registry& registry)
+    : state_(std::make_shared<State>(std::move(executor), trends, fleet, registry)) {
+  State::schedule(state_);
+}
+
+TrendSampler::~TrendSampler() { state_->timer.cancel(); }
+
+void TrendSampler::sample() { state_->sample(); }
+
+}  // namespace healer::daemon

@@ -1,0 +1,161 @@
+// The dashboard's in-memory history: pool points between samples (increments, restarts,
+// latency quantiles of the interval only), sparkline buckets (highest value, bounded, aligned),
+// and servers leaving the fleet.
+#include "trends.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <string>
+
+namespace healer::daemon {
+namespace {
+
+using std::chrono::microseconds;
+constexpr std::int64_t kMinute = 60 * 1000;
+constexpr std::int64_t kBucket = 30 * kMinute;
+
+void collect(FleetState& fleet, const std::string& name, std::int64_t at, double load1,
+             std::optional<double> memory = std::nullopt) {
+  auto& state = fleet.servers()[name];
+  state.record.name = name;
+  CollectionSummary summary;
+  summary.collected_at = at;
+  summary.load1 = load1;
+  summary.memory_used_percent = memory;
+  state.collection = summary;
+}
+
+TEST(PoolPointTest, CountersAreIncrementsAndGaugesAreCurrent) {
+  pool::PoolStats before;
+  before.acquisitions = 10;
+  before.served_by_existing = 9;
+  before.commands = 10;
+  before.evictions[0] = 1;
+  pool::PoolStats after = before;
+  after.acquisitions = 25;
+  after.served_by_existing = 23;
+  after.commands = 24;
+  after.evictions[0] = 2;
+  after.evictions[2] = 1;
+  after.sessions_ready = 2;
+  after.channels_in_use = 3;
+  after.circuits_open = 1;
+  const auto point = pool_point(1000, &before, after);
+  EXPECT_EQ(point.at, 1000);
+  EXPECT_EQ(point.acquisitions, 15U);
+  EXPECT_EQ(point.served_by_existing, 14U);
+  EXPECT_EQ(point.commands, 14U);
+  EXPECT_EQ(point.evictions, 2U);
+  EXPECT_EQ(point.sessions_ready, 2U);
+  EXPECT_EQ(point.channels_in_use, 3U);
+  EXPECT_EQ(point.circuits_open, 1U);
+  // The first sample counts from zero.
+  EXPECT_EQ(pool_point(0, nullptr, after).acquisitions, 25U);
+}
+
+TEST(PoolPointTest, ACounterThatWentBackwardsRestartedFromZero) {
+  pool::PoolStats before;
+  before.acquisitions = 100;
+  pool::PoolStats after;
+  after.acquisitions = 7;  // the server was removed and added again
+  EXPECT_EQ(pool_point(0, &before, after).acquisitions, 7U);
+}
+
+TEST(PoolPointTest, LatencyQuantilesCoverOnlyTheInterval) {
+  pool::PoolStats before;
+  for (int i = 0; i < 1000; ++i) {
+    before.wait_time.record(microseconds(100));  // fast, long ago
+  }
+  pool::PoolStats after = before;
+  for (int i = 0; i < 10; ++i) {
+    after.wait_time.record(microseconds(100000));  // slow, within the interval
+  }
+  const auto point = pool_point(0, &before, after);
+  // Cumulative p99 would still say ~0.1 ms; the interval's says ~100 ms (log2 bucket bound).
+  EXPECT_GT(point.wait_ms_p99, 100.0F);
+  EXPECT_LT(point.wait_ms_p99, 300.0F);
+  EXPECT_GT(point.wait_ms_p50, 100.0F);
+  // Nothing measured in the interval: no number.
+  EXPECT_TRUE(std::isnan(pool_point(0, &after, after).wait_ms_p99));
+  EXPECT_TRUE(std::isnan(pool_point(0, &after, after).handshake_ms_p50));
+}
+
+TEST(TrendsTest, EachBucketKeepsItsHighestValueAndTheJsonAlignsBuckets) {
+  Trends trends;
+  FleetState fleet;
+  const std::int64_t start = 1000 * kBucket;  // a bucket boundary
+  collect(fleet, "web", start + kMinute, 0.5, 40.0);
+  trends.record_figures(fleet);
+  collect(fleet, "web", start + 2 * kMinute, 2.5, 30.0);  // same bucket: the highest stays
+  trends.record_figures(fleet);
+  collect(fleet, "web", start + 2 * kMinute, 9.0);  // same collection again: ignored
+  trends.record_figures(fleet);
+  collect(fleet, "web", start + 2 * kBucket + kMinute, 1.0);  // a bucket later, one skipped
+  trends.record_figures(fleet);
+
+  const auto load = trends.sparklines_json(Figure::load1, start + 2 * kBucket + 5 * kMinute);
+  EXPECT_EQ(load["figure"], "load1");
+  EXPECT_EQ(load["bucket_seconds"], 1800);
+  ASSERT_EQ(load["servers"].size(), 1U);
+  const auto& values = load["servers"][0]["values"];
+  ASSERT_EQ(values.size(), 48U);
+  EXPECT_EQ(values[47], 1.0);
+  EXPECT_TRUE(values[46].is_null());
+  EXPECT_EQ(values[45], 2.5);
+  EXPECT_TRUE(values[44].is_null());
+  EXPECT_EQ(load["from"], (start + 2 * kBucket) - 47 * kBucket);
+  const auto memory = trends.sparklines_json(Figure::memory, start + 2 * kBucket);
+  EXPECT_EQ(memory["servers"][0]["values"][45], 40.0);
+  EXPECT_TRUE(memory["servers"][0]["values"][47].is_null());
+  // A server with nothing in the window is left out.
+  EXPECT_EQ(trends.sparklines_json(Figure::cpu, start)["servers"].size(), 0U);
+}
+
+TEST(TrendsTest, HistoryIsBoundedAndForgetsServersThatLeft) {
+  Trends::Options options;
+  options.buckets = 4;
+  options.total_points = 3;
+  options.server_points = 2;
+  Trends trends(options);
+  FleetState fleet;
+  for (int i = 0; i < 10; ++i) {
+    collect(fleet, "web", i * kBucket, i);
+    trends.record_figures(fleet);
+    pool::PoolStats stats;
+    stats.acquisitions = static_cast<std::uint64_t>(i) * 10;
+    trends.record_pool_total(i, stats);
+    trends.record_pool_server(i, "web", stats);
+  }
+  const auto values = trends.sparklines_json(Figure::load1, 9 * kBucket)["servers"][0]["values"];
+  EXPECT_EQ(values, nlohmann::json::parse("[6.0, 7.0, 8.0, 9.0]"));
+  const auto total = trends.pool_json(nullptr);
+  ASSERT_TRUE(total);
+  EXPECT_EQ((*total)["points"], 3);
+  EXPECT_EQ((*total)["series"]["at"], nlohmann::json::parse("[7, 8, 9]"));
+  EXPECT_EQ((*total)["series"]["acquisitions"], nlohmann::json::parse("[10, 10, 10]"));
+  EXPECT_TRUE((*total)["server"].is_null());
+  const std::string web = "web";
+  const auto one = trends.pool_json(&web);
+  ASSERT_TRUE(one);
+  EXPECT_EQ((*one)["points"], 2);
+  EXPECT_EQ((*one)["interval_seconds"], 60.0);
+  // The server leaves the fleet: its history goes with it.
+  fleet.servers().erase("web");
+  trends.record_figures(fleet);
+  EXPECT_FALSE(trends.pool_json(&web));
+  EXPECT_EQ(trends.sparklines_json(Figure::load1, 9 * kBucket)["servers"].size(), 0U);
+}
+
+TEST(TrendsTest, FiguresNamesParse) {
+  EXPECT_EQ(parse_figure("load1"), Figure::load1);
+  EXPECT_EQ(parse_figure("memory"), Figure::memory);
+  EXPECT_EQ(parse_figure("disk"), Figure::disk);
+  EXPECT_EQ(parse_figure("cpu"), Figure::cpu);
+  EXPECT_FALSE(parse_figure("Load1"));
+  EXPECT_FALSE(parse_figure(""));
+}
+
+}  // namespace
+}  // namespace healer::daemon
