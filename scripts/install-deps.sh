@@ -8,6 +8,8 @@ packages=(
   libssh-dev libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libsqlite3-dev libsodium-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev libhttp-parser-dev libssl-dev prometheus python3-jsonschema openssl
+  # Prometheus remote write from `healer serve`: protobuf messages and snappy compression.
+  libprotobuf-dev protobuf-compiler libsnappy-dev
   openssh-server openssh-client procps bsdutils python3 python3-asyncssh pdsh pssh curl wrk
   # The packet-level delayed link (tests/support/netdelay): NFQUEUE, veth, a namespace.
   libnetfilter-queue-dev iptables iproute2 tcpdump iputils-ping

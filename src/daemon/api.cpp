@@ -322,6 +322,9 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
         snapshot.http = c.http->stats();
       }
       snapshot.notifier = c.notifier.stats();
+      if (c.remote_writer.enabled()) {
+        snapshot.remote_write = c.remote_writer.stats();
+      }
       snapshot.control = c.control.stats();
       snapshot.store = runtime.store().stats();
     }

@@ -7,6 +7,7 @@
 #include "healer/daemon/fleet.hpp"
 #include "healer/daemon/http.hpp"
 #include "healer/daemon/notifier.hpp"
+#include "healer/daemon/remote_writer.hpp"
 #include "healer/daemon/scheduler.hpp"
 #include "healer/service/runtime.hpp"
 #include "trends.hpp"
@@ -20,6 +21,7 @@ struct ApiContext {
   Scheduler& scheduler;
   Notifier& notifier;
   ControlServer& control;
+  RemoteWriter& remote_writer;
   HttpServer* http = nullptr;  ///< for its stats; set once the server exists
   std::string token;
   /// Listening beyond loopback: every request but /healthz needs the token.

@@ -16,6 +16,7 @@
 #include "healer/daemon/fleet.hpp"
 #include "healer/daemon/http.hpp"
 #include "healer/daemon/notifier.hpp"
+#include "healer/daemon/remote_writer.hpp"
 #include "healer/daemon/scheduler.hpp"
 #include "healer/service/control.hpp"
 #include "healer/service/errors.hpp"
@@ -61,11 +62,21 @@ int fail(const std::string& message) {
 // Everything the daemon runs, in the order it is built (and the reverse of how it stops).
 struct Daemon {
   explicit Daemon(service::Runtime& runtime_ref)
-      : runtime(runtime_ref), notifier(runtime_ref), scheduler(runtime_ref, fleet, notifier) {}
+      : runtime(runtime_ref),
+        notifier(runtime_ref),
+        remote_writer(runtime_ref.settings().remote_write),
+        scheduler(runtime_ref, fleet, notifier) {
+    // Every new collection goes to remote write as /metrics shows it (fleet.cpp's naming).
+    fleet.set_collection_sink(
+        [this](std::int64_t collected_at, std::shared_ptr<const std::vector<NodeSeries>> series) {
+          remote_writer.push(collected_at, std::move(series));
+        });
+  }
 
   service::Runtime& runtime;
   FleetState fleet;
   Notifier notifier;
+  RemoteWriter remote_writer;  // settings from start; SIGHUP does not change them
   Scheduler scheduler;
   std::unique_ptr<ControlServer> control;
   std::unique_ptr<Api> api;
@@ -82,8 +93,12 @@ asio::awaitable<void> stop(Daemon& daemon, Deadline deadline) {
   const auto close_budget = std::chrono::seconds(1);
   const auto work_deadline = Deadline(std::max(Clock::now(), deadline.at() - close_budget));
   co_await daemon.scheduler.async_stop(work_deadline);
+  // The last collections are queued now: remote write's final flush runs on its thread while
+  // the pool closes.
+  daemon.remote_writer.request_stop(deadline);
   co_await daemon.notifier.async_drain(work_deadline);
   co_await daemon.runtime.async_shutdown(deadline);
+  co_await daemon.remote_writer.async_stop(deadline);
   daemon.runtime.store().flush();
   log->info("stopped");
   daemon.runtime.io().stop();
@@ -112,6 +127,11 @@ int run_serve(const service::ServeOptions& options) {
     return fail(
         "listening on " + settings->serve.listen_address +
         " (beyond loopback) needs TLS: set [serve] tls_cert and tls_key in the config file");
+  }
+  if (settings->remote_write.enabled() && !settings->remote_write.bearer_token_file.empty()) {
+    if (auto token = read_bearer_token(settings->remote_write.bearer_token_file); !token) {
+      return fail(token.error().detail);
+    }
   }
   if (options.check_config) {
     std::cout << "config OK"
@@ -159,8 +179,12 @@ int run_serve(const service::ServeOptions& options) {
   if (auto started = daemon.control->start(); !started) {
     return fail(started.error().detail);
   }
-  ApiContext context{**runtime,       daemon.fleet, daemon.scheduler, daemon.notifier,
-                     *daemon.control, nullptr,      *token,           beyond_loopback};
+  if (auto started = daemon.remote_writer.start(); !started) {
+    return fail(started.error().detail);
+  }
+  ApiContext context{**runtime,       daemon.fleet,    daemon.scheduler,
+                     daemon.notifier, *daemon.control, daemon.remote_writer,
+                     nullptr,         *token,          beyond_loopback};
   daemon.api = std::make_unique<Api>(std::move(context));
   HttpOptions http;
   http.address = settings->serve.listen_address;

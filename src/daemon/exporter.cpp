@@ -247,6 +247,30 @@ void render_self(Writer& w, const ExpositionSnapshot& s) {
            static_cast<double>(s.notifier.failed));
   w.sample("healer_notifications_total", "result=\"rate_limited\"",
            static_cast<double>(s.notifier.rate_limited));
+  if (s.remote_write) {
+    const auto& rw = *s.remote_write;
+    w.family("healer_remote_write_samples_total", "counter",
+             "Collected samples by what became of them: sent (accepted by the receiver), dropped "
+             "(pushed out of the full queue or left at shutdown), failed (refused by the receiver "
+             "with a 4xx).");
+    w.sample("healer_remote_write_samples_total", "result=\"sent\"", static_cast<double>(rw.sent));
+    w.sample("healer_remote_write_samples_total", "result=\"dropped\"",
+             static_cast<double>(rw.dropped));
+    w.sample("healer_remote_write_samples_total", "result=\"failed\"",
+             static_cast<double>(rw.failed));
+    w.family("healer_remote_write_retries_total", "counter",
+             "Remote write POSTs retried after a connection error, a 5xx or a 429.");
+    w.sample("healer_remote_write_retries_total", "", static_cast<double>(rw.retries));
+    w.family("healer_remote_write_queue_samples", "gauge",
+             "Samples waiting to be sent, including a batch being retried.");
+    w.sample("healer_remote_write_queue_samples", "", static_cast<double>(rw.queued));
+    w.family("healer_remote_write_last_success_timestamp_seconds", "gauge",
+             "When the receiver last accepted a batch.");
+    if (rw.last_success_ms) {
+      w.sample("healer_remote_write_last_success_timestamp_seconds", "",
+               static_cast<double>(*rw.last_success_ms) / 1000.0);
+    }
+  }
   w.family("healer_store_async_writes_total", "counter", "Store writes queued by the loop.");
   w.sample("healer_store_async_writes_total", "result=\"ok\"",
            static_cast<double>(s.store.async_writes_ok));

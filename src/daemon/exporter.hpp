@@ -8,6 +8,7 @@
 #include "healer/daemon/fleet.hpp"
 #include "healer/daemon/http.hpp"
 #include "healer/daemon/notifier.hpp"
+#include "healer/daemon/remote_writer.hpp"
 #include "healer/daemon/scheduler.hpp"
 #include "healer/pool/pool.hpp"
 #include "healer/store/store.hpp"
@@ -32,6 +33,7 @@ struct ExpositionSnapshot {
   SchedulerStats scheduler;
   HttpStats http;
   NotifierStats notifier;
+  std::optional<RemoteWriteStats> remote_write;  ///< unset: remote write is off
   ControlStats control;
   store::StoreStats store;
   bool with_healer_metrics = true;  ///< false for /probe (one server's series only)

@@ -96,9 +96,43 @@ RunSummary summarise(const service::DiagnosedServer& diagnosed) {
   return summary;
 }
 
-CollectionSummary summarise(const std::string& server, std::int64_t collected_at, double elapsed_ms,
+std::vector<NodeSeries> node_series(const std::string& server,
+                                    const std::vector<metrics::Metric>& metrics,
+                                    const std::vector<metrics::Metric>& rates) {
+  std::vector<NodeSeries> out;
+  out.reserve(metrics.size() + rates.size());
+  for (const auto* list : {&metrics, &rates}) {
+    for (const auto& metric : *list) {
+      // Names and label names come from parsers of server output: anything Prometheus could
+      // not read is left out rather than breaking the whole exposition.
+      if (!valid_metric_name(metric.name)) {
+        continue;
+      }
+      NodeSeries series{metric.name, {}, metric.value};
+      series.labels.reserve(metric.labels.size() + 1);
+      series.labels.emplace_back("server", server);
+      bool valid = true;
+      for (const auto& [key, value] : metric.labels) {
+        if (!valid_label_name(key) || key == "server") {
+          valid = false;
+          break;
+        }
+        series.labels.emplace_back(key, value);
+      }
+      if (valid) {
+        out.push_back(std::move(series));
+      }
+    }
+  }
+  return out;
+}
+
+namespace {
+
+CollectionSummary summarise(std::int64_t collected_at, double elapsed_ms,
                             std::optional<Error> error, const std::vector<metrics::Metric>& metrics,
-                            const std::vector<metrics::Metric>& rates) {
+                            const std::vector<metrics::Metric>& rates,
+                            const std::vector<NodeSeries>& series) {
   CollectionSummary summary;
   summary.collected_at = collected_at;
   summary.elapsed_ms = elapsed_ms;
@@ -109,8 +143,6 @@ CollectionSummary summarise(const std::string& server, std::int64_t collected_at
   double size = 0;
   double free_bytes = 0;
   double avail = 0;
-  std::map<std::string, std::string> families;
-  const std::string server_label = "server=\"" + escape_label(server) + "\"";
   for (const auto* list : {&metrics, &rates}) {
     for (const auto& metric : *list) {
       if (metric.name == "node_load1") {
@@ -132,25 +164,6 @@ CollectionSummary summarise(const std::string& server, std::int64_t collected_at
           }
         }
       }
-      // Names and label names come from parsers of server output: anything Prometheus could
-      // not read is left out rather than breaking the whole exposition.
-      if (!valid_metric_name(metric.name)) {
-        continue;
-      }
-      std::string line = metric.name + "{" + server_label;
-      bool valid = true;
-      for (const auto& [key, value] : metric.labels) {
-        if (!valid_label_name(key) || key == "server") {
-          valid = false;
-          break;
-        }
-        line += "," + key + "=\"" + escape_label(value) + "\"";
-      }
-      if (!valid) {
-        continue;
-      }
-      line += "} " + number(metric.value) + "\n";
-      families[metric.name] += line;
     }
   }
   if (mem_total > 0 && mem_available >= 0) {
@@ -162,6 +175,16 @@ CollectionSummary summarise(const std::string& server, std::int64_t collected_at
       summary.disk_used_percent = 100.0 * used / (used + avail);
     }
   }
+  std::map<std::string, std::string> families;
+  for (const auto& one : series) {
+    std::string line = one.name + "{";
+    for (std::size_t i = 0; i < one.labels.size(); ++i) {
+      line += (i == 0 ? "" : ",") + one.labels[i].first + "=\"" +
+              escape_label(one.labels[i].second) + "\"";
+    }
+    line += "} " + number(one.value) + "\n";
+    families[one.name] += line;
+  }
   auto exposition = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
   exposition->reserve(families.size());
   for (auto& [name, lines] : families) {
@@ -169,6 +192,15 @@ CollectionSummary summarise(const std::string& server, std::int64_t collected_at
   }
   summary.exposition = std::move(exposition);
   return summary;
+}
+
+}  // namespace
+
+CollectionSummary summarise(const std::string& server, std::int64_t collected_at, double elapsed_ms,
+                            std::optional<Error> error, const std::vector<metrics::Metric>& metrics,
+                            const std::vector<metrics::Metric>& rates) {
+  return summarise(collected_at, elapsed_ms, std::move(error), metrics, rates,
+                   node_series(server, metrics, rates));
 }
 
 void FleetState::record(const service::DiagnosedServer& diagnosed) {
@@ -192,8 +224,13 @@ void FleetState::record(const service::CollectedServer& collected) {
     state->collection->error = collected.error;
     return;
   }
-  state->collection = summarise(collected.server, collected.collected_at, collected.elapsed_ms,
-                                collected.error, collected.metrics, collected.rates);
+  auto series = std::make_shared<const std::vector<NodeSeries>>(
+      node_series(collected.server, collected.metrics, collected.rates));
+  state->collection = summarise(collected.collected_at, collected.elapsed_ms, collected.error,
+                                collected.metrics, collected.rates, *series);
+  if (sink_ && !series->empty()) {
+    sink_(collected.collected_at, std::move(series));
+  }
 }
 
 void FleetState::seed(const store::DiagnosisRun& run, std::optional<std::int64_t> status_since) {

@@ -521,6 +521,87 @@ Result<ServeSettings> serve_from(const toml::table* root, std::string_view origi
   return serve;
 }
 
+// --- [remote_write] --------------------------------------------------------------------------
+
+Result<RemoteWriteSettings> remote_write_from(const toml::table* root, std::string_view origin) {
+  RemoteWriteSettings remote;
+  if (root == nullptr) {
+    return remote;
+  }
+  if (auto checked = require_table(*root, "remote_write", origin); !checked) {
+    return std::move(checked).error();
+  }
+  const auto* table = table_at(*root, "remote_write");
+  if (table == nullptr) {
+    return remote;
+  }
+  for (const auto& [key_node, node] : *table) {
+    const std::string key(key_node.str());
+    const std::string where = "remote_write." + key;
+    if (key == "url") {
+      auto url = string_of(node, where, origin);
+      if (!url) {
+        return std::move(url).error();
+      }
+      const auto scheme = url->find("://");
+      const auto host_start = scheme == std::string::npos ? 0 : scheme + 3;
+      const auto host_end = url->find('/', host_start);
+      const auto authority = url->substr(host_start, host_end - host_start);
+      if ((!url->starts_with("http://") && !url->starts_with("https://")) || authority.empty()) {
+        return config_error(origin, fmt::format("{} must be an http:// or https:// URL", where));
+      }
+      // Credentials belong in bearer_token_file: a URL shows up in logs.
+      if (authority.find('@') != std::string::npos) {
+        return config_error(origin, fmt::format("{} must not hold credentials (user@); use "
+                                                "bearer_token_file",
+                                                where));
+      }
+      remote.url = std::move(*url);
+    } else if (key == "timeout" || key == "flush_interval") {
+      auto value = duration_of(node, where, origin);
+      if (!value) {
+        return std::move(value).error();
+      }
+      if (value->count() < 1 || value->count() > 300) {
+        return config_error(origin, fmt::format("{} must be 1 s to 5 min", where));
+      }
+      (key == "timeout" ? remote.timeout : remote.flush_interval) = *value;
+    } else if (key == "max_batch_samples") {
+      auto value = integer_of(node, where, origin, 1, 1'000'000);
+      if (!value) {
+        return std::move(value).error();
+      }
+      remote.max_batch_samples = static_cast<std::size_t>(*value);
+    } else if (key == "queue_max_samples") {
+      auto value = integer_of(node, where, origin, 1, 100'000'000);
+      if (!value) {
+        return std::move(value).error();
+      }
+      remote.queue_max_samples = static_cast<std::size_t>(*value);
+    } else if (key == "bearer_token_file") {
+      auto text = string_of(node, where, origin);
+      if (!text) {
+        return std::move(text).error();
+      }
+      if (text->empty() || text->front() != '/') {
+        return config_error(origin, fmt::format("{} must be an absolute path", where));
+      }
+      remote.bearer_token_file = *text;
+    } else {
+      return unknown_key(origin, fmt::format("{} (line {})", where, key_node.source().begin.line),
+                         "url, timeout, flush_interval, max_batch_samples, queue_max_samples, "
+                         "bearer_token_file");
+    }
+  }
+  if (table->size() > 0 && remote.url.empty()) {
+    return config_error(origin, "remote_write.url is required in [remote_write]");
+  }
+  if (remote.max_batch_samples > remote.queue_max_samples) {
+    return config_error(origin, "remote_write.max_batch_samples must not exceed queue_max_samples");
+  }
+  return remote;
+}
+
 }  // namespace
 
 checks::CheckSettings CheckConfig::settings_for(std::string_view server,
@@ -591,7 +672,7 @@ Result<store::Retention> load_retention(const config::Environment& env,
 }
 
 std::vector<std::string_view> known_config_tables() {
-  return {"pool", "checks", "store", "schedule", "notify", "serve", "heal"};
+  return {"pool", "checks", "store", "schedule", "notify", "serve", "heal", "remote_write"};
 }
 
 Result<Settings> load_settings(const config::Environment& env, const config::ConfigFile* file,
@@ -643,6 +724,11 @@ Result<Settings> load_settings(const config::Environment& env, const config::Con
     return std::move(heal).error();
   }
   settings.heal = std::move(*heal);
+  auto remote_write = remote_write_from(root, origin);
+  if (!remote_write) {
+    return std::move(remote_write).error();
+  }
+  settings.remote_write = std::move(*remote_write);
   return settings;
 }
 

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -37,6 +38,21 @@ struct RunSummary {
   std::vector<FailingCheck> failing;
   std::optional<Error> server_error;  ///< the server could not be reached
 };
+
+/// One collected series as healer exports it, on /metrics and through remote write alike: the
+/// node_exporter name, the `server` label first, then the metric's own labels.
+struct NodeSeries {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> labels;  ///< server first
+  double value = 0;
+};
+
+/// Every series of one server's collection (raw metrics, then rates) under healer's naming;
+/// series whose metric or label names Prometheus could not read (they come from parsers of server
+/// output) are left out, as is a metric carrying its own `server` label.
+[[nodiscard]] std::vector<NodeSeries> node_series(const std::string& server,
+                                                  const std::vector<metrics::Metric>& metrics,
+                                                  const std::vector<metrics::Metric>& rates);
 
 /// The latest collection of a server.
 struct CollectionSummary {
@@ -94,9 +110,14 @@ class FleetState {
   /// Seeds a server's latest collection from stored samples (at start).
   void seed(const std::string& name, std::int64_t collected_at,
             const std::vector<metrics::Metric>& metrics);
+  /// Called with each new collection's series (not seeds), on the loop: remote write.
+  using CollectionSink = std::function<void(std::int64_t collected_at,
+                                            std::shared_ptr<const std::vector<NodeSeries>>)>;
+  void set_collection_sink(CollectionSink sink) { sink_ = std::move(sink); }
 
  private:
   std::map<std::string, ServerState, std::less<>> servers_;
+  CollectionSink sink_;
 };
 
 /// The summary of a diagnosis.

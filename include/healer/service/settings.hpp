@@ -125,6 +125,29 @@ struct ServeSettings {
   std::chrono::seconds shutdown_timeout{10};
 };
 
+/// The `[remote_write]` table: where `healer serve` pushes every collected node series
+/// (Prometheus remote write 1.0: protobuf, snappy, HTTP POST). Unset `url`: off.
+///
+/// ```toml
+/// [remote_write]
+/// url = "http://127.0.0.1:9090/api/v1/write"   # Prometheus, VictoriaMetrics, Mimir, ...
+/// timeout = "10s"              # one POST
+/// flush_interval = "5s"        # the longest a sample waits before it is sent
+/// max_batch_samples = 2000     # samples per POST
+/// queue_max_samples = 500000   # held while the receiver is away; beyond: the oldest are dropped
+/// bearer_token_file = "/etc/healer/remote-write.token"   # optional: Authorization: Bearer
+/// ```
+struct RemoteWriteSettings {
+  std::string url;  ///< empty: off; http:// or https://
+  std::chrono::seconds timeout{10};
+  std::chrono::seconds flush_interval{5};
+  std::size_t max_batch_samples = 2000;
+  std::size_t queue_max_samples = 500000;
+  std::filesystem::path bearer_token_file;  ///< empty: no Authorization header
+
+  [[nodiscard]] bool enabled() const noexcept { return !url.empty(); }
+};
+
 /// Everything the config file, the environment and the flags say.
 struct Settings {
   PoolConfig pool;
@@ -135,6 +158,7 @@ struct Settings {
   ServeSettings serve;
   /// `[heal]`: rules, brakes, allow-lists, extra actions, silences (docs/healing.md).
   heal::HealConfig heal;
+  RemoteWriteSettings remote_write;
   /// The config file these came from, if any.
   std::optional<std::filesystem::path> file;
 };
@@ -151,8 +175,8 @@ struct SettingsSources {
 [[nodiscard]] std::vector<std::string_view> known_config_tables();
 
 /// Reads the config file once and builds every section: pool (flag > env > file > default),
-/// checks, store retention (env > file > default), schedule, notify, serve, heal. An unknown
-/// top-level table or key is an error naming the file and line.
+/// checks, store retention (env > file > default), schedule, notify, serve, heal, remote_write.
+/// An unknown top-level table or key is an error naming the file and line.
 [[nodiscard]] Result<Settings> load_settings(const config::Environment& env,
                                              const SettingsSources& sources);
 

@@ -106,6 +106,57 @@ TEST(Settings, BadValuesAreNamed) {
   }
 }
 
+TEST(Settings, RemoteWrite) {
+  auto settings = from_text(R"([remote_write]
+url = "http://127.0.0.1:9090/api/v1/write"
+timeout = "3s"
+flush_interval = 2
+max_batch_samples = 500
+queue_max_samples = 10000
+bearer_token_file = "/etc/healer/rw.token"
+)");
+  ASSERT_TRUE(settings) << settings.error().detail;
+  const auto& remote = settings->remote_write;
+  EXPECT_TRUE(remote.enabled());
+  EXPECT_EQ(remote.url, "http://127.0.0.1:9090/api/v1/write");
+  EXPECT_EQ(remote.timeout, std::chrono::seconds(3));
+  EXPECT_EQ(remote.flush_interval, std::chrono::seconds(2));
+  EXPECT_EQ(remote.max_batch_samples, 500U);
+  EXPECT_EQ(remote.queue_max_samples, 10000U);
+  EXPECT_EQ(remote.bearer_token_file, "/etc/healer/rw.token");
+  auto defaults = from_text("");
+  ASSERT_TRUE(defaults);
+  EXPECT_FALSE(defaults->remote_write.enabled());
+}
+
+TEST(Settings, BadRemoteWriteValuesAreNamed) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"[remote_write]\nurl = \"ftp://x/api/v1/write\"\n", "remote_write.url"},
+      {"[remote_write]\nurl = \"http:///api/v1/write\"\n", "remote_write.url"},
+      {"[remote_write]\nurl = \"http://u:secret@x/api/v1/write\"\n", "must not hold credentials"},
+      {"[remote_write]\nurl = \"127.0.0.1:9090\"\n", "remote_write.url"},
+      {"[remote_write]\nurl = 5\n", "remote_write.url"},
+      {"[remote_write]\ntimeout = \"5s\"\n", "remote_write.url is required"},
+      {"[remote_write]\nurl = \"http://x\"\ntimeout = 0\n", "remote_write.timeout"},
+      {"[remote_write]\nurl = \"http://x\"\nflush_interval = \"1x\"\n",
+       "remote_write.flush_interval"},
+      {"[remote_write]\nurl = \"http://x\"\nmax_batch_samples = 0\n",
+       "remote_write.max_batch_samples"},
+      {"[remote_write]\nurl = \"http://x\"\nqueue_max_samples = 10\n", "must not exceed"},
+      {"[remote_write]\nurl = \"http://x\"\nbearer_token_file = \"rel\"\n",
+       "remote_write.bearer_token_file"},
+      {"[remote_write]\nurl = \"http://x\"\n\nqueue_size = 5\n",
+       "remote_write.queue_size (line 4): unknown key"},
+      {"remote_write = 5\n", "remote_write"},
+  };
+  for (const auto& [text, expected] : cases) {
+    auto settings = from_text(text);
+    ASSERT_FALSE(settings) << text;
+    EXPECT_NE(settings.error().detail.find(expected), std::string::npos)
+        << text << " -> " << settings.error().detail;
+  }
+}
+
 TEST(Settings, ListenAddresses) {
   EXPECT_EQ(*parse_listen("127.0.0.1:7464"),
             (std::pair<std::string, std::uint16_t>{"127.0.0.1", 7464}));
