@@ -117,8 +117,6 @@ PoolStats numbered(std::uint64_t base) {
   stats.direct_connections = base + 17;
   stats.cleanup_runs = base + 18;
   stats.sessions_cleaned = base + 19;
-  stats.circuits_open = base + 30;
-  stats.backing_off = base + 31;
   for (std::size_t i = 0; i < kEvictionKinds; ++i) {
     stats.evictions[i] = base + 20 + i;
   }
@@ -156,8 +154,6 @@ TEST(PoolStatsTest, PlusEqualsAddsEveryField) {
   EXPECT_EQ(total.direct_connections, 1034U);
   EXPECT_EQ(total.cleanup_runs, 1036U);
   EXPECT_EQ(total.sessions_cleaned, 1038U);
-  EXPECT_EQ(total.circuits_open, 1060U);
-  EXPECT_EQ(total.backing_off, 1062U);
   for (std::size_t i = 0; i < kEvictionKinds; ++i) {
     EXPECT_EQ(total.evictions[i], 1040U + 2 * i) << i;
   }
