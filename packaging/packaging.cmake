@@ -18,15 +18,18 @@ set(healer_packaging_dir "${CMAKE_CURRENT_LIST_DIR}")
 set(healer_generated_dir "${CMAKE_BINARY_DIR}/packaging")
 
 # systemd's own directory under /usr (Debian 12: /lib/systemd/system); below any other prefix,
-# <prefix>/lib/systemd/system, which systemd also reads for /usr/local.
-if(CMAKE_INSTALL_PREFIX STREQUAL "/usr")
+# <prefix>/lib/systemd/system, which systemd also reads for /usr/local. Derived from the prefix
+# at every configure (a build dir configured for /usr/local first and packaged for /usr later
+# must not keep the old directory); -DHEALER_SYSTEMD_UNIT_DIR=... overrides it.
+set(HEALER_SYSTEMD_UNIT_DIR "" CACHE PATH
+    "Where the systemd unit healer.service is installed (empty: derived from the prefix)")
+set(healer_systemd_unit_dir "${HEALER_SYSTEMD_UNIT_DIR}")
+if(NOT healer_systemd_unit_dir AND CMAKE_INSTALL_PREFIX STREQUAL "/usr")
   pkg_get_variable(healer_systemd_unit_dir systemd systemdsystemunitdir)
 endif()
 if(NOT healer_systemd_unit_dir)
   set(healer_systemd_unit_dir "${CMAKE_INSTALL_PREFIX}/lib/systemd/system")
 endif()
-set(HEALER_SYSTEMD_UNIT_DIR "${healer_systemd_unit_dir}" CACHE PATH
-    "Where the systemd unit healer.service is installed")
 
 # --- the systemd unit and the default config file ---------------------------------------------
 set(HEALER_BINARY "${CMAKE_INSTALL_FULL_BINDIR}/healer")
@@ -47,7 +50,7 @@ execute_process(COMMAND gzip -9nc "${healer_generated_dir}/changelog.Debian"
                 OUTPUT_FILE "${healer_generated_dir}/changelog.Debian.gz" COMMAND_ERROR_IS_FATAL ANY)
 
 install(TARGETS healer RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}")
-install(FILES "${healer_generated_dir}/healer.service" DESTINATION "${HEALER_SYSTEMD_UNIT_DIR}")
+install(FILES "${healer_generated_dir}/healer.service" DESTINATION "${healer_systemd_unit_dir}")
 install(FILES "${healer_packaging_dir}/config.toml"
         DESTINATION "${CMAKE_INSTALL_FULL_SYSCONFDIR}/healer")
 install(FILES "${healer_packaging_dir}/copyright" "${healer_generated_dir}/changelog.Debian.gz"
