@@ -108,9 +108,9 @@ step "healer exec demo -- uptime   # also through the daemon"
 "$healer" exec demo -- uptime
 echo "logins for these two commands: $(( $(grep -c 'Accepted publickey' "$testbed/sshd.log") - logins_before ))"
 step "curl http://127.0.0.1:$api_port/api/v1/servers   # the JSON API"
-curl -fsS "http://127.0.0.1:$api_port/api/v1/servers" | python3 -m json.tool | head -40
+curl -fsS "http://127.0.0.1:$api_port/api/v1/servers" | python3 -m json.tool | awk 'NR <= 40'  # awk reads to the end: no SIGPIPE under pipefail
 step "curl http://127.0.0.1:$api_port/metrics | grep demo   # one scrape: healer's pool and the host's node metrics"
-curl -fsS "http://127.0.0.1:$api_port/metrics" | grep -E '^(healer_pool_(hit_ratio|commands_per_connection|acquisitions_total)|healer_server_status|node_load1|node_memory_MemAvailable_bytes)\{' | head -12
+curl -fsS "http://127.0.0.1:$api_port/metrics" | grep -E '^(healer_pool_(hit_ratio|commands_per_connection|acquisitions_total)|healer_server_status|node_load1|node_memory_MemAvailable_bytes)\{' | awk 'NR <= 12'
 step "dashboard: http://127.0.0.1:$api_port/   (open it in a browser while the daemon runs)"
 step "kill -TERM <healer serve>   # graceful stop: in-flight work ends, sessions close politely"
 kill -TERM "$daemon_pid"
