@@ -1709,6 +1709,13 @@ pool::Server blackhole_server(const test::BlackholeProxy& blackhole) {
   return server;
 }
 
+// True once no handshake to kServer is in progress any more (within 2 s): an abandoned handshake
+// is stopped, not left running until connect_timeout.
+asio::awaitable<bool> handshake_gone(pool::Registry* registry) {
+  auto gone = [registry] { return registry->stats(kServer).sessions_connecting == 0; };
+  co_return co_await async_poll(gone, 2s);
+}
+
 // connect_timeout far beyond every deadline below: what ends a handshake is the caller.
 PoolConfig slow_connect_config() {
   PoolConfig config;
@@ -1727,8 +1734,7 @@ asio::awaitable<Observed> acquire_from_silent_server(pool::Registry* registry) {
   seen.stats = registry->stats(kServer);
   // The handshake was for this caller only: it is abandoned with it, not left running until
   // connect_timeout.
-  auto gone = [registry] { return registry->stats(kServer).sessions_connecting == 0; };
-  seen.checks.push_back(co_await async_poll(gone, 2s));
+  seen.checks.push_back(co_await handshake_gone(registry));
   seen.stats_after = registry->stats(kServer);
   co_await registry->async_shutdown(Deadline::after(5s));
   co_return seen;
@@ -1768,8 +1774,7 @@ asio::awaitable<Observed> two_callers_one_handshake(pool::Registry* registry) {
   EXPECT_TRUE(co_await async_poll(done, 5s));
   seen.checks.push_back(late.expired());
   seen.errors.push_back(second.done() && !second.value() ? second.value().error() : Error{});
-  auto gone = [registry] { return registry->stats(kServer).sessions_connecting == 0; };
-  seen.checks.push_back(co_await async_poll(gone, 2s));
+  seen.checks.push_back(co_await handshake_gone(registry));
   seen.stats = registry->stats(kServer);
   co_await registry->async_shutdown(Deadline::after(5s));
   co_return seen;
@@ -1844,8 +1849,7 @@ asio::awaitable<Observed> cancel_the_only_caller(pool::Registry* registry) {
     seen.errors.push_back(waiting.value().error());
   }
   seen.stats = registry->stats(kServer);
-  auto gone = [registry] { return registry->stats(kServer).sessions_connecting == 0; };
-  seen.checks.push_back(co_await async_poll(gone, 2s));
+  seen.checks.push_back(co_await handshake_gone(registry));
   seen.stats_after = registry->stats(kServer);
   co_await registry->async_shutdown(Deadline::after(5s));
   co_return seen;
