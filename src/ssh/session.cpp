@@ -37,6 +37,7 @@
 #include "agent_filter.hpp"
 #include "healer/core/log.hpp"
 #include "healer/ssh/cancellation.hpp"
+#include "identity_cache.hpp"
 #include "known_hosts.hpp"
 #include "wait_list.hpp"
 
@@ -283,7 +284,9 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   awaitable<Result<void>> authenticate(Deadline deadline);
   awaitable<Result<void>> tcp_connect(Deadline deadline);
 
-  KeyHandle private_key_;  // loaded before connecting; a bad key never reaches the server
+  // Loaded before connecting (a bad key never reaches the server); shared with the process's
+  // IdentityCache, dropped by this session once authenticated.
+  detail::SharedPrivateKey private_key_;
   detail::AgentFilter agent_filter_;  // relays to ssh-agent during authentication only
   SessionHandle session_;
   EventHandle event_;
@@ -755,15 +758,22 @@ Result<void> Session::Impl::load_identity() {
   if (options_.auth != AuthMethod::key_file) {
     return {};
   }
-  ssh_key raw = nullptr;
-  const int rc = ssh_pki_import_privkey_file(
-      options_.identity_file.c_str(),
-      options_.passphrase.empty() ? nullptr : options_.passphrase.c_str(), nullptr, nullptr, &raw);
-  private_key_.reset(raw);
-  if (rc == SSH_OK) {
+  private_key_ = detail::IdentityCache::instance().from_file(
+      options_.identity_file, options_.passphrase, [this]() -> ssh_key {
+        ssh_key raw = nullptr;
+        const int rc = ssh_pki_import_privkey_file(
+            options_.identity_file.c_str(),
+            options_.passphrase.empty() ? nullptr : options_.passphrase.c_str(), nullptr,
+            nullptr, &raw);
+        if (rc != SSH_OK) {
+          ssh_key_free(raw);
+          return nullptr;
+        }
+        return raw;
+      });
+  if (private_key_) {
     return {};
   }
-  private_key_.reset();
   std::string why;
   if (options_.identity_file.empty()) {
     why = "no identity file given";
@@ -789,20 +799,25 @@ Result<void> Session::Impl::load_key_data() {
   const bool armored = options_.private_key.find("-----BEGIN ") != std::string::npos &&
                        options_.private_key.find("PRIVATE KEY-----") != std::string::npos;
   const bool has_passphrase = !options_.passphrase.empty();
-  int rc = SSH_ERROR;
-  ssh_key raw = nullptr;
   if (armored) {
-    rc = ssh_pki_import_privkey_base64(options_.private_key.c_str(),
-                                       has_passphrase ? options_.passphrase.c_str() : nullptr,
-                                       nullptr, nullptr, &raw);
+    private_key_ = detail::IdentityCache::instance().from_text(
+        options_.private_key, options_.passphrase, [&]() -> ssh_key {
+          ssh_key raw = nullptr;
+          const int rc = ssh_pki_import_privkey_base64(
+              options_.private_key.c_str(), has_passphrase ? options_.passphrase.c_str() : nullptr,
+              nullptr, nullptr, &raw);
+          if (rc != SSH_OK || raw == nullptr || ssh_key_is_private(raw) != 1) {
+            ssh_key_free(raw);
+            return nullptr;
+          }
+          return raw;
+        });
   }
-  private_key_.reset(raw);
   wipe_secret(options_.private_key);
   wipe_secret(options_.passphrase);
-  if (rc == SSH_OK && private_key_ && ssh_key_is_private(private_key_.get()) == 1) {
+  if (private_key_) {
     return {};
   }
-  private_key_.reset();
   std::string why;
   if (length == 0) {
     why =
