@@ -28,7 +28,8 @@ constexpr std::array<std::string_view, 8> kDefaultHostKeyAlgorithms = {
     "rsa-sha2-256",
 };
 
-// The signature algorithms a recorded key can make (libssh's ssh_known_host_sigs_from_hostkey_type).
+// The signature algorithms a recorded key can make (libssh's
+// ssh_known_host_sigs_from_hostkey_type).
 std::vector<std::string_view> signature_algorithms(ssh_keytypes_e type) {
   switch (type) {
     case SSH_KEYTYPE_RSA:

@@ -1,5 +1,6 @@
 #include "healer/ssh/session.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <libssh/callbacks.h>
 #include <libssh/libssh.h>
@@ -9,7 +10,6 @@
 #include <sodium.h>
 #include <string.h>  // explicit_bzero
 #include <sys/socket.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -641,7 +641,7 @@ ssh_known_hosts_e Session::Impl::known_server(ssh_key server_key) {
     return ssh_session_is_known_server(session_.get());
   }
   switch (detail::KnownHostsIndex::instance().check(options_.known_hosts_file, kGlobalKnownHosts,
-                                                     known_hosts_name(), server_key)) {
+                                                    known_hosts_name(), server_key)) {
     case detail::KnownHostsVerdict::ok:
       return SSH_KNOWN_HOSTS_OK;
     case detail::KnownHostsVerdict::changed:
@@ -763,8 +763,8 @@ Result<void> Session::Impl::load_identity() {
         ssh_key raw = nullptr;
         const int rc = ssh_pki_import_privkey_file(
             options_.identity_file.c_str(),
-            options_.passphrase.empty() ? nullptr : options_.passphrase.c_str(), nullptr,
-            nullptr, &raw);
+            options_.passphrase.empty() ? nullptr : options_.passphrase.c_str(), nullptr, nullptr,
+            &raw);
         if (rc != SSH_OK) {
           ssh_key_free(raw);
           return nullptr;

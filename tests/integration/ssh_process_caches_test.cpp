@@ -87,8 +87,8 @@ TEST_F(SshCachesTest, KnownHostsAFleetSizedFileIsReadOnceAndOnlyTheHostsLinesAre
   const std::string key = recorded_key(sshd_);
   std::string text;
   for (int i = 0; i < 3000; ++i) {
-    text += "[10.1." + std::to_string(i / 250) + "." + std::to_string(i % 250) + "]:22 " + key +
-            "\n";
+    text +=
+        "[10.1." + std::to_string(i / 250) + "." + std::to_string(i % 250) + "]:22 " + key + "\n";
   }
   text += name_of(sshd_) + " " + key + "\n";
   for (int i = 0; i < 3000; ++i) {
