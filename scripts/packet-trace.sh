@@ -62,7 +62,7 @@ inside() {
   port=$(sed -n 's/^port=//p' "$out/testbed.txt")
   user=$(sed -n 's/^user=//p' "$out/testbed.txt")
 
-  tcpdump -i "$NETDELAY_ROOT_IF" -nn -U -s 128 -w "$out/trace.pcap" "tcp port $port" \
+  tcpdump -i "$NETDELAY_ROOT_IF" -nn -U --immediate-mode -s 128 -w "$out/trace.pcap" "tcp port $port" \
     2>"$out/tcpdump.log" &
   tcpdump_pid=$!
   local tick
