@@ -40,12 +40,13 @@ Result<CheckStatus> status_from_sql(const std::string& text) {
   return make_error(Errc::corrupt, "unknown check status in the database");
 }
 
-// Deletes the rows `select_rowids` (a SELECT of rowids binding ?1 = cutoff, ?2 = limit) from
-// `table`, chunk by chunk, each chunk in its own transaction. Returns how many went.
+// Deletes the rows `select_keys` (a SELECT of `key` values binding ?1 = cutoff, ?2 = limit)
+// from `table`, chunk by chunk, each chunk in its own transaction. Returns how many went.
 Result<std::int64_t> delete_in_chunks(sql::Connection& db, std::string_view table,
-                                      std::string_view select_rowids, std::int64_t cutoff) {
-  const std::string sql =
-      "DELETE FROM " + std::string(table) + " WHERE rowid IN (" + std::string(select_rowids) + ")";
+                                      std::string_view key, std::string_view select_keys,
+                                      std::int64_t cutoff) {
+  const std::string sql = "DELETE FROM " + std::string(table) + " WHERE " + std::string(key) +
+                          " IN (" + std::string(select_keys) + ")";
   std::int64_t total = 0;
   for (;;) {
     auto transaction = sql::Transaction::begin(db);
@@ -102,7 +103,7 @@ Result<RecordedRun> Database::record_run(const DiagnosisRun& run) {
   }
   // The status before this run, for the transition (same server, same application or none).
   auto previous = db_.prepare(
-      "SELECT status FROM diagnosis_runs WHERE server_id = ?1 AND app_id IS ?2 "
+      "SELECT status FROM diagnosis_runs WHERE server_id = ?1 AND app_id IS NOT DISTINCT FROM ?2 "
       "ORDER BY started_at DESC, id DESC LIMIT 1");
   if (!previous) {
     return std::move(previous).error();
@@ -122,7 +123,7 @@ Result<RecordedRun> Database::record_run(const DiagnosisRun& run) {
   }
   auto insert = db_.prepare(
       "INSERT INTO diagnosis_runs (server_id, app_id, started_at, finished_at, status) "
-      "VALUES (?1, ?2, ?3, ?4, ?5)");
+      "VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id");
   if (!insert) {
     return std::move(insert).error();
   }
@@ -131,14 +132,15 @@ Result<RecordedRun> Database::record_run(const DiagnosisRun& run) {
       .bind(3, run.started_at)
       .bind(4, run.finished_at)
       .bind(5, to_string(run.status));
-  if (auto inserted = insert->run(); !inserted) {
+  auto inserted = insert_returning_id(*insert);
+  if (!inserted) {
     Error error = std::move(inserted).error();
     if (error.code == make_error_code(Errc::not_found)) {
       error.detail = "server #" + std::to_string(run.server_id);
     }
     return error;
   }
-  const std::int64_t id = db_.last_insert_rowid();
+  const std::int64_t id = *inserted;
   auto check = db_.prepare(
       "INSERT INTO check_results (run_id, position, name, status, message, perfdata, "
       "duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
@@ -155,8 +157,8 @@ Result<RecordedRun> Database::record_run(const DiagnosisRun& run) {
         .bind(5, result.message)
         .bind(6, result.perfdata)
         .bind(7, result.duration_ms);
-    if (auto inserted = check->run(); !inserted) {
-      return std::move(inserted).error();
+    if (auto check_inserted = check->run(); !check_inserted) {
+      return std::move(check_inserted).error();
     }
   }
   RecordedRun recorded;
@@ -164,7 +166,7 @@ Result<RecordedRun> Database::record_run(const DiagnosisRun& run) {
   if (!before || *before != run.status) {
     auto transition = db_.prepare(
         "INSERT INTO status_transitions (server_id, app_id, at, from_status, to_status, run_id) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id");
     if (!transition) {
       return std::move(transition).error();
     }
@@ -176,11 +178,12 @@ Result<RecordedRun> Database::record_run(const DiagnosisRun& run) {
     if (before) {
       transition->bind(4, to_string(*before));
     }
-    if (auto inserted = transition->run(); !inserted) {
-      return std::move(inserted).error();
+    auto transition_id = insert_returning_id(*transition);
+    if (!transition_id) {
+      return std::move(transition_id).error();
     }
     recorded.transition = StatusTransition{
-        db_.last_insert_rowid(), run.server_id, run.app_id, run.started_at, before, run.status, id};
+        *transition_id, run.server_id, run.app_id, run.started_at, before, run.status, id};
   }
   if (auto committed = transaction->commit(); !committed) {
     return std::move(committed).error();
@@ -414,9 +417,14 @@ Result<void> Database::put_cached_check_outputs(const std::vector<CachedCheckOut
     return std::move(transaction).error();
   }
   auto insert = db_.prepare(
-      "INSERT OR REPLACE INTO check_output_cache (server_id, check_name, command, stdout, stderr, "
+      "INSERT INTO check_output_cache (server_id, check_name, command, stdout, stderr, "
       "exit_status, out_truncated, sent_at, received_at, expires_at, marker) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+      "ON CONFLICT (server_id, check_name) DO UPDATE SET command = excluded.command, "
+      "stdout = excluded.stdout, stderr = excluded.stderr, exit_status = excluded.exit_status, "
+      "out_truncated = excluded.out_truncated, sent_at = excluded.sent_at, "
+      "received_at = excluded.received_at, expires_at = excluded.expires_at, "
+      "marker = excluded.marker");
   auto expired =
       db_.prepare("DELETE FROM check_output_cache WHERE server_id = ?1 AND expires_at <= ?2");
   if (!insert) {
@@ -474,16 +482,18 @@ Result<PruneResult> Database::prune(const Retention& retention, std::int64_t now
     return invalid("retention must not be negative");
   }
   PruneResult result;
-  auto samples = delete_in_chunks(
-      db_, "metric_samples", "SELECT rowid FROM metric_samples WHERE collected_at < ?1 LIMIT ?2",
-      now_ms - static_cast<std::int64_t>(retention.samples.count()) * kMsPerDay);
+  // metric_samples has a rowid on both engines (implicit in SQLite, a column in PostgreSQL).
+  auto samples =
+      delete_in_chunks(db_, "metric_samples", "rowid",
+                       "SELECT rowid FROM metric_samples WHERE collected_at < ?1 LIMIT ?2",
+                       now_ms - static_cast<std::int64_t>(retention.samples.count()) * kMsPerDay);
   if (!samples) {
     return std::move(samples).error();
   }
   result.samples_deleted = *samples;
   // Check results go with their runs (ON DELETE CASCADE).
   auto runs = delete_in_chunks(
-      db_, "diagnosis_runs", "SELECT id FROM diagnosis_runs WHERE started_at < ?1 LIMIT ?2",
+      db_, "diagnosis_runs", "id", "SELECT id FROM diagnosis_runs WHERE started_at < ?1 LIMIT ?2",
       now_ms - static_cast<std::int64_t>(retention.runs.count()) * kMsPerDay);
   if (!runs) {
     return std::move(runs).error();
