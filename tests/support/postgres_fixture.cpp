@@ -243,6 +243,14 @@ void PostgresFixture::stop() {
   server_.reset();
 }
 
+void PostgresFixture::restart() {
+  stop();
+  if (!start_on(port_)) {
+    throw std::runtime_error("PostgresFixture: postgres did not restart: " +
+                             tail(read_file(log_path())));
+  }
+}
+
 bool PostgresFixture::running() { return server_ && server_->running(); }
 
 std::string PostgresFixture::url(std::string_view database) const {

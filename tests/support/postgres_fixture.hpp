@@ -49,6 +49,8 @@ class PostgresFixture {
 
   /// Fast shutdown (SIGINT to the postmaster) and wait: the failure-path tests' server crash.
   void stop();
+  /// Starts the stopped server again on the same port and data (throws if it cannot).
+  void restart();
   [[nodiscard]] bool running();
   [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
   [[nodiscard]] const std::string& password() const noexcept { return password_; }
