@@ -342,6 +342,7 @@ class PostgresConnection final : public ConnectionBackend {
     if (ends && lost_in_transaction_) {
       // The server already dropped the transaction with the connection.
       lost_in_transaction_ = false;
+      in_transaction_ = false;
       return text == "ROLLBACK" ? Result<void>()
                                 : make_error(Errc::unavailable,
                                              "the connection to the database server was lost "
@@ -385,6 +386,12 @@ class PostgresConnection final : public ConnectionBackend {
                         "the connection to the database server was lost during the transaction");
     }
     if (!conn_ || PQstatus(conn_.get()) != CONNECTION_OK) {
+      if (in_transaction_) {
+        // A fresh connection would run the rest of the transaction in autocommit.
+        lost_in_transaction_ = true;
+        return make_error(Errc::unavailable,
+                          "the connection to the database server was lost during the transaction");
+      }
       if (auto reconnected = reconnect(); !reconnected) {
         return std::move(reconnected).error();
       }

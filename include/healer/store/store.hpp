@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -88,8 +89,10 @@ class Store {
   [[nodiscard]] int schema_version() const noexcept;
   /// True when opened with StoreOptions::read_only.
   [[nodiscard]] bool read_only() const noexcept;
-  /// The database file.
+  /// The database file, or URL (with its password, if it has one: never show it; see location()).
   [[nodiscard]] const std::filesystem::path& path() const noexcept;
+  /// The database for messages and logs: the file, or the URL without its password.
+  [[nodiscard]] const std::string& location() const noexcept;
 
   // Servers. Names are unique (Errc::duplicate_name); tags and labels are replaced on update.
 
