@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -120,6 +121,48 @@ void chown_tree(const std::filesystem::path& dir) {
   }
 }
 
+// initdb costs over a second of CPU and ctest runs each test in a process of its own: the first
+// fixture on the machine runs it once into $TMPDIR/healer-pg-template-<major>-<uid> (built aside
+// and renamed into place when complete, so a concurrent fixture sees all of it or nothing) and
+// every fixture copies that cluster (cp -a, a tenth of a second). Deleting it is always safe.
+std::filesystem::path template_cluster(const std::filesystem::path& bin) {
+  const char* env_tmp = std::getenv("TMPDIR");  // NOLINT(concurrency-mt-unsafe): no setenv here
+  const std::filesystem::path base = (env_tmp != nullptr && *env_tmp != '\0') ? env_tmp : "/tmp";
+  const auto target = base / fmt::format("healer-pg-template-{}-{}",
+                                         bin.parent_path().filename().string(), ::geteuid());
+  if (std::filesystem::exists(target / "PG_VERSION")) {
+    return target;
+  }
+  TempDir staging("healer-pg-template-");
+  if (run_as()) {
+    std::filesystem::permissions(staging.path(), std::filesystem::perms::owner_all |
+                                                     std::filesystem::perms::group_exec |
+                                                     std::filesystem::perms::others_exec);
+  }
+  { std::ofstream(staging.path() / "pwfile") << random_password() << '\n'; }
+  std::filesystem::permissions(staging.path() / "pwfile", std::filesystem::perms::owner_read |
+                                                              std::filesystem::perms::owner_write);
+  chown_tree(staging.path());
+  // -N: no fsync of the new cluster (a test server); trust on the socket, a password over TCP.
+  const auto initdb = run_command(
+      as_server_user(
+          staging.path(),
+          {(bin / "initdb").string(), "-D", (staging.path() / "data").string(), "-U", "healer",
+           "--pwfile=" + (staging.path() / "pwfile").string(), "--auth-local=trust",
+           "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "-N"}),
+      milliseconds(60000));
+  if (initdb.exit_code() != 0) {
+    throw std::runtime_error("PostgresFixture: initdb failed: " + tail(initdb.err + initdb.out));
+  }
+  std::error_code ignored;  // another process may have won the race: its cluster is as good
+  std::filesystem::rename(staging.path() / "data", target, ignored);
+  if (!std::filesystem::exists(target / "PG_VERSION")) {
+    throw std::runtime_error("PostgresFixture: cannot keep the template cluster at " +
+                             target.string());
+  }
+  return target;
+}
+
 struct ConnFinish {
   void operator()(PGconn* conn) const noexcept { PQfinish(conn); }
 };
@@ -154,24 +197,18 @@ PostgresFixture::PostgresFixture() : dir_("healer-pg-"), bin_(server_bin()) {
                                                   std::filesystem::perms::group_exec |
                                                   std::filesystem::perms::others_exec);
   }
-  { std::ofstream(dir_.path() / "pwfile") << password_ << '\n'; }
-  std::filesystem::permissions(dir_.path() / "pwfile", std::filesystem::perms::owner_read |
-                                                           std::filesystem::perms::owner_write);
   chown_tree(dir_.path());
-  // -N: no fsync of the new cluster (a test server); trust on the socket, a password over TCP.
-  const auto initdb =
-      run_command(as_server_user(dir_.path(),
-                                 {(bin_ / "initdb").string(), "-D", (dir_.path() / "data").string(),
-                                  "-U", "healer", "--pwfile=" + (dir_.path() / "pwfile").string(),
-                                  "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
-                                  "--locale=C", "-N"}),
-                  milliseconds(60000));
-  if (initdb.exit_code() != 0) {
-    throw std::runtime_error("PostgresFixture: initdb failed: " + tail(initdb.err + initdb.out));
+  const auto cluster = template_cluster(bin_);
+  const auto copied = run_command({"cp", "-a", cluster.string(), (dir_.path() / "data").string()},
+                                  milliseconds(60000));
+  if (copied.exit_code() != 0) {
+    throw std::runtime_error("PostgresFixture: copying " + cluster.string() +
+                             " failed: " + tail(copied.err));
   }
-  std::filesystem::remove(dir_.path() / "pwfile");
   for (int attempt = 0; attempt < kPortAttempts; ++attempt) {
     if (start_on(closed_port())) {
+      // This server's own password (the template's is thrown away), over the trusted socket.
+      query("ALTER ROLE healer PASSWORD '" + password_ + "'", "postgres");
       query("CREATE DATABASE healer", "postgres");
       return;
     }

@@ -21,6 +21,8 @@ namespace healer::test {
 /// initdb and postgres refuse to run as root: as root they run as the unprivileged user
 /// healer-test (scripts/install-deps.sh creates it, SshdFixture uses it too), and the temp dir
 /// is chowned to it. The binaries come from /usr/lib/postgresql/15/bin or `pg_config --bindir`.
+/// initdb runs once per machine and user: its cluster is kept in
+/// $TMPDIR/healer-pg-template-<major>-<uid> (about 40 MB) and copied by every later fixture.
 class PostgresFixture {
  public:
   /// Empty when the server binaries are installed; else why not (tests GTEST_SKIP with it).
