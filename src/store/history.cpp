@@ -1,5 +1,7 @@
 // Diagnosis runs with their check results, metric samples, and retention.
+#include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string>
 
 #include "database.hpp"
@@ -12,6 +14,9 @@ constexpr std::int64_t kMsPerDay = 24LL * 60 * 60 * 1000;
 // Rows deleted per transaction by prune(), so other writers (another process) get the lock
 // between chunks instead of waiting for one long delete.
 constexpr std::int64_t kPruneChunk = 5000;
+// Metric samples per INSERT statement (5 parameters each: well under SQLite's 32,766 and
+// PostgreSQL's 65,535 parameters).
+constexpr std::size_t kSampleRowsPerInsert = 100;
 
 Error invalid(std::string detail) { return make_error(Errc::invalid_record, std::move(detail)); }
 
@@ -291,23 +296,58 @@ Result<std::size_t> Database::append_samples(const std::vector<MetricSample>& sa
   if (!transaction) {
     return std::move(transaction).error();
   }
-  auto insert = db_.prepare(
-      "INSERT INTO metric_samples (server_id, collected_at, name, labels, value) "
-      "VALUES (?1, ?2, ?3, ?4, ?5)");
-  if (!insert) {
-    return std::move(insert).error();
-  }
-  for (const auto& sample : samples) {
-    insert->reset();
-    insert->bind(1, sample.server_id)
-        .bind(2, sample.collected_at)
-        .bind(3, sample.name)
-        .bind(4, sample.labels)
-        .bind(5, sample.value);
-    if (auto inserted = insert->run(); !inserted) {
+  // Many rows per statement: one round trip per chunk on PostgreSQL (a function call per row
+  // would be on SQLite either way). The full chunk's statement is prepared once.
+  const auto rows_sql = [](std::size_t rows) {
+    std::string sql =
+        "INSERT INTO metric_samples (server_id, collected_at, name, labels, value) VALUES ";
+    for (std::size_t row = 0; row < rows; ++row) {
+      const std::size_t first = row * 5 + 1;
+      sql += (row == 0 ? "(?" : ", (?") + std::to_string(first) + ", ?" +
+             std::to_string(first + 1) + ", ?" + std::to_string(first + 2) + ", ?" +
+             std::to_string(first + 3) + ", ?" + std::to_string(first + 4) + ")";
+    }
+    return sql;
+  };
+  std::optional<sql::Statement> full_chunk;
+  for (std::size_t begin = 0; begin < samples.size(); begin += kSampleRowsPerInsert) {
+    const std::size_t rows = std::min(kSampleRowsPerInsert, samples.size() - begin);
+    if (rows == kSampleRowsPerInsert && !full_chunk) {
+      auto prepared = db_.prepare(rows_sql(rows));
+      if (!prepared) {
+        return std::move(prepared).error();
+      }
+      full_chunk.emplace(std::move(prepared).value());
+    }
+    std::optional<sql::Statement> last_chunk;
+    if (rows != kSampleRowsPerInsert) {
+      auto prepared = db_.prepare(rows_sql(rows));
+      if (!prepared) {
+        return std::move(prepared).error();
+      }
+      last_chunk.emplace(std::move(prepared).value());
+    }
+    sql::Statement& insert = rows == kSampleRowsPerInsert ? *full_chunk : *last_chunk;
+    insert.reset();
+    for (std::size_t row = 0; row < rows; ++row) {
+      const auto& sample = samples[begin + row];
+      const int first = static_cast<int>(row * 5 + 1);
+      insert.bind(first, sample.server_id)
+          .bind(first + 1, sample.collected_at)
+          .bind(first + 2, sample.name)
+          .bind(first + 3, sample.labels)
+          .bind(first + 4, sample.value);
+    }
+    if (auto inserted = insert.run(); !inserted) {
       Error error = std::move(inserted).error();
       if (error.code == make_error_code(Errc::not_found)) {
-        error.detail = "server #" + std::to_string(sample.server_id) + " (metric samples)";
+        error.detail = "server #" + std::to_string(samples[begin].server_id) + " (metric samples)";
+        for (std::size_t row = 1; row < rows; ++row) {
+          if (samples[begin + row].server_id != samples[begin].server_id) {
+            error.detail = "a server of the batch (metric samples)";
+            break;
+          }
+        }
       }
       return error;
     }
