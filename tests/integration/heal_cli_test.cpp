@@ -8,10 +8,12 @@
 // audit log) is real.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -37,9 +39,9 @@ using test::write_file;
 class HealCli : public ::testing::Test {
  protected:
   void SetUp() override {
-    sshd_.emplace(systemd_.sshd_options());
-    sshd_->start();
     configure("");
+    sshd_.emplace(sshd_options());
+    sshd_->start();
     const auto added = healer({"server", "add", "box", "--host", sshd_->host(), "--port",
                                std::to_string(sshd_->port()), "--user", sshd_->user(), "--identity",
                                sshd_->client_key_path().string(), "--known-hosts",
@@ -95,6 +97,9 @@ class HealCli : public ::testing::Test {
   }
 
   json history() { return healer_json({"heal", "history"}, 0); }
+
+  /// How the test's sshd starts: in the stand-in systemd's mount namespace.
+  virtual SshdFixture::Options sshd_options() { return systemd_.sshd_options(); }
 
   SystemdStandIn systemd_;
   std::optional<SshdFixture> sshd_;
@@ -365,6 +370,70 @@ TEST_F(HealCli, SigtermDuringAnActionLeavesAnInterruptedAuditRow) {
   ASSERT_EQ(events.exit_code(), 0) << events.err;
   EXPECT_NE(events.out.find("\"event\":\"started\""), std::string::npos) << events.out;
   EXPECT_NE(events.out.find("\"result\":\"interrupted\""), std::string::npos) << events.out;
+}
+
+// The test bed's login user with a real sudoers rule: the restart_unit line `healer heal
+// sudoers` generates (checked by visudo), bind-mounted over /etc/sudoers in the sshd's mount
+// namespace only. Nothing outside the namespace changes.
+class HealCliSudoers : public HealCli {
+ protected:
+  SshdFixture::Options sshd_options() override {
+    const auto generated = healer({"heal", "sudoers", "--user", "healer-test"});
+    EXPECT_EQ(generated.exit_code(), 0) << generated.err;
+    std::string rule;
+    std::istringstream in(generated.out);
+    for (std::string line; std::getline(in, line);) {
+      if (line.find("/usr/bin/systemctl ^restart -- ") != std::string::npos) {
+        rule = line;
+      }
+    }
+    EXPECT_FALSE(rule.empty()) << generated.out;
+    sudoers_ = sudoers_dir_.path() / "sudoers";
+    write_file(sudoers_, "Defaults !lecture\nroot ALL=(ALL:ALL) ALL\n" + rule + "\n");
+    fs::permissions(sudoers_, fs::perms::owner_read | fs::perms::group_read);
+    auto options = systemd_.sshd_options();
+    options.mount_namespace_setup += "\nmount --bind " + sudoers_.string() + " /etc/sudoers";
+    return options;
+  }
+
+  test::TempDir sudoers_dir_;
+  fs::path sudoers_;
+};
+
+TEST_F(HealCliSudoers, ARealSudoersRuleLetsTheAllowedCommandThroughAndNothingElse) {
+  if (::geteuid() != 0 || sshd_->user() != "healer-test") {
+    GTEST_SKIP() << "needs root (a root-owned sudoers file) and the healer-test login user";
+  }
+  // The generated rule is valid sudoers syntax.
+  const auto checked = test::run_command({"/usr/sbin/visudo", "-c", "-f", sudoers_.string()});
+  ASSERT_EQ(checked.exit_code(), 0) << checked.out << checked.err << read_file(sudoers_);
+
+  configure("privilege = \"sudo\"\n");
+  systemd_.set_unit("nginx.service", "failed");
+  diagnose();
+  const auto doc = plan();
+  ASSERT_EQ(doc["ready_steps"], 1) << doc.dump(2);
+  const auto& step = doc["servers"][0]["steps"][0];
+  EXPECT_EQ(step["argv"][0],
+            json({"sudo", "-n", "--", "systemctl", "restart", "--", "nginx.service"}));
+  EXPECT_EQ(step["facts"]["privilege"], "ok") << step.dump(2);
+  const auto applied = healer_json({"heal", "apply", doc["hash"], "--yes"}, 0);
+  EXPECT_EQ(applied["steps"][0]["result"], "succeeded") << applied.dump(2);
+  EXPECT_EQ(applied["steps"][0]["verification"]["result"], "verified") << applied.dump(2);
+  EXPECT_EQ(systemd_.changes(),
+            std::vector<std::string>{"systemctl [restart] [--] [nginx.service]"});
+
+  // A command the rule does not cover: privilege_missing in the plan, at once, no prompt.
+  const auto other = plan({"--no-rules", "--action", "vacuum_journal", "--param", "size=100M"});
+  ASSERT_EQ(other["servers"][0]["steps"].size(), 1u) << other.dump(2);
+  const auto& blocked = other["servers"][0]["steps"][0];
+  EXPECT_EQ(blocked["ready"], false);
+  EXPECT_EQ(blocked["blocked"].get<std::string>().rfind("privilege_missing", 0), 0u)
+      << blocked.dump(2);
+  const auto refused =
+      healer_json({"heal", "apply", other["hash"], "--yes"}, cli::kExitPrivilegeMissing);
+  EXPECT_EQ(refused["steps"][0]["result"], "privilege_missing") << refused.dump(2);
+  EXPECT_EQ(systemd_.changes().size(), 1u);
 }
 
 }  // namespace
