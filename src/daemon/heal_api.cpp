@@ -2,8 +2,15 @@
 
 #include <fmt/format.h>
 
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
 #include <charconv>
 #include <cmath>
+#include <memory>
+#include <optional>
 
 #include "api.hpp"
 #include "healer/heal/action.hpp"
@@ -183,6 +190,33 @@ asio::awaitable<HttpResponse> history(service::Runtime& runtime, HttpRequest req
   co_return json_response(200, *page);
 }
 
+// An apply in progress, shared by the request that waits for it and the coroutine running it.
+struct Applying {
+  explicit Applying(asio::any_io_executor executor) : done(std::move(executor)) {}
+  std::optional<Result<service::HealApplyOutcome>> outcome;
+  asio::steady_timer done;
+};
+
+asio::awaitable<void> run_apply(service::HealEngine& engine, service::HealApplyRequest request,
+                                std::shared_ptr<Applying> applying) {
+  applying->outcome = co_await engine.async_apply(std::move(request));
+  applying->done.cancel();
+}
+
+// Runs the apply as its own coroutine: a client that goes away (the HTTP server then cancels
+// its handler) must not cut a heal short between its audit events; it runs to its end and is
+// in the history either way.
+asio::awaitable<Result<service::HealApplyOutcome>> apply_detached(
+    service::Runtime& runtime, service::HealEngine& engine, service::HealApplyRequest request) {
+  auto applying = std::make_shared<Applying>(runtime.io().get_executor());
+  asio::co_spawn(runtime.io(), run_apply(engine, std::move(request), applying), asio::detached);
+  while (!applying->outcome) {
+    applying->done.expires_at(asio::steady_timer::time_point::max());
+    co_await applying->done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+  }
+  co_return std::move(*applying->outcome);
+}
+
 asio::awaitable<HttpResponse> apply(service::Runtime& runtime, service::HealEngine& engine,
                                     std::string hash, HttpRequest request) {
   auto body = body_object(request);
@@ -225,7 +259,7 @@ asio::awaitable<HttpResponse> apply(service::Runtime& runtime, service::HealEngi
     co_return from_error(plan.error());
   }
   apply_request.plan = std::move(*plan);
-  auto outcome = co_await engine.async_apply(std::move(apply_request));
+  auto outcome = co_await apply_detached(runtime, engine, std::move(apply_request));
   if (!outcome) {
     co_return from_error(outcome.error());
   }

@@ -8,6 +8,7 @@
 // rule sees a bad result; the schedule is off.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -269,6 +270,36 @@ TEST_F(DaemonHeal, HighRiskNeedsAllowRiskAndBadParametersAreRejectedBeforeAnythi
   // Nothing ran, nothing was recorded.
   EXPECT_TRUE(history()["items"].empty());
   EXPECT_EQ(systemd_.changes().size(), 0U);
+}
+
+TEST_F(DaemonHeal, AnApplyWhoseClientGoesAwayStillRunsToItsVerification) {
+  start(config("grace = \"2s\"\n", ""));
+  systemd_.set_unit("nginx.service", "failed");
+  diagnose();
+  const auto planned = daemon_->post("/api/v1/heal/plans", R"({"names": ["box"]})");
+  ASSERT_EQ(planned.status, 201) << planned.body;
+  const auto hash = json::parse(planned.body)["hash"].get<std::string>();
+  {
+    // This client gives up during the grace period and closes its connection.
+    httplib::Client client("127.0.0.1", daemon_->port());
+    client.set_read_timeout(std::chrono::milliseconds(500));
+    const httplib::Headers headers{{"Authorization", "Bearer " + daemon_->token()}};
+    const auto response = client.Post("/api/v1/heal/plans/" + hash + "/apply", headers,
+                                      json{{"hash", hash}}.dump(), "application/json");
+    EXPECT_FALSE(response) << response->status;
+  }
+  ASSERT_TRUE(test::poll_until(
+      [&] {
+        const auto heals = items("heal");
+        return !heals.empty() && !heals[0]["verification"].is_null();
+      },
+      std::chrono::seconds(10)))
+      << history().dump(2) << daemon_->log_text();
+  const auto heals = items("heal");
+  EXPECT_EQ(heals[0]["actor"], "api");
+  EXPECT_EQ(heals[0]["result"], "succeeded");
+  EXPECT_EQ(heals[0]["verification"], "verified");
+  EXPECT_EQ(restarts(systemd_), 1U);
 }
 
 // --- the automatic rules and their brakes ----------------------------------------------------
