@@ -10,6 +10,8 @@ packages=(
   libtomlplusplus-dev libhttp-parser-dev libssl-dev prometheus python3-jsonschema openssl
   # Prometheus remote write from `healer serve`: protobuf messages and snappy compression.
   libprotobuf-dev protobuf-compiler libsnappy-dev
+  # PostgreSQL as the shared store (libpq); the tests start a real PostgreSQL 15 server.
+  libpq-dev postgresql-15
   openssh-server openssh-client procps bsdutils python3 python3-asyncssh pdsh pssh curl wrk
   # The packet-level delayed link (tests/support/netdelay): NFQUEUE, veth, a namespace.
   libnetfilter-queue-dev iptables iproute2 tcpdump iputils-ping

@@ -18,10 +18,12 @@ namespace healer::cli {
 
 void add_store_options(CLI::App& app, StoreArgs& args) {
   app.add_option("--db", args.db,
-                 "Inventory database (default: $HEALER_DB, else "
-                 "$XDG_DATA_HOME/healer/healer.db or ~/.local/share/healer/healer.db); secrets in "
-                 "it are encrypted under HEALER_MASTER_KEY or master.key next to it")
-      ->type_name("FILE");
+                 "Inventory database: a SQLite file, or postgresql://user@host:port/dbname "
+                 "(default: $HEALER_DB, else $XDG_DATA_HOME/healer/healer.db or "
+                 "~/.local/share/healer/healer.db); secrets in it are encrypted under "
+                 "HEALER_MASTER_KEY or master.key next to the file (for a URL: in "
+                 "$XDG_DATA_HOME/healer or ~/.local/share/healer)")
+      ->type_name("FILE|URL");
 }
 
 void add_selection_options(CLI::App& app, service::Selection& selection) {

@@ -122,6 +122,86 @@ Json summary_json(const ServerState& state) {
   return doc;
 }
 
+// Everything summary_json shows, as one string (texts length-prefixed, so no value can pass for
+// another field). A server's list item is rendered again only when this changes: a collection
+// or diagnosis lands, a run starts or ends, the inventory row changes.
+std::string summary_key(const ServerState& state) {
+  std::string key;
+  key.reserve(256);
+  auto out = std::back_inserter(key);
+  const auto text = [&](std::string_view value) {
+    fmt::format_to(out, "{}:{}|", value.size(), value);
+  };
+  const auto& record = state.record;
+  fmt::format_to(out, "{}|{}|{}|{}|{}|{}|{}|", record.id, record.port,
+                 static_cast<int>(record.auth_method), static_cast<int>(record.host_key_policy),
+                 record.has_secret, record.created_at, record.updated_at);
+  for (const auto* field : {&record.name, &record.host, &record.user, &record.identity_file,
+                            &record.known_hosts_file}) {
+    text(*field);
+  }
+  fmt::format_to(out, "t{}|", record.tags.size());
+  for (const auto& tag : record.tags) {
+    text(tag);
+  }
+  fmt::format_to(out, "l{}|", record.labels.size());
+  for (const auto& [name, value] : record.labels) {
+    text(name);
+    text(value);
+  }
+  const auto error_key = [&](const std::optional<Error>& error) {
+    if (error) {
+      text(error->code.category().name());
+      fmt::format_to(out, "{}|", error->code.value());
+      text(error->detail);
+    } else {
+      key += "-|";
+    }
+  };
+  if (state.run) {
+    const auto& run = *state.run;
+    fmt::format_to(out, "r{}|{}|{}|{}|{}|{}|", run.run_id, run.started_at, run.duration_ms,
+                   static_cast<int>(run.status), run.checks, run.failing.size());
+    for (const auto& check : run.failing) {
+      text(check.name);
+      fmt::format_to(out, "{}|", static_cast<int>(check.status));
+      text(check.message);
+    }
+    error_key(run.server_error);
+  } else {
+    key += "r-|";
+  }
+  fmt::format_to(out, "s{}|", state.status_since.value_or(-1));
+  if (state.collection) {
+    const auto& c = *state.collection;
+    fmt::format_to(out, "c{}|", c.collected_at);
+    text(c.headline);
+    for (const auto* figure :
+         {&c.load1, &c.memory_used_percent, &c.disk_used_percent, &c.cpu_busy_percent}) {
+      fmt::format_to(out, "{}|", figure->value_or(-1.0));
+    }
+    error_key(c.error);
+  } else {
+    key += "c-|";
+  }
+  for (const auto* work : {&state.metrics, &state.diagnose}) {
+    fmt::format_to(out, "w{}|{}|{}|{}|{}|{}|", work->interval.count(),
+                   work->next_due ? work->next_due->time_since_epoch().count() : -1, work->running,
+                   work->runs, work->skipped, work->late);
+  }
+  return key;
+}
+
+// summary_json's text, kept with the server until what it shows changes.
+const std::string& summary_text(ServerState& state) {
+  auto key = summary_key(state);
+  if (state.list_item.json.empty() || state.list_item.key != key) {
+    state.list_item.json = service::dump(summary_json(state));
+    state.list_item.key = std::move(key);
+  }
+  return state.list_item.json;
+}
+
 Json stored_run_json(const store::DiagnosisRun& run) {
   Json checks = Json::array();
   for (const auto& check : run.checks) {
@@ -138,6 +218,24 @@ Json stored_run_json(const store::DiagnosisRun& run) {
               {"finished_at", run.finished_at},
               {"status", status_text(run.status)},
               {"checks", std::move(checks)}};
+}
+
+// What /metrics shows of a server: figures and its node series' lines (shared, rendered when
+// its collection landed), copied on the loop.
+ExpositionSnapshot::Server exposition_of(const ServerState& state, pool::Registry& registry) {
+  ExpositionSnapshot::Server server;
+  server.name = state.record.name;
+  if (state.run) {
+    server.status = static_cast<int>(state.run->status);
+    server.diagnosed_at = state.run->started_at;
+  }
+  if (state.collection) {
+    server.collected_at = state.collection->collected_at;
+    server.collection_failed = state.collection->error.has_value();
+    server.series = state.collection->exposition;
+  }
+  server.pool = registry.stats(state.record.name);
+  return server;
 }
 
 // Matches "/api/v1/servers/{name}/rest": the decoded name and what follows it.
@@ -301,21 +399,11 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
       if (state == nullptr) {
         co_return error_response(404, "not_found", fmt::format("no server named '{}'", *target));
       }
-      snapshot.servers.push_back(ExpositionSnapshot::Server{
-          state->record.name, state->run,
-          state->collection ? std::optional(state->collection->collected_at) : std::nullopt,
-          state->collection && state->collection->error.has_value(),
-          state->collection ? state->collection->exposition : nullptr,
-          runtime.registry().stats(state->record.name)});
+      snapshot.servers.push_back(exposition_of(*state, runtime.registry()));
     } else {
       snapshot.servers.reserve(c.fleet.servers().size());
       for (const auto& [name, state] : c.fleet.servers()) {
-        snapshot.servers.push_back(ExpositionSnapshot::Server{
-            name, state.run,
-            state.collection ? std::optional(state.collection->collected_at) : std::nullopt,
-            state.collection && state.collection->error.has_value(),
-            state.collection ? state.collection->exposition : nullptr,
-            runtime.registry().stats(name)});
+        snapshot.servers.push_back(exposition_of(state, runtime.registry()));
       }
       snapshot.pool_total = runtime.registry().total_stats();
       snapshot.scheduler = c.scheduler.stats();
@@ -355,11 +443,15 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
     const auto cursor = request.param("cursor").value_or("");
     const auto tag = request.param("tag").value_or("");
     const auto text = request.param("q").value_or("");
-    Json items = Json::array();
+    // Each item is the server's cached text (summary_text): a list of 500 costs the keys and a
+    // copy, not 500 JSON documents built and serialised on the loop.
+    HttpResponse response;
+    response.body = R"({"items":[)";
+    std::size_t count = 0;
     std::string last;
     bool more = false;
     for (auto it = c.fleet.servers().upper_bound(cursor); it != c.fleet.servers().end(); ++it) {
-      const auto& state = it->second;
+      auto& state = it->second;
       if (!tag.empty() && std::find(state.record.tags.begin(), state.record.tags.end(), tag) ==
                               state.record.tags.end()) {
         continue;
@@ -368,15 +460,20 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
           state.record.host.find(text) == std::string::npos) {
         continue;
       }
-      if (items.size() == *limit) {
+      if (count == *limit) {
         more = true;
         break;
       }
-      items.push_back(summary_json(state));
+      if (count++ > 0) {
+        response.body += ',';
+      }
+      response.body += summary_text(state);
       last = it->first;
     }
-    co_return json_response(
-        200, Json{{"items", std::move(items)}, {"next_cursor", more ? Json(last) : Json(nullptr)}});
+    response.body += R"(],"next_cursor":)";
+    response.body += more ? service::dump(Json(last)) : std::string("null");
+    response.body += '}';
+    co_return response;
   }
   if (path == "/api/v1/servers" && request.method == "POST") {
     auto body = Json::parse(request.body, nullptr, false);
@@ -420,7 +517,9 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
     }
     const auto server_id = state->record.id;
     if (rest.empty() && request.method == "GET") {
-      co_return json_response(200, summary_json(*state));
+      HttpResponse response;
+      response.body = summary_text(*state);
+      co_return response;
     }
     if (rest == "diagnose" && request.method == "POST") {
       service::DiagnoseRequest diagnose;

@@ -23,6 +23,7 @@
 #include "healer/service/heal.hpp"
 #include "healer/service/runtime.hpp"
 #include "healer/service/settings.hpp"
+#include "healer/store/paths.hpp"
 #include "token.hpp"
 
 namespace healer::daemon {
@@ -159,11 +160,16 @@ int run_serve(const service::ServeOptions& options) {
   if (!db) {
     return fail(db.error().message());
   }
-  const auto token_file = settings->serve.token_file.empty() ? db->parent_path() / "api.token"
-                                                             : settings->serve.token_file;
+  // Next to a database file; for a database URL in the state directory (store/paths.hpp).
+  auto state = store::state_directory(*db);
+  if (!state) {
+    return fail(state.error().message());
+  }
+  const auto token_file =
+      settings->serve.token_file.empty() ? *state / "api.token" : settings->serve.token_file;
   if (options.print_token) {
     std::error_code ec;
-    fs::create_directories(db->parent_path(), ec);
+    fs::create_directories(*state, ec);
     auto token = load_or_create_token(token_file);
     if (!token) {
       return fail(token.error().detail);
@@ -222,7 +228,7 @@ int run_serve(const service::ServeOptions& options) {
   log::get("daemon")->info("healer {} serving {} on {}:{} ({} servers' pool, database {})",
                            service::version(), beyond_loopback ? "https" : "http", http.address,
                            daemon.http->port(), (*runtime)->settings().pool.max_connections,
-                           db->string());
+                           store::display_location(db->native()));
 
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
   std::function<void(std::error_code, int)> on_signal;

@@ -2,9 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <map>
+#include <unordered_map>
 
 #include "healer/service/json.hpp"
 
@@ -30,7 +31,7 @@ class Writer {
       out_ += '}';
     }
     out_ += ' ';
-    out_ += number(value);
+    append_number(out_, value);
     out_ += '\n';
   }
   void histogram(std::string_view name, std::string_view labels, const pool::Histogram& h) {
@@ -49,14 +50,14 @@ class Writer {
     sample(std::string(name) + "_sum", labels, static_cast<double>(h.sum_us) / 1e6);
     sample(std::string(name) + "_count", labels, static_cast<double>(h.total));
   }
-  static std::string number(double value) {
+  static void append_number(std::string& out, double value) {
     if (std::isnan(value)) {
-      return "NaN";
+      out += "NaN";
+    } else if (std::isinf(value)) {
+      out += value > 0 ? "+Inf" : "-Inf";
+    } else {
+      fmt::format_to(std::back_inserter(out), "{}", value);
     }
-    if (std::isinf(value)) {
-      return value > 0 ? "+Inf" : "-Inf";
-    }
-    return fmt::format("{}", value);
   }
 
  private:
@@ -67,23 +68,34 @@ std::string server_label(const std::string& name) {
   return "server=\"" + escape_label(name) + "\"";
 }
 
+// Every server's `server="..."` label, escaped once per scrape rather than once per sample.
+std::vector<std::string> server_labels(const ExpositionSnapshot& s) {
+  std::vector<std::string> labels;
+  labels.reserve(s.servers.size());
+  for (const auto& server : s.servers) {
+    labels.push_back(server_label(server.name));
+  }
+  return labels;
+}
+
 double seconds(std::chrono::milliseconds duration) {
   return static_cast<double>(duration.count()) / 1000.0;
 }
 
 template <class F>
-void per_server(Writer& w, const ExpositionSnapshot& s, std::string_view name,
-                std::string_view type, std::string_view help, F value) {
+void per_server(Writer& w, const ExpositionSnapshot& s, const std::vector<std::string>& labels,
+                std::string_view name, std::string_view type, std::string_view help, F value) {
   w.family(name, type, help);
-  for (const auto& server : s.servers) {
-    w.sample(name, server_label(server.name), static_cast<double>(value(server.pool)));
+  for (std::size_t i = 0; i < s.servers.size(); ++i) {
+    w.sample(name, labels[i], static_cast<double>(value(s.servers[i].pool)));
   }
 }
 
-void render_pool(Writer& w, const ExpositionSnapshot& s) {
+void render_pool(Writer& w, const ExpositionSnapshot& s, const std::vector<std::string>& labels) {
   w.family("healer_pool_sessions", "gauge", "SSH connections in the pool by state.");
-  for (const auto& server : s.servers) {
-    const auto label = server_label(server.name);
+  for (std::size_t i = 0; i < s.servers.size(); ++i) {
+    const auto& server = s.servers[i];
+    const auto& label = labels[i];
     w.sample("healer_pool_sessions", label + ",state=\"connecting\"",
              static_cast<double>(server.pool.sessions_connecting));
     w.sample("healer_pool_sessions", label + ",state=\"ready\"",
@@ -91,77 +103,79 @@ void render_pool(Writer& w, const ExpositionSnapshot& s) {
     w.sample("healer_pool_sessions", label + ",state=\"draining\"",
              static_cast<double>(server.pool.sessions_draining));
   }
-  per_server(w, s, "healer_pool_channels_in_use", "gauge", "SSH channels running a command now.",
+  per_server(w, s, labels, "healer_pool_channels_in_use", "gauge",
+             "SSH channels running a command now.",
              [](const pool::PoolStats& p) { return p.channels_in_use; });
-  per_server(w, s, "healer_pool_waiters", "gauge", "Callers queued for a channel.",
+  per_server(w, s, labels, "healer_pool_waiters", "gauge", "Callers queued for a channel.",
              [](const pool::PoolStats& p) { return p.waiters; });
-  per_server(w, s, "healer_pool_channel_capacity", "gauge",
+  per_server(w, s, labels, "healer_pool_channel_capacity", "gauge",
              "SSH channels the ready connections can carry at once.",
              [](const pool::PoolStats& p) { return p.channel_capacity; });
-  per_server(w, s, "healer_pool_channel_limit", "gauge",
+  per_server(w, s, labels, "healer_pool_channel_limit", "gauge",
              "SSH channels per connection the server allows (lowered after a MaxSessions refusal).",
              [](const pool::PoolStats& p) { return p.channel_limit; });
-  per_server(w, s, "healer_pool_circuit_open", "gauge",
+  per_server(w, s, labels, "healer_pool_circuit_open", "gauge",
              "1 while an auth or host-key failure blocks new connections.",
              [](const pool::PoolStats& p) { return p.circuits_open; });
-  per_server(w, s, "healer_pool_circuit_retry_seconds", "gauge",
+  per_server(w, s, labels, "healer_pool_circuit_retry_seconds", "gauge",
              "While the circuit is open: seconds until the next attempt is let through.",
              [](const pool::PoolStats& p) { return seconds(p.circuit_retry_in); });
-  per_server(w, s, "healer_pool_backing_off", "gauge",
+  per_server(w, s, labels, "healer_pool_backing_off", "gauge",
              "1 while connection failures hold back the next attempt (exponential backoff).",
              [](const pool::PoolStats& p) { return p.backing_off; });
-  per_server(w, s, "healer_pool_backoff_retry_seconds", "gauge",
+  per_server(w, s, labels, "healer_pool_backoff_retry_seconds", "gauge",
              "While backing off: seconds until the next connection attempt.",
              [](const pool::PoolStats& p) { return seconds(p.backoff_retry_in); });
-  per_server(w, s, "healer_pool_acquisitions_total", "counter", "Channel leases handed out.",
-             [](const pool::PoolStats& p) { return p.acquisitions; });
-  per_server(w, s, "healer_pool_reused_acquisitions_total", "counter",
+  per_server(w, s, labels, "healer_pool_acquisitions_total", "counter",
+             "Channel leases handed out.", [](const pool::PoolStats& p) { return p.acquisitions; });
+  per_server(w, s, labels, "healer_pool_reused_acquisitions_total", "counter",
              "Leases served by a connection that had served before (pool hits).",
              [](const pool::PoolStats& p) { return p.served_by_existing; });
-  per_server(w, s, "healer_pool_commands_total", "counter", "Commands run through the pool.",
-             [](const pool::PoolStats& p) { return p.commands; });
-  per_server(w, s, "healer_pool_hit_ratio", "gauge",
+  per_server(w, s, labels, "healer_pool_commands_total", "counter",
+             "Commands run through the pool.", [](const pool::PoolStats& p) { return p.commands; });
+  per_server(w, s, labels, "healer_pool_hit_ratio", "gauge",
              "Share of leases served by an existing connection.",
              [](const pool::PoolStats& p) { return p.hit_rate(); });
-  per_server(w, s, "healer_pool_commands_per_connection", "gauge",
+  per_server(w, s, labels, "healer_pool_commands_per_connection", "gauge",
              "Commands per connection opened (reuse).",
              [](const pool::PoolStats& p) { return p.reuse(); });
-  per_server(w, s, "healer_pool_connections_opened_total", "counter", "SSH connections opened.",
-             [](const pool::PoolStats& p) { return p.sessions_opened; });
-  per_server(w, s, "healer_pool_handshakes_total", "counter", "SSH handshakes started.",
+  per_server(w, s, labels, "healer_pool_connections_opened_total", "counter",
+             "SSH connections opened.", [](const pool::PoolStats& p) { return p.sessions_opened; });
+  per_server(w, s, labels, "healer_pool_handshakes_total", "counter", "SSH handshakes started.",
              [](const pool::PoolStats& p) { return p.handshakes_started; });
-  per_server(w, s, "healer_pool_handshake_failures_total", "counter", "SSH handshakes that failed.",
+  per_server(w, s, labels, "healer_pool_handshake_failures_total", "counter",
+             "SSH handshakes that failed.",
              [](const pool::PoolStats& p) { return p.handshakes_failed; });
-  per_server(w, s, "healer_pool_handshakes_cancelled_total", "counter",
+  per_server(w, s, labels, "healer_pool_handshakes_cancelled_total", "counter",
              "SSH handshakes abandoned (every caller left, settings changed, shutdown).",
              [](const pool::PoolStats& p) { return p.handshakes_cancelled; });
-  per_server(w, s, "healer_pool_handshake_retries_total", "counter",
+  per_server(w, s, labels, "healer_pool_handshake_retries_total", "counter",
              "Connection attempts repeated after the server dropped the connection before any "
              "credential was sent (MaxStartups).",
              [](const pool::PoolStats& p) { return p.handshakes_retried; });
-  per_server(w, s, "healer_pool_exhausted_total", "counter",
+  per_server(w, s, labels, "healer_pool_exhausted_total", "counter",
              "Acquires that ended with no slot before their deadline.",
              [](const pool::PoolStats& p) { return p.exhausted; });
-  per_server(w, s, "healer_pool_command_timeouts_total", "counter", "Commands that timed out.",
-             [](const pool::PoolStats& p) { return p.timeouts; });
-  per_server(w, s, "healer_pool_acquires_cancelled_total", "counter",
+  per_server(w, s, labels, "healer_pool_command_timeouts_total", "counter",
+             "Commands that timed out.", [](const pool::PoolStats& p) { return p.timeouts; });
+  per_server(w, s, labels, "healer_pool_acquires_cancelled_total", "counter",
              "Channel requests cancelled by their caller (closed request, SIGINT).",
              [](const pool::PoolStats& p) { return p.acquires_cancelled; });
-  per_server(w, s, "healer_pool_commands_cancelled_total", "counter",
+  per_server(w, s, labels, "healer_pool_commands_cancelled_total", "counter",
              "Commands cancelled by their caller (remote TERM, then KILL).",
              [](const pool::PoolStats& p) { return p.commands_cancelled; });
-  per_server(w, s, "healer_pool_cleanup_runs_total", "counter", "Idle cleanup passes.",
+  per_server(w, s, labels, "healer_pool_cleanup_runs_total", "counter", "Idle cleanup passes.",
              [](const pool::PoolStats& p) { return p.cleanup_runs; });
-  per_server(w, s, "healer_pool_idle_closed_total", "counter",
+  per_server(w, s, labels, "healer_pool_idle_closed_total", "counter",
              "Connections closed by the idle cleanup.",
              [](const pool::PoolStats& p) { return p.sessions_cleaned; });
   w.family("healer_pool_evictions_total", "counter", "Connections that left the pool, by reason.");
   static constexpr const char* kReasons[] = {"idle", "lifetime", "dead", "error", "shutdown"};
-  for (const auto& server : s.servers) {
+  for (std::size_t n = 0; n < s.servers.size(); ++n) {
     for (std::size_t i = 0; i < pool::kEvictionKinds; ++i) {
       w.sample("healer_pool_evictions_total",
-               server_label(server.name) + fmt::format(",reason=\"{}\"", kReasons[i]),
-               static_cast<double>(server.pool.evictions[i]));
+               labels[n] + fmt::format(",reason=\"{}\"", kReasons[i]),
+               static_cast<double>(s.servers[n].pool.evictions[i]));
     }
   }
   w.family("healer_pool_handshake_duration_seconds", "histogram",
@@ -172,33 +186,34 @@ void render_pool(Writer& w, const ExpositionSnapshot& s) {
   w.histogram("healer_pool_wait_duration_seconds", "", s.pool_total.wait_time);
 }
 
-void render_servers(Writer& w, const ExpositionSnapshot& s) {
+void render_servers(Writer& w, const ExpositionSnapshot& s,
+                    const std::vector<std::string>& labels) {
   w.family("healer_server_status", "gauge",
            "Latest diagnosis: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios codes).");
-  for (const auto& server : s.servers) {
-    if (server.run) {
-      w.sample("healer_server_status", server_label(server.name),
-               static_cast<double>(static_cast<int>(server.run->status)));
+  for (std::size_t i = 0; i < s.servers.size(); ++i) {
+    if (const auto& server = s.servers[i]; server.status) {
+      w.sample("healer_server_status", labels[i], static_cast<double>(*server.status));
     }
   }
   w.family("healer_server_last_diagnosis_timestamp_seconds", "gauge",
            "When the latest diagnosis started.");
-  for (const auto& server : s.servers) {
-    if (server.run) {
-      w.sample("healer_server_last_diagnosis_timestamp_seconds", server_label(server.name),
-               static_cast<double>(server.run->started_at) / 1000.0);
+  for (std::size_t i = 0; i < s.servers.size(); ++i) {
+    if (const auto& server = s.servers[i]; server.status) {
+      w.sample("healer_server_last_diagnosis_timestamp_seconds", labels[i],
+               static_cast<double>(server.diagnosed_at) / 1000.0);
     }
   }
   w.family("healer_server_up", "gauge", "1 when the latest metrics collection succeeded.");
-  for (const auto& server : s.servers) {
-    w.sample("healer_server_up", server_label(server.name),
+  for (std::size_t i = 0; i < s.servers.size(); ++i) {
+    const auto& server = s.servers[i];
+    w.sample("healer_server_up", labels[i],
              server.collected_at && !server.collection_failed ? 1 : 0);
   }
   w.family("healer_server_last_collection_timestamp_seconds", "gauge",
            "When the latest successful metrics collection arrived.");
-  for (const auto& server : s.servers) {
-    if (server.collected_at) {
-      w.sample("healer_server_last_collection_timestamp_seconds", server_label(server.name),
+  for (std::size_t i = 0; i < s.servers.size(); ++i) {
+    if (const auto& server = s.servers[i]; server.collected_at) {
+      w.sample("healer_server_last_collection_timestamp_seconds", labels[i],
                static_cast<double>(*server.collected_at) / 1000.0);
     }
   }
@@ -283,25 +298,49 @@ void render_self(Writer& w, const ExpositionSnapshot& s) {
 }  // namespace
 
 std::string render_exposition(const ExpositionSnapshot& snapshot) {
-  std::string out;
-  out.reserve(64 * 1024);
-  Writer w(out);
-  if (snapshot.with_healer_metrics) {
-    render_self(w, snapshot);
-    render_pool(w, snapshot);
-  }
-  render_servers(w, snapshot);
   // Every family of every server's node series, each family's lines together (the format asks
-  // for one group per metric name).
-  std::map<std::string_view, std::vector<const std::string*>> families;
+  // for one group per metric name). The servers' lines were rendered when their collections
+  // landed; here they are only grouped (by a hash of the name: no string ordering per line)
+  // and copied once into a buffer of the right size.
+  std::unordered_map<std::string_view, std::size_t> index;
+  std::vector<std::pair<std::string_view, std::vector<const std::string*>>> families;
+  std::size_t node_bytes = 0;
   for (const auto& server : snapshot.servers) {
     if (!server.series) {
       continue;
     }
+    // Servers mostly have the same families in the same (sorted) order: the family after the
+    // previous one is tried before the hash.
+    std::size_t next = 0;
     for (const auto& [name, lines] : *server.series) {
-      families[name].push_back(&lines);
+      std::size_t at = next;
+      if (at >= families.size() || families[at].first != name) {
+        auto [it, added] = index.try_emplace(name, families.size());
+        if (added) {
+          families.emplace_back(name, std::vector<const std::string*>{});
+          families.back().second.reserve(snapshot.servers.size());
+        }
+        at = it->second;
+      }
+      families[at].second.push_back(&lines);
+      node_bytes += lines.size();
+      next = at + 1;
     }
   }
+  std::sort(families.begin(), families.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+
+  constexpr std::size_t kOwnBytesPerServer = 4096;  // healer_pool_* and healer_server_* lines
+  std::string out;
+  out.reserve(64 * 1024 + node_bytes + families.size() * 128 +
+              snapshot.servers.size() * kOwnBytesPerServer);
+  Writer w(out);
+  const auto labels = server_labels(snapshot);
+  if (snapshot.with_healer_metrics) {
+    render_self(w, snapshot);
+    render_pool(w, snapshot, labels);
+  }
+  render_servers(w, snapshot, labels);
   for (const auto& [name, groups] : families) {
     const bool counter = name.ends_with("_total");
     w.family(name, counter ? "counter" : "gauge",

@@ -22,7 +22,8 @@ namespace healer::daemon {
 struct ExpositionSnapshot {
   struct Server {
     std::string name;
-    std::optional<RunSummary> run;
+    std::optional<int> status;      ///< the latest diagnosis' status (Nagios code), if any
+    std::int64_t diagnosed_at = 0;  ///< when it started, Unix ms
     std::optional<std::int64_t> collected_at;
     bool collection_failed = false;
     std::shared_ptr<const std::vector<std::pair<std::string, std::string>>> series;

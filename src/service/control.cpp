@@ -11,6 +11,7 @@
 
 #include "healer/service/errors.hpp"
 #include "healer/service/inventory.hpp"
+#include "healer/store/paths.hpp"
 
 namespace healer::service::control {
 namespace {
@@ -110,6 +111,17 @@ auto parsed(std::string_view what, F parse) -> decltype(parse()) {
 }  // namespace
 
 std::filesystem::path socket_path(const std::filesystem::path& db) {
+  if (store::is_database_url(db.native())) {
+    // A server database: the socket goes in the state directory, named after the URL without
+    // its password (FNV-1a), so every CLI run with the same --db finds the same daemon.
+    std::uint64_t hash = 14695981039346656037ULL;
+    for (const char c : store::display_location(db.native())) {
+      hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+    }
+    auto directory = store::state_directory(db);
+    return (directory ? *directory : std::filesystem::path()) /
+           fmt::format("healer-{:016x}.sock", hash);
+  }
   auto path = db;
   path += ".sock";
   return path;

@@ -81,7 +81,7 @@ Result<std::vector<store::ServerRecord>> select_servers(store::Store& store,
       if (record.error().code == store::Errc::not_found) {
         return make_error(Errc::not_found,
                           fmt::format("no server named '{}' in {} (see `healer server list`)", name,
-                                      store.path().string()));
+                                      store.location()));
       }
       return std::move(record).error();
     }
@@ -118,7 +118,7 @@ Result<std::vector<store::ServerRecord>> select_servers(store::Store& store,
     return make_error(Errc::not_found,
                       fmt::format("the inventory {} holds no server yet (add one with `healer "
                                   "server add` or `healer server import ~/.ssh/config`)",
-                                  store.path().string()));
+                                  store.location()));
   }
   return chosen;
 }

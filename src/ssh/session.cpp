@@ -1,5 +1,6 @@
 #include "healer/ssh/session.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <libssh/callbacks.h>
 #include <libssh/libssh.h>
@@ -23,7 +24,9 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <list>
 #include <optional>
@@ -34,6 +37,8 @@
 #include "agent_filter.hpp"
 #include "healer/core/log.hpp"
 #include "healer/ssh/cancellation.hpp"
+#include "identity_cache.hpp"
+#include "known_hosts.hpp"
 #include "wait_list.hpp"
 
 namespace healer::ssh {
@@ -42,6 +47,8 @@ namespace {
 using asio::awaitable;
 using asio::use_awaitable;
 constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
+// libssh's default global known_hosts file (SSH_OPTIONS_GLOBAL_KNOWNHOSTS).
+constexpr const char* kGlobalKnownHosts = "/etc/ssh/ssh_known_hosts";
 
 // One owner per libssh handle, each with a stateless deleter.
 struct SessionFree {
@@ -260,12 +267,26 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   void release_channel(const std::shared_ptr<ChannelState>& channel);
   Error connection_error(const char* phase);
   Result<void> verify_host_key();
+  // Host keys are checked against the process's known_hosts index (known_hosts.hpp) when the
+  // file is named and no ssh_config is read (a config may name other files or algorithms).
+  [[nodiscard]] bool indexed_known_hosts() const {
+    return !options_.known_hosts_file.empty() && !options_.process_ssh_config;
+  }
+  [[nodiscard]] std::string known_hosts_name() const {
+    return detail::known_hosts_name(endpoint_.host, endpoint_.port);
+  }
+  // ssh_session_is_known_server's verdict, from the index when indexed_known_hosts().
+  ssh_known_hosts_e known_server(ssh_key server_key);
+  // Appends the server's key to the known_hosts file; the reason on failure, empty on success.
+  std::string record_host_key();
   Result<void> load_identity();
   Result<void> load_key_data();
   awaitable<Result<void>> authenticate(Deadline deadline);
   awaitable<Result<void>> tcp_connect(Deadline deadline);
 
-  KeyHandle private_key_;  // loaded before connecting; a bad key never reaches the server
+  // Loaded before connecting (a bad key never reaches the server); shared with the process's
+  // IdentityCache, dropped by this session once authenticated.
+  detail::SharedPrivateKey private_key_;
   detail::AgentFilter agent_filter_;  // relays to ssh-agent during authentication only
   SessionHandle session_;
   EventHandle event_;
@@ -597,12 +618,67 @@ awaitable<Result<void>> Session::Impl::tcp_connect(Deadline deadline) {
   if (!options_.user.empty()) {
     ssh_options_set(s, SSH_OPTIONS_USER, options_.user.c_str());
   }
-  if (!options_.known_hosts_file.empty()) {
+  if (indexed_known_hosts()) {
+    // libssh reads no known_hosts file: the index orders the host key algorithms as libssh
+    // would (recorded types first) and verify_host_key checks the key against it.
+    const std::string algorithms = detail::KnownHostsIndex::instance().host_key_algorithms(
+        options_.known_hosts_file, kGlobalKnownHosts, known_hosts_name());
+    ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, "/dev/null");
+    ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
+    if (!algorithms.empty()) {
+      ssh_options_set(s, SSH_OPTIONS_HOSTKEYS, algorithms.c_str());
+    }
+  } else if (!options_.known_hosts_file.empty()) {
     ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, options_.known_hosts_file.c_str());
   }
   ssh_set_counters(s, &tx_counter_, &rx_counter_);
   ssh_set_blocking(s, 0);
   co_return Result<void>{};
+}
+
+ssh_known_hosts_e Session::Impl::known_server(ssh_key server_key) {
+  if (!indexed_known_hosts()) {
+    return ssh_session_is_known_server(session_.get());
+  }
+  switch (detail::KnownHostsIndex::instance().check(options_.known_hosts_file, kGlobalKnownHosts,
+                                                    known_hosts_name(), server_key)) {
+    case detail::KnownHostsVerdict::ok:
+      return SSH_KNOWN_HOSTS_OK;
+    case detail::KnownHostsVerdict::changed:
+      return SSH_KNOWN_HOSTS_CHANGED;
+    case detail::KnownHostsVerdict::other:
+      return SSH_KNOWN_HOSTS_OTHER;
+    case detail::KnownHostsVerdict::unknown:
+      break;
+  }
+  return SSH_KNOWN_HOSTS_UNKNOWN;
+}
+
+std::string Session::Impl::record_host_key() {
+  ssh_session s = session_.get();
+  if (!indexed_known_hosts()) {
+    return ssh_session_update_known_hosts(s) == SSH_OK ? std::string() : ssh_get_error(s);
+  }
+  char* raw_line = nullptr;
+  if (ssh_session_export_known_hosts_entry(s, &raw_line) != SSH_OK || raw_line == nullptr) {
+    return ssh_get_error(s);
+  }
+  const std::string line(raw_line);
+  ssh_string_free_char(raw_line);
+  // One write(2) of the whole line with O_APPEND: lines from concurrent writers never interleave.
+  const int fd = ::open(options_.known_hosts_file.c_str(),
+                        O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) {
+    return std::strerror(errno);
+  }
+  const ssize_t written = ::write(fd, line.data(), line.size());
+  const int write_errno = errno;
+  ::close(fd);
+  detail::KnownHostsIndex::instance().invalidate(options_.known_hosts_file);
+  if (written != static_cast<ssize_t>(line.size())) {
+    return written < 0 ? std::strerror(write_errno) : "short write";
+  }
+  return {};
 }
 
 Result<void> Session::Impl::verify_host_key() {
@@ -628,7 +704,7 @@ Result<void> Session::Impl::verify_host_key() {
   const std::string file =
       options_.known_hosts_file.empty() ? "~/.ssh/known_hosts" : options_.known_hosts_file;
 
-  switch (ssh_session_is_known_server(s)) {
+  switch (known_server(key.get())) {
     case SSH_KNOWN_HOSTS_OK:
       return {};
     case SSH_KNOWN_HOSTS_CHANGED:
@@ -656,9 +732,9 @@ Result<void> Session::Impl::verify_host_key() {
             std::filesystem::create_directories(parent, ignored);
           }
         }
-        if (ssh_session_update_known_hosts(s) != SSH_OK) {
+        if (const std::string why = record_host_key(); !why.empty()) {
           return make_error(Errc::protocol, fmt::format("{}: cannot record the host key in {}: {}",
-                                                        peer_, file, ssh_get_error(s)));
+                                                        peer_, file, why));
         }
         logger()->warn("{} recorded new {} host key {} in {}", tag(), key_type, fingerprint_, file);
         return {};
@@ -682,15 +758,22 @@ Result<void> Session::Impl::load_identity() {
   if (options_.auth != AuthMethod::key_file) {
     return {};
   }
-  ssh_key raw = nullptr;
-  const int rc = ssh_pki_import_privkey_file(
-      options_.identity_file.c_str(),
-      options_.passphrase.empty() ? nullptr : options_.passphrase.c_str(), nullptr, nullptr, &raw);
-  private_key_.reset(raw);
-  if (rc == SSH_OK) {
+  private_key_ = detail::IdentityCache::instance().from_file(
+      options_.identity_file, options_.passphrase, [this]() -> ssh_key {
+        ssh_key raw = nullptr;
+        const int rc = ssh_pki_import_privkey_file(
+            options_.identity_file.c_str(),
+            options_.passphrase.empty() ? nullptr : options_.passphrase.c_str(), nullptr, nullptr,
+            &raw);
+        if (rc != SSH_OK) {
+          ssh_key_free(raw);
+          return nullptr;
+        }
+        return raw;
+      });
+  if (private_key_) {
     return {};
   }
-  private_key_.reset();
   std::string why;
   if (options_.identity_file.empty()) {
     why = "no identity file given";
@@ -716,20 +799,25 @@ Result<void> Session::Impl::load_key_data() {
   const bool armored = options_.private_key.find("-----BEGIN ") != std::string::npos &&
                        options_.private_key.find("PRIVATE KEY-----") != std::string::npos;
   const bool has_passphrase = !options_.passphrase.empty();
-  int rc = SSH_ERROR;
-  ssh_key raw = nullptr;
   if (armored) {
-    rc = ssh_pki_import_privkey_base64(options_.private_key.c_str(),
-                                       has_passphrase ? options_.passphrase.c_str() : nullptr,
-                                       nullptr, nullptr, &raw);
+    private_key_ = detail::IdentityCache::instance().from_text(
+        options_.private_key, options_.passphrase, [&]() -> ssh_key {
+          ssh_key raw = nullptr;
+          const int rc = ssh_pki_import_privkey_base64(
+              options_.private_key.c_str(), has_passphrase ? options_.passphrase.c_str() : nullptr,
+              nullptr, nullptr, &raw);
+          if (rc != SSH_OK || raw == nullptr || ssh_key_is_private(raw) != 1) {
+            ssh_key_free(raw);
+            return nullptr;
+          }
+          return raw;
+        });
   }
-  private_key_.reset(raw);
   wipe_secret(options_.private_key);
   wipe_secret(options_.passphrase);
-  if (rc == SSH_OK && private_key_ && ssh_key_is_private(private_key_.get()) == 1) {
+  if (private_key_) {
     return {};
   }
-  private_key_.reset();
   std::string why;
   if (length == 0) {
     why =

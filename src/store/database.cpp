@@ -138,6 +138,21 @@ Error with_context(Error error, std::string_view context) {
 
 }  // namespace
 
+Result<std::int64_t> insert_returning_id(sql::Statement& insert) {
+  auto row = insert.step();
+  if (!row) {
+    return std::move(row).error();
+  }
+  if (!*row) {
+    return make_error(Errc::sqlite, "an INSERT returned no id");
+  }
+  const std::int64_t id = insert.int64(0);
+  if (auto finished = insert.run(); !finished) {
+    return std::move(finished).error();
+  }
+  return id;
+}
+
 Result<void> prepare_database_file(const std::filesystem::path& db_path) {
   if (auto made = make_private_directories(db_path.parent_path()); !made) {
     return made;
@@ -187,9 +202,24 @@ Result<MasterKey> master_key_for(const StoreOptions& options, const std::string&
   std::string key_origin = "the key given by the caller";
   std::optional<MasterKey> key = options.master_key;
   if (!key) {
-    const std::filesystem::path key_file =
-        options.key_file.empty() ? default_key_file(options.db_path) : options.key_file;
+    std::filesystem::path key_file = options.key_file;
+    if (key_file.empty() && is_database_url(options.db_path.native())) {
+      // A server database has no directory of its own here: the key lives in healer's state
+      // directory on this machine (every node of a fleet needs the same key).
+      auto directory = state_directory(options.db_path);
+      if (!directory) {
+        return std::move(directory).error();
+      }
+      key_file = *directory / "master.key";
+    } else if (key_file.empty()) {
+      key_file = default_key_file(options.db_path);
+    }
     const KeySource source = KeySource::from_environment(key_file);
+    if (!source.env_value && !key_check && may_create) {
+      if (auto made = make_private_directories(key_file.parent_path()); !made) {
+        return std::move(made).error();
+      }
+    }
     key_origin = source.env_value ? "HEALER_MASTER_KEY" : "key file " + key_file.string();
     auto resolved = resolve_master_key(
         source, key_check || !may_create ? KeyCreation::forbidden : KeyCreation::allowed);
@@ -243,17 +273,16 @@ Result<Database> Database::open_read_only(const StoreOptions& options) {
   }
   // The first read shows whether plain read-only access works; in a directory nobody can write,
   // nobody can open the database in WAL mode to change it either, so `immutable` is safe there.
-  auto connection = sql::Connection::open(path, sql::OpenMode::read_only);
+  auto connection = sql::Connection::open(path, sql::OpenMode::read_only, options.busy_timeout);
   Result<int> version =
       connection ? migrations::read_version(*connection) : Result<int>(connection.error());
   if (!version && needs_immutable(version.error(), path)) {
-    connection = sql::Connection::open(path, sql::OpenMode::immutable);
+    connection = sql::Connection::open(path, sql::OpenMode::immutable, options.busy_timeout);
     version = connection ? migrations::read_version(*connection) : Result<int>(connection.error());
   }
   if (!version) {
     return with_context(std::move(version).error(), where);
   }
-  sqlite3_busy_timeout(connection->handle(), static_cast<int>(options.busy_timeout.count()));
   if (*version > migrations::latest_version()) {
     return make_error(Errc::schema_too_new, where + ": database is at schema version " +
                                                 std::to_string(*version) +
@@ -288,6 +317,9 @@ Result<Database> Database::open(const StoreOptions& options) {
   if (options.db_path.empty()) {
     return make_error(Errc::io, "no database path given");
   }
+  if (is_database_url(options.db_path.native())) {
+    return open_postgres(options);
+  }
   if (options.read_only) {
     return open_read_only(options);
   }
@@ -296,11 +328,10 @@ Result<Database> Database::open(const StoreOptions& options) {
   if (auto prepared = prepare_database_file(path); !prepared) {
     return std::move(prepared).error();
   }
-  auto connection = sql::Connection::open(path);
+  auto connection = sql::Connection::open(path, sql::OpenMode::read_write, options.busy_timeout);
   if (!connection) {
     return std::move(connection).error();
   }
-  sqlite3_busy_timeout(connection->handle(), static_cast<int>(options.busy_timeout.count()));
   if (auto pragmas = connection->exec("PRAGMA foreign_keys = ON"); !pragmas) {
     return with_context(std::move(pragmas).error(), where);
   }
@@ -321,16 +352,75 @@ Result<Database> Database::open(const StoreOptions& options) {
   if (auto pragmas = connection->exec("PRAGMA synchronous = NORMAL"); !pragmas) {
     return with_context(std::move(pragmas).error(), where);
   }
+  auto version = migrate_with_key(*connection, options, where);
+  if (!version) {
+    return std::move(version).error();
+  }
+  return Database(std::move(connection).value(), std::move(version->second), version->first, false);
+}
 
+Result<Database> Database::open_postgres(const StoreOptions& options) {
+  const std::string where = display_location(options.db_path.native());
+  auto connection = sql::Connection::open_postgres(options.db_path.native(), options.busy_timeout,
+                                                   options.reply_timeout);
+  if (!connection) {
+    return std::move(connection).error();
+  }
+  if (options.read_only) {
+    // The same checks as a read-only file: nothing created, migrated or written.
+    if (auto guarded = connection->exec("SET default_transaction_read_only = on"); !guarded) {
+      return with_context(std::move(guarded).error(), where);
+    }
+    auto version = migrations::read_version(*connection);
+    if (!version) {
+      return with_context(std::move(version).error(), where);
+    }
+    if (*version != migrations::latest_version()) {
+      return make_error(
+          *version > migrations::latest_version() ? Errc::schema_too_new : Errc::schema_too_old,
+          where + " is at schema version " + std::to_string(*version) + " and this healer needs " +
+              std::to_string(migrations::latest_version()) + "; a read-only open does not migrate");
+    }
+    auto stored = read_meta(*connection, kKeyCheck);
+    if (!stored) {
+      return with_context(std::move(stored).error(), where);
+    }
+    if (!stored->has_value()) {
+      return make_error(Errc::corrupt, where + " has no master key check (never fully created)");
+    }
+    auto key = master_key_for(options, where, *stored, false);
+    if (!key) {
+      return std::move(key).error();
+    }
+    return Database(std::move(connection).value(), std::move(*key), *version, true);
+  }
+  // Nodes starting together migrate one at a time: a session-level advisory lock (released
+  // below, or by the server when this connection ends).
+  if (auto locked = connection->exec("SELECT pg_advisory_lock(7401850233)"); !locked) {
+    return with_context(std::move(locked).error(), where);
+  }
+  auto version = migrate_with_key(*connection, options, where);
+  if (auto unlocked = connection->exec("SELECT pg_advisory_unlock(7401850233)"); !unlocked) {
+    return with_context(std::move(unlocked).error(), where);
+  }
+  if (!version) {
+    return std::move(version).error();
+  }
+  return Database(std::move(connection).value(), std::move(version->second), version->first, false);
+}
+
+Result<std::pair<int, MasterKey>> Database::migrate_with_key(sql::Connection& connection,
+                                                             const StoreOptions& options,
+                                                             const std::string& where) {
   // The key first: a migration may need it (step 5 re-seals secrets). The key check lives in
   // `meta` (migration 1); a new database has none yet, and its first open stores one.
-  auto version = migrations::current_version(*connection);
+  auto version = migrations::current_version(connection);
   if (!version) {
     return with_context(std::move(version).error(), where);
   }
   Result<std::optional<std::vector<unsigned char>>> stored{std::nullopt};
   if (*version >= 1) {
-    stored = read_meta(*connection, kKeyCheck);
+    stored = read_meta(connection, kKeyCheck);
     if (!stored) {
       return with_context(std::move(stored).error(), where);
     }
@@ -341,13 +431,14 @@ Result<Database> Database::open(const StoreOptions& options) {
   }
   migrations::Environment environment;
   environment.key = &*key;
-  version = migrations::migrate(*connection, migrations::latest_version(), environment);
+  version = migrations::migrate(connection, migrations::latest_version(), environment);
   if (!version) {
     return with_context(std::move(version).error(), where);
   }
 
   if (!stored->has_value()) {
-    auto insert = connection->prepare("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)");
+    auto insert = connection.prepare(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING");
     if (!insert) {
       return with_context(std::move(insert).error(), where);
     }
@@ -356,7 +447,7 @@ Result<Database> Database::open(const StoreOptions& options) {
       return with_context(std::move(inserted).error(), where);
     }
     // Another process may have stored its own check first: read back what won.
-    stored = read_meta(*connection, kKeyCheck);
+    stored = read_meta(connection, kKeyCheck);
     if (!stored || !stored->has_value()) {
       return make_error(Errc::sqlite, where + ": cannot read back the key check");
     }
@@ -364,7 +455,7 @@ Result<Database> Database::open(const StoreOptions& options) {
       return make_error(Errc::wrong_master_key, where + " (another process created it first)");
     }
   }
-  return Database(std::move(connection).value(), std::move(*key), *version, false);
+  return std::pair<int, MasterKey>(*version, std::move(*key));
 }
 
 }  // namespace healer::store

@@ -10,13 +10,14 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "healer/core/result.hpp"
 #include "healer/store/master_key.hpp"
 #include "healer/store/records.hpp"
 #include "healer/store/store.hpp"
-#include "sqlite.hpp"
+#include "sql.hpp"
 
 namespace healer::store {
 
@@ -30,7 +31,8 @@ namespace healer::store {
 class Database {
  public:
   /// prepare_database_file, open, pragmas (WAL, foreign keys, busy timeout), master key and key
-  /// check, migrate. With StoreOptions::read_only: open_read_only.
+  /// check, migrate. With StoreOptions::read_only: open_read_only. A postgresql:// URL as the
+  /// path: the same on a PostgreSQL server (open_postgres).
   [[nodiscard]] static Result<Database> open(const StoreOptions& options);
 
   [[nodiscard]] int schema_version() const noexcept { return schema_version_; }
@@ -88,6 +90,13 @@ class Database {
         schema_version_(schema_version),
         read_only_(read_only) {}
 
+  // A PostgreSQL database (StoreOptions::db_path is a postgresql:// URL), read-write or read-only.
+  [[nodiscard]] static Result<Database> open_postgres(const StoreOptions& options);
+  // Resolves the master key against the database's key check, migrates to the latest schema and
+  // stores the key check of a new database; returns the version reached and the key.
+  [[nodiscard]] static Result<std::pair<int, MasterKey>> migrate_with_key(
+      sql::Connection& connection, const StoreOptions& options, const std::string& where);
+
   // An existing database at the latest schema, read-only: nothing is created (no file, no
   // directory, no key file), migrated, chmod'ed or written.
   [[nodiscard]] static Result<Database> open_read_only(const StoreOptions& options);
@@ -111,6 +120,9 @@ class Database {
   int schema_version_;
   bool read_only_;
 };
+
+/// Runs an `INSERT ... RETURNING id` (both engines speak it) to completion; returns the id.
+[[nodiscard]] Result<std::int64_t> insert_returning_id(sql::Statement& insert);
 
 /// Every row of `query` (server_id, collected_at, name, labels, value) as samples.
 [[nodiscard]] Result<std::vector<MetricSample>> read_samples(sql::Statement& query);

@@ -44,6 +44,10 @@ class Category final : public std::error_category {
         return "database is read-only";
       case Errc::schema_too_old:
         return "database schema is older than this healer and needs migrating";
+      case Errc::invalid_url:
+        return "invalid database URL";
+      case Errc::unavailable:
+        return "database server unavailable";
     }
     return "unknown store error";
   }
@@ -92,6 +96,10 @@ const char* errc_name(Errc e) noexcept {
       return "read_only";
     case Errc::schema_too_old:
       return "schema_too_old";
+    case Errc::invalid_url:
+      return "invalid_url";
+    case Errc::unavailable:
+      return "unavailable";
   }
   return "unknown";
 }

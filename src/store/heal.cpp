@@ -23,7 +23,8 @@ Result<std::int64_t> Database::append_heal_event(const HealEvent& event) {
   auto insert = db_.prepare(
       "INSERT INTO heal_audit (heal_id, event, at, actor, plan_hash, server, server_id, action, "
       "params, command, result, exit_code, output, before, after, detail) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)");
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) "
+      "RETURNING id");
   if (!insert) {
     return std::move(insert).error();
   }
@@ -43,10 +44,7 @@ Result<std::int64_t> Database::append_heal_event(const HealEvent& event) {
       .bind(14, event.before.empty() ? std::string_view("{}") : std::string_view(event.before))
       .bind(15, event.after.empty() ? std::string_view("{}") : std::string_view(event.after))
       .bind(16, event.detail);
-  if (auto inserted = insert->run(); !inserted) {
-    return std::move(inserted).error();
-  }
-  return db_.last_insert_rowid();
+  return insert_returning_id(*insert);
 }
 
 Result<std::vector<HealEvent>> Database::heal_events(const HealEventQuery& query) {
@@ -81,10 +79,11 @@ Result<std::vector<HealEvent>> Database::heal_events(const HealEventQuery& query
     }
     in_list("event", names);
   }
+  // No gap in the numbering: PostgreSQL must see every placeholder to know its type.
+  const int before_index = query.before_id > 0 ? next++ : 0;
   if (query.before_id > 0) {
-    sql += " AND id < ?" + std::to_string(next);
+    sql += " AND id < ?" + std::to_string(before_index);
   }
-  const int before_index = next++;
   sql += " ORDER BY id DESC LIMIT ?" + std::to_string(next);
   const int limit_index = next;
   auto select = db_.prepare(sql);

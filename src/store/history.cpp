@@ -1,5 +1,7 @@
 // Diagnosis runs with their check results, metric samples, and retention.
+#include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string>
 
 #include "database.hpp"
@@ -12,6 +14,9 @@ constexpr std::int64_t kMsPerDay = 24LL * 60 * 60 * 1000;
 // Rows deleted per transaction by prune(), so other writers (another process) get the lock
 // between chunks instead of waiting for one long delete.
 constexpr std::int64_t kPruneChunk = 5000;
+// Metric samples per INSERT statement (5 parameters each: well under SQLite's 32,766 and
+// PostgreSQL's 65,535 parameters).
+constexpr std::size_t kSampleRowsPerInsert = 100;
 
 Error invalid(std::string detail) { return make_error(Errc::invalid_record, std::move(detail)); }
 
@@ -40,12 +45,13 @@ Result<CheckStatus> status_from_sql(const std::string& text) {
   return make_error(Errc::corrupt, "unknown check status in the database");
 }
 
-// Deletes the rows `select_rowids` (a SELECT of rowids binding ?1 = cutoff, ?2 = limit) from
-// `table`, chunk by chunk, each chunk in its own transaction. Returns how many went.
+// Deletes the rows `select_keys` (a SELECT of `key` values binding ?1 = cutoff, ?2 = limit)
+// from `table`, chunk by chunk, each chunk in its own transaction. Returns how many went.
 Result<std::int64_t> delete_in_chunks(sql::Connection& db, std::string_view table,
-                                      std::string_view select_rowids, std::int64_t cutoff) {
-  const std::string sql =
-      "DELETE FROM " + std::string(table) + " WHERE rowid IN (" + std::string(select_rowids) + ")";
+                                      std::string_view key, std::string_view select_keys,
+                                      std::int64_t cutoff) {
+  const std::string sql = "DELETE FROM " + std::string(table) + " WHERE " + std::string(key) +
+                          " IN (" + std::string(select_keys) + ")";
   std::int64_t total = 0;
   for (;;) {
     auto transaction = sql::Transaction::begin(db);
@@ -102,7 +108,7 @@ Result<RecordedRun> Database::record_run(const DiagnosisRun& run) {
   }
   // The status before this run, for the transition (same server, same application or none).
   auto previous = db_.prepare(
-      "SELECT status FROM diagnosis_runs WHERE server_id = ?1 AND app_id IS ?2 "
+      "SELECT status FROM diagnosis_runs WHERE server_id = ?1 AND app_id IS NOT DISTINCT FROM ?2 "
       "ORDER BY started_at DESC, id DESC LIMIT 1");
   if (!previous) {
     return std::move(previous).error();
@@ -122,7 +128,7 @@ Result<RecordedRun> Database::record_run(const DiagnosisRun& run) {
   }
   auto insert = db_.prepare(
       "INSERT INTO diagnosis_runs (server_id, app_id, started_at, finished_at, status) "
-      "VALUES (?1, ?2, ?3, ?4, ?5)");
+      "VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id");
   if (!insert) {
     return std::move(insert).error();
   }
@@ -131,14 +137,15 @@ Result<RecordedRun> Database::record_run(const DiagnosisRun& run) {
       .bind(3, run.started_at)
       .bind(4, run.finished_at)
       .bind(5, to_string(run.status));
-  if (auto inserted = insert->run(); !inserted) {
+  auto inserted = insert_returning_id(*insert);
+  if (!inserted) {
     Error error = std::move(inserted).error();
     if (error.code == make_error_code(Errc::not_found)) {
       error.detail = "server #" + std::to_string(run.server_id);
     }
     return error;
   }
-  const std::int64_t id = db_.last_insert_rowid();
+  const std::int64_t id = *inserted;
   auto check = db_.prepare(
       "INSERT INTO check_results (run_id, position, name, status, message, perfdata, "
       "duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
@@ -155,8 +162,8 @@ Result<RecordedRun> Database::record_run(const DiagnosisRun& run) {
         .bind(5, result.message)
         .bind(6, result.perfdata)
         .bind(7, result.duration_ms);
-    if (auto inserted = check->run(); !inserted) {
-      return std::move(inserted).error();
+    if (auto check_inserted = check->run(); !check_inserted) {
+      return std::move(check_inserted).error();
     }
   }
   RecordedRun recorded;
@@ -164,7 +171,7 @@ Result<RecordedRun> Database::record_run(const DiagnosisRun& run) {
   if (!before || *before != run.status) {
     auto transition = db_.prepare(
         "INSERT INTO status_transitions (server_id, app_id, at, from_status, to_status, run_id) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id");
     if (!transition) {
       return std::move(transition).error();
     }
@@ -176,11 +183,12 @@ Result<RecordedRun> Database::record_run(const DiagnosisRun& run) {
     if (before) {
       transition->bind(4, to_string(*before));
     }
-    if (auto inserted = transition->run(); !inserted) {
-      return std::move(inserted).error();
+    auto transition_id = insert_returning_id(*transition);
+    if (!transition_id) {
+      return std::move(transition_id).error();
     }
     recorded.transition = StatusTransition{
-        db_.last_insert_rowid(), run.server_id, run.app_id, run.started_at, before, run.status, id};
+        *transition_id, run.server_id, run.app_id, run.started_at, before, run.status, id};
   }
   if (auto committed = transaction->commit(); !committed) {
     return std::move(committed).error();
@@ -288,23 +296,58 @@ Result<std::size_t> Database::append_samples(const std::vector<MetricSample>& sa
   if (!transaction) {
     return std::move(transaction).error();
   }
-  auto insert = db_.prepare(
-      "INSERT INTO metric_samples (server_id, collected_at, name, labels, value) "
-      "VALUES (?1, ?2, ?3, ?4, ?5)");
-  if (!insert) {
-    return std::move(insert).error();
-  }
-  for (const auto& sample : samples) {
-    insert->reset();
-    insert->bind(1, sample.server_id)
-        .bind(2, sample.collected_at)
-        .bind(3, sample.name)
-        .bind(4, sample.labels)
-        .bind(5, sample.value);
-    if (auto inserted = insert->run(); !inserted) {
+  // Many rows per statement: one round trip per chunk on PostgreSQL (a function call per row
+  // would be on SQLite either way). The full chunk's statement is prepared once.
+  const auto rows_sql = [](std::size_t rows) {
+    std::string sql =
+        "INSERT INTO metric_samples (server_id, collected_at, name, labels, value) VALUES ";
+    for (std::size_t row = 0; row < rows; ++row) {
+      const std::size_t first = row * 5 + 1;
+      sql += (row == 0 ? "(?" : ", (?") + std::to_string(first) + ", ?" +
+             std::to_string(first + 1) + ", ?" + std::to_string(first + 2) + ", ?" +
+             std::to_string(first + 3) + ", ?" + std::to_string(first + 4) + ")";
+    }
+    return sql;
+  };
+  std::optional<sql::Statement> full_chunk;
+  for (std::size_t begin = 0; begin < samples.size(); begin += kSampleRowsPerInsert) {
+    const std::size_t rows = std::min(kSampleRowsPerInsert, samples.size() - begin);
+    if (rows == kSampleRowsPerInsert && !full_chunk) {
+      auto prepared = db_.prepare(rows_sql(rows));
+      if (!prepared) {
+        return std::move(prepared).error();
+      }
+      full_chunk.emplace(std::move(prepared).value());
+    }
+    std::optional<sql::Statement> last_chunk;
+    if (rows != kSampleRowsPerInsert) {
+      auto prepared = db_.prepare(rows_sql(rows));
+      if (!prepared) {
+        return std::move(prepared).error();
+      }
+      last_chunk.emplace(std::move(prepared).value());
+    }
+    sql::Statement& insert = rows == kSampleRowsPerInsert ? *full_chunk : *last_chunk;
+    insert.reset();
+    for (std::size_t row = 0; row < rows; ++row) {
+      const auto& sample = samples[begin + row];
+      const int first = static_cast<int>(row * 5 + 1);
+      insert.bind(first, sample.server_id)
+          .bind(first + 1, sample.collected_at)
+          .bind(first + 2, sample.name)
+          .bind(first + 3, sample.labels)
+          .bind(first + 4, sample.value);
+    }
+    if (auto inserted = insert.run(); !inserted) {
       Error error = std::move(inserted).error();
       if (error.code == make_error_code(Errc::not_found)) {
-        error.detail = "server #" + std::to_string(sample.server_id) + " (metric samples)";
+        error.detail = "server #" + std::to_string(samples[begin].server_id) + " (metric samples)";
+        for (std::size_t row = 1; row < rows; ++row) {
+          if (samples[begin + row].server_id != samples[begin].server_id) {
+            error.detail = "a server of the batch (metric samples)";
+            break;
+          }
+        }
       }
       return error;
     }
@@ -414,9 +457,14 @@ Result<void> Database::put_cached_check_outputs(const std::vector<CachedCheckOut
     return std::move(transaction).error();
   }
   auto insert = db_.prepare(
-      "INSERT OR REPLACE INTO check_output_cache (server_id, check_name, command, stdout, stderr, "
+      "INSERT INTO check_output_cache (server_id, check_name, command, stdout, stderr, "
       "exit_status, out_truncated, sent_at, received_at, expires_at, marker) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+      "ON CONFLICT (server_id, check_name) DO UPDATE SET command = excluded.command, "
+      "stdout = excluded.stdout, stderr = excluded.stderr, exit_status = excluded.exit_status, "
+      "out_truncated = excluded.out_truncated, sent_at = excluded.sent_at, "
+      "received_at = excluded.received_at, expires_at = excluded.expires_at, "
+      "marker = excluded.marker");
   auto expired =
       db_.prepare("DELETE FROM check_output_cache WHERE server_id = ?1 AND expires_at <= ?2");
   if (!insert) {
@@ -474,16 +522,18 @@ Result<PruneResult> Database::prune(const Retention& retention, std::int64_t now
     return invalid("retention must not be negative");
   }
   PruneResult result;
-  auto samples = delete_in_chunks(
-      db_, "metric_samples", "SELECT rowid FROM metric_samples WHERE collected_at < ?1 LIMIT ?2",
-      now_ms - static_cast<std::int64_t>(retention.samples.count()) * kMsPerDay);
+  // metric_samples has a rowid on both engines (implicit in SQLite, a column in PostgreSQL).
+  auto samples =
+      delete_in_chunks(db_, "metric_samples", "rowid",
+                       "SELECT rowid FROM metric_samples WHERE collected_at < ?1 LIMIT ?2",
+                       now_ms - static_cast<std::int64_t>(retention.samples.count()) * kMsPerDay);
   if (!samples) {
     return std::move(samples).error();
   }
   result.samples_deleted = *samples;
   // Check results go with their runs (ON DELETE CASCADE).
   auto runs = delete_in_chunks(
-      db_, "diagnosis_runs", "SELECT id FROM diagnosis_runs WHERE started_at < ?1 LIMIT ?2",
+      db_, "diagnosis_runs", "id", "SELECT id FROM diagnosis_runs WHERE started_at < ?1 LIMIT ?2",
       now_ms - static_cast<std::int64_t>(retention.runs.count()) * kMsPerDay);
   if (!runs) {
     return std::move(runs).error();

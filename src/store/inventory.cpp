@@ -177,7 +177,7 @@ Result<std::vector<T>> from_json(const std::string& text, std::string_view what)
 }
 
 constexpr std::string_view kServerColumns =
-    "SELECT id, name, host, port, user, auth_method, identity_file, host_key_policy, "
+    "SELECT id, name, host, port, \"user\", auth_method, identity_file, host_key_policy, "
     "known_hosts_file, secret IS NOT NULL, created_at, updated_at FROM servers ";
 
 constexpr std::string_view kApplicationColumns =
@@ -273,7 +273,8 @@ Result<void> Database::write_tags_and_labels(const ServerRecord& server, std::in
       return cleared;
     }
   }
-  auto tag = db_.prepare("INSERT OR IGNORE INTO server_tags (server_id, tag) VALUES (?1, ?2)");
+  auto tag = db_.prepare(
+      "INSERT INTO server_tags (server_id, tag) VALUES (?1, ?2) ON CONFLICT DO NOTHING");
   if (!tag) {
     return std::move(tag).error();
   }
@@ -351,8 +352,9 @@ Result<std::int64_t> Database::add_server(const ServerRecord& server) {
     return std::move(transaction).error();
   }
   auto insert = db_.prepare(
-      "INSERT INTO servers (name, host, port, user, auth_method, identity_file, host_key_policy, "
-      "known_hosts_file, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)");
+      "INSERT INTO servers (name, host, port, \"user\", auth_method, identity_file, "
+      "host_key_policy, known_hosts_file, created_at, updated_at) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) RETURNING id");
   if (!insert) {
     return std::move(insert).error();
   }
@@ -365,10 +367,11 @@ Result<std::int64_t> Database::add_server(const ServerRecord& server) {
       .bind(7, to_sql(server.host_key_policy))
       .bind(8, server.known_hosts_file)
       .bind(9, now_unix_ms());
-  if (auto inserted = insert->run(); !inserted) {
+  auto inserted = insert_returning_id(*insert);
+  if (!inserted) {
     return name_conflict(std::move(inserted).error(), "server", server.name);
   }
-  const std::int64_t id = db_.last_insert_rowid();
+  const std::int64_t id = *inserted;
   if (auto written = write_tags_and_labels(server, id); !written) {
     return std::move(written).error();
   }
@@ -397,7 +400,7 @@ Result<void> Database::update_server(const ServerRecord& server) {
   }
   // The stored secret and what it is bound to now, to re-seal it if the binding changes.
   auto before = db_.prepare(
-      "SELECT host, port, user, host_key_policy, known_hosts_file, secret FROM servers "
+      "SELECT host, port, \"user\", host_key_policy, known_hosts_file, secret FROM servers "
       "WHERE id = ?1");
   if (!before) {
     return std::move(before).error();
@@ -418,7 +421,7 @@ Result<void> Database::update_server(const ServerRecord& server) {
     old_secret.emplace(blob.begin(), blob.end());
   }
   auto update = db_.prepare(
-      "UPDATE servers SET name = ?2, host = ?3, port = ?4, user = ?5, auth_method = ?6, "
+      "UPDATE servers SET name = ?2, host = ?3, port = ?4, \"user\" = ?5, auth_method = ?6, "
       "identity_file = ?7, host_key_policy = ?8, known_hosts_file = ?9, updated_at = ?10 "
       "WHERE id = ?1");
   if (!update) {
@@ -598,7 +601,7 @@ Result<std::int64_t> Database::add_application(const ApplicationRecord& app) {
   }
   auto insert = db_.prepare(
       "INSERT INTO applications (name, server_id, systemd_units, ports, health_url, log_paths, "
-      "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)");
+      "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id");
   if (!insert) {
     return std::move(insert).error();
   }
@@ -609,7 +612,8 @@ Result<std::int64_t> Database::add_application(const ApplicationRecord& app) {
       .bind(5, app.health_url)
       .bind(6, to_json(app.log_paths))
       .bind(7, now_unix_ms());
-  if (auto inserted = insert->run(); !inserted) {
+  auto inserted = insert_returning_id(*insert);
+  if (!inserted) {
     Error error = name_conflict(std::move(inserted).error(), "application", app.name);
     if (error.code == make_error_code(Errc::not_found)) {
       error.detail =
@@ -617,7 +621,7 @@ Result<std::int64_t> Database::add_application(const ApplicationRecord& app) {
     }
     return error;
   }
-  return db_.last_insert_rowid();
+  return *inserted;
 }
 
 Result<void> Database::update_application(const ApplicationRecord& app) {

@@ -7,7 +7,7 @@
 
 #include "healer/core/result.hpp"
 #include "healer/store/master_key.hpp"
-#include "sqlite.hpp"
+#include "sql.hpp"
 
 namespace healer::store::migrations {
 
@@ -28,6 +28,14 @@ struct Migration {
   std::string_view name;  ///< recorded in schema_migrations
   std::string_view sql;   ///< runs inside the migration's transaction (may be empty)
   Step step = nullptr;    ///< runs after `sql`, in the same transaction
+  /// The same step's DDL for PostgreSQL (its types, triggers and constraints spelt its way); the
+  /// schema is the same table for table, column for column.
+  std::string_view postgres_sql = {};
+
+  /// The DDL for `dialect`.
+  [[nodiscard]] std::string_view sql_for(sql::Dialect dialect) const noexcept {
+    return dialect == sql::Dialect::postgres ? postgres_sql : sql;
+  }
 };
 
 /// Every migration, by version.
@@ -44,8 +52,8 @@ struct Migration {
 [[nodiscard]] Result<int> read_version(sql::Connection& db);
 
 /// Applies every migration above the current version up to `target` (default: latest), each in
-/// its own BEGIN IMMEDIATE transaction together with its schema_migrations row. A database newer
-/// than the code is Errc::schema_too_new. Returns the version reached.
+/// its own transaction (SQLite: BEGIN IMMEDIATE) together with its schema_migrations row. A
+/// database newer than the code is Errc::schema_too_new. Returns the version reached.
 [[nodiscard]] Result<int> migrate(sql::Connection& db, int target = latest_version(),
                                   const Environment& environment = {});
 

@@ -4,6 +4,7 @@
 
 #include "database.hpp"
 #include "healer/core/log.hpp"
+#include "healer/store/paths.hpp"
 #include "worker.hpp"
 
 namespace healer::store {
@@ -20,6 +21,7 @@ struct StoreImpl {
   }
 
   std::filesystem::path path;
+  std::string location;  // path without a URL's password
   int schema_version = 0;
   bool read_only = false;
   std::atomic<std::uint64_t> async_ok{0};
@@ -48,7 +50,7 @@ auto call(StoreImpl* impl, F fn) -> std::invoke_result_t<F&, Database&> {
 }
 
 Error read_only(const StoreImpl& impl) {
-  return make_error(Errc::read_only, impl.path.string() + " was opened read-only");
+  return make_error(Errc::read_only, impl.location + " was opened read-only");
 }
 
 // Runs a writing `fn(Database&)` on the store thread and waits; a read-only store refuses it
@@ -97,6 +99,7 @@ void post_write(StoreImpl* impl, const char* what, F fn, Store::Callback<T> done
 Result<Store> Store::open(StoreOptions options) {
   auto impl = std::make_unique<StoreImpl>();
   impl->path = options.db_path;
+  impl->location = display_location(options.db_path.native());
   StoreImpl* raw = impl.get();
   auto version = impl->worker.call([raw, &options]() -> Result<int> {
     auto opened = Database::open(options);
@@ -126,6 +129,11 @@ bool Store::read_only() const noexcept { return impl_ && impl_->read_only; }
 const std::filesystem::path& Store::path() const noexcept {
   static const std::filesystem::path kNone;
   return impl_ ? impl_->path : kNone;
+}
+
+const std::string& Store::location() const noexcept {
+  static const std::string kNone;
+  return impl_ ? impl_->location : kNone;
 }
 
 Result<std::int64_t> Store::add_server(const ServerRecord& server) {

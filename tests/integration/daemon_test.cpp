@@ -425,6 +425,84 @@ TEST(Daemon, MetricsPassPromtoolAndShowEachServersSeries) {
   EXPECT_EQ(daemon.get("/probe?target=ghost").status, 404);
 }
 
+// The sum of a server's node_cpu_seconds_total samples in an exposition (0 if it has none): it
+// grows with every collection, so a larger sum means the server's lines were rendered again.
+double cpu_seconds_of(const std::string& exposition, const std::string& server) {
+  const std::string prefix = "node_cpu_seconds_total{server=\"" + server + "\"";
+  double sum = 0;
+  std::size_t at = 0;
+  while ((at = exposition.find(prefix, at)) != std::string::npos) {
+    const auto end = exposition.find('\n', at);
+    const auto space = exposition.rfind(' ', end);
+    sum += std::stod(exposition.substr(space + 1, end - space - 1));
+    at = end;
+  }
+  return sum;
+}
+
+// /metrics and the server list keep each server's rendered text between requests: a new
+// collection must show in both (nothing stale), a server's own GET must match its list item, and
+// a removed server's lines and item must go.
+TEST(Daemon, ListAndMetricsShowEachNewCollectionAndForgetARemovedServer) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  DaemonFixture daemon(HEALER_BIN, home,
+                       "[schedule]\nmetrics_interval = \"1s\"\ndiagnose_interval = 0\n");
+  add_server(daemon, "web", sshd);
+  add_server(daemon, "db", sshd);
+  daemon.start();
+  double first_cpu = 0;
+  ASSERT_TRUE(test::poll_until(
+      [&] {
+        const auto body = daemon.get("/metrics").body;
+        first_cpu = cpu_seconds_of(body, "web");
+        return first_cpu > 0 && cpu_seconds_of(body, "db") > 0;
+      },
+      std::chrono::seconds(10)))
+      << daemon.log_text();
+  const auto first = get_json(daemon, "/api/v1/servers");
+  ASSERT_NE(find_server(first, "web"), nullptr);
+  ASSERT_FALSE((*find_server(first, "web"))["metrics"].is_null());
+  const auto first_collected =
+      (*find_server(first, "web"))["metrics"]["collected_at"].get<std::int64_t>();
+  const auto first_runs = (*find_server(first, "web"))["schedule"]["metrics"]["runs"].get<int>();
+
+  // The next collections: new lines on /metrics, a new list item.
+  EXPECT_TRUE(test::poll_until(
+      [&] { return cpu_seconds_of(daemon.get("/metrics").body, "web") > first_cpu; },
+      std::chrono::seconds(10)));
+  ASSERT_TRUE(test::poll_until(
+      [&] {
+        const auto list = get_json(daemon, "/api/v1/servers");
+        const auto* web = find_server(list, "web");
+        return web != nullptr &&
+               (*web)["metrics"]["collected_at"].get<std::int64_t>() > first_collected &&
+               (*web)["schedule"]["metrics"]["runs"].get<int>() > first_runs;
+      },
+      std::chrono::seconds(10)));
+  // One server's document is its list item (the same cached text), whichever is asked first.
+  EXPECT_TRUE(test::poll_until(
+      [&] {
+        const auto list = get_json(daemon, "/api/v1/servers");
+        const auto one = get_json(daemon, "/api/v1/servers/web");
+        const auto again = get_json(daemon, "/api/v1/servers");
+        return list == again && *find_server(list, "web") == one;
+      },
+      std::chrono::seconds(10)));
+
+  ASSERT_EQ(healer(daemon, {"server", "remove", "db"}).exit_code(), 0);
+  ASSERT_TRUE(test::poll_until(
+      [&] { return daemon.get("/metrics").body.find("server=\"db\"") == std::string::npos; },
+      std::chrono::seconds(10)));
+  const auto metrics = daemon.get("/metrics").body;
+  EXPECT_GT(cpu_seconds_of(metrics, "web"), 0);
+  const auto list = get_json(daemon, "/api/v1/servers");
+  EXPECT_EQ(find_server(list, "db"), nullptr);
+  EXPECT_NE(find_server(list, "web"), nullptr);
+  EXPECT_EQ(daemon.get("/api/v1/servers/db").status, 404);
+}
+
 TEST(Daemon, SeedIntegrationDiagnosesThroughApiAndCliShareOneConnection) {
   // The seed's test: 10 diagnoses at once through the API and 20 CLI one-shots through the
   // socket on one server with stock sshd limits, while scheduled metrics run: no errors, and

@@ -88,6 +88,13 @@ struct ServerState {
   std::optional<CollectionSummary> collection;
   WorkState metrics;
   WorkState diagnose;
+  /// The API's JSON of this server as lists show it, and a key of everything it shows: rendered
+  /// again only when the key changes (src/daemon/api.cpp); it goes away with the server.
+  struct Rendered {
+    std::string key;
+    std::string json;
+  };
+  Rendered list_item;
 };
 
 /// Every server by name.

@@ -26,7 +26,8 @@ namespace healer::service::control {
 /// command, base64).
 inline constexpr std::size_t kMaxFrame = std::size_t{256} << 20;
 
-/// Where the daemon for the database at `db` listens.
+/// Where the daemon for the database at `db` listens: `<db>.sock` next to a database file; for a
+/// database URL `healer-<hash of the URL without password>.sock` in store::state_directory().
 [[nodiscard]] std::filesystem::path socket_path(const std::filesystem::path& db);
 
 /// The frame of `message`.

@@ -25,6 +25,8 @@ enum class Errc {
   closed,               ///< the store is closed (moved from or shutting down)
   read_only,  ///< a write to a store opened read-only, or a read-write open of a read-only file
   schema_too_old,  ///< a read-only open of a database that needs migrating (open it read-write)
+  invalid_url,     ///< a postgresql:// database URL that does not parse
+  unavailable,     ///< the database server cannot be reached, refused us, or stopped answering
 };
 
 /// The error category of store::Errc ("store").

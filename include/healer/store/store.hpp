@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -24,14 +25,21 @@ struct StoreImpl;
 /// How to open a store.
 struct StoreOptions {
   /// The database file (see default_db_path()). Created with mode 0600 (its directory 0700) when
-  /// missing; an existing file with group/other permissions is tightened to 0600.
+  /// missing; an existing file with group/other permissions is tightened to 0600. Or a
+  /// PostgreSQL database: `postgresql://user[:password]@host[:port]/dbname[?param=value...]`
+  /// (or postgres://), any URL libpq accepts; the database must exist, healer creates its tables.
   std::filesystem::path db_path;
   /// The master key; when unset: HEALER_MASTER_KEY, else key_file (created on first run).
   std::optional<MasterKey> master_key;
-  /// Empty: default_key_file(db_path), i.e. master.key next to the database.
+  /// Empty: default_key_file(db_path), i.e. master.key next to the database; for a database URL,
+  /// master.key in state_directory() (paths.hpp).
   std::filesystem::path key_file;
-  /// How long a write waits for another process holding the database lock.
+  /// How long a write waits for another process holding the database lock (PostgreSQL: the
+  /// session's lock_timeout).
   std::chrono::milliseconds busy_timeout{5000};
+  /// PostgreSQL only: how long a call waits for the server's answer before it gives the
+  /// connection up with Errc::unavailable (the next call connects again).
+  std::chrono::milliseconds reply_timeout{30000};
   /// Read-only: for commands that only read (`server list`, `show`...). Opens an existing
   /// database at the current schema without creating, migrating, chmod'ing or writing anything
   /// (no key file is created either), so it works in a read-only directory or on a 0444 file.
@@ -81,8 +89,10 @@ class Store {
   [[nodiscard]] int schema_version() const noexcept;
   /// True when opened with StoreOptions::read_only.
   [[nodiscard]] bool read_only() const noexcept;
-  /// The database file.
+  /// The database file, or URL (with its password, if it has one: never show it; see location()).
   [[nodiscard]] const std::filesystem::path& path() const noexcept;
+  /// The database for messages and logs: the file, or the URL without its password.
+  [[nodiscard]] const std::string& location() const noexcept;
 
   // Servers. Names are unique (Errc::duplicate_name); tags and labels are replaced on update.
 

@@ -57,10 +57,15 @@ ServerRecord password_server(std::string name) {
   return server;
 }
 
-class StoreTest : public ::testing::Test {
+// Runs on both backends: a SQLite file and a fresh schema on a real PostgreSQL server.
+class StoreTest : public ::testing::TestWithParam<test::Backend> {
  protected:
   void SetUp() override {
-    auto opened = Store::open(options_in(dir_.path()));
+    if (const auto reason = test::backend_unavailable(GetParam()); !reason.empty()) {
+      GTEST_SKIP() << reason;
+    }
+    options_ = test::backend_options(GetParam(), dir_.path());
+    auto opened = Store::open(options_);
     ASSERT_TRUE(opened) << opened.error().message();
     store_.emplace(std::move(opened).value());
   }
@@ -72,12 +77,17 @@ class StoreTest : public ::testing::Test {
   }
 
   healer::test::TempDir dir_;
+  StoreOptions options_;
   std::optional<Store> store_;
 };
 
+INSTANTIATE_TEST_SUITE_P(Backends, StoreTest,
+                         ::testing::Values(test::Backend::sqlite, test::Backend::postgres),
+                         test::backend_name);
+
 // --- servers ---
 
-TEST_F(StoreTest, ServerRoundTripWithTagsAndLabels) {
+TEST_P(StoreTest, ServerRoundTripWithTagsAndLabels) {
   const std::int64_t id = add(key_file_server("web1"));
   ASSERT_GT(id, 0);
   auto read = store_->get_server(id);
@@ -103,7 +113,7 @@ TEST_F(StoreTest, ServerRoundTripWithTagsAndLabels) {
   EXPECT_EQ(by_name->id, id);
 }
 
-TEST_F(StoreTest, UpdateReplacesFieldsTagsAndLabels) {
+TEST_P(StoreTest, UpdateReplacesFieldsTagsAndLabels) {
   const std::int64_t id = add(key_file_server("web1"));
   auto server = *store_->get_server(id);
   server.name = "web1-renamed";
@@ -124,7 +134,7 @@ TEST_F(StoreTest, UpdateReplacesFieldsTagsAndLabels) {
   EXPECT_EQ(read.labels, (std::map<std::string, std::string>{{"dc", "ams3"}}));
 }
 
-TEST_F(StoreTest, DuplicateNameIsAClearError) {
+TEST_P(StoreTest, DuplicateNameIsAClearError) {
   add(key_file_server("web1"));
   auto again = store_->add_server(password_server("web1"));
   ASSERT_FALSE(again);
@@ -142,7 +152,7 @@ TEST_F(StoreTest, DuplicateNameIsAClearError) {
   EXPECT_EQ(store_->list_servers()->size(), 2U);
 }
 
-TEST_F(StoreTest, ListFiltersByTag) {
+TEST_P(StoreTest, ListFiltersByTag) {
   add(key_file_server("b-web"));
   auto db = key_file_server("a-db");
   db.tags = {"db", "prod"};
@@ -159,7 +169,7 @@ TEST_F(StoreTest, ListFiltersByTag) {
   EXPECT_TRUE(store_->list_servers("nope")->empty());
 }
 
-TEST_F(StoreTest, MissingAndRemovedServersAreNotFound) {
+TEST_P(StoreTest, MissingAndRemovedServersAreNotFound) {
   auto missing = store_->get_server(42);
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code, make_error_code(Errc::not_found));
@@ -176,7 +186,7 @@ TEST_F(StoreTest, MissingAndRemovedServersAreNotFound) {
   EXPECT_EQ(update.error().code, make_error_code(Errc::not_found));
 }
 
-TEST_F(StoreTest, InvalidServersAreRejected) {
+TEST_P(StoreTest, InvalidServersAreRejected) {
   auto no_secret = password_server("p");
   no_secret.secret.reset();
   EXPECT_EQ(store_->add_server(no_secret).error().code, make_error_code(Errc::invalid_record));
@@ -198,7 +208,7 @@ TEST_F(StoreTest, InvalidServersAreRejected) {
 
 // --- secrets ---
 
-TEST_F(StoreTest, SecretsRoundTripOnlyWhenAskedFor) {
+TEST_P(StoreTest, SecretsRoundTripOnlyWhenAskedFor) {
   const std::int64_t password_id = add(password_server("pw"));
   auto pem = key_file_server("pem");
   pem.auth_method = AuthMethod::stored_key;
@@ -229,7 +239,7 @@ TEST_F(StoreTest, SecretsRoundTripOnlyWhenAskedFor) {
   }
 }
 
-TEST_F(StoreTest, UpdateKeepsReplacesOrDropsTheSecret) {
+TEST_P(StoreTest, UpdateKeepsReplacesOrDropsTheSecret) {
   const std::int64_t id = add(password_server("pw"));
   auto server = *store_->get_server(id);  // secret: nullopt = keep
   server.port = 2200;
@@ -583,7 +593,7 @@ TEST(StoreFilesTest, SecretsNeverReachTheFilesInPlaintext) {
 
 // --- applications ---
 
-TEST_F(StoreTest, ApplicationsCrud) {
+TEST_P(StoreTest, ApplicationsCrud) {
   const std::int64_t server = add(key_file_server("web1"));
   ApplicationRecord app;
   app.name = "shop";
@@ -650,7 +660,7 @@ DiagnosisRun make_run(std::int64_t server_id, std::int64_t started_at) {
   return run;
 }
 
-TEST_F(StoreTest, DiagnosisRunRoundTrip) {
+TEST_P(StoreTest, DiagnosisRunRoundTrip) {
   const std::int64_t server = add(key_file_server("web1"));
   ApplicationRecord app;
   app.name = "shop";
@@ -679,7 +689,7 @@ TEST_F(StoreTest, DiagnosisRunRoundTrip) {
   }
 }
 
-TEST_F(StoreTest, RecentRunsNewestFirstWithLimit) {
+TEST_P(StoreTest, RecentRunsNewestFirstWithLimit) {
   const std::int64_t server = add(key_file_server("web1"));
   const std::int64_t other = add(key_file_server("web2"));
   for (std::int64_t i = 0; i < 5; ++i) {
@@ -695,7 +705,7 @@ TEST_F(StoreTest, RecentRunsNewestFirstWithLimit) {
   EXPECT_EQ(store_->recent_runs(server)->size(), 5U);
 }
 
-TEST_F(StoreTest, InvalidRunsAreRejected) {
+TEST_P(StoreTest, InvalidRunsAreRejected) {
   const std::int64_t server = add(key_file_server("web1"));
   const std::int64_t other = add(key_file_server("web2"));
   ApplicationRecord app;
@@ -728,7 +738,7 @@ std::vector<MetricSample> samples_for(std::int64_t server, std::int64_t from, in
   return samples;
 }
 
-TEST_F(StoreTest, SamplesBatchInsertAndQuerySince) {
+TEST_P(StoreTest, SamplesBatchInsertAndQuerySince) {
   const std::int64_t server = add(key_file_server("web1"));
   const std::int64_t other = add(key_file_server("web2"));
   auto appended = store_->append_samples(samples_for(server, 10'000, 100));
@@ -746,7 +756,7 @@ TEST_F(StoreTest, SamplesBatchInsertAndQuerySince) {
   EXPECT_EQ(store_->samples_since(server, 0)->size(), 100U);
 }
 
-TEST_F(StoreTest, ABatchIsAllOrNothing) {
+TEST_P(StoreTest, ABatchIsAllOrNothing) {
   const std::int64_t server = add(key_file_server("web1"));
   auto batch = samples_for(server, 0, 10);
   batch[5].server_id = 999;
@@ -761,7 +771,7 @@ TEST_F(StoreTest, ABatchIsAllOrNothing) {
   EXPECT_TRUE(store_->samples_since(server, 0)->empty());
 }
 
-TEST_F(StoreTest, PruneDeletesWhatIsOlderThanTheRetention) {
+TEST_P(StoreTest, PruneDeletesWhatIsOlderThanTheRetention) {
   constexpr std::int64_t kDay = 24LL * 60 * 60 * 1000;
   const std::int64_t now = 1'700'000'000'000;
   const std::int64_t server = add(key_file_server("web1"));
@@ -790,7 +800,7 @@ TEST_F(StoreTest, PruneDeletesWhatIsOlderThanTheRetention) {
   EXPECT_EQ(store_->prune(retention, now).error().code, make_error_code(Errc::invalid_record));
 }
 
-TEST_F(StoreTest, PruneWorksInChunksBeyondOneChunk) {
+TEST_P(StoreTest, PruneWorksInChunksBeyondOneChunk) {
   const std::int64_t server = add(key_file_server("web1"));
   ASSERT_TRUE(store_->append_samples(samples_for(server, 0, 12'345)));
   auto pruned = store_->prune(Retention{}, 1'000'000'000'000);
@@ -801,7 +811,7 @@ TEST_F(StoreTest, PruneWorksInChunksBeyondOneChunk) {
 
 // --- the async write path ---
 
-TEST_F(StoreTest, ConcurrentAsyncWritesFromManyThreadsAllLand) {
+TEST_P(StoreTest, ConcurrentAsyncWritesFromManyThreadsAllLand) {
   const std::int64_t server = add(key_file_server("web1"));
   static constexpr int kThreads = 8;
   static constexpr int kBatchesPerThread = 50;
@@ -837,7 +847,7 @@ TEST_F(StoreTest, ConcurrentAsyncWritesFromManyThreadsAllLand) {
   EXPECT_EQ(stats.queued_jobs, 0U);
 }
 
-TEST_F(StoreTest, AFailedAsyncWriteIsReportedAndCounted) {
+TEST_P(StoreTest, AFailedAsyncWriteIsReportedAndCounted) {
   std::promise<Result<std::size_t>> outcome;
   store_->append_samples_async(samples_for(999, 0, 3),
                                [&outcome](Result<std::size_t> r) { outcome.set_value(r); });
@@ -849,7 +859,7 @@ TEST_F(StoreTest, AFailedAsyncWriteIsReportedAndCounted) {
   EXPECT_EQ(store_->stats().async_writes_failed, 2U);
 }
 
-TEST_F(StoreTest, CallbacksMayUseTheBlockingApi) {
+TEST_P(StoreTest, CallbacksMayUseTheBlockingApi) {
   const std::int64_t server = add(key_file_server("web1"));
   std::promise<std::size_t> seen;
   store_->record_run_async(make_run(server, 1), [&](Result<std::int64_t> id) {
@@ -888,6 +898,9 @@ TEST(StoreAsyncTest, AMovedFromStoreSaysClosed) {
 }
 
 class CheckCacheTest : public StoreTest {};
+INSTANTIATE_TEST_SUITE_P(Backends, CheckCacheTest,
+                         ::testing::Values(test::Backend::sqlite, test::Backend::postgres),
+                         test::backend_name);
 
 CachedCheckOutput cached(std::int64_t server, std::string name, std::int64_t expires_at) {
   CachedCheckOutput output;
@@ -903,7 +916,7 @@ CachedCheckOutput cached(std::int64_t server, std::string name, std::int64_t exp
   return output;
 }
 
-TEST_F(CheckCacheTest, RoundTripReplaceExpiryAndCascade) {
+TEST_P(CheckCacheTest, RoundTripReplaceExpiryAndCascade) {
   const std::int64_t id = add(key_file_server("web1"));
   const std::int64_t now = 1'800'000'000'000;
   ASSERT_TRUE(store_->put_cached_check_outputs(
@@ -940,7 +953,7 @@ TEST_F(CheckCacheTest, RoundTripReplaceExpiryAndCascade) {
   EXPECT_TRUE(read->empty());
 }
 
-TEST_F(CheckCacheTest, BadRowsAreRefused) {
+TEST_P(CheckCacheTest, BadRowsAreRefused) {
   auto missing = store_->put_cached_check_outputs({cached(0, "x", 1)});
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code, Errc::invalid_record);

@@ -1,7 +1,9 @@
 #pragma once
 
-// Helpers shared by the store tests: keys, file bytes and modes, scoped environment variables.
+// Helpers shared by the store tests: keys, file bytes and modes, scoped environment variables,
+// and the two backends (a SQLite file, a schema on a real PostgreSQL server).
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
@@ -15,6 +17,7 @@
 
 #include "healer/store/master_key.hpp"
 #include "healer/store/store.hpp"
+#include "postgres_fixture.hpp"
 
 namespace healer::store::test {
 
@@ -39,6 +42,33 @@ inline StoreOptions options_in(const std::filesystem::path& dir, unsigned char k
   options.db_path = dir / "healer.db";
   options.master_key = key_of(key_byte);
   return options;
+}
+
+/// Which engine a parameterised store test runs on.
+enum class Backend { sqlite, postgres };
+
+/// "SQLite" / "PostgreSQL", for test names.
+inline std::string backend_name(const ::testing::TestParamInfo<Backend>& info) {
+  return info.param == Backend::sqlite ? "SQLite" : "PostgreSQL";
+}
+
+/// Options for a fresh database on `backend` with an explicit key: a file in `dir`, or a fresh
+/// schema on the process's shared PostgreSQL server (started on first use).
+inline StoreOptions backend_options(Backend backend, const std::filesystem::path& dir,
+                                    unsigned char key_byte = 1) {
+  if (backend == Backend::sqlite) {
+    return options_in(dir, key_byte);
+  }
+  StoreOptions options;
+  options.db_path = healer::test::PostgresFixture::shared().fresh_database_url();
+  options.master_key = key_of(key_byte);
+  return options;
+}
+
+/// Why `backend` cannot run here ("" when it can): the tests GTEST_SKIP with it.
+inline std::string backend_unavailable(Backend backend) {
+  return backend == Backend::postgres ? healer::test::PostgresFixture::unavailable_reason()
+                                      : std::string();
 }
 
 /// The whole file as bytes ("" when missing).
