@@ -8,6 +8,7 @@
 
 #include "assets.hpp"
 #include "exporter.hpp"
+#include "heal_api.hpp"
 #include "healer/core/log.hpp"
 #include "healer/service/diagnose.hpp"
 #include "healer/service/errors.hpp"
@@ -427,6 +428,12 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
     HttpResponse response;
     response.body = std::string(openapi_document());
     co_return response;
+  }
+  if (is_heal_route(path)) {
+    if (c.heal == nullptr) {
+      co_return error_response(503, "unavailable", "healing is not running in this daemon");
+    }
+    co_return co_await handle_heal(runtime, *c.heal, std::move(request));
   }
   if (path == "/api/v1/servers" && request.method == "GET") {
     auto limit = page_limit(request);

@@ -9,6 +9,7 @@
 #include "healer/daemon/notifier.hpp"
 #include "healer/daemon/remote_writer.hpp"
 #include "healer/daemon/scheduler.hpp"
+#include "healer/service/heal.hpp"
 #include "healer/service/runtime.hpp"
 #include "trends.hpp"
 
@@ -26,6 +27,8 @@ struct ApiContext {
   std::string token;
   /// Listening beyond loopback: every request but /healthz needs the token.
   bool reads_need_token = false;
+  /// Plans and applies heals for /api/v1/heal (heal_api.cpp); none: those routes are 503.
+  service::HealEngine* heal = nullptr;
 };
 
 /// The HTTP routes: /healthz, /readyz, /metrics, /probe, /api/v1/... and the dashboard's assets.

@@ -20,6 +20,7 @@
 #include "healer/daemon/scheduler.hpp"
 #include "healer/service/control.hpp"
 #include "healer/service/errors.hpp"
+#include "healer/service/heal.hpp"
 #include "healer/service/runtime.hpp"
 #include "healer/service/settings.hpp"
 #include "healer/store/paths.hpp"
@@ -66,7 +67,16 @@ struct Daemon {
       : runtime(runtime_ref),
         notifier(runtime_ref),
         remote_writer(runtime_ref.settings().remote_write),
-        scheduler(runtime_ref, fleet, notifier) {
+        scheduler(runtime_ref, fleet, notifier),
+        heal(runtime_ref) {
+    // Every recorded diagnosis (scheduled or on demand) feeds the automatic heal rules; their
+    // notices go out like status changes.
+    heal.set_notice_sink(
+        [this](const service::HealNotice& notice) { notifier.notify_heal(notice); });
+    fleet.set_diagnosis_sink(
+        [this](const ServerState& state, const service::DiagnosedServer& diagnosed) {
+          heal.observe(state.record, diagnosed);
+        });
     // Every new collection goes to remote write as /metrics shows it (fleet.cpp's naming).
     fleet.set_collection_sink(
         [this](std::int64_t collected_at, std::shared_ptr<const std::vector<NodeSeries>> series) {
@@ -79,6 +89,7 @@ struct Daemon {
   Notifier notifier;
   RemoteWriter remote_writer;  // settings from start; SIGHUP does not change them
   Scheduler scheduler;
+  service::HealEngine heal;  // the API's plans and applies, and the automatic rules
   std::unique_ptr<ControlServer> control;
   std::unique_ptr<Api> api;
   std::unique_ptr<HttpServer> http;
@@ -94,11 +105,15 @@ asio::awaitable<void> stop(Daemon& daemon, Deadline deadline) {
   const auto close_budget = std::chrono::seconds(1);
   const auto work_deadline = Deadline(std::max(Clock::now(), deadline.at() - close_budget));
   co_await daemon.scheduler.async_stop(work_deadline);
+  // Heals in their grace period stop waiting (verification recorded as interrupted); a command
+  // still running is cut off by the pool's shutdown below and its audit row written after it.
+  co_await daemon.heal.async_stop(work_deadline);
   // The last collections are queued now: remote write's final flush runs on its thread while
   // the pool closes.
   daemon.remote_writer.request_stop(deadline);
   co_await daemon.notifier.async_drain(work_deadline);
   co_await daemon.runtime.async_shutdown(deadline);
+  co_await daemon.heal.async_stop(deadline);
   co_await daemon.remote_writer.async_stop(deadline);
   daemon.runtime.store().flush();
   log->info("stopped");
@@ -188,9 +203,9 @@ int run_serve(const service::ServeOptions& options) {
   if (auto started = daemon.remote_writer.start(); !started) {
     return fail(started.error().detail);
   }
-  ApiContext context{**runtime,       daemon.fleet,    daemon.scheduler,
-                     daemon.notifier, *daemon.control, daemon.remote_writer,
-                     nullptr,         *token,          beyond_loopback};
+  ApiContext context{**runtime,       daemon.fleet,         daemon.scheduler, daemon.notifier,
+                     *daemon.control, daemon.remote_writer, nullptr,          *token,
+                     beyond_loopback, &daemon.heal};
   daemon.api = std::make_unique<Api>(std::move(context));
   HttpOptions http;
   http.address = settings->serve.listen_address;

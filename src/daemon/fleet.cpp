@@ -212,6 +212,9 @@ void FleetState::record(const service::DiagnosedServer& diagnosed) {
   if (diagnosed.transition) {
     state->status_since = diagnosed.transition->at;
   }
+  if (diagnosis_sink_) {
+    diagnosis_sink_(*state, diagnosed);
+  }
 }
 
 void FleetState::record(const service::CollectedServer& collected) {

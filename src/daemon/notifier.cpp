@@ -155,30 +155,40 @@ void Notifier::observe(const std::string& server, const RunSummary& run) {
   track.notified = run.status;
   track.candidate.reset();
   track.seen = 0;
-  if (!settings.enabled()) {
+  if (!settings.enabled() || !within_rate(server, "status " + status_text(run.status))) {
     return;
   }
+  deliver(server, event_json(event), "status change");
+}
+
+void Notifier::notify_heal(const service::HealNotice& notice) {
+  if (!runtime_.settings().notify.enabled() || !within_rate(notice.server, notice.event)) {
+    return;
+  }
+  deliver(notice.server, service::notice_json(notice), notice.event);
+}
+
+bool Notifier::within_rate(const std::string& server, std::string_view what) {
   const auto now = std::chrono::steady_clock::now();
   while (!recent_.empty() && now - recent_.front() > std::chrono::hours(1)) {
     recent_.pop_front();
   }
-  if (recent_.size() >= static_cast<std::size_t>(settings.max_per_hour)) {
+  if (recent_.size() >= static_cast<std::size_t>(runtime_.settings().notify.max_per_hour)) {
     ++stats_.rate_limited;
-    log::get("daemon")->warn("[{}] status {} not notified: {} notifications in the last hour",
-                             server, status_text(run.status), recent_.size());
-    return;
+    log::get("daemon")->warn("[{}] {} not notified: {} notifications in the last hour", server,
+                             what, recent_.size());
+    return false;
   }
   recent_.push_back(now);
-  deliver(std::move(event));
+  return true;
 }
 
-void Notifier::deliver(StatusEvent event) {
+void Notifier::deliver(std::string server, std::string body, std::string what) {
   const auto settings = runtime_.settings().notify;
   ++in_flight_;
   auto loop = runtime_.io().get_executor();
-  const std::string body = event_json(event);
-  const std::string server = event.server;
-  asio::post(runtime_.blocking(), [this, loop, settings, body, server] {
+  asio::post(runtime_.blocking(), [this, loop, settings, body = std::move(body),
+                                   server = std::move(server), what = std::move(what)] {
     std::vector<std::string> failures;
     const auto deadline = std::chrono::steady_clock::now() + settings.timeout;
     if (!settings.command.empty()) {
@@ -191,11 +201,11 @@ void Notifier::deliver(StatusEvent event) {
         failures.push_back(*failed);
       }
     }
-    asio::post(loop, [this, server, failures = std::move(failures)] {
+    asio::post(loop, [this, server, what, failures = std::move(failures)] {
       --in_flight_;
       if (failures.empty()) {
         ++stats_.sent;
-        log::get("daemon")->info("[{}] status change notified", server);
+        log::get("daemon")->info("[{}] {} notified", server, what);
         return;
       }
       ++stats_.failed;

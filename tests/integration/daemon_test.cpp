@@ -22,6 +22,7 @@
 #include "ports.hpp"
 #include "sshd_fixture.hpp"
 #include "temp_dir.hpp"
+#include "webhook_receiver.hpp"
 
 namespace healer {
 namespace {
@@ -30,6 +31,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using test::DaemonFixture;
 using test::SshdFixture;
+using test::WebhookReceiver;
 
 test::CommandOutput healer(const DaemonFixture& daemon, std::vector<std::string> args,
                            std::vector<std::string> extra_env = {}) {
@@ -65,32 +67,6 @@ const json* find_server(const json& list, const std::string& name) {
   }
   return nullptr;
 }
-
-// Small HTTP server counting the webhook's POSTs.
-struct WebhookReceiver {
-  WebhookReceiver() {
-    server.Post("/hook", [this](const httplib::Request& request, httplib::Response& response) {
-      std::lock_guard lock(mutex);
-      events.push_back(json::parse(request.body, nullptr, false));
-      response.status = 204;
-    });
-    port = server.bind_to_any_port("127.0.0.1");
-    thread = std::thread([this] { server.listen_after_bind(); });
-  }
-  ~WebhookReceiver() {
-    server.stop();
-    thread.join();
-  }
-  std::vector<json> received() {
-    std::lock_guard lock(mutex);
-    return events;
-  }
-  httplib::Server server;
-  int port = 0;
-  std::thread thread;
-  std::mutex mutex;
-  std::vector<json> events;
-};
 
 // Figures (durations, times, live memory and load) change between two runs; everything else of
 // an output must not. Whether a session was reused is the point of the daemon: left out.
@@ -164,7 +140,7 @@ TEST(Daemon, AStoppedServerTurnsUnknownIsNotifiedOnceAndRecovers) {
                   "[schedule]\nmetrics_interval = 0\ndiagnose_interval = \"1s\"\n{}"
                   "[checks]\nthresholds = {{ memory = [0, 0], uptime = [0, 0] }}\n"
                   "[notify]\nwebhook = \"http://127.0.0.1:{}/hook\"\nconsecutive = 1\n",
-                  kQuickChecks, webhook.port));
+                  kQuickChecks, webhook.port()));
   add_server(daemon, "web", sshd);
   daemon.start();
   auto status = [&] {

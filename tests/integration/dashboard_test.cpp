@@ -25,6 +25,7 @@
 #include "poll_until.hpp"
 #include "ports.hpp"
 #include "sshd_fixture.hpp"
+#include "systemd_stand_in.hpp"
 #include "temp_dir.hpp"
 
 namespace healer {
@@ -545,6 +546,83 @@ TEST_F(DashboardTest, EveryPageLoadsItsFilesFromTheDaemonWithinTheBudgetAndAStri
   // Only the dashboard's own files: nothing else of the file system.
   EXPECT_NE(daemon.get("/../../etc/passwd").status, 200);
   EXPECT_EQ(daemon.get("/nope.js").status, 404);
+}
+
+// The heal page: a plan from the latest diagnosis shows exactly the command, the approve button
+// applies it through the API with the token, and the audit log shows it. What the server said
+// (here a unit's Result, shown as "seen now") stays text.
+TEST_F(DashboardTest, TheHealPagePlansAppliesOnApprovalAndKeepsServerOutputAsText) {
+  test::SystemdStandIn systemd;  // systemd is not PID 1 here: see systemd_stand_in.hpp
+  SshdFixture sshd(systemd.sshd_options());
+  sshd.start();
+  test::TempDir home;
+  DaemonFixture daemon(HEALER_BIN, home,
+                       "[schedule]\nmetrics_interval = 0\ndiagnose_interval = 0\n"
+                       "[heal]\nprivilege = \"none\"\ngrace = \"0s\"\n"
+                       "[[heal.rules]]\nname = \"nginx_down\"\ncheck = \"failed_units\"\n"
+                       "action = \"restart_unit\"\nparams = { unit = \"nginx.service\" }\n");
+  add_server(daemon, "web", sshd);
+  daemon.start();
+  systemd.set_unit("nginx.service", "failed");
+  test::write_file(systemd.state() / "results" / "nginx.service", kHostileName);
+  const auto diagnosed =
+      daemon.post("/api/v1/servers/web/diagnose", R"({"checks": ["failed_units"]})");
+  ASSERT_EQ(diagnosed.status, 200) << diagnosed.body;
+
+  Browser& browser = *shared_;
+  browser.navigate(daemon.base_url() + "/?refresh=1#/heal/web");
+  ASSERT_TRUE(
+      browser.wait_for("return document.querySelector('.heal-history caption').textContent === "
+                       "'No heals recorded yet.';",
+                       10s))
+      << console(browser);
+  EXPECT_EQ(browser.execute("return document.getElementById('heal-target').value;"), "web");
+  browser.click("#heal-plan");
+  ASSERT_TRUE(browser.wait_for("return document.getElementById('token-dialog').open;", 5s));
+  browser.type("#token-input", daemon.token());
+  browser.click("#token-form button[type=submit]");
+  ASSERT_TRUE(browser.wait_for(
+      "return document.getElementById('heal-plan-result').textContent.includes('1 ready step');",
+      20s))
+      << browser.execute("return document.getElementById('heal-plan-result').textContent;");
+  const auto hash = browser.execute("return document.querySelector('.heal-hash').textContent;")
+                        .get<std::string>();
+  const auto stored = daemon.get("/api/v1/heal/plans/" + hash);
+  ASSERT_EQ(stored.status, 200) << hash;
+  const auto plan = json::parse(stored.body);
+  EXPECT_EQ(browser.execute("return document.querySelector('.heal-command').textContent;"),
+            plan["servers"][0]["steps"][0]["command"]);
+  // The server's text is on the page as text, not markup.
+  EXPECT_TRUE(browser
+                  .execute("return document.getElementById('heal-plan-view').textContent"
+                           ".includes(arguments[0]) && "
+                           "!document.querySelector('#heal-plan-view img, #heal-plan-view b');",
+                           json::array({kHostileName}))
+                  .get<bool>())
+      << browser.execute("return document.getElementById('heal-plan-view').innerHTML;");
+  EXPECT_TRUE(systemd.changes().empty());
+
+  browser.click("#heal-approve");
+  ASSERT_TRUE(browser.wait_for(
+      "return document.getElementById('heal-apply-result').textContent.startsWith('Plan "
+      "applied');",
+      20s))
+      << browser.execute("return document.getElementById('heal-apply-result').textContent;");
+  EXPECT_EQ(browser.execute("return document.querySelector('.heal-step-result').textContent;"),
+            "succeeded");
+  EXPECT_EQ(systemd.changes(),
+            std::vector<std::string>{"systemctl [restart] [--] [nginx.service]"});
+  ASSERT_TRUE(
+      browser.wait_for("const rows = document.querySelectorAll('.heal-history tbody tr');"
+                       "return rows.length === 1 && rows[0].textContent.includes('verified') && "
+                       "rows[0].textContent.includes('api');",
+                       10s))
+      << browser.execute("return document.querySelector('.heal-history').textContent;");
+  EXPECT_TRUE(browser.execute("return window.__injected === undefined;").get<bool>());
+  browser.resize(1280, 1200);
+  browser.screenshot(screenshot_dir() / "heal.png");
+  browser.resize(1280, 900);
+  EXPECT_EQ(problems(browser), "");
 }
 
 }  // namespace

@@ -8,10 +8,12 @@
 // audit log) is real.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,7 @@
 #include "healer/cli/exit_codes.hpp"
 #include "poll_until.hpp"
 #include "sshd_fixture.hpp"
+#include "systemd_stand_in.hpp"
 #include "temp_dir.hpp"
 
 namespace healer {
@@ -26,128 +29,19 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using test::read_file;
 using test::SshdFixture;
-
-constexpr const char* kStandIn = R"sh(#!/bin/sh
-# A stand-in for systemctl in healer's heal tests (systemd is not PID 1 in the sandboxes).
-# Records every call as its arguments in brackets; unit states live in files under S.
-S=@STATE@
-{ printf 'systemctl'; for a in "$@"; do printf ' [%s]' "$a"; done; printf '\n'; } >> "$S/calls"
-cmd=; unit=
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --) shift; unit=$1; break ;;
-    -p) shift ;;
-    --*) ;;
-    *) if [ -z "$cmd" ]; then cmd=$1; else unit=$1; fi ;;
-  esac
-  shift
-done
-state() { if [ -f "$S/units/$unit" ]; then cat "$S/units/$unit"; else echo inactive; fi; }
-case "$cmd" in
-  show)
-    if [ -f "$S/units/$unit" ]; then echo LoadState=loaded; else echo LoadState=not-found; fi
-    echo "ActiveState=$(state)"
-    echo "SubState=$(state)"
-    if [ -f "$S/results/$unit" ]; then echo "Result=$(cat "$S/results/$unit")"; else echo Result=exit-code; fi
-    echo NRestarts=2 ;;
-  restart|start)
-    if [ -f "$S/hang" ]; then echo started > "$S/hanging"; sleep 20; fi
-    if [ -f "$S/fail" ]; then echo "Job for $unit failed because the control process exited with error code." >&2; exit 1; fi
-    if [ -f "$S/after" ]; then cp "$S/after" "$S/units/$unit"; else echo active > "$S/units/$unit"; fi ;;
-  reset-failed) echo success > "$S/results/$unit" ;;
-  is-active) state; [ "$(state)" = active ] ;;
-  '')
-    for f in "$S"/units/*; do
-      [ -f "$f" ] || continue
-      if [ "$(cat "$f")" = failed ]; then printf '%s loaded failed failed stand-in unit\n' "${f##*/}"; fi
-    done ;;
-  *) echo "stand-in systemctl: '$cmd' is not simulated" >&2; exit 1 ;;
-esac
-)sh";
-
-void write_file(const fs::path& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-// The stand-in's script and state, readable and writable by the login user (healer-test).
-class SystemdStandIn {
- public:
-  SystemdStandIn() {
-    fs::create_directories(state() / "units");
-    fs::create_directories(state() / "results");
-    for (const auto& dir : {dir_.path(), state(), state() / "units", state() / "results"}) {
-      fs::permissions(dir, fs::perms::all);
-    }
-    std::string script = kStandIn;
-    script.replace(script.find("@STATE@"), 7, state().string());
-    write_file(script_path(), script);
-    fs::permissions(script_path(), fs::perms::owner_all | fs::perms::group_read |
-                                       fs::perms::group_exec | fs::perms::others_read |
-                                       fs::perms::others_exec);
-    write_file(state() / "calls", "");
-    fs::permissions(state() / "calls", fs::perms::all);
-  }
-
-  [[nodiscard]] SshdFixture::Options sshd_options() const {
-    SshdFixture::Options options;
-    options.mount_namespace_setup =
-        "mount -t tmpfs -o mode=0755 tmpfs /run/systemd\nmkdir /run/systemd/system\n"
-        "mount --bind " +
-        script_path().string() + " /usr/bin/systemctl";
-    return options;
-  }
-
-  void set_unit(const std::string& unit, const std::string& active_state) {
-    write_file(state() / "units" / unit, active_state + "\n");
-    fs::permissions(state() / "units" / unit, fs::perms::all);
-  }
-  /// What a restart or start leaves the unit in (default: active).
-  void after_start(const std::string& active_state) {
-    write_file(state() / "after", active_state + "\n");
-  }
-  void set_flag(const std::string& name) { write_file(state() / name, "1\n"); }
-
-  /// Every call, one line each: `systemctl [arg] [arg]...`.
-  [[nodiscard]] std::vector<std::string> calls() const {
-    std::vector<std::string> lines;
-    std::istringstream in(read_file(state() / "calls"));
-    for (std::string line; std::getline(in, line);) {
-      lines.push_back(line);
-    }
-    return lines;
-  }
-  /// The calls that change something (anything but show, is-active and the failed list).
-  [[nodiscard]] std::vector<std::string> changes() const {
-    std::vector<std::string> out;
-    for (const auto& line : calls()) {
-      if (line.rfind("systemctl [show]", 0) != 0 && line.rfind("systemctl [is-active]", 0) != 0 &&
-          line.rfind("systemctl [--failed]", 0) != 0) {
-        out.push_back(line);
-      }
-    }
-    return out;
-  }
-  [[nodiscard]] fs::path state() const { return dir_.path() / "state"; }
-
- private:
-  [[nodiscard]] fs::path script_path() const { return dir_.path() / "systemctl"; }
-  test::TempDir dir_;
-};
+using test::SystemdStandIn;
+using test::write_file;
 
 // The test bed: a stand-in systemd, an sshd that sees it, an inventory with one server "box"
 // and a config file.
 class HealCli : public ::testing::Test {
  protected:
   void SetUp() override {
-    sshd_.emplace(systemd_.sshd_options());
-    sshd_->start();
     configure("");
+    sshd_.emplace(sshd_options());
+    sshd_->start();
     const auto added = healer({"server", "add", "box", "--host", sshd_->host(), "--port",
                                std::to_string(sshd_->port()), "--user", sshd_->user(), "--identity",
                                sshd_->client_key_path().string(), "--known-hosts",
@@ -203,6 +97,9 @@ class HealCli : public ::testing::Test {
   }
 
   json history() { return healer_json({"heal", "history"}, 0); }
+
+  /// How the test's sshd starts: in the stand-in systemd's mount namespace.
+  virtual SshdFixture::Options sshd_options() { return systemd_.sshd_options(); }
 
   SystemdStandIn systemd_;
   std::optional<SshdFixture> sshd_;
@@ -473,6 +370,70 @@ TEST_F(HealCli, SigtermDuringAnActionLeavesAnInterruptedAuditRow) {
   ASSERT_EQ(events.exit_code(), 0) << events.err;
   EXPECT_NE(events.out.find("\"event\":\"started\""), std::string::npos) << events.out;
   EXPECT_NE(events.out.find("\"result\":\"interrupted\""), std::string::npos) << events.out;
+}
+
+// The test bed's login user with a real sudoers rule: the restart_unit line `healer heal
+// sudoers` generates (checked by visudo), bind-mounted over /etc/sudoers in the sshd's mount
+// namespace only. Nothing outside the namespace changes.
+class HealCliSudoers : public HealCli {
+ protected:
+  SshdFixture::Options sshd_options() override {
+    const auto generated = healer({"heal", "sudoers", "--user", "healer-test"});
+    EXPECT_EQ(generated.exit_code(), 0) << generated.err;
+    std::string rule;
+    std::istringstream in(generated.out);
+    for (std::string line; std::getline(in, line);) {
+      if (line.find("/usr/bin/systemctl ^restart -- ") != std::string::npos) {
+        rule = line;
+      }
+    }
+    EXPECT_FALSE(rule.empty()) << generated.out;
+    sudoers_ = sudoers_dir_.path() / "sudoers";
+    write_file(sudoers_, "Defaults !lecture\nroot ALL=(ALL:ALL) ALL\n" + rule + "\n");
+    fs::permissions(sudoers_, fs::perms::owner_read | fs::perms::group_read);
+    auto options = systemd_.sshd_options();
+    options.mount_namespace_setup += "\nmount --bind " + sudoers_.string() + " /etc/sudoers";
+    return options;
+  }
+
+  test::TempDir sudoers_dir_;
+  fs::path sudoers_;
+};
+
+TEST_F(HealCliSudoers, ARealSudoersRuleLetsTheAllowedCommandThroughAndNothingElse) {
+  if (::geteuid() != 0 || sshd_->user() != "healer-test") {
+    GTEST_SKIP() << "needs root (a root-owned sudoers file) and the healer-test login user";
+  }
+  // The generated rule is valid sudoers syntax.
+  const auto checked = test::run_command({"/usr/sbin/visudo", "-c", "-f", sudoers_.string()});
+  ASSERT_EQ(checked.exit_code(), 0) << checked.out << checked.err << read_file(sudoers_);
+
+  configure("privilege = \"sudo\"\n");
+  systemd_.set_unit("nginx.service", "failed");
+  diagnose();
+  const auto doc = plan();
+  ASSERT_EQ(doc["ready_steps"], 1) << doc.dump(2);
+  const auto& step = doc["servers"][0]["steps"][0];
+  EXPECT_EQ(step["argv"][0],
+            json({"sudo", "-n", "--", "systemctl", "restart", "--", "nginx.service"}));
+  EXPECT_EQ(step["facts"]["privilege"], "ok") << step.dump(2);
+  const auto applied = healer_json({"heal", "apply", doc["hash"], "--yes"}, 0);
+  EXPECT_EQ(applied["steps"][0]["result"], "succeeded") << applied.dump(2);
+  EXPECT_EQ(applied["steps"][0]["verification"]["result"], "verified") << applied.dump(2);
+  EXPECT_EQ(systemd_.changes(),
+            std::vector<std::string>{"systemctl [restart] [--] [nginx.service]"});
+
+  // A command the rule does not cover: privilege_missing in the plan, at once, no prompt.
+  const auto other = plan({"--no-rules", "--action", "vacuum_journal", "--param", "size=100M"});
+  ASSERT_EQ(other["servers"][0]["steps"].size(), 1u) << other.dump(2);
+  const auto& blocked = other["servers"][0]["steps"][0];
+  EXPECT_EQ(blocked["ready"], false);
+  EXPECT_EQ(blocked["blocked"].get<std::string>().rfind("privilege_missing", 0), 0u)
+      << blocked.dump(2);
+  const auto refused =
+      healer_json({"heal", "apply", other["hash"], "--yes"}, cli::kExitPrivilegeMissing);
+  EXPECT_EQ(refused["steps"][0]["result"], "privilege_missing") << refused.dump(2);
+  EXPECT_EQ(systemd_.changes().size(), 1u);
 }
 
 }  // namespace

@@ -121,10 +121,16 @@ class FleetState {
   using CollectionSink = std::function<void(std::int64_t collected_at,
                                             std::shared_ptr<const std::vector<NodeSeries>>)>;
   void set_collection_sink(CollectionSink sink) { sink_ = std::move(sink); }
+  /// Called with each recorded diagnosis of a known server (scheduled or on demand), on the
+  /// loop: the automatic heal rules.
+  using DiagnosisSink =
+      std::function<void(const ServerState& state, const service::DiagnosedServer& diagnosed)>;
+  void set_diagnosis_sink(DiagnosisSink sink) { diagnosis_sink_ = std::move(sink); }
 
  private:
   std::map<std::string, ServerState, std::less<>> servers_;
   CollectionSink sink_;
+  DiagnosisSink diagnosis_sink_;
 };
 
 /// The summary of a diagnosis.

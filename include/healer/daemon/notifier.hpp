@@ -7,10 +7,12 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "healer/core/deadline.hpp"
 #include "healer/daemon/fleet.hpp"
+#include "healer/service/heal.hpp"
 #include "healer/service/runtime.hpp"
 #include "healer/store/records.hpp"
 
@@ -49,6 +51,9 @@ class Notifier {
   void seed(const std::string& server, store::CheckStatus status);
   /// Feeds a recorded diagnosis; may start a delivery.
   void observe(const std::string& server, const RunSummary& run);
+  /// Sends a heal notice (a failed heal, an opened breaker) at once: no flap suppression, the
+  /// same hourly cap as status changes.
+  void notify_heal(const service::HealNotice& notice);
   /// Forgets a removed server.
   void forget(const std::string& server);
   /// Waits for deliveries in flight, until `deadline`.
@@ -61,7 +66,9 @@ class Notifier {
     std::optional<store::CheckStatus> candidate;
     int seen = 0;
   };
-  void deliver(StatusEvent event);
+  // Whether the hourly cap lets one more notification out (counts it).
+  bool within_rate(const std::string& server, std::string_view what);
+  void deliver(std::string server, std::string body, std::string what);
 
   service::Runtime& runtime_;
   std::map<std::string, Track, std::less<>> tracks_;

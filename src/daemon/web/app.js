@@ -1,6 +1,7 @@
-// The dashboard's shell: routes (#/ fleet, #/server/NAME, #/pool), the header and the token
+// The dashboard's shell: routes (#/ fleet, #/server/NAME, #/pool, #/heal[/NAME]), the header and the token
 // dialog. Pages are objects with start() and stop().
 import { FleetPage } from './fleet.js';
+import { HealPage } from './heal.js';
 import { PoolPage } from './pool.js';
 import { ServerPage } from './server.js';
 import { askToken, forgetToken, setText, token } from './util.js';
@@ -18,6 +19,14 @@ function parseRoute(hash) {
     }
   }
   if (path === '/pool') return { name: 'pool' };
+  if (path === '/heal') return { name: 'heal', server: '' };
+  if (path.startsWith('/heal/')) {
+    try {
+      return { name: 'heal', server: decodeURIComponent(path.slice('/heal/'.length)) };
+    } catch {
+      return { name: 'heal', server: '' };
+    }
+  }
   return { name: 'fleet' };
 }
 
@@ -27,6 +36,7 @@ function route() {
   main.replaceChildren();
   if (target.name === 'server') page = new ServerPage(main, target.server);
   else if (target.name === 'pool') page = new PoolPage(main);
+  else if (target.name === 'heal') page = new HealPage(main, target.server);
   else page = new FleetPage(main);
   for (const link of document.querySelectorAll('nav a[data-nav]')) {
     if (link.dataset.nav === target.name) link.setAttribute('aria-current', 'page');

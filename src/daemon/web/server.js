@@ -49,7 +49,8 @@ export class ServerPage {
       el('p', { class: 'crumb' }, el('a', { href: '#/', text: '← Fleet' })),
       el('div', { class: 'title-line' }, this.badge, this.title, this.since),
       this.host,
-      el('div', { class: 'actions' }, this.button, this.result),
+      el('div', { class: 'actions' }, this.button, this.result,
+        el('a', { href: `#/heal/${enc(this.name)}`, text: 'Heal…' })),
       this.facts);
 
     this.checksCaption = el('caption', { text: 'Checks of the latest run' });
