@@ -153,8 +153,19 @@ asio::awaitable<Result<CollectOutcome>> async_collect(Runtime& runtime, CollectR
     std::map<std::string, PreviousCollection, std::less<>> previous;
   };
   std::set<std::string, std::less<>> known;
-  for (const auto& [name, previous] : runtime.previous_collections()) {
-    known.insert(name);
+  const auto& remembered = runtime.previous_collections();
+  if (request.selection.tags.empty() && !request.selection.all) {
+    // Named servers (the daemon's scheduled one-server runs): only their names matter. Copying
+    // every remembered name per collection made a 10,000-server cycle quadratic.
+    for (const auto& name : request.selection.names) {
+      if (remembered.contains(name)) {
+        known.insert(name);
+      }
+    }
+  } else {
+    for (const auto& [name, previous] : remembered) {
+      known.insert(name);
+    }
   }
   // A named job: GCC 12 mis-builds a capturing lambda temporary inside co_await.
   auto job = [&runtime, selection = request.selection, known = std::move(known),
