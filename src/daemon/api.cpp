@@ -27,19 +27,6 @@ constexpr std::size_t kDefaultPage = 100;
 constexpr std::size_t kMaxPage = 1000;
 constexpr std::size_t kMaxPoints = 2000;
 
-HttpResponse json_response(int status, const Json& body) {
-  HttpResponse response;
-  response.status = status;
-  response.body = service::dump(body);
-  return response;
-}
-
-HttpResponse from_error(const Error& error) {
-  return error_response(
-      service::http_status(error), service::error_name(error),
-      error.code.category() == service::error_category() ? error.detail : error.message());
-}
-
 std::string status_text(store::CheckStatus status) { return std::string(store::to_string(status)); }
 
 std::optional<std::int64_t> integer_param(const HttpRequest& request, std::string_view name) {
@@ -350,6 +337,19 @@ std::optional<HttpResponse> dashboard_route(const HttpRequest& request, Trends& 
 }
 
 }  // namespace
+
+HttpResponse json_response(int status, const Json& body) {
+  HttpResponse response;
+  response.status = status;
+  response.body = service::dump(body);
+  return response;
+}
+
+HttpResponse from_error(const Error& error) {
+  return error_response(
+      service::http_status(error), service::error_name(error),
+      error.code.category() == service::error_category() ? error.detail : error.message());
+}
 
 HttpResponse error_response(int status, std::string_view code, std::string_view message) {
   return json_response(status, Json{{"error", {{"code", code}, {"message", message}}}});

@@ -10,6 +10,7 @@
 #include "healer/daemon/remote_writer.hpp"
 #include "healer/daemon/scheduler.hpp"
 #include "healer/service/heal.hpp"
+#include "healer/service/json.hpp"
 #include "healer/service/runtime.hpp"
 #include "trends.hpp"
 
@@ -51,5 +52,11 @@ class Api {
 /// A JSON error response with a stable code: {"error": {"code", "message"}}.
 [[nodiscard]] HttpResponse error_response(int status, std::string_view code,
                                           std::string_view message);
+
+/// `body` as the response with `status`.
+[[nodiscard]] HttpResponse json_response(int status, const service::Json& body);
+
+/// A service error as its HTTP status and stable code; the message without the category prefix.
+[[nodiscard]] HttpResponse from_error(const Error& error);
 
 }  // namespace healer::daemon

@@ -31,19 +31,6 @@ constexpr std::size_t kDefaultExport = 10000;
 constexpr std::size_t kMaxExport = 100000;
 constexpr double kMaxTimeoutSeconds = 600;
 
-HttpResponse json_response(int status, const Json& body) {
-  HttpResponse response;
-  response.status = status;
-  response.body = service::dump(body);
-  return response;
-}
-
-HttpResponse from_error(const Error& error) {
-  return error_response(
-      service::http_status(error), service::error_name(error),
-      error.code.category() == service::error_category() ? error.detail : error.message());
-}
-
 Error bad_input(std::string detail) {
   return service::make_error(service::Errc::invalid_input, std::move(detail));
 }
