@@ -20,9 +20,10 @@ namespace {
 
 using std::chrono::milliseconds;
 
-// Other nodes' runs and collections are read back this often (the dashboard polls every 5 s),
-// with this much overlap: a sample is written a moment after the time it carries.
-constexpr milliseconds kRefreshInterval{5000};
+// Other nodes' runs and collections are read back this often, with this much overlap: a sample
+// is written a moment after the time it carries. Not more often: the read shares the store's
+// thread with this node's writes and heartbeats.
+constexpr milliseconds kRefreshInterval{10000};
 constexpr std::int64_t kRefreshOverlapMs = 5000;
 
 const auto& logger() {
