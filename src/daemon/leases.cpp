@@ -60,8 +60,31 @@ LeaseKeeper::LeaseKeeper(service::Runtime& runtime, FleetState& fleet, bool enab
       node_(runtime.settings().serve.node_id.empty() ? default_node_id()
                                                      : runtime.settings().serve.node_id),
       ttl_(std::chrono::duration_cast<milliseconds>(runtime.settings().serve.lease_ttl)),
-      timer_(runtime.io()) {
+      timer_(runtime.io()),
+      refresh_timer_(runtime.io()) {
   stats_.enabled = enabled;
+}
+
+LeaseKeeper::~LeaseKeeper() {
+  lease_thread_.join();  // a heartbeat still running finishes before its connection closes
+}
+
+template <class F>
+asio::awaitable<std::invoke_result_t<F, store::Store&>> LeaseKeeper::on_lease_connection(F call) {
+  using Value = std::invoke_result_t<F, store::Store&>;
+  auto job = [this, call = std::move(call)]() -> Value {
+    if (!lease_store_) {
+      store::StoreOptions options;
+      options.db_path = runtime_.store().path();
+      auto opened = store::Store::open(std::move(options));
+      if (!opened) {
+        return std::move(opened).error();
+      }
+      lease_store_.emplace(std::move(*opened));
+    }
+    return call(*lease_store_);
+  };
+  co_return co_await service::async_offload(lease_thread_, std::move(job));
 }
 
 bool LeaseKeeper::owns(const ServerState& state) const {
@@ -101,8 +124,8 @@ asio::awaitable<void> LeaseKeeper::async_start() {
                  ttl_.count(), (ttl_ / 3).count());
   running_ = true;
   co_await async_sync();
-  next_refresh_ = Clock::now() + kRefreshInterval;
   asio::co_spawn(runtime_.io(), heartbeat_loop(), asio::detached);
+  asio::co_spawn(runtime_.io(), refresh_loop(), asio::detached);
 }
 
 asio::awaitable<void> LeaseKeeper::heartbeat_loop() {
@@ -113,20 +136,30 @@ asio::awaitable<void> LeaseKeeper::heartbeat_loop() {
       break;
     }
     co_await async_sync();
-    if (!stopping_ && Clock::now() >= next_refresh_) {
-      next_refresh_ = Clock::now() + kRefreshInterval;
-      co_await async_refresh();
-    }
   }
   running_ = false;
 }
 
+// Apart from the heartbeat: a slow read of other nodes' results never delays a renewal.
+asio::awaitable<void> LeaseKeeper::refresh_loop() {
+  while (!stopping_) {
+    refresh_timer_.expires_after(kRefreshInterval);
+    co_await refresh_timer_.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+    if (stopping_) {
+      break;
+    }
+    co_await async_refresh();
+  }
+}
+
 asio::awaitable<void> LeaseKeeper::async_sync() {
-  auto& store = runtime_.store();
   const auto sent = Clock::now();
-  auto job = [&store, node = node_, ttl = ttl_]() { return store.sync_leases(node, ttl); };
   syncing_ = true;
-  auto sync = co_await runtime_.async_offload(std::move(job));
+  // A named lambda: GCC 12 destroys a capturing temporary inside a co_await expression twice.
+  auto call = [node = node_, ttl = ttl_](store::Store& store) {
+    return store.sync_leases(node, ttl);
+  };
+  auto sync = co_await on_lease_connection(std::move(call));
   syncing_ = false;
   ++stats_.syncs;
   if (stopping_) {
@@ -286,6 +319,7 @@ asio::awaitable<void> LeaseKeeper::async_stop(Deadline deadline) {
   }
   stopping_ = true;
   timer_.cancel();
+  refresh_timer_.cancel();
   // A heartbeat still on its way would claim again after the release below: let it land first.
   asio::steady_timer wait(runtime_.io());
   while (syncing_ && !deadline.expired()) {
@@ -295,9 +329,8 @@ asio::awaitable<void> LeaseKeeper::async_stop(Deadline deadline) {
   const auto count = held_.size();
   held_.clear();
   stats_.held = 0;
-  auto& store = runtime_.store();
-  auto job = [&store, node = node_]() { return store.release_leases(node); };
-  auto released = co_await runtime_.async_offload(std::move(job));
+  auto call = [node = node_](store::Store& store) { return store.release_leases(node); };
+  auto released = co_await on_lease_connection(std::move(call));
   if (!released) {
     logger()->warn(
         "node {}: could not give its leases back ({}): other nodes take its {} "

@@ -2,9 +2,11 @@
 
 #include <asio/awaitable.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/thread_pool.hpp>
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -31,7 +33,8 @@ struct LeaseStats {
 
 /// This node's share of the fleet when several `healer serve` nodes use one PostgreSQL database:
 /// a heartbeat every third of `[serve] lease_ttl` renews its leases and balances them
-/// (store::Store::sync_leases) through the store's thread, never blocking the loop; the
+/// (store::Store::sync_leases) on a database connection and thread of its own, so it never waits
+/// behind the node's queued store writes or reads (nor blocks the loop); the
 /// scheduler runs scheduled work only on servers owns() says yes to. Servers other nodes poll
 /// get their latest runs and collections from the store every few seconds (one query for all
 /// of them). On a SQLite file (one node) it is off: the node owns everything and never asks
@@ -41,6 +44,7 @@ class LeaseKeeper {
   LeaseKeeper(service::Runtime& runtime, FleetState& fleet, bool enabled);
   LeaseKeeper(const LeaseKeeper&) = delete;
   LeaseKeeper& operator=(const LeaseKeeper&) = delete;
+  ~LeaseKeeper();
 
   /// This node's id: [serve] node_id, else hostname-pid-random.
   [[nodiscard]] const std::string& node() const noexcept { return node_; }
@@ -59,8 +63,12 @@ class LeaseKeeper {
 
  private:
   asio::awaitable<void> heartbeat_loop();
+  asio::awaitable<void> refresh_loop();
   asio::awaitable<void> async_sync();
   asio::awaitable<void> async_refresh();
+  // Runs `call(store)` on the lease connection (opened on first use) on the lease thread.
+  template <class F>
+  asio::awaitable<std::invoke_result_t<F, store::Store&>> on_lease_connection(F call);
 
   service::Runtime& runtime_;
   FleetState& fleet_;
@@ -71,8 +79,12 @@ class LeaseKeeper {
   std::map<std::int64_t, std::string> owners_;  // every live lease: server id -> node
   Clock::time_point valid_until_{};             // this node's leases, by its steady clock
   std::int64_t refreshed_at_ = 0;               // database time of the last refresh (Unix ms)
-  Clock::time_point next_refresh_{};
   asio::steady_timer timer_;
+  asio::steady_timer refresh_timer_;
+  // The heartbeat's own connection, used only on lease_thread_ (declared first: the thread is
+  // joined before the connection closes).
+  std::optional<store::Store> lease_store_;
+  asio::thread_pool lease_thread_{1};
   bool stopping_ = false;
   bool running_ = false;
   bool syncing_ = false;  // a heartbeat is waiting for the store

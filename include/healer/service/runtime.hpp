@@ -60,6 +60,24 @@ struct RuntimeOptions {
   LocalSecrets secrets;
 };
 
+/// Runs the blocking `work` on `threads` and resumes the caller on its own executor with the
+/// result. `work` must not throw.
+template <class F>
+asio::awaitable<std::invoke_result_t<F>> async_offload(asio::thread_pool& threads, F work) {
+  using Value = std::invoke_result_t<F>;
+  co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(Value)>(
+      [&threads](auto handler, F job) {
+        asio::post(threads, [handler = std::move(handler), job = std::move(job)]() mutable {
+          Value value = job();
+          auto executor = asio::get_associated_executor(handler);
+          asio::post(executor, [handler = std::move(handler), value = std::move(value)]() mutable {
+            std::move(handler)(std::move(value));
+          });
+        });
+      },
+      asio::use_awaitable, std::move(work));
+}
+
 /// What every healer command and the daemon share: the event loop, one pool registry, the
 /// executor, the store, the check output cache and the settings. A one-shot CLI command keeps it
 /// for one command; `healer serve` for the life of the process.
@@ -102,19 +120,7 @@ class Runtime {
   /// on its own executor with the result. `work` must not throw.
   template <class F>
   asio::awaitable<std::invoke_result_t<F>> async_offload(F work) {
-    using Value = std::invoke_result_t<F>;
-    co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(Value)>(
-        [this](auto handler, F job) {
-          asio::post(blocking_, [handler = std::move(handler), job = std::move(job)]() mutable {
-            Value value = job();
-            auto executor = asio::get_associated_executor(handler);
-            asio::post(executor,
-                       [handler = std::move(handler), value = std::move(value)]() mutable {
-                         std::move(handler)(std::move(value));
-                       });
-          });
-        },
-        asio::use_awaitable, std::move(work));
+    return service::async_offload(blocking_, std::move(work));
   }
 
   /// For one-shot commands: runs `task` on this thread to completion, then closes every pooled
