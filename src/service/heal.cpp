@@ -400,6 +400,25 @@ store::HealEvent event_of(const std::string& server, std::int64_t server_id, con
   return event;
 }
 
+// A step refused for a missing sudo rule (the user's to fix, exit 77): recorded in the audit log
+// as a refusal, the outcome says so and carries the event's heal id.
+asio::awaitable<void> record_refusal(StatePtr state, HealStepOutcome& outcome,
+                                     std::int64_t server_id, const heal::Step& step,
+                                     const std::map<std::string, std::string>& checks,
+                                     const std::string& actor, const std::string& plan_hash) {
+  outcome.result = "privilege_missing";
+  outcome.detail = step.blocked;
+  auto event = event_of(outcome.server, server_id, step, actor, plan_hash);
+  event.heal_id = random_id();
+  event.kind = store::HealEventKind::refused;
+  event.result = "privilege_missing";
+  event.before = state_json(checks, step.facts);
+  event.detail = step.blocked;
+  outcome.heal_id = event.heal_id;
+  co_await append(state, std::move(event));
+  ++state->stats.refused;
+}
+
 // A step's server, its steps and who asks.
 struct ServerWork {
   store::ServerRecord record;
@@ -559,17 +578,8 @@ asio::awaitable<std::vector<HealStepOutcome>> execute_server(StatePtr state, Con
       outcome.detail = "an earlier step on this server did not succeed";
     } else if (!step.ready) {
       if (step.blocked.starts_with("privilege_missing")) {
-        outcome.result = "privilege_missing";
-        outcome.detail = step.blocked;
-        auto event = event_of(server, work.record.id, step, work.actor, work.plan_hash);
-        event.heal_id = random_id();
-        event.kind = store::HealEventKind::refused;
-        event.result = "privilege_missing";
-        event.before = state_json(work.checks, step.facts);
-        event.detail = step.blocked;
-        outcome.heal_id = event.heal_id;
-        co_await append(state, std::move(event));
-        ++state->stats.refused;
+        co_await record_refusal(state, outcome, work.record.id, step, work.checks, work.actor,
+                                work.plan_hash);
       } else {
         outcome.result = "skipped";
         outcome.detail = step.blocked;
@@ -1061,15 +1071,8 @@ asio::awaitable<Result<HealApplyOutcome>> HealEngine::async_apply(HealApplyReque
         if (step.blocked.starts_with("privilege_missing")) {
           skipped.result = "privilege_missing";
           if (!request.dry_run) {
-            auto event = event_of(server.server, server.server_id, step, request.actor, given.hash);
-            event.heal_id = random_id();
-            event.kind = store::HealEventKind::refused;
-            event.result = "privilege_missing";
-            event.before = state_json(server.checks, step.facts);
-            event.detail = step.blocked;
-            skipped.heal_id = event.heal_id;
-            co_await append(state, std::move(event));
-            ++state->stats.refused;
+            co_await record_refusal(state, skipped, server.server_id, step, server.checks,
+                                    request.actor, given.hash);
           }
         }
         outcome.steps.push_back(std::move(skipped));

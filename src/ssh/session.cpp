@@ -294,7 +294,8 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   void start_io();
   void ack_quickly();
   void send_keepalive();
-  void close_if_same_socket(int fd);
+  void forget_socket_libssh_closed();
+  void close_socket();
   static awaitable<void> pump(std::shared_ptr<Impl> self);
   static awaitable<void> flush_output(std::shared_ptr<Impl> self);
   static awaitable<void> keepalive(std::shared_ptr<Impl> self);
@@ -336,7 +337,10 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   detail::AgentFilter agent_filter_;  // relays to ssh-agent during authentication only
   SessionHandle session_;
   EventHandle event_;
-  std::optional<asio::posix::stream_descriptor> wait_fd_;  // dup of libssh's socket, for waits
+  // libssh's socket, for waits: the same descriptor, not a dup (one descriptor per session).
+  // libssh closes it itself on an I/O error; socket_id_ tells whether the number is still ours.
+  std::optional<asio::posix::stream_descriptor> wait_fd_;
+  std::pair<dev_t, ino_t> socket_id_{};
   ssh_counter_struct rx_counter_{};
   ssh_counter_struct tx_counter_{};
   std::uint64_t seen_rx_packets_ = 0;
@@ -359,6 +363,7 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
 // I/O plumbing
 
 void Session::Impl::after_libssh_call() {
+  forget_socket_libssh_closed();
   if (rx_counter_.in_packets != seen_rx_packets_) {
     seen_rx_packets_ = rx_counter_.in_packets;
     last_rx_ = Clock::now();
@@ -400,7 +405,7 @@ awaitable<Result<int>> Session::Impl::drive(Op op, Deadline deadline, int again_
 // ACK of the previous one; with delayed ACKs that costs ~40 ms per exchange. Quick ACKs avoid
 // it; Linux clears the flag after a while, so it is set again on every read.
 void Session::Impl::ack_quickly() {
-  if (wait_fd_) {
+  if (wait_fd_ && wait_fd_->is_open()) {
     const int on = 1;
     ::setsockopt(wait_fd_->native_handle(), IPPROTO_TCP, TCP_QUICKACK, &on, sizeof(on));
   }
@@ -414,7 +419,7 @@ void Session::Impl::start_io() {
 // process them (during the handshake the waiting call does that itself), then wakes every waiter,
 // because one call can consume another channel's packets.
 awaitable<void> Session::Impl::pump(std::shared_ptr<Impl> self) {
-  while (self->state_ != State::closed && self->wait_fd_) {
+  while (self->state_ != State::closed && self->wait_fd_ && self->wait_fd_->is_open()) {
     auto [ec] =
         co_await self->wait_fd_->async_wait(asio::posix::descriptor_base::wait_read, kNoThrow);
     if (ec || self->state_ == State::closed) {
@@ -437,10 +442,17 @@ awaitable<void> Session::Impl::pump(std::shared_ptr<Impl> self) {
       co_await asio::post(self->executor_, use_awaitable);
     }
   }
+  // The socket is gone (libssh closed it on an I/O error, see close_socket) and nothing tore the
+  // session down: it is dead now, not at the next keepalive. During the handshake the pending
+  // call reports its own error.
+  if (self->state_ != State::closed && self->event_) {
+    self->teardown(self->connection_error("connection lost"));
+  }
+  self->waiters_.notify_all();
 }
 
 awaitable<void> Session::Impl::flush_output(std::shared_ptr<Impl> self) {
-  while (self->state_ != State::closed && self->wait_fd_ &&
+  while (self->state_ != State::closed && self->wait_fd_ && self->wait_fd_->is_open() &&
          (ssh_get_poll_flags(self->session_.get()) & SSH_WRITE_PENDING) != 0) {
     auto [ec] =
         co_await self->wait_fd_->async_wait(asio::posix::descriptor_base::wait_write, kNoThrow);
@@ -536,19 +548,14 @@ void Session::Impl::teardown(Error reason) {
   event_.reset();
   if (session_) {
     ssh_session s = session_.get();
-    const socket_t fd = ssh_get_fd(s);
-    if (fd != SSH_INVALID_SOCKET) {
+    if (ssh_get_fd(s) != SSH_INVALID_SOCKET) {
       // The loop knows the socket is writable: let libssh write the disconnect message now
       // instead of queueing it behind a poll that will never come.
       ssh_set_fd_towrite(s);
       ssh_disconnect(s);
-      close_if_same_socket(fd);
     }
   }
-  if (wait_fd_) {
-    std::error_code ignored;
-    wait_fd_->close(ignored);
-  }
+  close_socket();
   keepalive_timer_.cancel();
   waiters_.notify_all();
   if (was_ready) {
@@ -556,19 +563,34 @@ void Session::Impl::teardown(Error reason) {
   }
 }
 
-// libssh 0.10 closes a socket given with SSH_OPTIONS_FD when an I/O error hits it, but merely
-// forgets it in ssh_disconnect and ssh_free. `fd` is closed here only if it still is our socket
-// (same inode as the wait descriptor, a dup of it): never a number libssh closed and the process
-// reused.
-void Session::Impl::close_if_same_socket(int fd) {
+// libssh 0.10 closes a socket given with SSH_OPTIONS_FD when an I/O error hits it (and then
+// marks it invalid), but merely forgets it in ssh_disconnect. The wait descriptor is that same
+// socket, so once libssh closed it the number may already name another file: the descriptor is
+// then released from the loop, never closed, and never waited on again.
+void Session::Impl::forget_socket_libssh_closed() {
+  if (wait_fd_ && wait_fd_->is_open() && session_ &&
+      ssh_get_fd(session_.get()) == SSH_INVALID_SOCKET && state_ != State::closed) {
+    // Not during teardown: ssh_disconnect forgets the socket without closing it.
+    close_socket();
+  }
+}
+
+// Closes the socket if its number still names it (same inode as at connect; a socket's inode is
+// unique while it is open), else only releases it from the loop: libssh closed it (also possible
+// while ssh_disconnect writes its goodbye) and the process may have reused the number.
+void Session::Impl::close_socket() {
   if (!wait_fd_ || !wait_fd_->is_open()) {
     return;
   }
-  struct stat ours {};
-  struct stat theirs {};
-  if (::fstat(wait_fd_->native_handle(), &ours) == 0 && ::fstat(fd, &theirs) == 0 &&
-      ours.st_ino == theirs.st_ino && ours.st_dev == theirs.st_dev) {
-    ::close(fd);
+  struct stat now {};
+  const int fd = wait_fd_->native_handle();
+  const bool ours =
+      ::fstat(fd, &now) == 0 && now.st_dev == socket_id_.first && now.st_ino == socket_id_.second;
+  std::error_code ignored;
+  if (ours) {
+    wait_fd_->close(ignored);
+  } else {
+    (void)wait_fd_->release();
   }
 }
 
@@ -795,17 +817,18 @@ awaitable<Result<void>> Session::Impl::tcp_connect(Deadline deadline) {
   }
   std::error_code ignored;
   socket.set_option(asio::ip::tcp::no_delay(true), ignored);
-  const int dup_fd = ::dup(socket.native_handle());
-  if (dup_fd < 0) {
-    co_return make_error(Errc::protocol, "dup() of the socket failed");
+  struct stat identity {};
+  if (::fstat(socket.native_handle(), &identity) != 0) {
+    co_return make_error(Errc::protocol, fmt::format("{}: fstat of the socket failed", peer_));
   }
-  wait_fd_.emplace(executor, dup_fd);
-  // libssh owns the socket from here on and closes it itself, also on errors: release, never
-  // close it on the Asio side.
+  socket_id_ = {identity.st_dev, identity.st_ino};
+  // One descriptor, shared: libssh reads and writes it, the loop waits on it. libssh may close
+  // it on errors (see close_socket).
   socket_t fd = socket.release();
+  wait_fd_.emplace(executor, fd);
   session_.reset(ssh_new());
   if (!session_) {
-    ::close(fd);
+    close_socket();
     co_return make_error(Errc::protocol, "ssh_new failed");
   }
   ssh_session s = session_.get();

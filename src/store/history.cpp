@@ -3,6 +3,7 @@
 #include <cmath>
 #include <optional>
 #include <string>
+#include <unordered_map>
 
 #include "database.hpp"
 #include "healer/store/errors.hpp"
@@ -229,15 +230,33 @@ Result<std::vector<DiagnosisRun>> Database::select_runs(std::string_view where, 
     run.status = *status;
     runs.push_back(std::move(run));
   }
-  auto checks = db_.prepare(
-      "SELECT name, status, message, perfdata, duration_ms FROM check_results "
-      "WHERE run_id = ?1 ORDER BY position");
-  if (!checks) {
-    return std::move(checks).error();
+  if (runs.empty()) {
+    return runs;
   }
+  // The runs' checks by id, up to 500 runs per statement, not one statement per run: on
+  // PostgreSQL each statement is a round trip, and the fleet view reads a run per server.
+  constexpr std::size_t kRunsPerStatement = 500;
+  std::unordered_map<std::int64_t, DiagnosisRun*> by_id;
+  by_id.reserve(runs.size());
   for (auto& run : runs) {
-    checks->reset();
-    checks->bind(1, run.id);
+    by_id.emplace(run.id, &run);
+  }
+  for (std::size_t first = 0; first < runs.size(); first += kRunsPerStatement) {
+    const std::size_t count = std::min(kRunsPerStatement, runs.size() - first);
+    std::string sql =
+        "SELECT run_id, name, status, message, perfdata, duration_ms FROM check_results "
+        "WHERE run_id IN (";
+    for (std::size_t i = 0; i < count; ++i) {
+      sql += (i == 0 ? "?" : ", ?") + std::to_string(i + 1);
+    }
+    sql += ") ORDER BY run_id, position";
+    auto checks = db_.prepare(sql);
+    if (!checks) {
+      return std::move(checks).error();
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      checks->bind(static_cast<int>(i + 1), runs[first + i].id);
+    }
     for (;;) {
       auto row = checks->step();
       if (!row) {
@@ -247,16 +266,16 @@ Result<std::vector<DiagnosisRun>> Database::select_runs(std::string_view where, 
         break;
       }
       CheckResultRecord check;
-      check.name = checks->text(0);
-      auto status = status_from_sql(checks->text(1));
+      check.name = checks->text(1);
+      auto status = status_from_sql(checks->text(2));
       if (!status) {
         return std::move(status).error();
       }
       check.status = *status;
-      check.message = checks->text(2);
-      check.perfdata = checks->text(3);
-      check.duration_ms = checks->int64(4);
-      run.checks.push_back(std::move(check));
+      check.message = checks->text(3);
+      check.perfdata = checks->text(4);
+      check.duration_ms = checks->int64(5);
+      by_id.at(checks->int64(0))->checks.push_back(std::move(check));
     }
   }
   return runs;

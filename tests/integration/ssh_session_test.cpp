@@ -953,5 +953,105 @@ TEST_F(SessionTest, FailedConnectReleasesItsSocket) {
   EXPECT_EQ(open_fd_count(), before);
 }
 
+asio::awaitable<std::size_t> descriptors_with_open_sessions(ssh::Endpoint endpoint,
+                                                            ssh::ConnectOptions options,
+                                                            int sessions) {
+  std::vector<ssh::Session> open;
+  for (int i = 0; i < sessions; ++i) {
+    auto session = co_await ssh::Session::async_connect(endpoint, options, Deadline::after(10s));
+    if (!session) {
+      ADD_FAILURE() << session.error().message();
+      co_return 0;
+    }
+    EXPECT_TRUE(co_await session->async_exec("true", ssh::ExecOptions{}, Deadline::after(5s)));
+    open.push_back(std::move(*session));
+  }
+  const std::size_t count = open_fd_count();
+  for (auto& session : open) {
+    co_await session.async_close(Deadline::after(2s));
+  }
+  co_return count;
+}
+
+// A pooled session costs one descriptor: the loop waits on libssh's own socket (10,000 sessions
+// must fit a 20,000 descriptor limit).
+TEST_F(SessionTest, AnOpenSessionHoldsOneDescriptor) {
+  SshdFixture sshd;
+  sshd.start();
+  ASSERT_EQ(test::run_async(io_, connect_exec_close(endpoint_of(sshd), options_for(sshd), 1)), 1);
+  const std::size_t before = open_fd_count();
+  EXPECT_EQ(
+      test::run_async(io_, descriptors_with_open_sessions(endpoint_of(sshd), options_for(sshd), 4)),
+      before + 4);
+  EXPECT_EQ(open_fd_count(), before);
+}
+
+struct DroppedRun {
+  bool failed = false;
+  std::size_t after_drop = 0;
+  std::vector<int> pipes;  // opened after the drop, before the session is closed
+};
+
+asio::awaitable<DroppedRun> drop_then_take_free_numbers(SshdFixture* sshd,
+                                                        ssh::ConnectOptions options) {
+  DroppedRun run;
+  auto session = co_await ssh::Session::async_connect(endpoint_of(*sshd), std::move(options),
+                                                      Deadline::after(10s));
+  if (!session) {
+    ADD_FAILURE() << session.error().message();
+    co_return run;
+  }
+  auto executor = co_await asio::this_coro::executor;
+  asio::co_spawn(
+      executor,
+      [](SshdFixture* server) -> asio::awaitable<void> {
+        auto ex = co_await asio::this_coro::executor;
+        while (server->remote_processes_matching("sleep 4343") == 0) {
+          asio::steady_timer tick(ex, 10ms);
+          co_await tick.async_wait(asio::use_awaitable);
+        }
+        server->kill();
+      }(sshd),
+      asio::detached);
+  const auto result =
+      co_await session->async_exec("sleep 4343", ssh::ExecOptions{}, Deadline::after(20s));
+  run.failed = !result;
+  run.after_drop = open_fd_count();
+  // The lowest free numbers, the one the dropped socket had among them.
+  for (int i = 0; i < 4; ++i) {
+    int ends[2] = {-1, -1};
+    if (::pipe(ends) == 0) {
+      run.pipes.push_back(ends[0]);
+      run.pipes.push_back(ends[1]);
+    }
+  }
+  co_await session->async_close(Deadline::after(2s));
+  co_return run;
+}
+
+// The server drops the connection: libssh closes its socket itself, the number is free at once.
+// The session neither leaks the socket nor, when it is closed afterwards, closes whatever file
+// took that number.
+TEST_F(SessionTest, ADroppedConnectionLeavesAReusedNumberAlone) {
+  SshdFixture sshd;
+  sshd.start();
+  ASSERT_EQ(test::run_async(io_, connect_exec_close(endpoint_of(sshd), options_for(sshd), 1)), 1);
+  const std::size_t before = open_fd_count();
+  const auto run = test::run_async(io_, drop_then_take_free_numbers(&sshd, options_for(sshd)));
+  ASSERT_TRUE(run.failed);
+  EXPECT_EQ(run.after_drop, before) << "the dropped socket is already gone";
+  ASSERT_EQ(run.pipes.size(), 8u);
+  for (std::size_t i = 0; i < run.pipes.size(); i += 2) {
+    const char byte = 'x';
+    char back = 0;
+    EXPECT_EQ(::write(run.pipes[i + 1], &byte, 1), 1) << "fd " << run.pipes[i + 1];
+    EXPECT_EQ(::read(run.pipes[i], &back, 1), 1) << "fd " << run.pipes[i];
+    EXPECT_EQ(back, 'x');
+    ::close(run.pipes[i]);
+    ::close(run.pipes[i + 1]);
+  }
+  EXPECT_EQ(open_fd_count(), before);
+}
+
 }  // namespace
 }  // namespace healer
