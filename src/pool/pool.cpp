@@ -743,7 +743,12 @@ void Registry::Impl::adjust_spares(ServerPool& pool, PooledSession& session) {
       // Held back only by closes the server may not have processed yet: confirm them with a
       // round trip, then open the spares.
       const std::size_t unconfirmed = std::max(session.cooling.size(), session.unsettled.size());
-      if (unconfirmed > 0 && committed - unconfirmed < session.channel_limit && !session.settling) {
+      // Only on a quiet connection: the ping's answer is then the first packet to come back
+      // (with commands running, their output could arrive first and prove nothing).
+      const bool quiet =
+          session.in_use == 0 && connection.active_channels() == connection.spare_channels();
+      if (unconfirmed > 0 && committed - unconfirmed < session.channel_limit && !session.settling &&
+          quiet) {
         session.settling = true;
         for (const auto& candidate : pool.sessions) {
           if (candidate.get() == &session) {
@@ -772,8 +777,9 @@ awaitable<void> Registry::Impl::settle_closes(std::shared_ptr<Impl> self, Server
   const auto sent_at = Clock::now();
   auto answered = co_await session->session->async_ping(Deadline::after(std::chrono::seconds(5)));
   session->settling = false;
-  if (!answered || self->shutting_down_) {
-    co_return;  // a dead session is pruned elsewhere
+  if (!answered || self->shutting_down_ || session->in_use > 0) {
+    co_return;  // a dead session is pruned elsewhere; a lease that started meanwhile may have
+                // answered for the server (its release tries again)
   }
   while (!session->unsettled.empty() && session->unsettled.front() <= sent_at) {
     session->unsettled.pop_front();
