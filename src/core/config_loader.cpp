@@ -46,6 +46,10 @@ constexpr std::array kSettings{
     Setting{"max_channels", "HEALER_MAX_CHANNELS", "max_channels", "max-channels",
             &PoolConfig::max_channels, 1,
             "Concurrent channels per connection (keep <= the server's MaxSessions)"},
+    Setting{"spare_channels", "HEALER_SPARE_CHANNELS", "spare_channels", "spare-channels",
+            &PoolConfig::spare_channels, 0,
+            "Channels per connection opened ahead of time for the next commands, at most (each "
+            "counts against max_channels; sized from recent demand; 0: none)"},
     Setting{"max_concurrent", "HEALER_MAX_CONCURRENT", "max_concurrent", "max-concurrent",
             &PoolConfig::max_concurrent, 1, "Concurrent operations per server"},
     Setting{"max_concurrent_total", "HEALER_MAX_CONCURRENT_TOTAL", "max_concurrent_total",

@@ -36,6 +36,12 @@ constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr auto kSlotCooldown = std::chrono::milliseconds(2);
 // Refusals of channels granted within this time after a close are not taken as the limit.
 constexpr auto kCloseRaceWindow = std::chrono::milliseconds(50);
+// Spare channels follow demand: a session keeps as many as the most leases it had at once in the
+// current or the previous window of this length (or of half the idle timeout, if shorter), so
+// spares of a session without commands are closed within two windows.
+constexpr auto kSpareWindow = std::chrono::seconds(60);
+// A channel close older than this has been read by the server (see PooledSession::unsettled).
+constexpr auto kUnsettledAtMost = std::chrono::seconds(1);
 // A connection the server dropped before any credential was sent (MaxStartups' random early
 // drop, a reset during key exchange) is tried again at most this often, after a pause that
 // doubles each time (250 ms, 500 ms, 1 s, 2 s), x0.5..1.5 so that a burst of clients spreads
@@ -141,6 +147,12 @@ PoolStats& PoolStats::operator+=(const PoolStats& other) {
   acquires_cancelled += other.acquires_cancelled;
   commands_cancelled += other.commands_cancelled;
   channel_limit_lowered += other.channel_limit_lowered;
+  spare_channels += other.spare_channels;
+  spare_channels_ready += other.spare_channels_ready;
+  spares_opened += other.spares_opened;
+  leases_on_spare += other.leases_on_spare;
+  spares_closed += other.spares_closed;
+  spares_refused += other.spares_refused;
   health_checks += other.health_checks;
   health_check_failures += other.health_check_failures;
   direct_connections += other.direct_connections;
@@ -194,6 +206,34 @@ struct PooledSession {
   std::deque<Clock::time_point> cooling;
   Clock::time_point last_release{};  // when a lease on it last ended
 
+  // --- spare channels (PoolConfig::spare_channels), sized from recent demand
+  std::size_t peak_now = 0;               // most leases at once in the current window
+  std::size_t peak_before = 0;            // most leases at once in the window before
+  Clock::time_point window_start{};       // of the current window
+  bool spares_refused = false;            // the server refused a spare: no more spares here
+  std::uint64_t spares_refused_seen = 0;  // the session's spares_refused counted so far
+  // When channels were closed (ours or the server's, answered), oldest first, until a round trip
+  // sent after them came back. sshd frees a closed channel's slot a loop pass after it read the
+  // close; an open read together with the close is refused. Leases retry such a refusal (and use
+  // the 2 ms cooling above); a spare must never be refused, so spares count these slots as taken
+  // until a ping sent after the close was answered: sshd then read the close in an earlier pass.
+  std::deque<Clock::time_point> unsettled;
+  bool settling = false;  // a ping for `unsettled` is in flight
+
+  // Starts a new demand window once the current one is over.
+  void roll_demand(Clock::time_point now, Clock::duration window) {
+    if (now - window_start < window) {
+      return;
+    }
+    peak_before = now - window_start < 2 * window ? peak_now : 0;
+    peak_now = in_use;
+    window_start = now;
+  }
+  // Spares wanted now: the recent peak of leases at once, at most `cap`.
+  [[nodiscard]] std::size_t spare_target(std::size_t cap) const {
+    return std::min(cap, std::max(peak_now, peak_before));
+  }
+
   // Ready and alive: may take new leases.
   [[nodiscard]] bool usable() const { return state == SessionState::ready && session->alive(); }
   // Has (or had) a connection: ready or draining.
@@ -201,14 +241,31 @@ struct PooledSession {
     return state == SessionState::ready || state == SessionState::draining;
   }
 
-  // Free channel slots: reaped (timed-out) channels still occupy the server's MaxSessions, and
-  // so do slots whose close the server may not have processed yet.
-  [[nodiscard]] std::size_t free_slots(Clock::time_point now) {
+  // Channel slots taken or promised on the server: every lease holds (or will open) one channel,
+  // unless it was promised a spare; reaped (timed-out) channels, closing spares and reserved ones
+  // are among the active channels; unreserved spares hold one each; and so do slots whose close
+  // the server may not have processed yet (cooling).
+  [[nodiscard]] std::size_t committed(Clock::time_point now) {
     while (!cooling.empty() && cooling.front() + kSlotCooldown <= now) {
       cooling.pop_front();
     }
-    const std::size_t busy = std::max(in_use, session->active_channels()) + cooling.size();
-    return busy >= channel_limit ? 0 : channel_limit - busy;
+    const std::size_t spares = session->spare_channels();
+    const std::size_t active = session->active_channels();
+    const std::size_t others = active - std::min(spares, active);
+    return std::max(in_use, others) + spares + cooling.size();
+  }
+  // committed() for opening a spare: closes count until a round trip confirmed them.
+  [[nodiscard]] std::size_t committed_for_spares() const {
+    const std::size_t spares = session->spare_channels();
+    const std::size_t active = session->active_channels();
+    const std::size_t others = active - std::min(spares, active);
+    return std::max(in_use, others) + spares + unsettled.size();
+  }
+  // Leases it can take now: free slots, plus its unreserved spares (a lease granted here is
+  // promised one, which costs the server no new slot).
+  [[nodiscard]] std::size_t free_slots(Clock::time_point now) {
+    const std::size_t busy = committed(now);
+    return (busy >= channel_limit ? 0 : channel_limit - busy) + session->spare_channels();
   }
 };
 
@@ -309,6 +366,7 @@ class Registry::Impl : public std::enable_shared_from_this<Registry::Impl> {
       : executor_(std::move(executor)),
         config_(std::move(config)),
         cleanup_timer_(executor_),
+        spare_timer_(executor_),
         rng_(std::random_device{}()) {
     if (config_.on_exhausted == OnExhausted::direct) {
       logger()->warn(
@@ -344,6 +402,8 @@ class Registry::Impl : public std::enable_shared_from_this<Registry::Impl> {
   bool shutting_down_ = false;
   bool cleanup_started_ = false;
   asio::steady_timer cleanup_timer_;
+  bool spare_loop_running_ = false;
+  asio::steady_timer spare_timer_;  // wakes spare_loop() when a demand window ends
   std::mt19937_64 rng_;
   // shutdown() waiting for leases, handshakes and closes to end; woken by notify_progress()
   std::vector<asio::steady_timer*> progress_waiters_;
@@ -363,6 +423,17 @@ class Registry::Impl : public std::enable_shared_from_this<Registry::Impl> {
   static awaitable<void> redispatch_at(std::shared_ptr<Impl> self, ServerPool* pool,
                                        Clock::time_point when);
   void grant(ServerPool& pool, PooledSession& session);
+  // Opens or closes spare channels on a ready session to match its recent demand, within its
+  // channel limit and never while callers queue for the server.
+  void adjust_spares(ServerPool& pool, PooledSession& session);
+  // A round trip on `session` so that its unsettled closes are known to be processed, then
+  // adjust_spares() again.
+  static awaitable<void> settle_closes(std::shared_ptr<Impl> self, ServerPool* pool,
+                                       std::shared_ptr<PooledSession> session);
+  [[nodiscard]] Clock::duration spare_window() const;
+  void start_spare_loop();
+  // Applies demand windows as they end, so that an idle session's spares are closed.
+  static awaitable<void> spare_loop(std::shared_ptr<Impl> self);
   void dispatch(ServerPool& pool);
   void maybe_grow(ServerPool& pool, bool for_warming = false);
   void fail_waiters(ServerPool& pool, const Error& error);
@@ -422,6 +493,10 @@ void Registry::Impl::set_state(ServerPool& pool, PooledSession& session, Session
 void Registry::Impl::drain(ServerPool& pool, PooledSession& session) {
   if (session.state == SessionState::ready) {
     set_state(pool, session, SessionState::draining);
+  }
+  // No lease will come for its spares (reserved ones still serve leases granted before).
+  if (session.session && session.session->spare_channels() > 0) {
+    pool.stats.spares_closed += session.session->close_spare_channels(0);
   }
 }
 
@@ -579,7 +654,12 @@ std::shared_ptr<PooledSession> Registry::Impl::pick_session(ServerPool& pool) {
 void Registry::Impl::grant(ServerPool& pool, PooledSession& session) {
   const auto now = Clock::now();
   session.idle_before_grant = session.in_use == 0 ? now - session.last_used : Clock::duration{};
+  session.roll_demand(now, spare_window());
   ++session.in_use;
+  session.peak_now = std::max(session.peak_now, session.in_use);
+  if (session.session->reserve_spare_channel()) {
+    ++pool.stats.leases_on_spare;
+  }
   ++pool.active;
   ++total_active_;
   ++pool.stats.acquisitions;
@@ -610,6 +690,139 @@ void Registry::Impl::dispatch(ServerPool& pool) {
       waiter->timer->cancel();
     }
   }
+  // Nobody waits: free slots may hold spares for the next commands.
+  for (auto& session : pool.sessions) {
+    adjust_spares(pool, *session);
+  }
+}
+
+Clock::duration Registry::Impl::spare_window() const {
+  return std::min<Clock::duration>(kSpareWindow, config_.idle_timeout / 2);
+}
+
+void Registry::Impl::adjust_spares(ServerPool& pool, PooledSession& session) {
+  if (!session.session) {
+    return;  // connecting
+  }
+  ssh::Session& connection = *session.session;
+  if (connection.stats().spares_refused > session.spares_refused_seen) {
+    pool.stats.spares_refused += connection.stats().spares_refused - session.spares_refused_seen;
+    session.spares_refused_seen = connection.stats().spares_refused;
+  }
+  if (!session.usable()) {
+    return;  // draining sessions closed theirs (drain())
+  }
+  const auto now = Clock::now();
+  const auto window = spare_window();
+  session.roll_demand(now, window);
+  if (!session.spares_refused && session.spares_refused_seen > 0) {
+    // The server's limit is below ours, or it dislikes channels without a command: no more
+    // spares on this connection (its leases still learn the real limit when refused).
+    session.spares_refused = true;
+    logger()->info("{} server refused a spare channel: no spares on this connection",
+                   tag(pool, &session));
+  }
+  const bool allowed = config_.spare_channels > 0 && window >= std::chrono::milliseconds(1) &&
+                       !session.spares_refused && !shutting_down_ && !pool.removed;
+  const std::size_t target = allowed ? session.spare_target(config_.spare_channels) : 0;
+  if (connection.spare_channels() > target) {
+    const std::size_t closed = connection.close_spare_channels(target);
+    pool.stats.spares_closed += closed;
+    for (std::size_t i = 0; i < closed; ++i) {
+      session.cooling.push_back(now);  // the server frees their slots a loop pass late
+      session.unsettled.push_back(now);
+    }
+  }
+  // A close a second old was read by any sshd that is still alive.
+  while (!session.unsettled.empty() && session.unsettled.front() + kUnsettledAtMost <= now) {
+    session.unsettled.pop_front();
+  }
+  while (pool.waiting() == 0 && connection.spare_channels() < target) {
+    const std::size_t committed = std::max(session.committed(now), session.committed_for_spares());
+    if (committed >= session.channel_limit) {
+      // Held back only by closes the server may not have processed yet: confirm them with a
+      // round trip, then open the spares.
+      const std::size_t unconfirmed = std::max(session.cooling.size(), session.unsettled.size());
+      // Only on a quiet connection: the ping's answer is then the first packet to come back
+      // (with commands running, their output could arrive first and prove nothing).
+      const bool quiet =
+          session.in_use == 0 && connection.active_channels() == connection.spare_channels();
+      if (unconfirmed > 0 && committed - unconfirmed < session.channel_limit && !session.settling &&
+          quiet) {
+        session.settling = true;
+        for (const auto& candidate : pool.sessions) {
+          if (candidate.get() == &session) {
+            asio::co_spawn(executor_, settle_closes(shared_from_this(), &pool, candidate),
+                           asio::detached);
+            break;
+          }
+        }
+      }
+      break;
+    }
+    const std::size_t before = connection.spare_channels();
+    connection.open_spare_channel();
+    if (connection.spare_channels() == before) {
+      break;  // the connection would not open one (not ready)
+    }
+    ++pool.stats.spares_opened;
+  }
+  if (connection.spare_channels() > 0) {
+    start_spare_loop();
+  }
+}
+
+awaitable<void> Registry::Impl::settle_closes(std::shared_ptr<Impl> self, ServerPool* pool,
+                                              std::shared_ptr<PooledSession> session) {
+  const auto sent_at = Clock::now();
+  auto answered = co_await session->session->async_ping(Deadline::after(std::chrono::seconds(5)));
+  session->settling = false;
+  if (!answered || self->shutting_down_ || session->in_use > 0) {
+    co_return;  // a dead session is pruned elsewhere; a lease that started meanwhile may have
+                // answered for the server (its release tries again)
+  }
+  while (!session->unsettled.empty() && session->unsettled.front() <= sent_at) {
+    session->unsettled.pop_front();
+  }
+  if (pool->waiting() == 0) {
+    self->adjust_spares(*pool, *session);
+  }
+}
+
+void Registry::Impl::start_spare_loop() {
+  if (spare_loop_running_ || shutting_down_) {
+    return;
+  }
+  spare_loop_running_ = true;
+  asio::co_spawn(executor_, spare_loop(shared_from_this()), asio::detached);
+}
+
+awaitable<void> Registry::Impl::spare_loop(std::shared_ptr<Impl> self) {
+  while (!self->shutting_down_) {
+    // The earliest end of a demand window among sessions that hold spares.
+    Clock::time_point earliest = Clock::time_point::max();
+    for (const auto& [id, pool] : self->servers_) {
+      for (const auto& session : pool->sessions) {
+        if (session->usable() && session->session->spare_channels() > 0) {
+          earliest = std::min(earliest, session->window_start + self->spare_window());
+        }
+      }
+    }
+    if (earliest == Clock::time_point::max()) {
+      break;
+    }
+    self->spare_timer_.expires_at(earliest);
+    co_await self->spare_timer_.async_wait(kNoThrow);
+    if (self->shutting_down_) {
+      break;
+    }
+    for (auto& [id, pool] : self->servers_) {
+      for (auto& session : pool->sessions) {
+        self->adjust_spares(*pool, *session);
+      }
+    }
+  }
+  self->spare_loop_running_ = false;
 }
 
 void Registry::Impl::maybe_grow(ServerPool& pool, bool for_warming) {
@@ -922,6 +1135,7 @@ awaitable<Result<Lease>> Registry::Impl::acquire(std::shared_ptr<Impl> self, std
       session = self->pick_session(pool);
       if (session) {
         self->grant(pool, *session);
+        self->adjust_spares(pool, *session);  // replaces the spare it took, if there is room
       }
     }
     if (!session) {
@@ -1069,7 +1283,10 @@ void Registry::Impl::release(Lease::Slot& slot, Lease::Finish how) {
   }
   auto session = std::move(slot.pooled);
   session->cooling.push_back(Clock::now());
+  session->unsettled.push_back(Clock::now());
   --session->in_use;
+  // A lease promised a spare may end without a command: its promise goes too.
+  session->session->limit_spare_reservations(session->in_use);
   --pool.active;
   --total_active_;
   if (how == Lease::Finish::channel_refused) {
@@ -1208,6 +1425,7 @@ awaitable<std::size_t> Registry::Impl::warm(std::shared_ptr<Impl> self, std::str
 awaitable<void> Registry::Impl::shutdown(std::shared_ptr<Impl> self, Deadline deadline) {
   self->shutting_down_ = true;
   self->cleanup_timer_.cancel();
+  self->spare_timer_.cancel();
   const Error closing = make_error(Errc::shutting_down, "the connection pool is shutting down");
   for (auto& [id, pool] : self->servers_) {
     self->fail_waiters(*pool, closing);
@@ -1249,6 +1467,8 @@ PoolStats Registry::Impl::stats_of(const ServerPool& pool) const {
     if (session->usable()) {
       ++stats.sessions_ready;
       stats.channel_capacity += session->channel_limit;
+      stats.spare_channels += session->session->spare_channels();
+      stats.spare_channels_ready += session->session->ready_spare_channels();
     } else {
       ++stats.sessions_draining;
     }
@@ -1327,6 +1547,7 @@ Registry::Registry(asio::any_io_executor executor, PoolConfig config)
 Registry::~Registry() {
   impl_->shutting_down_ = true;
   impl_->cleanup_timer_.cancel();
+  impl_->spare_timer_.cancel();
   impl_->abandon_all_handshakes();  // nothing keeps connecting for a registry that is gone
 }
 

@@ -125,6 +125,18 @@ std::chrono::microseconds us_between(Clock::time_point from, Clock::time_point t
 // libssh call happens to read the channel's packets, so they only record: no libssh calls here.
 struct ChannelState {
   explicit ChannelState(std::size_t cap) : max_output(cap) {}
+  ChannelState(const ChannelState&) = delete;
+  ChannelState& operator=(const ChannelState&) = delete;
+  ~ChannelState() { free_channel(); }
+
+  // libssh keeps a channel we freed before the server closed it until its close arrives, and
+  // calls its callbacks then: they are removed first, so they never reach a freed state.
+  void free_channel() {
+    if (channel) {
+      ssh_remove_channel_callbacks(channel.get(), &callbacks);
+      channel.reset();
+    }
+  }
 
   ssh_channel_callbacks_struct callbacks{};
   ChannelHandle channel;
@@ -136,6 +148,10 @@ struct ChannelState {
   std::uint64_t out_bytes = 0;
   std::uint64_t err_bytes = 0;
   bool opened = false;        // the server confirmed the channel
+  bool spare = false;         // opened ahead of time for a command to come (see spares_)
+  bool open_failed = false;   // a spare's open was refused or failed
+  bool adopted = false;       // a command took this spare while its open was in flight
+  bool doomed = false;        // a spare nobody will use: closed as soon as its open is answered
   bool exec_started = false;  // the server accepted the exec request: a process may run
   bool cut = false;           // a closing session stopped waiting for it (see close())
   bool reaping = false;       // reap() is signalling it
@@ -234,6 +250,27 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   }
   [[nodiscard]] std::string tag() const { return fmt::format("[{} #{}]", peer_, id_); }
 
+  void start_spare();
+  [[nodiscard]] std::size_t unreserved_spares() const {
+    return spares_.size() - std::min(reserved_spares_, spares_.size());
+  }
+  [[nodiscard]] std::size_t ready_spares() const {
+    return static_cast<std::size_t>(std::count_if(
+        spares_.begin(), spares_.end(),
+        [](const auto& channel) { return channel->opened && !channel->remote_closed; }));
+  }
+  bool reserve_spare() {
+    if (unreserved_spares() == 0) {
+      return false;
+    }
+    ++reserved_spares_;
+    return true;
+  }
+  void limit_reservations(std::size_t at_most) {
+    reserved_spares_ = std::min({reserved_spares_, at_most, spares_.size()});
+  }
+  std::size_t close_spares(std::size_t keep);
+
   asio::any_io_executor executor_;
   Endpoint endpoint_;
   ConnectOptions options_;
@@ -266,6 +303,15 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   // Starts reap() for a channel whose command may still run (at most once per channel).
   void start_reap(const std::shared_ptr<ChannelState>& channel);
   void release_channel(const std::shared_ptr<ChannelState>& channel);
+  static awaitable<void> open_spare(std::shared_ptr<Impl> self,
+                                    std::shared_ptr<ChannelState> channel);
+  // A spare for a command: the oldest open one, else the oldest still opening, whose answer it
+  // awaits (the open went out before any the command could send). nullptr when none is usable.
+  // Returns a raw pointer (the spare stays in channels_): GCC 12 destroys a shared_ptr returned
+  // through an awaitable twice.
+  static awaitable<ChannelState*> take_spare(std::shared_ptr<Impl> self, Deadline deadline);
+  // Drops spares the server closed (ChannelTimeout, a remote close): they hold no slot anymore.
+  void prune_spares();
   Error connection_error(const char* phase);
   Result<void> verify_host_key();
   // Host keys are checked against the process's known_hosts index (known_hosts.hpp) when the
@@ -303,6 +349,10 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   detail::WaitList waiters_;
   // Channels open, opening or being reaped after a timeout; freed before the session is.
   std::list<std::shared_ptr<ChannelState>> channels_;
+  // Spares (opened ahead of time, no command yet), oldest first; each is in channels_ too. The
+  // first reserved_spares_ of them are promised to commands about to start (counts, not which).
+  std::list<std::shared_ptr<ChannelState>> spares_;
+  std::size_t reserved_spares_ = 0;  // <= spares_.size()
   bool flushing_ = false;
   bool root_login_ = false;  // sshd refuses "signal" requests for root logins
   int reaping_ = 0;          // timed-out commands still being killed
@@ -384,6 +434,7 @@ awaitable<void> Session::Impl::pump(std::shared_ptr<Impl> self) {
         self->teardown(self->connection_error("connection lost"));
         break;
       }
+      self->prune_spares();
     } else {
       // Handshake phase: the pending libssh call reads; just wake it.
       self->waiters_.notify_all();
@@ -486,9 +537,11 @@ void Session::Impl::teardown(Error reason) {
   failure_ = std::move(reason);
   // Channels first: ssh_disconnect frees libssh's channel structs behind our handles.
   for (auto& channel : channels_) {
-    channel->channel.reset();
+    channel->free_channel();
   }
   channels_.clear();
+  spares_.clear();
+  reserved_spares_ = 0;
   if (event_ && session_) {
     ssh_event_remove_session(event_.get(), session_.get());
   }
@@ -543,10 +596,159 @@ void Session::Impl::close_socket() {
 
 void Session::Impl::release_channel(const std::shared_ptr<ChannelState>& channel) {
   if (state_ != State::closed) {
-    channel->channel.reset();
+    channel->free_channel();
     after_libssh_call();
   }
   channels_.remove(channel);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spare channels: opened ahead of time, so that a command needs only its exec round trip
+
+// How long a spare's open may take before it is given up (a server that slow is not worth a
+// spare; the keepalive judges the connection itself).
+constexpr auto kSpareOpenTimeout = std::chrono::seconds(30);
+
+void Session::Impl::start_spare() {
+  if (state_ != State::ready) {
+    return;
+  }
+  auto spare = std::make_shared<ChannelState>(0);
+  spare->channel.reset(ssh_channel_new(session_.get()));
+  if (!spare->channel) {
+    return;
+  }
+  spare->install();
+  spare->spare = true;
+  // Counted at once (active_channels, spare_channels): the open is as good as sent.
+  channels_.push_back(spare);
+  spares_.push_back(spare);
+  asio::co_spawn(executor_, open_spare(shared_from_this(), std::move(spare)), asio::detached);
+}
+
+awaitable<void> Session::Impl::open_spare(std::shared_ptr<Impl> self,
+                                          std::shared_ptr<ChannelState> spare) {
+  ssh_channel channel = spare->channel.get();
+  // Not cancellable (nothing cancels it) and driven to the server's answer: a channel the server
+  // confirms after we forgot it would hold a MaxSessions slot for the connection's life.
+  auto opened = co_await self->drive([channel] { return ssh_channel_open_session(channel); },
+                                     Deadline::after(kSpareOpenTimeout), SSH_AGAIN, false);
+  const bool ok = opened && *opened == SSH_OK;
+  if (ok) {
+    spare->opened = true;
+    ++self->stats_.channels_opened;
+    ++self->stats_.spares_opened;
+  } else {
+    spare->open_failed = true;
+    if (self->state_ == State::ready) {
+      ++self->stats_.spares_dropped;
+      const bool connection_fine =
+          opened && (ssh_get_status(self->session_.get()) & (SSH_CLOSED | SSH_CLOSED_ERROR)) == 0;
+      if (connection_fine) {
+        ++self->stats_.spares_refused;
+      }
+      logger()->debug("{} spare channel not opened: {}", self->tag(),
+                      opened ? ssh_get_error(self->session_.get()) : opened.error().message());
+    }
+  }
+  // Whoever took it over goes on with it (or falls back to its own open when it failed).
+  if (!ok || spare->doomed || (!spare->adopted && self->state_ != State::ready)) {
+    if (spare->spare) {
+      self->spares_.remove(spare);
+      self->limit_reservations(self->reserved_spares_);
+    }
+    self->release_channel(spare);
+  }
+  self->waiters_.notify_all();  // a command that took it over waits for this answer
+}
+
+awaitable<ChannelState*> Session::Impl::take_spare(std::shared_ptr<Impl> self, Deadline deadline) {
+  if (!self->spares_.empty() && self->event_) {
+    // Read what already arrived first: a spare skips the open that would have found a connection
+    // the server closed while it sat idle (then the command did not start and may go elsewhere).
+    ssh_event_dopoll(self->event_.get(), 0);
+    self->after_libssh_call();
+    if ((ssh_get_status(self->session_.get()) & (SSH_CLOSED | SSH_CLOSED_ERROR)) != 0) {
+      self->teardown(self->connection_error("connection lost"));
+    }
+  }
+  for (;;) {
+    self->prune_spares();
+    if (self->state_ != State::ready || self->spares_.empty()) {
+      co_return nullptr;
+    }
+    auto found = std::find_if(self->spares_.begin(), self->spares_.end(),
+                              [](const auto& channel) { return channel->opened; });
+    if (found == self->spares_.end()) {
+      found = self->spares_.begin();  // the oldest open still in flight
+    }
+    auto spare = *found;
+    self->spares_.erase(found);
+    spare->spare = false;
+    if (self->reserved_spares_ > 0) {
+      --self->reserved_spares_;  // whichever command was promised one: they are alike
+    }
+    self->limit_reservations(self->reserved_spares_);
+    if (spare->opened) {
+      co_return spare.get();
+    }
+    spare->adopted = true;
+    while (!spare->opened && !spare->open_failed && self->state_ == State::ready &&
+           !deadline.expired() && !spare->cut) {
+      if (cancel_requested(co_await asio::this_coro::cancellation_state)) {
+        break;
+      }
+      co_await self->waiters_.wait(deadline);
+    }
+    if (spare->opened && !spare->remote_closed) {
+      co_return spare.get();
+    }
+    if (!spare->opened && !spare->open_failed && self->state_ != State::closed) {
+      spare->doomed = true;  // open_spare closes it when the answer comes
+      spare->adopted = false;
+      co_return nullptr;  // deadline, cancellation or close: exec() says which
+    }
+    if (spare->opened) {
+      ++self->stats_.spares_dropped;
+      self->release_channel(spare);
+    }
+    // Failed or closed: a spare's trouble is never the command's; try the next one.
+  }
+}
+
+void Session::Impl::prune_spares() {
+  for (auto it = spares_.begin(); it != spares_.end();) {
+    auto spare = *it;
+    if (spare->opened && spare->remote_closed) {
+      it = spares_.erase(it);
+      ++stats_.spares_dropped;
+      logger()->debug("{} spare channel closed by the server", tag());
+      release_channel(spare);
+    } else {
+      ++it;
+    }
+  }
+  limit_reservations(reserved_spares_);
+}
+
+std::size_t Session::Impl::close_spares(std::size_t keep) {
+  std::size_t closed = 0;
+  // Newest open ones first. One still opening is left alone: closing it as soon as the server
+  // answers would free its slot on the server at a moment the caller cannot see (the pool counts
+  // a close from when it asked for it); a later call closes it once open.
+  for (auto it = spares_.end(); it != spares_.begin() && unreserved_spares() > keep;) {
+    --it;
+    if (!(*it)->opened) {
+      continue;
+    }
+    auto spare = *it;
+    it = spares_.erase(it);
+    spare->spare = false;
+    ++closed;
+    release_channel(spare);
+  }
+  limit_reservations(reserved_spares_);
+  return closed;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1047,78 +1249,141 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
                          fmt::format("{}: cancelled before the command started", self->peer_));
   }
   const auto started = Clock::now();
-  auto state = std::make_shared<ChannelState>(options.max_output);
-  state->kill_grace = options.kill_grace;
-  state->reaper = while_closing;
-  state->channel.reset(ssh_channel_new(self->session_.get()));
-  if (!state->channel) {
-    co_return make_error(Errc::protocol, fmt::format("{}: ssh_channel_new failed", self->peer_));
-  }
-  state->install();
-  self->channels_.push_back(state);
-  ssh_channel channel = state->channel.get();
+  std::string run_id;
   if (self->root_login_) {
     // sshd ignores "signal" requests after a root login; mark the command's processes so a
     // timeout can find and kill them from a second channel (see reap()).
-    state->run_id = random_run_id();
-    command = fmt::format("export {}={}; {}", kRunMarker, state->run_id, command);
+    run_id = random_run_id();
+    command = fmt::format("export {}={}; {}", kRunMarker, run_id, command);
   }
-
-  // Not cancellable: a channel the server confirms after we forgot it would hold one of its
-  // MaxSessions slots for the connection's life. A cancellation waits for the answer (one round
-  // trip), then closes the channel.
-  auto opened = co_await self->drive([channel] { return ssh_channel_open_session(channel); },
-                                     deadline, SSH_AGAIN, false);
-  if (!opened || *opened != SSH_OK) {
-    Error error;
-    if (!opened) {
-      error = opened.error();
-      if (error.code == Errc::timeout) {
-        error.detail = fmt::format("{}: channel not opened within the deadline", self->peer_);
+  // A spare first (no open round trip); a spare the server closed before it took the command
+  // is dropped and the command goes on a channel of its own: never the caller's error.
+  bool spares_allowed = !while_closing;
+  std::shared_ptr<ChannelState> state;
+  bool on_spare = false;
+  Clock::time_point opened_at{};
+  for (;;) {
+    state.reset();
+    if (spares_allowed) {
+      ChannelState* const taken = co_await take_spare(self, deadline);
+      for (const auto& channel : self->channels_) {
+        if (channel.get() == taken && taken != nullptr) {
+          state = channel;
+          break;
+        }
       }
-    } else if (self->state_ == State::ready &&
-               (ssh_get_status(self->session_.get()) & (SSH_CLOSED | SSH_CLOSED_ERROR)) == 0) {
-      ++self->stats_.channels_refused;
-      error = make_error(
-          Errc::channel_refused,
-          fmt::format("{} refused a new channel with {} open (MaxSessions?): {}", self->peer_,
-                      self->channels_.size() - 1, ssh_get_error(self->session_.get())));
-    } else {
-      self->teardown(self->connection_error("connection lost while opening a channel"));
     }
-    if (self->state_ == State::closed) {
-      // The command never reached the server: the caller may retry it elsewhere.
-      error = make_error(Errc::not_started, self->failure_.message());
+    on_spare = state != nullptr;
+    if (!state) {
+      if (self->state_ == State::closed) {
+        co_return make_error(Errc::not_started, self->failure_.message());
+      }
+      if (cancel_requested(co_await asio::this_coro::cancellation_state)) {
+        co_return make_error(Errc::cancelled,
+                             fmt::format("{}: cancelled before the command started", self->peer_));
+      }
+      if (deadline.expired()) {
+        co_return make_error(
+            Errc::timeout, fmt::format("{}: channel not opened within the deadline", self->peer_));
+      }
+      if (self->state_ != State::ready && !(while_closing && self->state_ == State::closing)) {
+        co_return make_error(Errc::cancelled, fmt::format("{} is closing", self->peer_));
+      }
+      state = std::make_shared<ChannelState>(options.max_output);
+      state->channel.reset(ssh_channel_new(self->session_.get()));
+      if (!state->channel) {
+        co_return make_error(Errc::protocol,
+                             fmt::format("{}: ssh_channel_new failed", self->peer_));
+      }
+      state->install();
+      self->channels_.push_back(state);
+      ssh_channel fresh = state->channel.get();
+      // Not cancellable: a channel the server confirms after we forgot it would hold one of its
+      // MaxSessions slots for the connection's life. A cancellation waits for the answer (one
+      // round trip), then closes the channel.
+      auto opened = co_await self->drive([fresh] { return ssh_channel_open_session(fresh); },
+                                         deadline, SSH_AGAIN, false);
+      if (!opened || *opened != SSH_OK) {
+        Error error;
+        if (!opened) {
+          error = opened.error();
+          if (error.code == Errc::timeout) {
+            error.detail = fmt::format("{}: channel not opened within the deadline", self->peer_);
+          }
+        } else if (self->state_ == State::ready &&
+                   (ssh_get_status(self->session_.get()) & (SSH_CLOSED | SSH_CLOSED_ERROR)) == 0) {
+          ++self->stats_.channels_refused;
+          error = make_error(
+              Errc::channel_refused,
+              fmt::format("{} refused a new channel with {} open (MaxSessions?): {}", self->peer_,
+                          self->channels_.size() - 1, ssh_get_error(self->session_.get())));
+        } else {
+          self->teardown(self->connection_error("connection lost while opening a channel"));
+        }
+        if (self->state_ == State::closed) {
+          // The command never reached the server: the caller may retry it elsewhere.
+          error = make_error(Errc::not_started, self->failure_.message());
+        }
+        self->release_channel(state);
+        co_return error;
+      }
+      ++self->stats_.channels_opened;
+      state->opened = true;
     }
-    self->release_channel(state);
-    co_return error;
-  }
-  ++self->stats_.channels_opened;
-  state->opened = true;
-  const auto opened_at = Clock::now();
-  const bool cancel_before_exec = cancel_requested(co_await asio::this_coro::cancellation_state);
-  if (state->cut || cancel_before_exec) {
-    self->release_channel(state);
-    co_return make_error(Errc::cancelled,
-                         fmt::format("{}: {} before the command started", self->peer_,
-                                     state->cut ? "the session closed" : "cancelled"));
-  }
+    state->max_output = options.max_output;
+    state->kill_grace = options.kill_grace;
+    state->reaper = while_closing;
+    state->run_id = run_id;
+    ssh_channel channel = state->channel.get();
+    opened_at = Clock::now();
+    const bool cancel_before_exec = cancel_requested(co_await asio::this_coro::cancellation_state);
+    if (state->cut || cancel_before_exec) {
+      self->release_channel(state);
+      co_return make_error(Errc::cancelled,
+                           fmt::format("{}: {} before the command started", self->peer_,
+                                       state->cut ? "the session closed" : "cancelled"));
+    }
 
-  // Not cancellable either: once sent, the command may start; a cancellation waits for the
-  // server's answer, then signals the command like a timed-out one.
-  auto requested = co_await self->drive(
-      [channel, &command] { return ssh_channel_request_exec(channel, command.c_str()); }, deadline,
-      SSH_AGAIN, false);
-  if (!requested || *requested != SSH_OK) {
-    Error error = !requested
-                      ? requested.error()
-                      : make_error(Errc::protocol,
-                                   fmt::format("{} refused to run the "
-                                               "command: {}",
-                                               self->peer_, ssh_get_error(self->session_.get())));
-    self->release_channel(state);
-    co_return error;
+    // Not cancellable either: once sent, the command may start; a cancellation waits for the
+    // server's answer, then signals the command like a timed-out one. A channel the server closed
+    // without answering never ran it (answers come in order, before the close).
+    constexpr int kClosedUnanswered = -1000;
+    // A raw pointer: a lambda holding a shared_ptr, built inside a co_await expression, is
+    // destroyed twice by GCC 12 (the temporary lives in the coroutine frame).
+    const ChannelState* watched = state.get();
+    auto requested = co_await self->drive(
+        [channel, &command, watched] {
+          const int rc = ssh_channel_request_exec(channel, command.c_str());
+          return rc == SSH_AGAIN && watched->remote_closed ? kClosedUnanswered : rc;
+        },
+        deadline, SSH_AGAIN, false);
+    if (requested && *requested != SSH_OK && on_spare && state->remote_closed &&
+        self->state_ == State::ready) {
+      ++self->stats_.spares_dropped;
+      logger()->debug("{} spare channel closed by the server before the command; opening another",
+                      self->tag());
+      self->release_channel(state);
+      spares_allowed = false;
+      continue;
+    }
+    if (!requested || *requested != SSH_OK) {
+      Error error = !requested ? requested.error()
+                               : make_error(Errc::protocol,
+                                            fmt::format("{} refused to run the "
+                                                        "command: {}",
+                                                        self->peer_,
+                                                        *requested == kClosedUnanswered
+                                                            ? "the channel was closed"
+                                                            : ssh_get_error(self->session_.get())));
+      self->release_channel(state);
+      co_return error;
+    }
+    if (on_spare) {
+      ++self->stats_.spares_used;
+    }
+    break;
   }
+  ssh_channel channel = state->channel.get();
   state->exec_started = true;
 
   // stdin, within the peer's window, then EOF.
@@ -1200,6 +1465,7 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
   result.timing.open = us_between(started, opened_at);
   result.timing.run = us_between(opened_at, finished);
   result.host_key_fingerprint = self->fingerprint_;
+  result.on_spare_channel = on_spare;
   self->release_channel(state);
   co_return result;
 }
@@ -1295,6 +1561,14 @@ awaitable<void> Session::Impl::close(std::shared_ptr<Impl> self, Deadline deadli
   if (self->state_ == State::ready) {
     self->state_ = State::closing;
   }
+  // Spares first: no command will take them (one still opening closes when answered).
+  self->reserved_spares_ = 0;
+  self->close_spares(0);
+  for (auto& spare : self->spares_) {
+    spare->spare = false;
+    spare->doomed = true;  // still opening: open_spare() closes it once answered
+  }
+  self->spares_.clear();
   // Let running commands finish until the deadline; no new ones start.
   while ((!self->channels_.empty() || self->reaping_ > 0) && self->state_ != State::closed &&
          !deadline.expired()) {
@@ -1428,6 +1702,14 @@ asio::awaitable<void> Session::async_close(Deadline deadline) {
 bool Session::alive() const noexcept { return impl_ && impl_->alive(); }
 const Error& Session::failure() const noexcept { return impl_->failure_; }
 std::size_t Session::active_channels() const noexcept { return impl_->active_channel_count(); }
+void Session::open_spare_channel() { impl_->start_spare(); }
+std::size_t Session::spare_channels() const noexcept { return impl_->unreserved_spares(); }
+std::size_t Session::ready_spare_channels() const noexcept { return impl_->ready_spares(); }
+bool Session::reserve_spare_channel() noexcept { return impl_->reserve_spare(); }
+void Session::limit_spare_reservations(std::size_t at_most) noexcept {
+  impl_->limit_reservations(at_most);
+}
+std::size_t Session::close_spare_channels(std::size_t keep) { return impl_->close_spares(keep); }
 std::size_t Session::open_channels() const noexcept { return impl_->open_channel_count(); }
 const std::string& Session::host_key_fingerprint() const noexcept { return impl_->fingerprint_; }
 const std::string& Session::peer() const noexcept { return impl_->peer_; }

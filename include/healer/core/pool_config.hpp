@@ -25,6 +25,12 @@ struct PoolConfig {
   /// Concurrent channels per connection before the server says otherwise (OpenSSH MaxSessions;
   /// env HEALER_MAX_CHANNELS).
   std::size_t max_channels = 10;
+  /// Spare channels per connection at most (env HEALER_SPARE_CHANNELS): channels opened ahead of
+  /// time, so that a warm command needs only its exec round trip. Each holds one of the
+  /// connection's max_channels (a MaxSessions slot on the server). A connection keeps as many as
+  /// it recently had commands at once (decaying to 0 within two minutes without a command);
+  /// 0 disables them.
+  std::size_t spare_channels = 10;
   /// Concurrent operations per server (env HEALER_MAX_CONCURRENT; the seed's semaphore).
   std::size_t max_concurrent = 10;
   /// Concurrent operations over all servers (env HEALER_MAX_CONCURRENT_TOTAL).

@@ -64,6 +64,10 @@ struct PoolStats {
   /// refused one (MaxSessions) and the pool learned its real limit. In a total: the lowest.
   std::size_t channel_limit = 0;
   std::size_t waiters = 0;  ///< callers queued in async_acquire
+  /// Spare channels (opened ahead of time, no command yet; PoolConfig::spare_channels) on the
+  /// ready sessions, opening or open and not yet promised to a lease; each holds a channel slot.
+  std::size_t spare_channels = 0;
+  std::size_t spare_channels_ready = 0;  ///< of the spares, those the server confirmed
   /// 1 while an auth or host-key failure blocks new connections (the circuit is open); in a
   /// total, the servers blocked.
   std::size_t circuits_open = 0;
@@ -99,6 +103,14 @@ struct PoolStats {
   std::uint64_t acquires_cancelled = 0;  ///< acquires ended through their cancellation slot
   std::uint64_t commands_cancelled = 0;  ///< leases returned after their command was cancelled
   std::uint64_t channel_limit_lowered = 0;
+  std::uint64_t spares_opened = 0;  ///< spare channels the pool asked its sessions to open
+  /// Leases granted with a spare channel promised to them (their command skips the channel-open
+  /// round trip unless the server closed the spare meanwhile).
+  std::uint64_t leases_on_spare = 0;
+  std::uint64_t spares_closed = 0;  ///< spares closed unused (demand went down, drain, close)
+  /// Spares the server refused (sshd logs them as "no more sessions" like refused channels); a
+  /// connection that had one refused gets no more spares.
+  std::uint64_t spares_refused = 0;
   std::uint64_t health_checks = 0;
   std::uint64_t health_check_failures = 0;
   std::uint64_t direct_connections = 0;

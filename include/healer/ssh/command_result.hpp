@@ -27,6 +27,7 @@ struct CommandResult {
   CommandTiming timing;
   std::string host_key_fingerprint;  ///< of the server the command ran on ("SHA256:...")
   bool session_reused = false;       ///< filled in by the executor
+  bool on_spare_channel = false;     ///< ran on a channel opened ahead of time (no open round trip)
 
   /// Exit code as a shell would report it: status, or 128 + signal number, or 255 if unknown.
   [[nodiscard]] int shell_exit_code() const;

@@ -24,6 +24,11 @@ struct SessionStats {
   std::uint64_t keepalives_sent = 0;
   std::uint64_t bytes_in = 0;
   std::uint64_t bytes_out = 0;
+  std::uint64_t spares_opened =
+      0;                          ///< spare channels the server confirmed (see open_spare_channel)
+  std::uint64_t spares_used = 0;  ///< commands that ran on a spare: no channel-open round trip
+  std::uint64_t spares_dropped = 0;  ///< spares lost before use: refused, failed, closed remotely
+  std::uint64_t spares_refused = 0;  ///< of those, refused by the server (MaxSessions)
 };
 
 /// How far a connection attempt got: the phase Session::async_attempt stopped in.
@@ -97,7 +102,26 @@ class Session {
   [[nodiscard]] bool alive() const noexcept;
   /// Why the session died (default-constructed Error while alive).
   [[nodiscard]] const Error& failure() const noexcept;
-  /// Channels open or opening right now (including timed-out ones being reaped).
+  /// Opens a channel ahead of time, in the background (a spare): the next async_exec takes it
+  /// and skips the channel-open round trip. It counts in active_channels() and spare_channels()
+  /// at once, and on the server against MaxSessions. A spare that is refused, fails or is closed
+  /// by the server is dropped silently (stats().spares_dropped); a command that finds only a spare
+  /// still opening takes it over (its open was sent first, so it is answered first), and one that
+  /// finds a dead spare opens a channel of its own. Does nothing unless the session is ready.
+  void open_spare_channel();
+  /// Spares opening or open that no command has taken and that are not reserved.
+  [[nodiscard]] std::size_t spare_channels() const noexcept;
+  /// Spares the server confirmed, reserved or not.
+  [[nodiscard]] std::size_t ready_spare_channels() const noexcept;
+  /// Promises one unreserved spare to a command about to start, so that it no longer counts in
+  /// spare_channels(); false when there is none. The next async_exec consumes a reservation.
+  bool reserve_spare_channel() noexcept;
+  /// Drops reservations beyond `at_most` (commands that were promised a spare but ended first).
+  void limit_spare_reservations(std::size_t at_most) noexcept;
+  /// Closes open unreserved spares, newest first, until at most `keep` unreserved ones are left
+  /// (spares still opening are left for a later call); returns how many it closed.
+  std::size_t close_spare_channels(std::size_t keep);
+  /// Channels open or opening right now (including spares and timed-out ones being reaped).
   [[nodiscard]] std::size_t active_channels() const noexcept;
   /// Channels the server confirmed and that are not closed yet: after a refusal, exactly what
   /// the server's MaxSessions allowed.

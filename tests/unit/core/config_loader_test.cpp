@@ -165,7 +165,7 @@ TEST(ConfigLoader, EverySettingReachableByEnvAndFlag) {
 
 TEST(ConfigLoader, SettingsTable) {
   const auto settings = pool_settings();
-  EXPECT_EQ(settings.size(), 18U);
+  EXPECT_EQ(settings.size(), 19U);
   std::set<std::string> envs;
   std::set<std::string> keys;
   std::set<std::string> flags;
