@@ -276,14 +276,14 @@ int bench_main(Settings settings) {
   config.max_handshakes_total = settings.max_handshakes;
   config.max_concurrent_total =
       std::max<std::size_t>(config.max_concurrent_total, settings.concurrency);
-  // The client holds two descriptors per pooled session: keep sessions only if they fit.
-  const bool keep = static_cast<rlim_t>(settings.hosts) * 2 + 1024 < fds;
+  // The client holds one descriptor per pooled session: keep sessions only if they fit.
+  const bool keep = static_cast<rlim_t>(settings.hosts) + 1024 < fds;
   config.idle_timeout =
       std::chrono::milliseconds(settings.idle_timeout_ms.value_or(keep ? 3600000 : 1000));
   config.cleanup_interval = std::min(config.cleanup_interval, config.idle_timeout);
   if (!keep && !settings.idle_timeout_ms) {
     progress(
-        fmt::format("{} hosts x 2 descriptors do not fit the fd limit {}: idle sessions "
+        fmt::format("{} hosts do not fit the fd limit {}: idle sessions "
                     "close after 1 s (no warm reuse)",
                     settings.hosts, fds));
   }
