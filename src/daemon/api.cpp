@@ -85,6 +85,13 @@ Json run_json(const RunSummary& run) {
               {"error", service::to_json(run.server_error)}};
 }
 
+// This node's share of the fleet (GET /api/v1/scheduler).
+Json lease_json(const LeaseKeeper* leases) {
+  const LeaseStats stats = leases != nullptr ? leases->stats() : LeaseStats{};
+  return Json{{"enabled", stats.enabled},     {"held", stats.held},         {"nodes", stats.nodes},
+              {"takeovers", stats.takeovers}, {"released", stats.released}, {"lost", stats.lost}};
+}
+
 // A server as lists and the dashboard show it: inventory row, latest status and figures,
 // schedule.
 Json summary_json(const ServerState& state) {
@@ -104,6 +111,7 @@ Json summary_json(const ServerState& state) {
   } else {
     doc["metrics"] = nullptr;
   }
+  doc["owner"] = state.owner.empty() ? Json(nullptr) : Json(state.owner);
   doc["schedule"] =
       Json{{"metrics", work_json(state.metrics)}, {"diagnose", work_json(state.diagnose)}};
   return doc;
@@ -176,6 +184,7 @@ std::string summary_key(const ServerState& state) {
                    work->next_due ? work->next_due->time_since_epoch().count() : -1, work->running,
                    work->runs, work->skipped, work->late);
   }
+  text(state.owner);
   return key;
 }
 
@@ -445,10 +454,15 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
         snapshot.servers.reserve(part->shards > 1 ? c.fleet.servers().size() / part->shards + 16
                                                   : c.fleet.servers().size());
         for (const auto& [name, state] : c.fleet.servers()) {
-          if (part->shards <= 1 || shard_of(name, part->shards) == part->shard) {
+          // Another node's server is on that node's /metrics: one series per server in total.
+          if (state.owned && (part->shards <= 1 || shard_of(name, part->shards) == part->shard)) {
             snapshot.servers.push_back(exposition_of(state, runtime.registry()));
           }
         }
+      }
+      if (c.leases != nullptr) {
+        snapshot.node = c.leases->node();
+        snapshot.leases = c.leases->stats();
       }
       snapshot.pool_total = runtime.registry().total_stats();
       snapshot.scheduler = c.scheduler.stats();
@@ -752,7 +766,9 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
                   {"late", {{"metrics", stats.late[0]}, {"diagnose", stats.late[1]}}},
                   {"start_delay_p99_ms",
                    static_cast<double>(stats.start_delay.quantile_us(0.99)) / 1000.0},
-                  {"inventory_reloads", stats.inventory_reloads}});
+                  {"inventory_reloads", stats.inventory_reloads},
+                  {"node", c.leases != nullptr ? c.leases->node() : std::string()},
+                  {"leases", lease_json(c.leases)}});
   }
   if (path == "/api/v1" || path == "/api/v1/") {
     co_return json_response(

@@ -6,6 +6,7 @@
 #include "healer/daemon/control_server.hpp"
 #include "healer/daemon/fleet.hpp"
 #include "healer/daemon/http.hpp"
+#include "healer/daemon/leases.hpp"
 #include "healer/daemon/notifier.hpp"
 #include "healer/daemon/remote_writer.hpp"
 #include "healer/daemon/scheduler.hpp"
@@ -30,6 +31,8 @@ struct ApiContext {
   bool reads_need_token = false;
   /// Plans and applies heals for /api/v1/heal (heal_api.cpp); none: those routes are 503.
   service::HealEngine* heal = nullptr;
+  /// This node's leases (its id, what it holds); none: a single node owning every server.
+  LeaseKeeper* leases = nullptr;
 };
 
 /// The HTTP routes: /healthz, /readyz, /metrics, /probe, /api/v1/... and the dashboard's assets.

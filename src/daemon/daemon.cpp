@@ -15,6 +15,7 @@
 #include "healer/daemon/control_server.hpp"
 #include "healer/daemon/fleet.hpp"
 #include "healer/daemon/http.hpp"
+#include "healer/daemon/leases.hpp"
 #include "healer/daemon/notifier.hpp"
 #include "healer/daemon/remote_writer.hpp"
 #include "healer/daemon/scheduler.hpp"
@@ -68,7 +69,10 @@ struct Daemon {
         notifier(runtime_ref),
         remote_writer(runtime_ref.settings().remote_write),
         scheduler(runtime_ref, fleet, notifier),
+        // Several nodes share a fleet only through a database server; a SQLite file has one.
+        leases(runtime_ref, fleet, store::is_database_url(runtime_ref.store().path().native())),
         heal(runtime_ref) {
+    scheduler.set_leases(&leases);
     // Every recorded diagnosis (scheduled or on demand) feeds the automatic heal rules; their
     // notices go out like status changes.
     heal.set_notice_sink(
@@ -89,6 +93,7 @@ struct Daemon {
   Notifier notifier;
   RemoteWriter remote_writer;  // settings from start; SIGHUP does not change them
   Scheduler scheduler;
+  LeaseKeeper leases;
   service::HealEngine heal;  // the API's plans and applies, and the automatic rules
   std::unique_ptr<ControlServer> control;
   std::unique_ptr<Api> api;
@@ -105,6 +110,8 @@ asio::awaitable<void> stop(Daemon& daemon, Deadline deadline) {
   const auto close_budget = std::chrono::seconds(1);
   const auto work_deadline = Deadline(std::max(Clock::now(), deadline.at() - close_budget));
   co_await daemon.scheduler.async_stop(work_deadline);
+  // No scheduled run is left: hand the servers to the other nodes now, not when leases expire.
+  co_await daemon.leases.async_stop(work_deadline);
   // Heals in their grace period stop waiting (verification recorded as interrupted); a command
   // still running is cut off by the pool's shutdown below and its audit row written after it.
   co_await daemon.heal.async_stop(work_deadline);
@@ -118,6 +125,13 @@ asio::awaitable<void> stop(Daemon& daemon, Deadline deadline) {
   daemon.runtime.store().flush();
   log->info("stopped");
   daemon.runtime.io().stop();
+}
+
+asio::awaitable<void> start(Daemon& daemon) {
+  co_await daemon.scheduler.async_start();
+  if (!daemon.stopping) {
+    co_await daemon.leases.async_start();
+  }
 }
 
 }  // namespace
@@ -180,6 +194,12 @@ int run_serve(const service::ServeOptions& options) {
 
   configure_logging(options.log_level);
   raise_fd_limit();
+  // The token and the control socket live in the state directory; with a database URL and the
+  // master key from HEALER_MASTER_KEY nothing else has made it yet.
+  if (std::error_code ec; !fs::exists(*state, ec)) {
+    fs::create_directories(*state, ec);
+    fs::permissions(*state, fs::perms::owner_all, fs::perm_options::replace, ec);
+  }
   service::RuntimeOptions runtime_options;
   runtime_options.settings = *settings;
   runtime_options.db = *db;
@@ -205,7 +225,7 @@ int run_serve(const service::ServeOptions& options) {
   }
   ApiContext context{**runtime,       daemon.fleet,         daemon.scheduler, daemon.notifier,
                      *daemon.control, daemon.remote_writer, nullptr,          *token,
-                     beyond_loopback, &daemon.heal};
+                     beyond_loopback, &daemon.heal,         &daemon.leases};
   daemon.api = std::make_unique<Api>(std::move(context));
   HttpOptions http;
   http.address = settings->serve.listen_address;
@@ -260,7 +280,7 @@ int run_serve(const service::ServeOptions& options) {
     signals.async_wait(on_signal);
   };
   signals.async_wait(on_signal);
-  asio::co_spawn(io, daemon.scheduler.async_start(), asio::detached);
+  asio::co_spawn(io, start(daemon), asio::detached);
   io.run();
   return 0;
 }

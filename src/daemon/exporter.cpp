@@ -297,6 +297,34 @@ void render_self(Writer& w, const ExpositionSnapshot& s) {
            static_cast<double>(s.store.async_writes_failed));
   w.family("healer_store_queued_jobs", "gauge", "Jobs waiting for the store thread.");
   w.sample("healer_store_queued_jobs", "", static_cast<double>(s.store.queued_jobs));
+  if (!s.node.empty()) {
+    const auto& l = s.leases;
+    w.family("healer_node_info", "gauge",
+             "This node's id; several nodes on one database split the fleet with leases.");
+    w.sample(
+        "healer_node_info",
+        fmt::format("node=\"{}\",leases=\"{}\"", escape_label(s.node), l.enabled ? "on" : "off"),
+        1);
+    w.family("healer_leases_held", "gauge", "Servers this node polls on schedule (its leases).");
+    w.sample("healer_leases_held", "", static_cast<double>(l.enabled ? l.held : s.servers.size()));
+    w.family("healer_lease_nodes", "gauge", "Live nodes sharing the fleet, this one included.");
+    w.sample("healer_lease_nodes", "", static_cast<double>(l.nodes));
+    w.family("healer_lease_claims_total", "counter", "Leases this node took, free or expired.");
+    w.sample("healer_lease_claims_total", "", static_cast<double>(l.claimed));
+    w.family("healer_lease_takeovers_total", "counter",
+             "Leases taken from another node whose lease had expired (it died or lost the "
+             "database).");
+    w.sample("healer_lease_takeovers_total", "", static_cast<double>(l.takeovers));
+    w.family("healer_lease_releases_total", "counter",
+             "Leases given back: surplus when a node joins, and at shutdown.");
+    w.sample("healer_lease_releases_total", "", static_cast<double>(l.released));
+    w.family("healer_lease_lost_total", "counter",
+             "Leases found taken by another node after this node's had expired.");
+    w.sample("healer_lease_lost_total", "", static_cast<double>(l.lost));
+    w.family("healer_lease_heartbeat_failures_total", "counter",
+             "Lease heartbeats the database did not answer.");
+    w.sample("healer_lease_heartbeat_failures_total", "", static_cast<double>(l.sync_failures));
+  }
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "healer/daemon/control_server.hpp"
 #include "healer/daemon/fleet.hpp"
 #include "healer/daemon/http.hpp"
+#include "healer/daemon/leases.hpp"
 #include "healer/daemon/notifier.hpp"
 #include "healer/daemon/remote_writer.hpp"
 #include "healer/daemon/scheduler.hpp"
@@ -37,6 +38,8 @@ struct ExpositionSnapshot {
   std::optional<RemoteWriteStats> remote_write;  ///< unset: remote write is off
   ControlStats control;
   store::StoreStats store;
+  std::string node;                 ///< this node's id ("" in snapshots without healer metrics)
+  LeaseStats leases;                ///< this node's share of the fleet
   bool with_healer_metrics = true;  ///< false for /probe (one server's series only)
   /// Which series: all; only those of no server (`/metrics?servers=none`); or only the
   /// per-server ones of the servers listed (a shard, `/metrics?shard=I&shards=N`).

@@ -216,6 +216,9 @@ asio::awaitable<void> Scheduler::load_inventory() {
     logger()->info("[{}] removed from the inventory: no longer scheduled, connections drained",
                    name);
   }
+  if (leases_ != nullptr) {
+    leases_->apply();
+  }
   wake();
 }
 
@@ -253,6 +256,11 @@ asio::awaitable<void> Scheduler::timer_loop() {
       auto& work = work_of(*state, due.kind);
       const auto kind = static_cast<std::size_t>(due.kind);
       schedule(due.server, due.kind, *state);  // the next slot, whatever this one does
+      // Another node holds this server's lease: it runs this slot (every node computes the same
+      // slots, so a server changing hands is neither polled twice nor skipped for long).
+      if (leases_ != nullptr && !leases_->owns(*state)) {
+        continue;
+      }
       if (work.running) {
         ++work.skipped;
         ++stats_.skipped[kind];

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <asio/ip/address.hpp>
+#include <cctype>
 #include <charconv>
 #include <set>
 #include <system_error>
@@ -511,8 +512,35 @@ Result<ServeSettings> serve_from(const toml::table* root, std::string_view origi
         return config_error(origin, fmt::format("{} must be 1 s to 10 min", where));
       }
       serve.shutdown_timeout = *value;
+    } else if (key == "lease_ttl") {
+      auto value = duration_of(node, where, origin);
+      if (!value) {
+        return std::move(value).error();
+      }
+      if (value->count() < 2 || value->count() > 600) {
+        return config_error(origin, fmt::format("{} must be 2 s to 10 min", where));
+      }
+      serve.lease_ttl = *value;
+    } else if (key == "node_id") {
+      auto text = string_of(node, where, origin);
+      if (!text) {
+        return std::move(text).error();
+      }
+      // It shows in logs, labels and the API: a plain name.
+      const bool plain = !text->empty() && text->size() <= 100 &&
+                         std::all_of(text->begin(), text->end(), [](char c) {
+                           return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' ||
+                                  c == '_' || c == '.' || c == ':';
+                         });
+      if (!plain) {
+        return config_error(
+            origin, fmt::format("{} must be 1-100 letters, digits, '-', '_', '.' or ':'", where));
+      }
+      serve.node_id = *text;
     } else {
-      return unknown_key(origin, where, "listen, token_file, tls_cert, tls_key, shutdown_timeout");
+      return unknown_key(origin, where,
+                         "listen, token_file, tls_cert, tls_key, shutdown_timeout, node_id, "
+                         "lease_ttl");
     }
   }
   if (serve.tls_cert.empty() != serve.tls_key.empty()) {

@@ -77,6 +77,10 @@ class Database {
                                                                 std::string_view name);
   [[nodiscard]] Result<PruneResult> prune(const Retention& retention, std::int64_t now_ms);
 
+  [[nodiscard]] Result<LeaseSync> sync_leases(std::string_view node, std::int64_t ttl_ms);
+  [[nodiscard]] Result<std::size_t> release_leases(std::string_view node);
+  [[nodiscard]] Result<std::vector<DiagnosisRun>> latest_runs_since(std::int64_t since_ms);
+
   [[nodiscard]] Result<std::int64_t> append_heal_event(const HealEvent& event);
   [[nodiscard]] Result<std::vector<HealEvent>> heal_events(const HealEventQuery& query);
   [[nodiscard]] Result<void> put_heal_plan(std::string_view hash, std::string_view body,
@@ -100,6 +104,9 @@ class Database {
   // An existing database at the latest schema, read-only: nothing is created (no file, no
   // directory, no key file), migrated, chmod'ed or written.
   [[nodiscard]] static Result<Database> open_read_only(const StoreOptions& options);
+
+  // Now by the database's clock (PostgreSQL's clock_timestamp(); SQLite: this machine's), Unix ms.
+  [[nodiscard]] Result<std::int64_t> database_now();
 
   // Reads the server rows selected by `where` (a SQL suffix; `bind` binds its parameters), with
   // tags and labels, without decrypting secrets.

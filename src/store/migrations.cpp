@@ -411,6 +411,41 @@ CREATE TABLE heal_plans (
 CREATE INDEX heal_plans_by_time ON heal_plans(created_at);
 )sql";
 
+// Leases between `healer serve` nodes sharing one database (store/leases.cpp). One row per
+// server (node NULL: free) so claims lock existing rows (PostgreSQL: FOR UPDATE SKIP LOCKED).
+// Times are Unix ms by the database's clock.
+constexpr std::string_view kLeases = R"sql(
+CREATE TABLE server_leases (
+  server_id  INTEGER PRIMARY KEY REFERENCES servers(id) ON DELETE CASCADE,
+  node       TEXT,
+  expires_at INTEGER NOT NULL DEFAULT 0,
+  since      INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX server_leases_by_node ON server_leases(node);
+
+CREATE TABLE lease_nodes (
+  node       TEXT PRIMARY KEY,
+  started_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+) STRICT;
+)sql";
+
+constexpr std::string_view kLeasesPostgres = R"sql(
+CREATE TABLE server_leases (
+  server_id  BIGINT PRIMARY KEY REFERENCES servers(id) ON DELETE CASCADE,
+  node       TEXT,
+  expires_at BIGINT NOT NULL DEFAULT 0,
+  since      BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX server_leases_by_node ON server_leases(node);
+
+CREATE TABLE lease_nodes (
+  node       TEXT PRIMARY KEY,
+  started_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL
+);
+)sql";
+
 constexpr std::array kMigrations = {
     Migration{1, "initial schema", kInitialSchema, nullptr, kInitialSchemaPostgres},
     Migration{2, "server labels and applications", kLabelsAndApplications, nullptr,
@@ -422,6 +457,7 @@ constexpr std::array kMigrations = {
               &reseal_secrets, ""},
     Migration{6, "status transitions", kStatusTransitions, nullptr, kStatusTransitionsPostgres},
     Migration{7, "heal audit log (append-only) and plans", kHealing, nullptr, kHealingPostgres},
+    Migration{8, "server leases between nodes", kLeases, nullptr, kLeasesPostgres},
 };
 
 constexpr std::string_view kCreateMigrationsTable = R"sql(

@@ -273,6 +273,18 @@ Result<std::string> Store::heal_plan(std::string_view hash) {
   return call(impl_.get(), [&](Database& db) { return db.heal_plan(hash); });
 }
 
+Result<LeaseSync> Store::sync_leases(std::string_view node, std::chrono::milliseconds ttl) {
+  return write(impl_.get(), [&](Database& db) { return db.sync_leases(node, ttl.count()); });
+}
+
+Result<std::size_t> Store::release_leases(std::string_view node) {
+  return write(impl_.get(), [&](Database& db) { return db.release_leases(node); });
+}
+
+Result<std::vector<DiagnosisRun>> Store::latest_runs_since(std::int64_t since_ms) {
+  return call(impl_.get(), [&](Database& db) { return db.latest_runs_since(since_ms); });
+}
+
 void Store::record_run_async(DiagnosisRun run, Callback<std::int64_t> done) {
   post_write<std::int64_t>(
       impl_.get(), "recording a diagnosis run",

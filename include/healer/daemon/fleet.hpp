@@ -88,6 +88,10 @@ struct ServerState {
   std::optional<CollectionSummary> collection;
   WorkState metrics;
   WorkState diagnose;
+  /// The node whose lease covers this server ("" while nobody holds it); see LeaseKeeper.
+  std::string owner;
+  /// This node polls it; false: another node does, and its figures come from the store.
+  bool owned = true;
   /// The API's JSON of this server as lists show it, and a key of everything it shows: rendered
   /// again only when the key changes (src/daemon/api.cpp); it goes away with the server.
   struct Rendered {

@@ -12,6 +12,7 @@
 
 #include "healer/core/deadline.hpp"
 #include "healer/daemon/fleet.hpp"
+#include "healer/daemon/leases.hpp"
 #include "healer/daemon/notifier.hpp"
 #include "healer/service/runtime.hpp"
 
@@ -54,6 +55,9 @@ class Scheduler {
   /// Stops starting runs; waits for those running until `deadline`.
   asio::awaitable<void> async_stop(Deadline deadline);
   [[nodiscard]] const SchedulerStats& stats() const noexcept { return stats_; }
+  /// Scheduled work only on servers `leases` says this node owns (several nodes on one
+  /// database); set before async_start(). Without it every server is this node's.
+  void set_leases(LeaseKeeper* leases) noexcept { leases_ = leases; }
   /// True once the inventory was loaded once.
   [[nodiscard]] bool ready() const noexcept { return ready_; }
 
@@ -76,6 +80,7 @@ class Scheduler {
   service::Runtime& runtime_;
   FleetState& fleet_;
   Notifier& notifier_;
+  LeaseKeeper* leases_ = nullptr;
   SchedulerStats stats_;
   // due runs, earliest first; an entry whose generation is stale is ignored when it comes up
   std::priority_queue<Due, std::vector<Due>, std::greater<>> queue_;

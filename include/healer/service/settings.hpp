@@ -115,6 +115,8 @@ struct NotifySettings {
 /// tls_cert = "/etc/healer/cert.pem"          # both or neither; required beyond loopback
 /// tls_key = "/etc/healer/key.pem"
 /// shutdown_timeout = "10s"
+/// node_id = "healer-a"       # several nodes on one PostgreSQL: default hostname-pid-random
+/// lease_ttl = "30s"          # a dead node's servers are taken over this long after it died
 /// ```
 struct ServeSettings {
   std::string listen_address = "127.0.0.1";
@@ -123,6 +125,10 @@ struct ServeSettings {
   std::filesystem::path tls_cert;
   std::filesystem::path tls_key;
   std::chrono::seconds shutdown_timeout{10};
+  /// This node's name in the server leases (store::ServerLease); empty: hostname-pid-random.
+  std::string node_id;
+  /// How long a lease lives without a heartbeat (heartbeats every third of it).
+  std::chrono::seconds lease_ttl{30};
 };
 
 /// The `[remote_write]` table: where `healer serve` pushes every collected node series

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -191,6 +192,34 @@ struct HealEventQuery {
   std::int64_t since_ms = 0;          ///< at or after
   std::int64_t before_id = 0;         ///< 0 = from the newest
   std::size_t limit = 100;
+};
+
+/// A node's lease on a server (`healer serve` nodes sharing one database): the node schedules
+/// that server's collections and diagnoses until `expires_at`, by the database's clock, unless it
+/// renews the lease before then.
+struct ServerLease {
+  std::int64_t server_id = 0;
+  std::string node;
+  std::int64_t expires_at = 0;  ///< Unix ms, the database's clock
+};
+
+/// A server whose lease a sync took or gave up.
+struct LeaseChange {
+  std::int64_t server_id = 0;
+  /// For a claim: the node whose lease had expired ("" when the server was free).
+  std::string previous_node;
+};
+
+/// What one lease sync (Store::sync_leases) did and saw, in one transaction.
+struct LeaseSync {
+  std::int64_t now = 0;     ///< Unix ms, the database's clock
+  std::size_t nodes = 0;    ///< live nodes (this one included)
+  std::size_t servers = 0;  ///< servers in the inventory
+  std::size_t share = 0;    ///< what this node may hold: ceil(servers / nodes)
+  std::vector<LeaseChange> claimed;
+  std::vector<LeaseChange> released;  ///< surplus given back to balance the fleet
+  /// Every live lease after the sync (every node's), by server id.
+  std::vector<ServerLease> leases;
 };
 
 /// Current time as Unix epoch milliseconds (system clock).

@@ -178,6 +178,21 @@ class Store {
   /// The plan document of `hash`; Errc::not_found when there is none.
   [[nodiscard]] Result<std::string> heal_plan(std::string_view hash);
 
+  // Leases: several `healer serve` nodes on one database split the fleet between them (see
+  // docs/architecture.md, "Several nodes"). Times are the database's clock.
+
+  /// One heartbeat of `node`, in one transaction: renews its liveness and its leases until now +
+  /// `ttl`, forgets nodes whose heartbeat expired, gives back its leases above its share
+  /// (ceil(servers / live nodes)) and claims free or expired leases up to it (on PostgreSQL with
+  /// `FOR UPDATE SKIP LOCKED`, so two nodes never claim the same server).
+  [[nodiscard]] Result<LeaseSync> sync_leases(std::string_view node, std::chrono::milliseconds ttl);
+  /// Gives back every lease of `node` and forgets its heartbeat (a node draining); returns how
+  /// many leases it held.
+  [[nodiscard]] Result<std::size_t> release_leases(std::string_view node);
+  /// The newest server-level run of every server whose newest run started at or after `since_ms`
+  /// (with checks): what other nodes recorded lately.
+  [[nodiscard]] Result<std::vector<DiagnosisRun>> latest_runs_since(std::int64_t since_ms);
+
   // Fire-and-forget writes for the event loop: queued in call order, never blocking.
 
   void record_run_async(DiagnosisRun run, Callback<std::int64_t> done = {});

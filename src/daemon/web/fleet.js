@@ -322,7 +322,9 @@ export class FleetPage {
     const tabbable = remembered.focusName === null ? index === 0 : remembered.focusName === server.name;
     row._link.tabIndex = tabbable ? 0 : -1;
     const tags = server.tags.length ? ` · ${server.tags.join(', ')}` : '';
-    setText(row._host, `${server.user ? server.user + '@' : ''}${server.host}:${server.port}${tags}`);
+    // The node that polls it (several healer nodes on one database share the fleet).
+    const owner = server.owner ? ` · node ${server.owner}` : '';
+    setText(row._host, `${server.user ? server.user + '@' : ''}${server.host}:${server.port}${tags}${owner}`);
     setText(row._problems, server._problems);
     row._problems.title = server._problems;
     setText(row._message, server._message);

@@ -157,7 +157,8 @@ export class ServerPage {
     document.title = `${status} ${server.name} · healer`;
     setText(this.since, server.status_since ? `since ${clock(server.status_since)} (${ago(server.status_since)})` : '');
     const tags = server.tags.length ? ` · tags: ${server.tags.join(', ')}` : '';
-    setText(this.host, `${server.user ? server.user + '@' : ''}${server.host}:${server.port} · ${server.auth} auth${tags}`);
+    const owner = server.owner ? ` · polled by node ${server.owner}` : ' · no node holds its lease yet';
+    setText(this.host, `${server.user ? server.user + '@' : ''}${server.host}:${server.port} · ${server.auth} auth${tags}${owner}`);
     const run = server.last_run;
     const metrics = server.metrics;
     const schedule = server.schedule || {};

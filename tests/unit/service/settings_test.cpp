@@ -47,6 +47,8 @@ max_per_hour = 10
 [serve]
 listen = "[::1]:8080"
 shutdown_timeout = "5s"
+node_id = "healer-a.example:1"
+lease_ttl = "12s"
 )");
   ASSERT_TRUE(settings) << settings.error().message();
   EXPECT_EQ(settings->pool.max_connections, 4U);
@@ -64,6 +66,8 @@ shutdown_timeout = "5s"
   EXPECT_EQ(settings->serve.listen_address, "::1");
   EXPECT_EQ(settings->serve.listen_port, 8080);
   EXPECT_EQ(settings->serve.shutdown_timeout, std::chrono::seconds(5));
+  EXPECT_EQ(settings->serve.node_id, "healer-a.example:1");
+  EXPECT_EQ(settings->serve.lease_ttl, std::chrono::seconds(12));
 }
 
 TEST(Settings, DefaultsWithoutAFile) {
@@ -73,6 +77,8 @@ TEST(Settings, DefaultsWithoutAFile) {
   EXPECT_EQ(settings->schedule.defaults.diagnose, std::chrono::minutes(15));
   EXPECT_EQ(settings->serve.listen_address, "127.0.0.1");
   EXPECT_EQ(settings->serve.listen_port, 7464);
+  EXPECT_EQ(settings->serve.node_id, "");
+  EXPECT_EQ(settings->serve.lease_ttl, std::chrono::seconds(30));
   EXPECT_FALSE(settings->notify.enabled());
 }
 
@@ -96,6 +102,9 @@ TEST(Settings, BadValuesAreNamed) {
       {"[notify]\nconsecutive = 0\n", "notify.consecutive"},
       {"[serve]\nlisten = \"localhost:80\"\n", "serve.listen"},
       {"[serve]\ntls_cert = \"/c.pem\"\n", "go together"},
+      {"[serve]\nlease_ttl = \"1s\"\n", "serve.lease_ttl must be 2 s"},
+      {"[serve]\nnode_id = \"a b\"\n", "serve.node_id must be"},
+      {"[serve]\nnode_id = \"\"\n", "serve.node_id must be"},
       {"schedule = 5\n", "schedule"},
   };
   for (const auto& [text, expected] : cases) {
