@@ -450,6 +450,9 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
         co_return from_error(part.error());
       }
       snapshot.part = part->part;
+      for (const auto& [name, state] : c.fleet.servers()) {
+        snapshot.servers_owned += state.owned ? 1 : 0;
+      }
       if (snapshot.part != ExpositionSnapshot::Part::fleet) {
         snapshot.servers.reserve(part->shards > 1 ? c.fleet.servers().size() / part->shards + 16
                                                   : c.fleet.servers().size());

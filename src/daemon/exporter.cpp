@@ -306,7 +306,7 @@ void render_self(Writer& w, const ExpositionSnapshot& s) {
         fmt::format("node=\"{}\",leases=\"{}\"", escape_label(s.node), l.enabled ? "on" : "off"),
         1);
     w.family("healer_leases_held", "gauge", "Servers this node polls on schedule (its leases).");
-    w.sample("healer_leases_held", "", static_cast<double>(l.enabled ? l.held : s.servers.size()));
+    w.sample("healer_leases_held", "", static_cast<double>(l.enabled ? l.held : s.servers_owned));
     w.family("healer_lease_nodes", "gauge", "Live nodes sharing the fleet, this one included.");
     w.sample("healer_lease_nodes", "", static_cast<double>(l.nodes));
     w.family("healer_lease_claims_total", "counter", "Leases this node took, free or expired.");

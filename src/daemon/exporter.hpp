@@ -45,6 +45,7 @@ struct ExpositionSnapshot {
   /// per-server ones of the servers listed (a shard, `/metrics?shard=I&shards=N`).
   enum class Part { all, fleet, servers };
   Part part = Part::all;
+  std::size_t servers_owned = 0;  ///< servers this node polls, whichever part is shown
 };
 
 /// Which of `shards` a server's series are on: FNV-1a (64-bit) of its name, modulo `shards`.
