@@ -229,6 +229,31 @@ int main(int argc, char** argv) {
     }
     metrics_bytes = metrics.second;
   }
+  // What a large fleet's scrapers and dashboards ask instead: healer's own series, one of 20
+  // shards of the per-server ones, the list's default page of 100.
+  std::vector<double> fleet_ms;
+  std::vector<double> shard_ms;
+  std::vector<double> page_ms;
+  std::size_t shard_bytes = 0;
+  std::size_t fleet_bytes = 0;
+  for (int i = 0; i < api_requests; ++i) {
+    auto t0 = Clock::now();
+    const auto fleet = scrape(static_cast<std::uint16_t>(port), "/metrics?servers=none");
+    fleet_ms.push_back(healer::bench::ms_since(t0));
+    t0 = Clock::now();
+    const auto shard = scrape(static_cast<std::uint16_t>(port),
+                              fmt::format("/metrics?shard={}&shards=20", i % 20));
+    shard_ms.push_back(healer::bench::ms_since(t0));
+    t0 = Clock::now();
+    const auto page = scrape(static_cast<std::uint16_t>(port), "/api/v1/servers");
+    page_ms.push_back(healer::bench::ms_since(t0));
+    if (fleet.first != 200 || shard.first != 200 || page.first != 200) {
+      std::cerr << "an API request failed\n";
+      return 1;
+    }
+    fleet_bytes = fleet.second;
+    shard_bytes = std::max(shard_bytes, shard.second);
+  }
   daemon.signal(SIGTERM);
   const auto stopped = daemon.wait_for_exit(std::chrono::seconds(15));
 
@@ -265,6 +290,12 @@ int main(int argc, char** argv) {
              percentile(list_ms, 0.5), percentile(list_ms, 0.99), list_ms.size());
   fmt::print("  GET /metrics         p50 {:.2f} ms, p99 {:.2f} ms ({} KiB)\n",
              percentile(metrics_ms, 0.5), percentile(metrics_ms, 0.99), metrics_bytes / 1024);
+  fmt::print("  GET /api/v1/servers (default page of 100)  p50 {:.2f} ms, p99 {:.2f} ms\n",
+             percentile(page_ms, 0.5), percentile(page_ms, 0.99));
+  fmt::print("  GET /metrics?servers=none  p50 {:.2f} ms, p99 {:.2f} ms ({} KiB)\n",
+             percentile(fleet_ms, 0.5), percentile(fleet_ms, 0.99), fleet_bytes / 1024);
+  fmt::print("  GET /metrics?shard=I&shards=20  p50 {:.2f} ms, p99 {:.2f} ms (largest {} KiB)\n",
+             percentile(shard_ms, 0.5), percentile(shard_ms, 0.99), shard_bytes / 1024);
   fmt::print("  SIGTERM            {}\n", stopped ? fmt::format("exit {}", stopped->exit_code)
                                                   : std::string("still running after 15 s"));
   fmt::print("  RSS over time (s: MiB, fds): ");

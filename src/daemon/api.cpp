@@ -234,6 +234,39 @@ ExpositionSnapshot::Server exposition_of(const ServerState& state, pool::Registr
   return server;
 }
 
+struct ExpositionPart {
+  ExpositionSnapshot::Part part = ExpositionSnapshot::Part::all;
+  std::size_t shard = 0;
+  std::size_t shards = 1;
+};
+
+// /metrics' parameters: none (everything), `servers=none`, or `shard=I&shards=N`.
+Result<ExpositionPart> exposition_part(const HttpRequest& request) {
+  constexpr std::int64_t kMaxShards = 4096;
+  ExpositionPart part;
+  if (const auto servers = request.param("servers")) {
+    if (*servers != "none" || request.param("shard") || request.param("shards")) {
+      return service::make_error(service::Errc::invalid_input,
+                                 "servers=none is the only value (without shard parameters)");
+    }
+    part.part = ExpositionSnapshot::Part::fleet;
+    return part;
+  }
+  if (!request.param("shard") && !request.param("shards")) {
+    return part;
+  }
+  const auto shard = integer_param(request, "shard");
+  const auto shards = integer_param(request, "shards");
+  if (!shard || !shards || *shards < 1 || *shards > kMaxShards || *shard < 0 || *shard >= *shards) {
+    return service::make_error(service::Errc::invalid_input,
+                               "shard=I&shards=N go together: N from 1 to 4096, I from 0 to N-1");
+  }
+  part.part = ExpositionSnapshot::Part::servers;
+  part.shard = static_cast<std::size_t>(*shard);
+  part.shards = static_cast<std::size_t>(*shards);
+  return part;
+}
+
 // Matches "/api/v1/servers/{name}/rest": the decoded name and what follows it.
 std::optional<std::pair<std::string, std::string>> server_route(std::string_view path) {
   constexpr std::string_view kPrefix = "/api/v1/servers/";
@@ -410,11 +443,24 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
       }
       snapshot.servers.push_back(exposition_of(*state, runtime.registry()));
     } else {
-      snapshot.servers.reserve(c.fleet.servers().size());
+      // A fleet too large for one scrape is split: `servers=none` (healer's fleet-wide series)
+      // plus N shards of the per-server ones (docs/scaling.md).
+      auto part = exposition_part(request);
+      if (!part) {
+        co_return from_error(part.error());
+      }
+      snapshot.part = part->part;
       for (const auto& [name, state] : c.fleet.servers()) {
-        // Another node's server is on that node's /metrics: one series per server in total.
-        if (state.owned) {
-          snapshot.servers.push_back(exposition_of(state, runtime.registry()));
+        snapshot.servers_owned += state.owned ? 1 : 0;
+      }
+      if (snapshot.part != ExpositionSnapshot::Part::fleet) {
+        snapshot.servers.reserve(part->shards > 1 ? c.fleet.servers().size() / part->shards + 16
+                                                  : c.fleet.servers().size());
+        for (const auto& [name, state] : c.fleet.servers()) {
+          // Another node's server is on that node's /metrics: one series per server in total.
+          if (state.owned && (part->shards <= 1 || shard_of(name, part->shards) == part->shard)) {
+            snapshot.servers.push_back(exposition_of(state, runtime.registry()));
+          }
         }
       }
       if (c.leases != nullptr) {

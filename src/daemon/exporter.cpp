@@ -178,6 +178,10 @@ void render_pool(Writer& w, const ExpositionSnapshot& s, const std::vector<std::
                static_cast<double>(s.servers[n].pool.evictions[i]));
     }
   }
+}
+
+// The pool's histograms over every server.
+void render_pool_totals(Writer& w, const ExpositionSnapshot& s) {
   w.family("healer_pool_handshake_duration_seconds", "histogram",
            "Time to connect and authenticate, over every server.");
   w.histogram("healer_pool_handshake_duration_seconds", "", s.pool_total.handshake_time);
@@ -302,7 +306,7 @@ void render_self(Writer& w, const ExpositionSnapshot& s) {
         fmt::format("node=\"{}\",leases=\"{}\"", escape_label(s.node), l.enabled ? "on" : "off"),
         1);
     w.family("healer_leases_held", "gauge", "Servers this node polls on schedule (its leases).");
-    w.sample("healer_leases_held", "", static_cast<double>(l.enabled ? l.held : s.servers.size()));
+    w.sample("healer_leases_held", "", static_cast<double>(l.enabled ? l.held : s.servers_owned));
     w.family("healer_lease_nodes", "gauge", "Live nodes sharing the fleet, this one included.");
     w.sample("healer_lease_nodes", "", static_cast<double>(l.nodes));
     w.family("healer_lease_claims_total", "counter", "Leases this node took, free or expired.");
@@ -324,6 +328,15 @@ void render_self(Writer& w, const ExpositionSnapshot& s) {
 }
 
 }  // namespace
+
+std::size_t shard_of(std::string_view server, std::size_t shards) {
+  std::uint64_t hash = 14695981039346656037ULL;
+  for (const char c : server) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 1099511628211ULL;
+  }
+  return static_cast<std::size_t>(hash % shards);
+}
 
 std::string render_exposition(const ExpositionSnapshot& snapshot) {
   // Every family of every server's node series, each family's lines together (the format asks
@@ -364,8 +377,15 @@ std::string render_exposition(const ExpositionSnapshot& snapshot) {
               snapshot.servers.size() * kOwnBytesPerServer);
   Writer w(out);
   const auto labels = server_labels(snapshot);
-  if (snapshot.with_healer_metrics) {
+  using Part = ExpositionSnapshot::Part;
+  if (snapshot.with_healer_metrics && snapshot.part != Part::servers) {
     render_self(w, snapshot);
+    render_pool_totals(w, snapshot);
+  }
+  if (snapshot.part == Part::fleet) {
+    return out;
+  }
+  if (snapshot.with_healer_metrics) {
     render_pool(w, snapshot, labels);
   }
   render_servers(w, snapshot, labels);

@@ -41,7 +41,16 @@ struct ExpositionSnapshot {
   std::string node;                 ///< this node's id ("" in snapshots without healer metrics)
   LeaseStats leases;                ///< this node's share of the fleet
   bool with_healer_metrics = true;  ///< false for /probe (one server's series only)
+  /// Which series: all; only those of no server (`/metrics?servers=none`); or only the
+  /// per-server ones of the servers listed (a shard, `/metrics?shard=I&shards=N`).
+  enum class Part { all, fleet, servers };
+  Part part = Part::all;
+  std::size_t servers_owned = 0;  ///< servers this node polls, whichever part is shown
 };
+
+/// Which of `shards` a server's series are on: FNV-1a (64-bit) of its name, modulo `shards`.
+/// Stable across restarts, versions and nodes (documented in docs/scaling.md).
+[[nodiscard]] std::size_t shard_of(std::string_view server, std::size_t shards);
 
 /// The Prometheus text exposition (version 0.0.4) of a snapshot.
 [[nodiscard]] std::string render_exposition(const ExpositionSnapshot& snapshot);

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "healer/core/log.hpp"
@@ -381,6 +382,49 @@ class PostgresConnection final : public ConnectionBackend {
   // Sends `sql` (with `parameters`, or as a simple multi-statement query) and waits up to the
   // reply timeout for every result; returns the last one, or the first error.
   Result<ResultHandle> execute(const char* sql, const Parameters* parameters) {
+    if (auto connected = ensure_connected(); !connected) {
+      return std::move(connected).error();
+    }
+    return round_trip([&] {
+      return parameters == nullptr ? PQsendQuery(conn_.get(), sql)
+                                   : PQsendQueryParams(conn_.get(), sql, parameters->count, nullptr,
+                                                       parameters->values, parameters->lengths,
+                                                       parameters->formats, 0);
+    });
+  }
+
+  // Runs `sql` as a statement prepared on the server once per connection (PQprepare), so
+  // PostgreSQL parses and plans it once; past kMaxPrepared distinct texts, unnamed as execute().
+  Result<ResultHandle> execute_prepared(const std::string& sql, const Parameters& parameters) {
+    if (auto connected = ensure_connected(); !connected) {
+      return std::move(connected).error();
+    }
+    auto it = prepared_.find(sql);
+    if (it == prepared_.end()) {
+      if (prepared_.size() >= kMaxPrepared) {
+        return execute(sql.c_str(), &parameters);
+      }
+      std::string name = "healer_" + std::to_string(++prepared_count_);
+      auto made = round_trip([&] {
+        return PQsendPrepare(conn_.get(), name.c_str(), sql.c_str(), parameters.count, nullptr);
+      });
+      if (!made) {
+        return std::move(made).error();
+      }
+      it = prepared_.emplace(sql, std::move(name)).first;
+    }
+    return round_trip([&] {
+      return PQsendQueryPrepared(conn_.get(), it->second.c_str(), parameters.count,
+                                 parameters.values, parameters.lengths, parameters.formats, 0);
+    });
+  }
+
+  // Server-prepared statements per connection, at most.
+  static constexpr std::size_t kMaxPrepared = 256;
+
+ private:
+  // A usable connection: reconnects outside a transaction (which forgets prepared statements).
+  Result<void> ensure_connected() {
     if (lost_in_transaction_) {
       return make_error(Errc::unavailable,
                         "the connection to the database server was lost during the transaction");
@@ -396,12 +440,14 @@ class PostgresConnection final : public ConnectionBackend {
         return std::move(reconnected).error();
       }
     }
-    const int sent =
-        parameters == nullptr
-            ? PQsendQuery(conn_.get(), sql)
-            : PQsendQueryParams(conn_.get(), sql, parameters->count, nullptr, parameters->values,
-                                parameters->lengths, parameters->formats, 0);
-    if (sent == 0) {
+    return {};
+  }
+
+  // Sends with `send` and waits up to the reply timeout for every result; returns the last one,
+  // or the first error.
+  template <class Send>
+  Result<ResultHandle> round_trip(Send send) {
+    if (send() == 0) {
       return lost("sending a query");
     }
     const auto deadline = Clock::now() + reply_timeout_;
@@ -458,7 +504,6 @@ class PostgresConnection final : public ConnectionBackend {
     return last;
   }
 
- private:
   Error error_of(const PGresult* result) const {
     const char* state = PQresultErrorField(result, PG_DIAG_SQLSTATE);
     const char* primary = PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY);
@@ -515,6 +560,8 @@ class PostgresConnection final : public ConnectionBackend {
   // The connection broke inside BEGIN ... COMMIT: every statement fails until the ROLLBACK, so
   // nothing of the transaction's second half runs on a fresh connection in autocommit.
   bool lost_in_transaction_ = false;
+  std::unordered_map<std::string, std::string> prepared_;  // SQL -> name, on this connection
+  std::uint64_t prepared_count_ = 0;
 };
 
 // Connects to `url` with healer's defaults (a connect timeout, UTF-8, an application name); the
@@ -527,6 +574,7 @@ ConnHandle connect_to(const std::string& url) {
 }
 
 Result<void> PostgresConnection::reconnect() {
+  prepared_.clear();  // a new server session knows none of them
   if (!conn_) {
     conn_ = connect_to(url_);
   } else {
@@ -555,7 +603,7 @@ Result<bool> PostgresStatement::step() {
     }
     const PostgresConnection::Parameters parameters{static_cast<int>(values_.size()), values.data(),
                                                     lengths.data(), binary_.data()};
-    auto executed = connection_->execute(sql_.c_str(), &parameters);
+    auto executed = connection_->execute_prepared(sql_, parameters);
     if (!executed) {
       return std::move(executed).error();
     }

@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 
 #include "healer/core/result.hpp"
@@ -64,11 +65,24 @@ class ConnectionBackend {
   [[nodiscard]] virtual std::int64_t changes() const noexcept = 0;
 };
 
+class StatementCache;
+
 /// A prepared statement; bind with 1-based indexes (a parameter left unbound is NULL), step until
-/// it returns false.
+/// it returns false. One from Connection::prepare goes back to its connection's cache when
+/// destroyed (reset, bindings cleared), so the same SQL is not parsed again on the next call.
 class Statement {
  public:
-  explicit Statement(std::unique_ptr<StatementBackend> backend) : backend_(std::move(backend)) {}
+  explicit Statement(std::unique_ptr<StatementBackend> backend, StatementCache* cache = nullptr,
+                     std::string sql = {})
+      : backend_(std::move(backend)), cache_(cache), sql_(std::move(sql)) {}
+  Statement(Statement&& other) noexcept
+      : backend_(std::move(other.backend_)),
+        cache_(std::exchange(other.cache_, nullptr)),
+        sql_(std::move(other.sql_)) {}
+  Statement& operator=(Statement&& other) noexcept;
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  ~Statement();
 
   Statement& bind(int index, std::int64_t value) {
     backend_->bind_int64(index, value);
@@ -118,7 +132,33 @@ class Statement {
   }
 
  private:
+  void give_back() noexcept;
+
   std::unique_ptr<StatementBackend> backend_;
+  StatementCache* cache_;  // null: not cached (the cache was full)
+  std::string sql_;        // the cache's key
+};
+
+/// A connection's prepared statements not in use, by their SQL text. Bounded: SQL built per call
+/// (a chunk of N rows, a WHERE of N names) past the bound is prepared and finalised each time.
+class StatementCache {
+ public:
+  static constexpr std::size_t kMaxStatements = 128;
+
+  /// An idle statement of `sql`, or null.
+  [[nodiscard]] std::unique_ptr<StatementBackend> take(std::string_view sql);
+  /// Keeps `statement` (already reset) unless the cache is full or holds one of `sql` already.
+  void keep(std::string sql, std::unique_ptr<StatementBackend> statement) noexcept;
+  [[nodiscard]] std::size_t size() const noexcept { return idle_.size(); }
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view text) const noexcept {
+      return std::hash<std::string_view>{}(text);
+    }
+  };
+  std::unordered_map<std::string, std::unique_ptr<StatementBackend>, Hash, std::equal_to<>> idle_;
 };
 
 /// One open database connection. Used by one thread at a time (the store's worker).
@@ -137,18 +177,25 @@ class Connection {
                                                         std::chrono::milliseconds lock_timeout,
                                                         std::chrono::milliseconds reply_timeout);
 
-  explicit Connection(std::unique_ptr<ConnectionBackend> backend) : backend_(std::move(backend)) {}
+  explicit Connection(std::unique_ptr<ConnectionBackend> backend)
+      : backend_(std::move(backend)), cache_(std::make_unique<StatementCache>()) {}
 
   [[nodiscard]] Dialect dialect() const noexcept { return backend_->dialect(); }
   /// Runs one or more statements without results and without parameters (DDL, BEGIN/COMMIT).
   [[nodiscard]] Result<void> exec(std::string_view sql) { return backend_->exec(sql); }
-  /// Prepares one statement.
+  /// Prepares one statement, or takes the cached one of the same SQL (a statement returns to the
+  /// cache when destroyed). The statements must not outlive the connection.
   [[nodiscard]] Result<Statement> prepare(std::string_view sql);
+  /// Statements kept for reuse now (tests).
+  [[nodiscard]] std::size_t cached_statements() const noexcept { return cache_->size(); }
   /// Rows changed by the last INSERT/UPDATE/DELETE (not counting cascades).
   [[nodiscard]] std::int64_t changes() const noexcept { return backend_->changes(); }
 
  private:
   std::unique_ptr<ConnectionBackend> backend_;
+  // After backend_: its statements are finalised before the connection closes. On the heap, so
+  // statements keep its address when the Connection moves.
+  std::unique_ptr<StatementCache> cache_;
 };
 
 /// A write transaction: BEGIN IMMEDIATE (SQLite: takes the write lock now) or BEGIN

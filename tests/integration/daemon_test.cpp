@@ -6,6 +6,7 @@
 #include <httplib.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -423,6 +424,73 @@ TEST(Daemon, MetricsPassPromtoolAndShowEachServersSeries) {
   EXPECT_NE(probe.body.find("node_load1{server=\"web\"}"), std::string::npos);
   EXPECT_EQ(probe.body.find("healer_pool_"), std::string::npos);
   EXPECT_EQ(daemon.get("/probe?target=ghost").status, 404);
+}
+
+// FNV-1a (64-bit) of a server's name modulo the shard count: the shard docs/scaling.md promises.
+std::size_t documented_shard(const std::string& name, std::size_t shards) {
+  std::uint64_t hash = 14695981039346656037ULL;
+  for (const char c : name) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 1099511628211ULL;
+  }
+  return static_cast<std::size_t>(hash % shards);
+}
+
+TEST(Daemon, MetricsSplitIntoFleetSeriesAndShardsOfTheServers) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  DaemonFixture daemon(HEALER_BIN, home,
+                       "[schedule]\nmetrics_interval = \"1s\"\ndiagnose_interval = 0\n");
+  const std::vector<std::string> names{"web", "mail", "cache"};
+  for (const auto& name : names) {
+    add_server(daemon, name, sshd);
+  }
+  daemon.start();
+  ASSERT_TRUE(test::poll_until(
+      [&] {
+        const auto body = daemon.get("/metrics").body;
+        return std::all_of(names.begin(), names.end(), [&](const std::string& name) {
+          return body.find("node_load1{server=\"" + name + "\"}") != std::string::npos;
+        });
+      },
+      std::chrono::seconds(15)));
+  // healer's own fleet-wide series, no server's.
+  const auto fleet = daemon.get("/metrics?servers=none");
+  ASSERT_EQ(fleet.status, 200) << fleet.body;
+  EXPECT_NE(fleet.body.find("healer_scheduler_runs_total{kind=\"metrics\"}"), std::string::npos);
+  EXPECT_NE(fleet.body.find("healer_pool_handshake_duration_seconds_count"), std::string::npos);
+  EXPECT_EQ(fleet.body.find("server=\""), std::string::npos);
+  // Two shards: every server's series on exactly the documented one, nothing fleet-wide.
+  std::vector<std::string> pages;
+  for (int shard = 0; shard < 2; ++shard) {
+    const auto page = daemon.get(fmt::format("/metrics?shard={}&shards=2", shard));
+    ASSERT_EQ(page.status, 200) << page.body;
+    EXPECT_EQ(page.body.find("healer_scheduler_runs_total"), std::string::npos);
+    EXPECT_EQ(page.body.find("healer_pool_handshake_duration_seconds"), std::string::npos);
+    pages.push_back(page.body);
+  }
+  for (const auto& name : names) {
+    const auto on = documented_shard(name, 2);
+    for (const auto* family : {"node_load1", "healer_pool_hit_ratio", "healer_server_up"}) {
+      const std::string line = std::string(family) + "{server=\"" + name + "\"}";
+      EXPECT_NE(pages[on].find(line), std::string::npos) << line << " on shard " << on;
+      EXPECT_EQ(pages[1 - on].find(line), std::string::npos) << line << " twice";
+    }
+  }
+  for (const std::string* body :
+       std::initializer_list<const std::string*>{&pages[0], &fleet.body}) {
+    std::ofstream(home.path() / "page.txt") << *body;
+    const auto checked = test::run_command(
+        {"sh", "-c", "promtool check metrics < " + (home.path() / "page.txt").string()});
+    EXPECT_EQ(checked.err.find("error"), std::string::npos) << checked.err;
+  }
+  // Parameters that do not make a shard are refused, not served as the whole fleet.
+  for (const char* bad :
+       {"/metrics?shard=2&shards=2", "/metrics?shards=0&shard=0", "/metrics?shard=0",
+        "/metrics?servers=all", "/metrics?servers=none&shard=0&shards=2"}) {
+    EXPECT_EQ(daemon.get(bad).status, 400) << bad;
+  }
 }
 
 // The sum of a server's node_cpu_seconds_total samples in an exposition (0 if it has none): it

@@ -63,6 +63,17 @@ scrape_configs:
   - job_name: healer
     static_configs:
       - targets: ["127.0.0.1:{0}"]
+  - job_name: healer_fleet
+    params:
+      shards: ["2"]
+    static_configs:
+      - targets: ["127.0.0.1:{0}"]
+        labels: {{__param_shard: "0"}}
+      - targets: ["127.0.0.1:{0}"]
+        labels: {{__param_shard: "1"}}
+    relabel_configs:
+      - source_labels: [__param_shard]
+        target_label: shard
   - job_name: healer_probe
     metrics_path: /probe
     static_configs:
@@ -91,6 +102,12 @@ scrape_configs:
   EXPECT_TRUE(test::poll_until(
       [&] { return query(port, "node_load1{job=\"healer_probe\",instance=\"web\"}").has_value(); },
       std::chrono::seconds(20), std::chrono::milliseconds(250)));
+  // The sharded job: both shards scraped as targets of their own, web's series from one.
+  EXPECT_TRUE(test::poll_until(
+      [&] { return query(port, "node_load1{job=\"healer_fleet\",server=\"web\"}").has_value(); },
+      std::chrono::seconds(20), std::chrono::milliseconds(250)));
+  EXPECT_TRUE(test::poll_until([&] { return query(port, "sum(up{job=\"healer_fleet\"})") == 2.0; },
+                               std::chrono::seconds(20), std::chrono::milliseconds(250)));
   // healer's own metrics arrive too: one scrape of healer shows the pool that reached the host.
   const auto hits = query(port, "healer_pool_acquisitions_total{server=\"web\"}");
   ASSERT_TRUE(hits.has_value());
