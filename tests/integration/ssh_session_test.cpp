@@ -606,6 +606,16 @@ TEST_F(SessionTest, StoppedPeerWithoutKeepaliveHitsTheDeadline) {
   EXPECT_LT(run.connect_time, 3s);
 }
 
+// Kills the server once `command` runs on it.
+asio::awaitable<void> kill_once_running(SshdFixture* server, std::string command) {
+  auto executor = co_await asio::this_coro::executor;
+  while (server->remote_processes_matching(command) == 0) {
+    asio::steady_timer tick(executor, 10ms);
+    co_await tick.async_wait(asio::use_awaitable);
+  }
+  server->kill();
+}
+
 asio::awaitable<Outcome> exec_while_server_dies(SshdFixture* sshd, ssh::ConnectOptions options) {
   Outcome run;
   auto session = co_await ssh::Session::async_connect(endpoint_of(*sshd), std::move(options),
@@ -614,19 +624,8 @@ asio::awaitable<Outcome> exec_while_server_dies(SshdFixture* sshd, ssh::ConnectO
     run.connected = session.error();
     co_return run;
   }
-  auto executor = co_await asio::this_coro::executor;
-  // Kill the server once the command is running.
-  asio::co_spawn(
-      executor,
-      [](SshdFixture* server) -> asio::awaitable<void> {
-        auto ex = co_await asio::this_coro::executor;
-        while (server->remote_processes_matching("sleep 4242") == 0) {
-          asio::steady_timer tick(ex, 10ms);
-          co_await tick.async_wait(asio::use_awaitable);
-        }
-        server->kill();
-      }(sshd),
-      asio::detached);
+  asio::co_spawn(co_await asio::this_coro::executor, kill_once_running(sshd, "sleep 4242"),
+                 asio::detached);
   run.result = co_await session->async_exec("sleep 4242", ssh::ExecOptions{}, Deadline::after(20s));
   EXPECT_FALSE(session->alive());
   co_return run;
@@ -1001,18 +1000,8 @@ asio::awaitable<DroppedRun> drop_then_take_free_numbers(SshdFixture* sshd,
     ADD_FAILURE() << session.error().message();
     co_return run;
   }
-  auto executor = co_await asio::this_coro::executor;
-  asio::co_spawn(
-      executor,
-      [](SshdFixture* server) -> asio::awaitable<void> {
-        auto ex = co_await asio::this_coro::executor;
-        while (server->remote_processes_matching("sleep 4343") == 0) {
-          asio::steady_timer tick(ex, 10ms);
-          co_await tick.async_wait(asio::use_awaitable);
-        }
-        server->kill();
-      }(sshd),
-      asio::detached);
+  asio::co_spawn(co_await asio::this_coro::executor, kill_once_running(sshd, "sleep 4343"),
+                 asio::detached);
   const auto result =
       co_await session->async_exec("sleep 4343", ssh::ExecOptions{}, Deadline::after(20s));
   run.failed = !result;
