@@ -7,6 +7,7 @@
 #include <libssh/server.h>  // ssh_send_keepalive lives here but serves clients too
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pwd.h>
 #include <sodium.h>
 #include <string.h>  // explicit_bzero
 #include <sys/socket.h>
@@ -98,6 +99,39 @@ std::string random_run_id() {
   std::array<char, 2 * 16 + 1> hex{};
   sodium_bin2hex(hex.data(), hex.size(), bytes.data(), bytes.size());
   return std::string(hex.data());
+}
+
+// The local account as libssh 0.10 finds it (ssh_get_user_home_dir, ssh_get_local_username):
+// getpwuid_r of the real uid, $HOME when that fails. Looked up once per process.
+struct LocalAccount {
+  std::string ssh_dir;  // "<home>/.ssh", libssh's "~/.ssh"; empty: let libssh look
+  std::string name;     // empty: let libssh look
+};
+
+const LocalAccount& local_account() {
+  static const LocalAccount account = [] {
+    LocalAccount found;
+    std::vector<char> buffer(16384);
+    passwd entry{};
+    passwd* result = nullptr;
+    const bool known =
+        ::getpwuid_r(::getuid(), &entry, buffer.data(), buffer.size(), &result) == 0 &&
+        result != nullptr;
+    std::string home;
+    if (known && result->pw_dir != nullptr) {
+      home = result->pw_dir;
+    } else if (const char* from_env = std::getenv("HOME"); from_env != nullptr) {
+      home = from_env;
+    }
+    if (!home.empty()) {
+      found.ssh_dir = home + "/.ssh";
+    }
+    if (known && result->pw_name != nullptr) {
+      found.name = result->pw_name;
+    }
+    return found;
+  }();
+  return account;
 }
 
 std::shared_ptr<spdlog::logger> logger() {
@@ -292,6 +326,10 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   // Called after every libssh call: wakes waiters if packets arrived, flushes pending output.
   void after_libssh_call();
   void start_io();
+  // libssh holds bytes it could not send yet (not merely POLLOUT armed: see flush_output).
+  [[nodiscard]] bool output_buffered() const {
+    return session_ && (ssh_get_status(session_.get()) & SSH_WRITE_PENDING) != 0;
+  }
   void ack_quickly();
   void send_keepalive();
   void forget_socket_libssh_closed();
@@ -353,9 +391,9 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   // first reserved_spares_ of them are promised to commands about to start (counts, not which).
   std::list<std::shared_ptr<ChannelState>> spares_;
   std::size_t reserved_spares_ = 0;  // <= spares_.size()
-  bool flushing_ = false;
-  bool root_login_ = false;  // sshd refuses "signal" requests for root logins
-  int reaping_ = 0;          // timed-out commands still being killed
+  bool flushing_ = false;            // flush_output runs
+  bool root_login_ = false;          // sshd refuses "signal" requests for root logins
+  int reaping_ = 0;                  // timed-out commands still being killed
   asio::steady_timer keepalive_timer_;
 };
 
@@ -371,8 +409,7 @@ void Session::Impl::after_libssh_call() {
   }
   stats_.bytes_in = rx_counter_.in_bytes;
   stats_.bytes_out = tx_counter_.out_bytes;
-  if (session_ && !flushing_ && state_ != State::closed &&
-      (ssh_get_poll_flags(session_.get()) & SSH_WRITE_PENDING) != 0) {
+  if (session_ && !flushing_ && state_ != State::closed && output_buffered()) {
     flushing_ = true;
     asio::co_spawn(executor_, flush_output(shared_from_this()), asio::detached);
   }
@@ -451,20 +488,28 @@ awaitable<void> Session::Impl::pump(std::shared_ptr<Impl> self) {
   self->waiters_.notify_all();
 }
 
+// libssh sends a packet at once only while it knows the socket is writable, and forgets that after
+// every send: it then buffers the next packet until a poll reports POLLOUT (and arms POLLOUT in
+// its poll events after each send, whether or not anything is buffered). Only bytes really
+// buffered need a flush, and the socket is nearly always writable: the first attempt polls at
+// once; the loop waits for writability only when that left bytes behind.
 awaitable<void> Session::Impl::flush_output(std::shared_ptr<Impl> self) {
-  while (self->state_ != State::closed && self->wait_fd_ && self->wait_fd_->is_open() &&
-         (ssh_get_poll_flags(self->session_.get()) & SSH_WRITE_PENDING) != 0) {
-    auto [ec] =
-        co_await self->wait_fd_->async_wait(asio::posix::descriptor_base::wait_write, kNoThrow);
-    if (ec || self->state_ == State::closed) {
-      break;
+  for (bool first = true; self->state_ != State::closed && self->wait_fd_ &&
+                          self->wait_fd_->is_open() && self->output_buffered();
+       first = false) {
+    if (!first) {
+      auto [ec] =
+          co_await self->wait_fd_->async_wait(asio::posix::descriptor_base::wait_write, kNoThrow);
+      if (ec || self->state_ == State::closed) {
+        break;
+      }
     }
     if (self->event_) {
-      // A poll with POLLOUT armed writes what libssh buffered and clears the flag; libssh re-arms
-      // POLLOUT after every write, so ssh_blocking_flush alone would leave it set forever.
+      // A poll with POLLOUT armed writes what libssh buffered.
       ssh_event_dopoll(self->event_.get(), 0);
       self->after_libssh_call();
     } else {
+      // Handshake: the pending call polls and writes when it runs again.
       self->waiters_.notify_all();
       co_await asio::post(self->executor_, use_awaitable);
     }
@@ -757,75 +802,159 @@ std::size_t Session::Impl::close_spares(std::size_t keep) {
 awaitable<Result<void>> Session::Impl::tcp_connect(Deadline deadline) {
   auto executor = co_await asio::this_coro::executor;
   asio::steady_timer timer(executor, deadline.at());
-  asio::ip::tcp::resolver resolver(executor);
-  asio::ip::tcp::socket socket(executor);
+  std::optional<asio::ip::tcp::resolver> resolver;
   bool timed_out = false;
   // One timer bounds resolve and connect; it cancels whichever is pending.
-  timer.async_wait([&timed_out, &resolver, &socket](std::error_code ec) {
+  timer.async_wait([this, &timed_out, &resolver](std::error_code ec) {
     if (!ec) {
       timed_out = true;
-      resolver.cancel();
-      std::error_code ignored;
-      socket.cancel(ignored);
+      if (resolver) {
+        resolver->cancel();
+      }
+      if (wait_fd_) {
+        std::error_code ignored;
+        wait_fd_->cancel(ignored);
+      }
     }
   });
-  auto [resolve_ec, endpoints] =
-      co_await resolver.async_resolve(endpoint_.host, std::to_string(endpoint_.port),
-                                      asio::ip::resolver_base::numeric_service, kNoThrow);
-  if (cancel_requested(co_await asio::this_coro::cancellation_state)) {
-    timer.cancel();
-    co_await asio::post(executor, use_awaitable);  // let the timer handler finish
-    co_return make_error(Errc::cancelled, fmt::format("{}: cancelled while resolving", peer_));
-  }
-  if (resolve_ec) {
-    timer.cancel();
-    co_await asio::post(executor, use_awaitable);  // let the timer handler finish
-    if (timed_out) {
-      co_return make_error(Errc::connect_timeout,
-                           fmt::format("{}: name resolution did not finish in time", peer_));
+  // A socket that never reached libssh is this function's to close.
+  const auto drop_socket = [this] {
+    if (wait_fd_) {
+      std::error_code ignored;
+      wait_fd_->close(ignored);
+      wait_fd_.reset();
     }
-    co_return make_error(Errc::resolve_failed,
-                         fmt::format("{}: {}", endpoint_.host, resolve_ec.message()));
+  };
+  std::vector<asio::ip::tcp::endpoint> targets;
+  // A numeric address needs no resolver: Asio's runs getaddrinfo on a thread of its own, a
+  // hand-off to that thread and back on every connect (inet_pton rejects what getaddrinfo would
+  // still read as a name, e.g. "127.1", which goes to the resolver).
+  std::error_code not_numeric;
+  const auto address = asio::ip::make_address(endpoint_.host, not_numeric);
+  if (!not_numeric) {
+    targets.emplace_back(address, endpoint_.port);
+  } else {
+    resolver.emplace(executor);
+    auto [resolve_ec, endpoints] =
+        co_await resolver->async_resolve(endpoint_.host, std::to_string(endpoint_.port),
+                                         asio::ip::resolver_base::numeric_service, kNoThrow);
+    if (cancel_requested(co_await asio::this_coro::cancellation_state)) {
+      timer.cancel();
+      co_await asio::post(executor, use_awaitable);  // let the timer handler finish
+      co_return make_error(Errc::cancelled, fmt::format("{}: cancelled while resolving", peer_));
+    }
+    if (resolve_ec) {
+      timer.cancel();
+      co_await asio::post(executor, use_awaitable);  // let the timer handler finish
+      if (timed_out) {
+        co_return make_error(Errc::connect_timeout,
+                             fmt::format("{}: name resolution did not finish in time", peer_));
+      }
+      co_return make_error(Errc::resolve_failed,
+                           fmt::format("{}: {}", endpoint_.host, resolve_ec.message()));
+    }
+    for (const auto& entry : endpoints) {
+      targets.push_back(entry.endpoint());
+    }
   }
+  // The connect runs on the descriptor libssh will use and the loop will wait on, created
+  // non-blocking with TCP_NODELAY: one epoll registration per connection, none dropped and
+  // re-added when the socket is handed over.
   std::error_code connect_ec = asio::error::host_not_found;
-  for (const auto& entry : endpoints) {
-    std::error_code ignored;
-    socket.close(ignored);
-    auto [ec] = co_await socket.async_connect(entry.endpoint(), kNoThrow);
-    connect_ec = ec;
+  bool waited_writable = false;
+  for (const auto& target : targets) {
+    if (timed_out) {
+      break;
+    }
+    const int fd = ::socket(target.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                            IPPROTO_TCP);
+    if (fd < 0) {
+      connect_ec = std::error_code(errno, std::system_category());
+      continue;
+    }
+    const int on = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    std::error_code assign_ec;
+    wait_fd_.emplace(executor);
+    wait_fd_->assign(fd, assign_ec);
+    if (assign_ec) {
+      ::close(fd);
+      wait_fd_.reset();
+      connect_ec = assign_ec;
+      continue;
+    }
+    if (::connect(fd, target.data(), static_cast<socklen_t>(target.size())) == 0) {
+      connect_ec.clear();
+      break;
+    }
+    if (errno != EINPROGRESS) {
+      connect_ec = std::error_code(errno, std::system_category());
+      drop_socket();
+      continue;
+    }
+    waited_writable = true;
+    auto [wait_ec] =
+        co_await wait_fd_->async_wait(asio::posix::descriptor_base::wait_write, kNoThrow);
+    int so_error = 0;
+    socklen_t length = sizeof(so_error);
+    if (wait_ec) {
+      connect_ec = wait_ec;
+    } else if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &length) != 0) {
+      connect_ec = std::error_code(errno, std::system_category());
+    } else {
+      connect_ec = std::error_code(so_error, std::system_category());
+    }
     const bool cancel = cancel_requested(co_await asio::this_coro::cancellation_state);
-    if (!ec || timed_out || cancel) {
+    if (!connect_ec) {
+      break;
+    }
+    drop_socket();
+    if (timed_out || cancel) {
       break;
     }
   }
   timer.cancel();
   co_await asio::post(executor, use_awaitable);  // let the timer handler finish
   if (cancel_requested(co_await asio::this_coro::cancellation_state)) {
+    drop_socket();
     co_return make_error(Errc::cancelled,
                          fmt::format("{}: cancelled while opening the TCP connection", peer_));
   }
   if (connect_ec) {
+    drop_socket();
     if (timed_out) {
       co_return make_error(Errc::connect_timeout,
                            fmt::format("{}: no TCP connection within the deadline", peer_));
     }
-    if (connect_ec == asio::error::connection_refused) {
+    if (connect_ec == std::errc::connection_refused) {
       co_return make_error(Errc::connect_refused,
                            fmt::format("{}: nothing accepts SSH connections there", peer_));
     }
     co_return make_error(Errc::connect_refused, fmt::format("{}: {}", peer_, connect_ec.message()));
   }
-  std::error_code ignored;
-  socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+  // Waiting for the connect left EPOLLOUT in the descriptor's epoll registration, where every
+  // later read wait would re-arm it and wake the loop for nothing (the socket is writable):
+  // register it again without.
+  socket_t fd = wait_fd_->native_handle();
+  std::error_code assign_ec;
+  if (waited_writable) {
+    fd = wait_fd_->release();
+    wait_fd_->assign(fd, assign_ec);
+  }
+  if (assign_ec) {
+    ::close(fd);
+    wait_fd_.reset();
+    co_return make_error(Errc::protocol, fmt::format("{}: cannot wait on the socket: {}", peer_,
+                                                     assign_ec.message()));
+  }
   struct stat identity {};
-  if (::fstat(socket.native_handle(), &identity) != 0) {
+  if (::fstat(fd, &identity) != 0) {
+    drop_socket();
     co_return make_error(Errc::protocol, fmt::format("{}: fstat of the socket failed", peer_));
   }
   socket_id_ = {identity.st_dev, identity.st_ino};
   // One descriptor, shared: libssh reads and writes it, the loop waits on it. libssh may close
   // it on errors (see close_socket).
-  socket_t fd = socket.release();
-  wait_fd_.emplace(executor, fd);
   session_.reset(ssh_new());
   if (!session_) {
     close_socket();
@@ -840,14 +969,23 @@ awaitable<Result<void>> Session::Impl::tcp_connect(Deadline deadline) {
   ssh_options_set(s, SSH_OPTIONS_PORT, &port);
   ssh_options_set(s, SSH_OPTIONS_LOG_VERBOSITY, &verbosity);
   ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &process_config);
+  // What libssh would look up through NSS (getpwuid_r: /etc/nsswitch.conf and /etc/passwd read)
+  // on every connect: the local user's ~/.ssh and, when no user is given, the login name.
+  const LocalAccount& local = local_account();
+  if (!local.ssh_dir.empty()) {
+    ssh_options_set(s, SSH_OPTIONS_SSH_DIR, local.ssh_dir.c_str());
+  }
   if (!options_.user.empty()) {
     ssh_options_set(s, SSH_OPTIONS_USER, options_.user.c_str());
+  } else if (!local.name.empty()) {
+    ssh_options_set(s, SSH_OPTIONS_USER, local.name.c_str());
   }
   if (indexed_known_hosts()) {
     // libssh reads no known_hosts file: the index orders the host key algorithms as libssh
     // would (recorded types first) and verify_host_key checks the key against it.
     const std::string algorithms = detail::KnownHostsIndex::instance().host_key_algorithms(
         options_.known_hosts_file, kGlobalKnownHosts, known_hosts_name());
+    // (libssh still opens both to order the algorithms: an empty path would mean its default.)
     ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, "/dev/null");
     ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
     if (!algorithms.empty()) {
