@@ -802,159 +802,75 @@ std::size_t Session::Impl::close_spares(std::size_t keep) {
 awaitable<Result<void>> Session::Impl::tcp_connect(Deadline deadline) {
   auto executor = co_await asio::this_coro::executor;
   asio::steady_timer timer(executor, deadline.at());
-  std::optional<asio::ip::tcp::resolver> resolver;
+  asio::ip::tcp::resolver resolver(executor);
+  asio::ip::tcp::socket socket(executor);
   bool timed_out = false;
   // One timer bounds resolve and connect; it cancels whichever is pending.
-  timer.async_wait([this, &timed_out, &resolver](std::error_code ec) {
+  timer.async_wait([&timed_out, &resolver, &socket](std::error_code ec) {
     if (!ec) {
       timed_out = true;
-      if (resolver) {
-        resolver->cancel();
-      }
-      if (wait_fd_) {
-        std::error_code ignored;
-        wait_fd_->cancel(ignored);
-      }
+      resolver.cancel();
+      std::error_code ignored;
+      socket.cancel(ignored);
     }
   });
-  // A socket that never reached libssh is this function's to close.
-  const auto drop_socket = [this] {
-    if (wait_fd_) {
-      std::error_code ignored;
-      wait_fd_->close(ignored);
-      wait_fd_.reset();
-    }
-  };
-  std::vector<asio::ip::tcp::endpoint> targets;
-  // A numeric address needs no resolver: Asio's runs getaddrinfo on a thread of its own, a
-  // hand-off to that thread and back on every connect (inet_pton rejects what getaddrinfo would
-  // still read as a name, e.g. "127.1", which goes to the resolver).
-  std::error_code not_numeric;
-  const auto address = asio::ip::make_address(endpoint_.host, not_numeric);
-  if (!not_numeric) {
-    targets.emplace_back(address, endpoint_.port);
-  } else {
-    resolver.emplace(executor);
-    auto [resolve_ec, endpoints] =
-        co_await resolver->async_resolve(endpoint_.host, std::to_string(endpoint_.port),
-                                         asio::ip::resolver_base::numeric_service, kNoThrow);
-    if (cancel_requested(co_await asio::this_coro::cancellation_state)) {
-      timer.cancel();
-      co_await asio::post(executor, use_awaitable);  // let the timer handler finish
-      co_return make_error(Errc::cancelled, fmt::format("{}: cancelled while resolving", peer_));
-    }
-    if (resolve_ec) {
-      timer.cancel();
-      co_await asio::post(executor, use_awaitable);  // let the timer handler finish
-      if (timed_out) {
-        co_return make_error(Errc::connect_timeout,
-                             fmt::format("{}: name resolution did not finish in time", peer_));
-      }
-      co_return make_error(Errc::resolve_failed,
-                           fmt::format("{}: {}", endpoint_.host, resolve_ec.message()));
-    }
-    for (const auto& entry : endpoints) {
-      targets.push_back(entry.endpoint());
-    }
+  auto [resolve_ec, endpoints] =
+      co_await resolver.async_resolve(endpoint_.host, std::to_string(endpoint_.port),
+                                      asio::ip::resolver_base::numeric_service, kNoThrow);
+  if (cancel_requested(co_await asio::this_coro::cancellation_state)) {
+    timer.cancel();
+    co_await asio::post(executor, use_awaitable);  // let the timer handler finish
+    co_return make_error(Errc::cancelled, fmt::format("{}: cancelled while resolving", peer_));
   }
-  // The connect runs on the descriptor libssh will use and the loop will wait on, created
-  // non-blocking with TCP_NODELAY: one epoll registration per connection, none dropped and
-  // re-added when the socket is handed over.
-  std::error_code connect_ec = asio::error::host_not_found;
-  bool waited_writable = false;
-  for (const auto& target : targets) {
+  if (resolve_ec) {
+    timer.cancel();
+    co_await asio::post(executor, use_awaitable);  // let the timer handler finish
     if (timed_out) {
-      break;
+      co_return make_error(Errc::connect_timeout,
+                           fmt::format("{}: name resolution did not finish in time", peer_));
     }
-    const int fd = ::socket(target.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                            IPPROTO_TCP);
-    if (fd < 0) {
-      connect_ec = std::error_code(errno, std::system_category());
-      continue;
-    }
-    const int on = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-    std::error_code assign_ec;
-    wait_fd_.emplace(executor);
-    wait_fd_->assign(fd, assign_ec);
-    if (assign_ec) {
-      ::close(fd);
-      wait_fd_.reset();
-      connect_ec = assign_ec;
-      continue;
-    }
-    if (::connect(fd, target.data(), static_cast<socklen_t>(target.size())) == 0) {
-      connect_ec.clear();
-      break;
-    }
-    if (errno != EINPROGRESS) {
-      connect_ec = std::error_code(errno, std::system_category());
-      drop_socket();
-      continue;
-    }
-    waited_writable = true;
-    auto [wait_ec] =
-        co_await wait_fd_->async_wait(asio::posix::descriptor_base::wait_write, kNoThrow);
-    int so_error = 0;
-    socklen_t length = sizeof(so_error);
-    if (wait_ec) {
-      connect_ec = wait_ec;
-    } else if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &length) != 0) {
-      connect_ec = std::error_code(errno, std::system_category());
-    } else {
-      connect_ec = std::error_code(so_error, std::system_category());
-    }
+    co_return make_error(Errc::resolve_failed,
+                         fmt::format("{}: {}", endpoint_.host, resolve_ec.message()));
+  }
+  std::error_code connect_ec = asio::error::host_not_found;
+  for (const auto& entry : endpoints) {
+    std::error_code ignored;
+    socket.close(ignored);
+    auto [ec] = co_await socket.async_connect(entry.endpoint(), kNoThrow);
+    connect_ec = ec;
     const bool cancel = cancel_requested(co_await asio::this_coro::cancellation_state);
-    if (!connect_ec) {
-      break;
-    }
-    drop_socket();
-    if (timed_out || cancel) {
+    if (!ec || timed_out || cancel) {
       break;
     }
   }
   timer.cancel();
   co_await asio::post(executor, use_awaitable);  // let the timer handler finish
   if (cancel_requested(co_await asio::this_coro::cancellation_state)) {
-    drop_socket();
     co_return make_error(Errc::cancelled,
                          fmt::format("{}: cancelled while opening the TCP connection", peer_));
   }
   if (connect_ec) {
-    drop_socket();
     if (timed_out) {
       co_return make_error(Errc::connect_timeout,
                            fmt::format("{}: no TCP connection within the deadline", peer_));
     }
-    if (connect_ec == std::errc::connection_refused) {
+    if (connect_ec == asio::error::connection_refused) {
       co_return make_error(Errc::connect_refused,
                            fmt::format("{}: nothing accepts SSH connections there", peer_));
     }
     co_return make_error(Errc::connect_refused, fmt::format("{}: {}", peer_, connect_ec.message()));
   }
-  // Waiting for the connect left EPOLLOUT in the descriptor's epoll registration, where every
-  // later read wait would re-arm it and wake the loop for nothing (the socket is writable):
-  // register it again without.
-  socket_t fd = wait_fd_->native_handle();
-  std::error_code assign_ec;
-  if (waited_writable) {
-    fd = wait_fd_->release();
-    wait_fd_->assign(fd, assign_ec);
-  }
-  if (assign_ec) {
-    ::close(fd);
-    wait_fd_.reset();
-    co_return make_error(Errc::protocol, fmt::format("{}: cannot wait on the socket: {}", peer_,
-                                                     assign_ec.message()));
-  }
+  std::error_code ignored;
+  socket.set_option(asio::ip::tcp::no_delay(true), ignored);
   struct stat identity {};
-  if (::fstat(fd, &identity) != 0) {
-    drop_socket();
+  if (::fstat(socket.native_handle(), &identity) != 0) {
     co_return make_error(Errc::protocol, fmt::format("{}: fstat of the socket failed", peer_));
   }
   socket_id_ = {identity.st_dev, identity.st_ino};
   // One descriptor, shared: libssh reads and writes it, the loop waits on it. libssh may close
   // it on errors (see close_socket).
+  socket_t fd = socket.release();
+  wait_fd_.emplace(executor, fd);
   session_.reset(ssh_new());
   if (!session_) {
     close_socket();
