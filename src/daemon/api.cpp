@@ -216,8 +216,8 @@ Json stored_run_json(const store::DiagnosisRun& run) {
               {"checks", std::move(checks)}};
 }
 
-// What /metrics shows of a server: figures and its node series' lines (shared, rendered when
-// its collection landed), copied on the loop.
+// What /metrics shows of a server: figures and its node series (shared, not copied), taken on
+// the loop.
 ExpositionSnapshot::Server exposition_of(const ServerState& state, pool::Registry& registry) {
   ExpositionSnapshot::Server server;
   server.name = state.record.name;
@@ -675,8 +675,8 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
         // Which series there are: the names of the latest collection.
         Json names = Json::array();
         if (state->collection && state->collection->exposition) {
-          for (const auto& [family, lines] : *state->collection->exposition) {
-            names.push_back(family);
+          for (const auto& family : state->collection->exposition->families) {
+            names.push_back(family.family->name);
           }
         }
         co_return json_response(200, Json{{"names", std::move(names)}});
