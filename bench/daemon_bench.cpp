@@ -142,6 +142,11 @@ int main(int argc, char** argv) {
   app.add_option("--interval", interval, "metrics_interval in seconds");
   app.add_option("--minutes", minutes, "How long the soak runs");
   app.add_option("--api-requests", api_requests, "GETs per endpoint for the latency figures");
+  std::vector<std::string> wrap;
+  app.add_option("--wrap", wrap,
+                 "Run the daemon under this command, e.g. --wrap heaptrack -o FILE (profiling "
+                 "only: RSS, CPU and descriptor figures are then the wrapper's)")
+      ->expected(1, 16);
   CLI11_PARSE(app, argc, argv);
   healer::bench::raise_fd_limit();
 
@@ -174,8 +179,11 @@ int main(int argc, char** argv) {
   const std::vector<std::string> env{"env", "HOME=" + home.path().string(),
                                      "HEALER_DB=" + db.string(),
                                      "HEALER_CONFIG=" + config.string()};
-  auto with_env = [&](std::vector<std::string> args) {
+  auto with_env = [&](std::vector<std::string> args, bool wrapped = false) {
     std::vector<std::string> command = env;
+    if (wrapped) {
+      command.insert(command.end(), wrap.begin(), wrap.end());
+    }
     command.push_back(HEALER_BIN);
     command.insert(command.end(), args.begin(), args.end());
     return command;
@@ -189,7 +197,7 @@ int main(int argc, char** argv) {
   }
   const auto port = healer::test::closed_port();
   auto daemon = healer::test::ChildProcess::spawn(
-      with_env({"serve", "--listen", "127.0.0.1:" + std::to_string(port)}),
+      with_env({"serve", "--listen", "127.0.0.1:" + std::to_string(port)}, true),
       home.path() / "daemon.log");
   httplib::Client client("127.0.0.1", port);
   client.set_read_timeout(std::chrono::seconds(30));
@@ -211,6 +219,20 @@ int main(int argc, char** argv) {
   }
   samples.push_back(sample_process(daemon.pid(), started));
   const auto scheduler = json::parse(client.Get("/api/v1/scheduler")->body);
+  // The allocator's view at the same moment (healer_process_heap_bytes).
+  double heap_in_use = 0;
+  double heap_free = 0;
+  if (auto own = client.Get("/metrics?servers=none"); own && own->status == 200) {
+    std::istringstream lines(own->body);
+    for (std::string line; std::getline(lines, line);) {
+      const auto value = [&] { return std::stod(line.substr(line.rfind(' ') + 1)); };
+      if (line.starts_with("healer_process_heap_bytes{state=\"in_use\"}")) {
+        heap_in_use = value();
+      } else if (line.starts_with("healer_process_heap_bytes{state=\"free\"}")) {
+        heap_free = value();
+      }
+    }
+  }
 
   // API latency with every server's figures in memory.
   std::vector<double> list_ms;
@@ -281,6 +303,8 @@ int main(int argc, char** argv) {
       static_cast<double>(baseline->rss_kib) / 1024, baseline->seconds,
       static_cast<double>(last.rss_kib) / 1024,
       static_cast<double>(last.rss_kib - baseline->rss_kib) / 1024);
+  fmt::print("  heap at the end    {:.1f} MiB in use, {:.1f} MiB free in the allocator\n",
+             heap_in_use / 1048576, heap_free / 1048576);
   fmt::print("  descriptors        {} at {:.0f} s, {} at the end\n", baseline->fds,
              baseline->seconds, last.fds);
   fmt::print("  daemon CPU         {:.1f} s in all: {:.2f} ms per collection, {:.1f}% of a core\n",
