@@ -342,11 +342,12 @@ TEST(Daemon, TheApiNeedsTheTokenToChangeAnythingAndNeverShowsASecret) {
 // A query parameter's value, every byte but letters and digits as %XX.
 std::string percent_encoded(const std::string& text) {
   std::string out;
-  for (const unsigned char c : text) {
-    if (std::isalnum(c) != 0) {
-      out += static_cast<char>(c);
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (std::isalnum(byte) != 0) {
+      out += c;
     } else {
-      out += fmt::format("%{:02X}", c);
+      out += fmt::format("%{:02X}", byte);
     }
   }
   return out;
@@ -397,10 +398,10 @@ TEST(Daemon, TheListsSummaryViewIsASubsetOfTheFullItemsAndAnUnknownViewIsRefused
   SshdFixture sshd;
   sshd.start();
   test::TempDir home;
-  // Memory thresholds every machine crosses: a failing check with a message.
+  // Disk thresholds every machine crosses: a failing check with a message.
   DaemonFixture daemon(HEALER_BIN, home,
                        "[schedule]\nmetrics_interval = \"1s\"\ndiagnose_interval = 0\n"
-                       "[checks]\nthresholds = { memory = [1, 2] }\n");
+                       "[checks]\nthresholds = { disk_space = [1, 2] }\n");
   const std::string hostile = "q\"uote\\<script>x</script>";
   add_server(daemon, "web", sshd);
   add_server(daemon, hostile, sshd);
@@ -408,7 +409,7 @@ TEST(Daemon, TheListsSummaryViewIsASubsetOfTheFullItemsAndAnUnknownViewIsRefused
   daemon.start();
   for (const auto& name : {std::string("web"), std::string("gone")}) {
     const auto diagnosed =
-        daemon.post("/api/v1/servers/" + name + "/diagnose", R"({"checks": ["memory"]})");
+        daemon.post("/api/v1/servers/" + name + "/diagnose", R"({"checks": ["disk_space"]})");
     ASSERT_EQ(diagnosed.status, 200) << diagnosed.body;
   }
   ASSERT_TRUE(test::poll_until(
@@ -451,17 +452,18 @@ TEST(Daemon, TheListsSummaryViewIsASubsetOfTheFullItemsAndAnUnknownViewIsRefused
   const auto* web = find_server(summary, "web");
   ASSERT_NE(web, nullptr);
   ASSERT_EQ((*web)["last_run"]["failing"].size(), 1U) << web->dump();
-  EXPECT_EQ((*web)["last_run"]["failing"][0]["name"], "memory");
+  EXPECT_EQ((*web)["last_run"]["failing"][0]["name"], "disk_space");
   EXPECT_FALSE((*web)["last_run"]["failing"][0]["message"].get<std::string>().empty());
   EXPECT_TRUE((*web)["metrics"]["load1"].is_number());
   EXPECT_TRUE((*web)["schedule"]["metrics"]["next_due"].is_number());
   const auto* gone = find_server(summary, "gone");
   ASSERT_NE(gone, nullptr);
   EXPECT_EQ((*gone)["last_run"]["error"]["category"], "ssh") << gone->dump();
-  // The hostile name arrives as the same text (escaped in the JSON, never raw markup in it).
+  // The hostile name arrives as the same text, its quote and backslash escaped in the JSON.
   EXPECT_NE(find_server(summary, hostile), nullptr);
-  EXPECT_EQ(summary_body.find("<script>"), std::string::npos);
-  EXPECT_LT(summary_body.size() * 2, full.dump().size());
+  EXPECT_EQ(summary_body.find(hostile), std::string::npos);
+  EXPECT_NE(summary_body.find(R"(q\"uote\\<script>)"), std::string::npos) << summary_body;
+  EXPECT_LT(summary_body.size(), full.dump().size());
 
   // Pages walk the same way as the full list's.
   std::vector<std::string> names;
