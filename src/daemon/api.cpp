@@ -124,7 +124,8 @@ std::string summary_message(const std::string& message) {
 }
 
 // A server as lists and the dashboard show it: inventory row, latest status and figures,
-// schedule. The summary view is a subset of the full one: the same names in the same places.
+// schedule. The summary view is a subset of the full one: the same names in the same places
+// with the same values, but for failing checks' messages cut to kSummaryMessage bytes.
 Json summary_json(const ServerState& state, ListView view) {
   const bool full = view == ListView::full;
   Json doc;
