@@ -238,6 +238,7 @@ int main(int argc, char** argv) {
   std::vector<double> list_ms;
   std::vector<double> metrics_ms;
   std::size_t metrics_bytes = 0;
+  std::size_t list_bytes = 0;
   for (int i = 0; i < api_requests; ++i) {
     auto t0 = Clock::now();
     const auto list = scrape(static_cast<std::uint16_t>(port), "/api/v1/servers?limit=1000");
@@ -250,12 +251,16 @@ int main(int argc, char** argv) {
       return 1;
     }
     metrics_bytes = metrics.second;
+    list_bytes = list.second;
   }
   // What a large fleet's scrapers and dashboards ask instead: healer's own series, one of 20
-  // shards of the per-server ones, the list's default page of 100.
+  // shards of the per-server ones, the list's default page of 100, and the dashboard's walk of
+  // the list's summary view (pages of 1,000, the next one each time).
   std::vector<double> fleet_ms;
   std::vector<double> shard_ms;
   std::vector<double> page_ms;
+  std::vector<double> brief_ms;
+  std::size_t brief_bytes = 0;
   std::size_t shard_bytes = 0;
   std::size_t fleet_bytes = 0;
   for (int i = 0; i < api_requests; ++i) {
@@ -269,6 +274,18 @@ int main(int argc, char** argv) {
     t0 = Clock::now();
     const auto page = scrape(static_cast<std::uint16_t>(port), "/api/v1/servers");
     page_ms.push_back(healer::bench::ms_since(t0));
+    // Names are simNNNNN: the page after sim00999 starts at sim01000.
+    const auto brief_page = static_cast<std::size_t>(i) % std::max<std::size_t>(servers / 1000, 1);
+    const auto cursor =
+        brief_page == 0 ? std::string() : fmt::format("&cursor=sim{:05}", brief_page * 1000 - 1);
+    t0 = Clock::now();
+    const auto brief = scrape(static_cast<std::uint16_t>(port),
+                              "/api/v1/servers?view=summary&limit=1000" + cursor);
+    // A daemon from before the summary view answers 400: its row stays empty.
+    if (brief.first == 200) {
+      brief_ms.push_back(healer::bench::ms_since(t0));
+      brief_bytes = std::max(brief_bytes, brief.second);
+    }
     if (fleet.first != 200 || shard.first != 200 || page.first != 200) {
       std::cerr << "an API request failed\n";
       return 1;
@@ -310,12 +327,17 @@ int main(int argc, char** argv) {
   fmt::print("  daemon CPU         {:.1f} s in all: {:.2f} ms per collection, {:.1f}% of a core\n",
              last.cpu_seconds, 1000 * last.cpu_seconds / std::max(runs, 1.0),
              100 * last.cpu_seconds / elapsed);
-  fmt::print("  GET /api/v1/servers  p50 {:.2f} ms, p99 {:.2f} ms ({} requests)\n",
-             percentile(list_ms, 0.5), percentile(list_ms, 0.99), list_ms.size());
+  fmt::print(
+      "  GET /api/v1/servers?limit=1000  p50 {:.2f} ms, p99 {:.2f} ms ({} requests, {} KiB)\n",
+      percentile(list_ms, 0.5), percentile(list_ms, 0.99), list_ms.size(), list_bytes / 1024);
   fmt::print("  GET /metrics         p50 {:.2f} ms, p99 {:.2f} ms ({} KiB)\n",
              percentile(metrics_ms, 0.5), percentile(metrics_ms, 0.99), metrics_bytes / 1024);
   fmt::print("  GET /api/v1/servers (default page of 100)  p50 {:.2f} ms, p99 {:.2f} ms\n",
              percentile(page_ms, 0.5), percentile(page_ms, 0.99));
+  fmt::print(
+      "  GET /api/v1/servers?view=summary&limit=1000 (pages in turn)  p50 {:.2f} ms, p99 {:.2f} "
+      "ms (largest {} KiB)\n",
+      percentile(brief_ms, 0.5), percentile(brief_ms, 0.99), brief_bytes / 1024);
   fmt::print("  GET /metrics?servers=none  p50 {:.2f} ms, p99 {:.2f} ms ({} KiB)\n",
              percentile(fleet_ms, 0.5), percentile(fleet_ms, 0.99), fleet_bytes / 1024);
   fmt::print("  GET /metrics?shard=I&shards=20  p50 {:.2f} ms, p99 {:.2f} ms (largest {} KiB)\n",

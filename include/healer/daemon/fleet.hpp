@@ -125,11 +125,13 @@ struct ServerState {
   std::string owner;
   /// This node polls it; false: another node does, and its figures come from the store.
   bool owned = true;
-  /// The API's JSON of this server as lists show it, and a key of everything it shows: rendered
-  /// again only when the key changes (src/daemon/api.cpp); it goes away with the server.
+  /// The API's JSON of this server as lists show it (the full item and the summary view), and a
+  /// key of everything they show: each rendered when first asked for after the key changed
+  /// (src/daemon/api.cpp); it goes away with the server.
   struct Rendered {
     std::string key;
     std::string json;
+    std::string summary;
   };
   Rendered list_item;
 };
