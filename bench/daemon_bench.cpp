@@ -142,6 +142,11 @@ int main(int argc, char** argv) {
   app.add_option("--interval", interval, "metrics_interval in seconds");
   app.add_option("--minutes", minutes, "How long the soak runs");
   app.add_option("--api-requests", api_requests, "GETs per endpoint for the latency figures");
+  std::vector<std::string> wrap;
+  app.add_option("--wrap", wrap,
+                 "Run the daemon under this command, e.g. --wrap heaptrack -o FILE (profiling "
+                 "only: RSS, CPU and descriptor figures are then the wrapper's)")
+      ->expected(1, 16);
   CLI11_PARSE(app, argc, argv);
   healer::bench::raise_fd_limit();
 
@@ -174,8 +179,11 @@ int main(int argc, char** argv) {
   const std::vector<std::string> env{"env", "HOME=" + home.path().string(),
                                      "HEALER_DB=" + db.string(),
                                      "HEALER_CONFIG=" + config.string()};
-  auto with_env = [&](std::vector<std::string> args) {
+  auto with_env = [&](std::vector<std::string> args, bool wrapped = false) {
     std::vector<std::string> command = env;
+    if (wrapped) {
+      command.insert(command.end(), wrap.begin(), wrap.end());
+    }
     command.push_back(HEALER_BIN);
     command.insert(command.end(), args.begin(), args.end());
     return command;
@@ -189,7 +197,7 @@ int main(int argc, char** argv) {
   }
   const auto port = healer::test::closed_port();
   auto daemon = healer::test::ChildProcess::spawn(
-      with_env({"serve", "--listen", "127.0.0.1:" + std::to_string(port)}),
+      with_env({"serve", "--listen", "127.0.0.1:" + std::to_string(port)}, true),
       home.path() / "daemon.log");
   httplib::Client client("127.0.0.1", port);
   client.set_read_timeout(std::chrono::seconds(30));
@@ -211,11 +219,26 @@ int main(int argc, char** argv) {
   }
   samples.push_back(sample_process(daemon.pid(), started));
   const auto scheduler = json::parse(client.Get("/api/v1/scheduler")->body);
+  // The allocator's view at the same moment (healer_process_heap_bytes).
+  double heap_in_use = 0;
+  double heap_free = 0;
+  if (auto own = client.Get("/metrics?servers=none"); own && own->status == 200) {
+    std::istringstream lines(own->body);
+    for (std::string line; std::getline(lines, line);) {
+      const auto value = [&] { return std::stod(line.substr(line.rfind(' ') + 1)); };
+      if (line.starts_with("healer_process_heap_bytes{state=\"in_use\"}")) {
+        heap_in_use = value();
+      } else if (line.starts_with("healer_process_heap_bytes{state=\"free\"}")) {
+        heap_free = value();
+      }
+    }
+  }
 
   // API latency with every server's figures in memory.
   std::vector<double> list_ms;
   std::vector<double> metrics_ms;
   std::size_t metrics_bytes = 0;
+  std::size_t list_bytes = 0;
   for (int i = 0; i < api_requests; ++i) {
     auto t0 = Clock::now();
     const auto list = scrape(static_cast<std::uint16_t>(port), "/api/v1/servers?limit=1000");
@@ -228,12 +251,16 @@ int main(int argc, char** argv) {
       return 1;
     }
     metrics_bytes = metrics.second;
+    list_bytes = list.second;
   }
   // What a large fleet's scrapers and dashboards ask instead: healer's own series, one of 20
-  // shards of the per-server ones, the list's default page of 100.
+  // shards of the per-server ones, the list's default page of 100, and the dashboard's walk of
+  // the list's summary view (pages of 1,000, the next one each time).
   std::vector<double> fleet_ms;
   std::vector<double> shard_ms;
   std::vector<double> page_ms;
+  std::vector<double> brief_ms;
+  std::size_t brief_bytes = 0;
   std::size_t shard_bytes = 0;
   std::size_t fleet_bytes = 0;
   for (int i = 0; i < api_requests; ++i) {
@@ -247,6 +274,18 @@ int main(int argc, char** argv) {
     t0 = Clock::now();
     const auto page = scrape(static_cast<std::uint16_t>(port), "/api/v1/servers");
     page_ms.push_back(healer::bench::ms_since(t0));
+    // Names are simNNNNN: the page after sim00999 starts at sim01000.
+    const auto brief_page = static_cast<std::size_t>(i) % std::max<std::size_t>(servers / 1000, 1);
+    const auto cursor =
+        brief_page == 0 ? std::string() : fmt::format("&cursor=sim{:05}", brief_page * 1000 - 1);
+    t0 = Clock::now();
+    const auto brief = scrape(static_cast<std::uint16_t>(port),
+                              "/api/v1/servers?view=summary&limit=1000" + cursor);
+    // A daemon from before the summary view answers 400: its row stays empty.
+    if (brief.first == 200) {
+      brief_ms.push_back(healer::bench::ms_since(t0));
+      brief_bytes = std::max(brief_bytes, brief.second);
+    }
     if (fleet.first != 200 || shard.first != 200 || page.first != 200) {
       std::cerr << "an API request failed\n";
       return 1;
@@ -281,17 +320,24 @@ int main(int argc, char** argv) {
       static_cast<double>(baseline->rss_kib) / 1024, baseline->seconds,
       static_cast<double>(last.rss_kib) / 1024,
       static_cast<double>(last.rss_kib - baseline->rss_kib) / 1024);
+  fmt::print("  heap at the end    {:.1f} MiB in use, {:.1f} MiB free in the allocator\n",
+             heap_in_use / 1048576, heap_free / 1048576);
   fmt::print("  descriptors        {} at {:.0f} s, {} at the end\n", baseline->fds,
              baseline->seconds, last.fds);
   fmt::print("  daemon CPU         {:.1f} s in all: {:.2f} ms per collection, {:.1f}% of a core\n",
              last.cpu_seconds, 1000 * last.cpu_seconds / std::max(runs, 1.0),
              100 * last.cpu_seconds / elapsed);
-  fmt::print("  GET /api/v1/servers  p50 {:.2f} ms, p99 {:.2f} ms ({} requests)\n",
-             percentile(list_ms, 0.5), percentile(list_ms, 0.99), list_ms.size());
+  fmt::print(
+      "  GET /api/v1/servers?limit=1000  p50 {:.2f} ms, p99 {:.2f} ms ({} requests, {} KiB)\n",
+      percentile(list_ms, 0.5), percentile(list_ms, 0.99), list_ms.size(), list_bytes / 1024);
   fmt::print("  GET /metrics         p50 {:.2f} ms, p99 {:.2f} ms ({} KiB)\n",
              percentile(metrics_ms, 0.5), percentile(metrics_ms, 0.99), metrics_bytes / 1024);
   fmt::print("  GET /api/v1/servers (default page of 100)  p50 {:.2f} ms, p99 {:.2f} ms\n",
              percentile(page_ms, 0.5), percentile(page_ms, 0.99));
+  fmt::print(
+      "  GET /api/v1/servers?view=summary&limit=1000 (pages in turn)  p50 {:.2f} ms, p99 {:.2f} "
+      "ms (largest {} KiB)\n",
+      percentile(brief_ms, 0.5), percentile(brief_ms, 0.99), brief_bytes / 1024);
   fmt::print("  GET /metrics?servers=none  p50 {:.2f} ms, p99 {:.2f} ms ({} KiB)\n",
              percentile(fleet_ms, 0.5), percentile(fleet_ms, 0.99), fleet_bytes / 1024);
   fmt::print("  GET /metrics?shard=I&shards=20  p50 {:.2f} ms, p99 {:.2f} ms (largest {} KiB)\n",

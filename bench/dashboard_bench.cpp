@@ -1,12 +1,15 @@
-// healer-dashboard-bench: how long the dashboard's fleet page takes to show 500 servers, by the
-// browser's own clock. A simulated fleet (healer-fleet-sim) gives N SSH hosts cheaply; a real
-// `healer serve` diagnoses and collects them; a real headless Chromium (WebDriver) loads the
-// page several times. Figures per load, from the Performance API:
-//   ready    navigation start -> first render with data ('healer:fleet-ready' mark)
+// healer-dashboard-bench: how long the dashboard's fleet page takes to show N servers (500 by
+// default; 10,000 for issue 13), by the browser's own clock. A simulated fleet (healer-fleet-sim)
+// gives N SSH hosts cheaply; a real `healer serve` diagnoses and collects them; a real headless
+// Chromium (WebDriver) loads the page several times. Figures per load, from the Performance API:
+//   ready    navigation start -> first render with data ('healer:fleet-ready' mark): the first
+//            page of the list, on a fleet larger than one page
 //   painted  navigation start -> the frame after it ('healer:fleet-painted')
-//   api      the GET /api/v1/servers request (its size too)
+//   complete navigation start -> the whole fleet rendered ('healer:fleet-complete')
+//   api      the GET /api/v1/servers requests (first page, their count and size)
 //   render   the page's own work: filter, sort, counts, rows ('healer:fleet-render' measure)
-// then re-renders on live updates and on typing into the filter. The budget: 1,000 ms painted.
+// then re-renders on live updates and on typing into the filter. The budgets: 1,000 ms painted,
+// 2,000 ms complete (issue 13: usable within 2 s at 10,000 servers).
 #include <fmt/format.h>
 
 #pragma GCC diagnostic push
@@ -42,6 +45,7 @@ struct Settings {
   int loads = 7;
   std::string screenshot;
   std::string interval = "30s";
+  int wait_seconds = 180;
 };
 
 // Imports `count` hosts of the fleet starting at `first`, as an OpenSSH config file.
@@ -104,24 +108,34 @@ int run(const Settings& settings) {
   progress("starting healer serve");
   daemon.start(60s);
   progress("waiting until every server was diagnosed and collected once");
+  std::size_t done = 0;
   const bool all = test::poll_until(
       [&] {
-        const auto list =
-            json::parse(daemon.get("/api/v1/servers?limit=1000").body, nullptr, false);
-        if (!list.is_object()) {
-          return false;
-        }
-        std::size_t done = 0;
-        for (const auto& server : list["items"]) {
-          if (!server["last_run"].is_null()) {
-            ++done;
+        done = 0;
+        std::string cursor;
+        for (;;) {
+          const auto list = json::parse(
+              daemon.get("/api/v1/servers?view=summary&limit=1000" + cursor).body, nullptr, false);
+          if (!list.is_object()) {
+            return false;
           }
+          for (const auto& server : list["items"]) {
+            if (!server["last_run"].is_null() && !server["metrics"].is_null()) {
+              ++done;
+            }
+          }
+          if (!list["next_cursor"].is_string()) {
+            break;
+          }
+          cursor = "&cursor=" + list["next_cursor"].get<std::string>();
         }
         return done == settings.servers;
       },
-      180s, 1s);
+      std::chrono::seconds(settings.wait_seconds), 2s);
   if (!all) {
-    std::cerr << "not every server was diagnosed in time; log:\n" << daemon.log_text() << '\n';
+    std::cerr << fmt::format("{} of {} servers diagnosed and collected in time; log:\n", done,
+                             settings.servers)
+              << daemon.log_text() << '\n';
     return 1;
   }
   // Sparklines need a collection in the trends (sampled every 5 s).
@@ -134,33 +148,44 @@ int run(const Settings& settings) {
 
   progress("loading the fleet page in headless Chromium");
   test::Browser browser;
-  std::vector<double> ready, painted, api, api_kib, render, dom;
+  std::vector<double> ready, painted, complete, api, api_all, api_kib, render, dom;
+  int pages = 0;
   for (int i = 0; i < settings.loads; ++i) {
     browser.navigate(daemon.base_url() + fmt::format("/?load={}", i));
     if (!browser.wait_for(
-            "return performance.getEntriesByName('healer:fleet-painted').length === 1;", 30s)) {
+            "return performance.getEntriesByName('healer:fleet-painted').length === 1 && "
+            "performance.getEntriesByName('healer:fleet-complete').length === 1;",
+            60s)) {
       std::cerr << "the page did not render\n";
       return 1;
     }
     const auto figures = browser.execute(R"js(
       const mark = (name) => performance.getEntriesByName(name)[0].startTime;
       const nav = performance.getEntriesByType('navigation')[0];
-      const list = performance.getEntriesByType('resource').find((e) => e.name.includes('/api/v1/servers'));
+      const lists = performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/v1/servers'));
+      const renders = performance.getEntriesByName('healer:fleet-render');
       return {
         ready: mark('healer:fleet-ready'), painted: mark('healer:fleet-painted'),
+        complete: mark('healer:fleet-complete'),
         dom: nav.domContentLoadedEventEnd,
-        api: list ? list.duration : null, size: list ? list.encodedBodySize : null,
-        render: performance.getEntriesByName('healer:fleet-render')[0].duration,
+        api: lists.length ? lists[0].duration : null,
+        api_all: lists.length ? lists[lists.length - 1].responseEnd - lists[0].startTime : null,
+        pages: lists.length,
+        size: lists.reduce((sum, e) => sum + e.encodedBodySize, 0),
+        render: renders[renders.length - 1].duration,
         rows: document.querySelectorAll('.grid .body .row').length,
         total: document.querySelector('.total').textContent,
       };
     )js");
     ready.push_back(figures["ready"].get<double>());
     painted.push_back(figures["painted"].get<double>());
+    complete.push_back(figures["complete"].get<double>());
     dom.push_back(figures["dom"].get<double>());
     if (figures["api"].is_number()) {
       api.push_back(figures["api"].get<double>());
+      api_all.push_back(figures["api_all"].get<double>());
       api_kib.push_back(figures["size"].get<double>() / 1024.0);
+      pages = figures["pages"].get<int>();
     }
     render.push_back(figures["render"].get<double>());
     if (i == 0) {
@@ -210,15 +235,17 @@ int run(const Settings& settings) {
   std::cout << "| figure | median | min | max | note |\n|---|---|---|---|---|\n";
   std::cout << row("navigation -> first render with data (ready)", ready);
   std::cout << row("navigation -> painted frame", painted, "budget 1,000 ms");
+  std::cout << row("navigation -> whole fleet rendered (complete)", complete, "budget 2,000 ms");
   std::cout << row("navigation -> DOMContentLoaded", dom);
-  std::cout << row("GET /api/v1/servers?limit=1000", api,
-                   api_kib.empty() ? "" : fmt::format("{:.0f} KiB", median_of(api_kib)));
-  std::cout << row("render: filter, sort, counts, rows in view", render);
+  std::cout << row("GET /api/v1/servers?view=summary&limit=1000, first page", api);
+  std::cout << row(fmt::format("all {} pages of the list", pages), api_all,
+                   api_kib.empty() ? "" : fmt::format("{:.0f} KiB in all", median_of(api_kib)));
+  std::cout << row("render of the whole fleet: filter, sort, counts, rows in view", render);
   std::cout << row("re-render on a live update", update_ms);
   std::cout << row("re-render per keystroke in the filter", typing_ms);
   std::cout << fmt::format("\nrows in the DOM after scrolling to the middle: {} (of {})\n",
                            rows_after_scroll.dump(), settings.servers);
-  return median_of(painted) <= 1000 ? 0 : 3;
+  return median_of(painted) <= 1000 && median_of(complete) <= 2000 ? 0 : 3;
 }
 
 }  // namespace
@@ -230,6 +257,9 @@ int main(int argc, char** argv) {
   app.add_option("--servers", settings.servers, "simulated servers")->capture_default_str();
   app.add_option("--loads", settings.loads, "page loads measured")->capture_default_str();
   app.add_option("--interval", settings.interval, "metrics and diagnose interval of the daemon")
+      ->capture_default_str();
+  app.add_option("--wait-seconds", settings.wait_seconds,
+                 "how long every server may take to be diagnosed and collected once")
       ->capture_default_str();
   app.add_option("--screenshot", settings.screenshot, "save a PNG of the page here");
   CLI11_PARSE(app, argc, argv);

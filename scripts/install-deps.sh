@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build ccache pkg-config clang-format git clang libclang-rt-14-dev
+  build-essential cmake ninja-build ccache pkg-config clang-format git clang libclang-rt-14-dev lld
   libssh-dev libasio-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libsqlite3-dev libsodium-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev libhttp-parser-dev libssl-dev prometheus python3-jsonschema openssl

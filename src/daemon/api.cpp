@@ -27,6 +27,10 @@ constexpr std::size_t kDefaultPage = 100;
 constexpr std::size_t kMaxPage = 1000;
 constexpr std::size_t kMaxPoints = 2000;
 
+// How much of a server a list item holds: everything, or what a fleet overview shows (name,
+// address, tags, owner, status, the failing checks, the key figures, when the next runs are due).
+enum class ListView { full, summary };
+
 std::string status_text(store::CheckStatus status) { return std::string(store::to_string(status)); }
 
 std::optional<std::int64_t> integer_param(const HttpRequest& request, std::string_view name) {
@@ -51,6 +55,18 @@ Result<std::size_t> page_limit(const HttpRequest& request) {
     return service::make_error(service::Errc::invalid_input, "limit must be 1 to 1000");
   }
   return static_cast<std::size_t>(*limit);
+}
+
+// The list's `view` parameter: full (the default) or summary.
+Result<ListView> list_view(const HttpRequest& request) {
+  const auto view = request.param("view");
+  if (!view || *view == "full") {
+    return ListView::full;
+  }
+  if (*view == "summary") {
+    return ListView::summary;
+  }
+  return service::make_error(service::Errc::invalid_input, "view is full or summary");
 }
 
 Json optional_number(const std::optional<double>& value) {
@@ -92,13 +108,57 @@ Json lease_json(const LeaseKeeper* leases) {
               {"takeovers", stats.takeovers}, {"released", stats.released}, {"lost", stats.lost}};
 }
 
+// A failing check's message in the summary view: its first kSummaryMessage bytes, cut at a code
+// point, then an ellipsis (the full text is on the server's own item and its runs).
+constexpr std::size_t kSummaryMessage = 160;
+
+std::string summary_message(const std::string& message) {
+  if (message.size() <= kSummaryMessage) {
+    return message;
+  }
+  std::size_t end = kSummaryMessage;
+  while (end > 0 && (static_cast<unsigned char>(message[end]) & 0xC0U) == 0x80U) {
+    --end;
+  }
+  return message.substr(0, end) + "\u2026";
+}
+
 // A server as lists and the dashboard show it: inventory row, latest status and figures,
-// schedule.
-Json summary_json(const ServerState& state) {
-  Json doc = service::to_json(state.record);
+// schedule. The summary view is a subset of the full one: the same names in the same places
+// with the same values, but for failing checks' messages cut to kSummaryMessage bytes.
+Json summary_json(const ServerState& state, ListView view) {
+  const bool full = view == ListView::full;
+  Json doc;
+  if (full) {
+    doc = service::to_json(state.record);
+  } else {
+    const auto& record = state.record;
+    doc = Json{{"name", record.name},
+               {"host", record.host},
+               {"port", record.port},
+               {"user", record.user},
+               {"tags", record.tags}};
+  }
   doc["status"] = state.run ? Json(status_text(state.run->status)) : Json(nullptr);
   doc["status_since"] = state.status_since ? Json(*state.status_since) : Json(nullptr);
-  doc["last_run"] = state.run ? run_json(*state.run) : Json(nullptr);
+  if (!state.run) {
+    doc["last_run"] = nullptr;
+  } else if (full) {
+    doc["last_run"] = run_json(*state.run);
+  } else {
+    const auto& run = *state.run;
+    Json failing = Json::array();
+    for (const auto& check : run.failing) {
+      failing.push_back({{"name", check.name},
+                         {"status", status_text(check.status)},
+                         {"message", summary_message(check.message)}});
+    }
+    doc["last_run"] = Json{{"started_at", run.started_at},
+                           {"status", status_text(run.status)},
+                           {"checks", run.checks},
+                           {"failing", std::move(failing)},
+                           {"error", service::to_json(run.server_error)}};
+  }
   if (state.collection) {
     const auto& c = *state.collection;
     doc["metrics"] = Json{{"collected_at", c.collected_at},
@@ -112,8 +172,20 @@ Json summary_json(const ServerState& state) {
     doc["metrics"] = nullptr;
   }
   doc["owner"] = state.owner.empty() ? Json(nullptr) : Json(state.owner);
-  doc["schedule"] =
-      Json{{"metrics", work_json(state.metrics)}, {"diagnose", work_json(state.diagnose)}};
+  if (full) {
+    doc["schedule"] =
+        Json{{"metrics", work_json(state.metrics)}, {"diagnose", work_json(state.diagnose)}};
+  } else {
+    const auto next_due = [](const WorkState& work) {
+      return work.next_due
+                 ? Json{{"next_due", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         work.next_due->time_since_epoch())
+                                         .count()}}
+                 : Json{{"next_due", nullptr}};
+    };
+    doc["schedule"] =
+        Json{{"metrics", next_due(state.metrics)}, {"diagnose", next_due(state.diagnose)}};
+  }
   return doc;
 }
 
@@ -189,13 +261,19 @@ std::string summary_key(const ServerState& state) {
 }
 
 // summary_json's text, kept with the server until what it shows changes.
-const std::string& summary_text(ServerState& state) {
+const std::string& list_text(ServerState& state, ListView view) {
   auto key = summary_key(state);
-  if (state.list_item.json.empty() || state.list_item.key != key) {
-    state.list_item.json = service::dump(summary_json(state));
-    state.list_item.key = std::move(key);
+  auto& item = state.list_item;
+  if (item.key != key) {
+    item.json.clear();
+    item.summary.clear();
+    item.key = std::move(key);
   }
-  return state.list_item.json;
+  auto& text = view == ListView::full ? item.json : item.summary;
+  if (text.empty()) {
+    text = service::dump(summary_json(state, view));
+  }
+  return text;
 }
 
 Json stored_run_json(const store::DiagnosisRun& run) {
@@ -216,8 +294,8 @@ Json stored_run_json(const store::DiagnosisRun& run) {
               {"checks", std::move(checks)}};
 }
 
-// What /metrics shows of a server: figures and its node series' lines (shared, rendered when
-// its collection landed), copied on the loop.
+// What /metrics shows of a server: figures and its node series (shared, not copied), taken on
+// the loop.
 ExpositionSnapshot::Server exposition_of(const ServerState& state, pool::Registry& registry) {
   ExpositionSnapshot::Server server;
   server.name = state.record.name;
@@ -502,10 +580,14 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
     if (!limit) {
       co_return from_error(limit.error());
     }
+    auto view = list_view(request);
+    if (!view) {
+      co_return from_error(view.error());
+    }
     const auto cursor = request.param("cursor").value_or("");
     const auto tag = request.param("tag").value_or("");
     const auto text = request.param("q").value_or("");
-    // Each item is the server's cached text (summary_text): a list of 500 costs the keys and a
+    // Each item is the server's cached text (list_text): a list of 500 costs the keys and a
     // copy, not 500 JSON documents built and serialised on the loop.
     HttpResponse response;
     response.body = R"({"items":[)";
@@ -529,7 +611,7 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
       if (count++ > 0) {
         response.body += ',';
       }
-      response.body += summary_text(state);
+      response.body += list_text(state, *view);
       last = it->first;
     }
     response.body += R"(],"next_cursor":)";
@@ -580,7 +662,7 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
     const auto server_id = state->record.id;
     if (rest.empty() && request.method == "GET") {
       HttpResponse response;
-      response.body = summary_text(*state);
+      response.body = list_text(*state, ListView::full);
       co_return response;
     }
     if (rest == "diagnose" && request.method == "POST") {
@@ -675,8 +757,8 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
         // Which series there are: the names of the latest collection.
         Json names = Json::array();
         if (state->collection && state->collection->exposition) {
-          for (const auto& [family, lines] : *state->collection->exposition) {
-            names.push_back(family);
+          for (const auto& family : state->collection->exposition->families) {
+            names.push_back(family.family->name);
           }
         }
         co_return json_response(200, Json{{"names", std::move(names)}});

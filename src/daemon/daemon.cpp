@@ -1,12 +1,16 @@
 #include "healer/daemon/daemon.hpp"
 
+#include <malloc.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
 #include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
 #include <cstdlib>
 #include <iostream>
 
@@ -127,7 +131,26 @@ asio::awaitable<void> stop(Daemon& daemon, Deadline deadline) {
   daemon.runtime.io().stop();
 }
 
+// Every minute, free pages inside the C allocator's arenas go back to the system (malloc_trim).
+// A scrape or a list page of a large fleet builds megabytes of text on a worker thread; freed,
+// that memory stays in the worker's arena and in the RSS until it is reused. The trim runs on a
+// worker thread, not the loop.
+asio::awaitable<void> trim_loop(Daemon& daemon) {
+  auto& runtime = daemon.runtime;
+  asio::steady_timer timer(runtime.io());
+  while (!daemon.stopping) {
+    timer.expires_after(std::chrono::minutes(1));
+    auto [ec] = co_await timer.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+    if (ec || daemon.stopping) {
+      break;
+    }
+    const int released = co_await runtime.async_offload([] { return malloc_trim(0); });
+    spdlog::debug("malloc_trim: {}", released == 1 ? "memory released" : "nothing to release");
+  }
+}
+
 asio::awaitable<void> start(Daemon& daemon) {
+  asio::co_spawn(daemon.runtime.io(), trim_loop(daemon), asio::detached);
   co_await daemon.scheduler.async_start();
   if (!daemon.stopping) {
     co_await daemon.leases.async_start();

@@ -1,6 +1,7 @@
 #include "exporter.hpp"
 
 #include <fmt/format.h>
+#include <malloc.h>
 
 #include <algorithm>
 #include <chrono>
@@ -49,15 +50,6 @@ class Writer {
     sample(std::string(name) + "_bucket", prefix + "le=\"+Inf\"", static_cast<double>(h.total));
     sample(std::string(name) + "_sum", labels, static_cast<double>(h.sum_us) / 1e6);
     sample(std::string(name) + "_count", labels, static_cast<double>(h.total));
-  }
-  static void append_number(std::string& out, double value) {
-    if (std::isnan(value)) {
-      out += "NaN";
-    } else if (std::isinf(value)) {
-      out += value > 0 ? "+Inf" : "-Inf";
-    } else {
-      fmt::format_to(std::back_inserter(out), "{}", value);
-    }
   }
 
  private:
@@ -226,6 +218,15 @@ void render_servers(Writer& w, const ExpositionSnapshot& s,
 void render_self(Writer& w, const ExpositionSnapshot& s) {
   w.family("healer_build_info", "gauge", "healer's version.");
   w.sample("healer_build_info", fmt::format("version=\"{}\"", service::version()), 1);
+  // The allocator's view: RSS well above in_use + free means pages the allocator holds for
+  // reuse; a large in_use per server is what to look at first (docs/scaling.md).
+  const struct mallinfo2 heap = mallinfo2();
+  w.family(
+      "healer_process_heap_bytes", "gauge",
+      "The C allocator's heap: bytes in use (mmapped chunks included) and free in its arenas.");
+  w.sample("healer_process_heap_bytes", "state=\"in_use\"",
+           static_cast<double>(heap.uordblks + heap.hblkhd));
+  w.sample("healer_process_heap_bytes", "state=\"free\"", static_cast<double>(heap.fordblks));
   static constexpr const char* kKinds[] = {"metrics", "diagnose"};
   w.family("healer_scheduler_runs_total", "counter", "Scheduled runs started.");
   for (std::size_t k = 0; k < 2; ++k) {
@@ -340,31 +341,37 @@ std::size_t shard_of(std::string_view server, std::size_t shards) {
 
 std::string render_exposition(const ExpositionSnapshot& snapshot) {
   // Every family of every server's node series, each family's lines together (the format asks
-  // for one group per metric name). The servers' lines were rendered when their collections
-  // landed; here they are only grouped (by a hash of the name: no string ordering per line)
-  // and copied once into a buffer of the right size.
+  // for one group per metric name). Families are grouped by a hash of the name (no string
+  // ordering per line); the lines are written once into a buffer of about the right size.
+  const auto labels = server_labels(snapshot);
+  struct Group {
+    std::size_t server;  // index into snapshot.servers
+    std::size_t family;  // index into that server's families
+  };
   std::unordered_map<std::string_view, std::size_t> index;
-  std::vector<std::pair<std::string_view, std::vector<const std::string*>>> families;
+  std::vector<std::pair<std::string_view, std::vector<Group>>> families;
   std::size_t node_bytes = 0;
-  for (const auto& server : snapshot.servers) {
-    if (!server.series) {
+  for (std::size_t s = 0; s < snapshot.servers.size(); ++s) {
+    const auto& series = snapshot.servers[s].series;
+    if (!series) {
       continue;
     }
+    node_bytes += series->text_size(labels[s].size());
     // Servers mostly have the same families in the same (sorted) order: the family after the
     // previous one is tried before the hash.
     std::size_t next = 0;
-    for (const auto& [name, lines] : *server.series) {
+    for (std::size_t f = 0; f < series->families.size(); ++f) {
+      const std::string_view name = series->families[f].family->name;
       std::size_t at = next;
       if (at >= families.size() || families[at].first != name) {
         auto [it, added] = index.try_emplace(name, families.size());
         if (added) {
-          families.emplace_back(name, std::vector<const std::string*>{});
+          families.emplace_back(name, std::vector<Group>{});
           families.back().second.reserve(snapshot.servers.size());
         }
         at = it->second;
       }
-      families[at].second.push_back(&lines);
-      node_bytes += lines.size();
+      families[at].second.push_back(Group{s, f});
       next = at + 1;
     }
   }
@@ -376,7 +383,6 @@ std::string render_exposition(const ExpositionSnapshot& snapshot) {
   out.reserve(64 * 1024 + node_bytes + families.size() * 128 +
               snapshot.servers.size() * kOwnBytesPerServer);
   Writer w(out);
-  const auto labels = server_labels(snapshot);
   using Part = ExpositionSnapshot::Part;
   if (snapshot.with_healer_metrics && snapshot.part != Part::servers) {
     render_self(w, snapshot);
@@ -393,8 +399,8 @@ std::string render_exposition(const ExpositionSnapshot& snapshot) {
     const bool counter = name.ends_with("_total");
     w.family(name, counter ? "counter" : "gauge",
              "Collected over SSH by healer (node_exporter name).");
-    for (const auto* lines : groups) {
-      out += *lines;
+    for (const auto& group : groups) {
+      snapshot.servers[group.server].series->append_family(out, labels[group.server], group.family);
     }
   }
   return out;

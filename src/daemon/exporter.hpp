@@ -27,7 +27,7 @@ struct ExpositionSnapshot {
     std::int64_t diagnosed_at = 0;  ///< when it started, Unix ms
     std::optional<std::int64_t> collected_at;
     bool collection_failed = false;
-    std::shared_ptr<const std::vector<std::pair<std::string, std::string>>> series;
+    std::shared_ptr<const NodeExposition> series;  ///< its latest collection's, shared
     pool::PoolStats pool;
   };
   std::vector<Server> servers;

@@ -28,16 +28,6 @@ bool valid_label_name(std::string_view name) {
          !name.starts_with("__");
 }
 
-std::string number(double value) {
-  if (std::isnan(value)) {
-    return "NaN";
-  }
-  if (std::isinf(value)) {
-    return value > 0 ? "+Inf" : "-Inf";
-  }
-  return fmt::format("{}", value);
-}
-
 const std::string* label_of(const metrics::Metric& metric, std::string_view key) {
   for (const auto& [name, value] : metric.labels) {
     if (name == key) {
@@ -129,10 +119,13 @@ std::vector<NodeSeries> node_series(const std::string& server,
 
 namespace {
 
+std::shared_ptr<const NodeExposition> exposition_of(const std::vector<NodeSeries>& series,
+                                                    SeriesFamilies* families);
+
 CollectionSummary summarise(std::int64_t collected_at, double elapsed_ms,
                             std::optional<Error> error, const std::vector<metrics::Metric>& metrics,
                             const std::vector<metrics::Metric>& rates,
-                            const std::vector<NodeSeries>& series) {
+                            const std::vector<NodeSeries>& series, SeriesFamilies* families) {
   CollectionSummary summary;
   summary.collected_at = collected_at;
   summary.elapsed_ms = elapsed_ms;
@@ -175,23 +168,60 @@ CollectionSummary summarise(std::int64_t collected_at, double elapsed_ms,
       summary.disk_used_percent = 100.0 * used / (used + avail);
     }
   }
-  std::map<std::string, std::string> families;
-  for (const auto& one : series) {
-    std::string line = one.name + "{";
-    for (std::size_t i = 0; i < one.labels.size(); ++i) {
-      line += (i == 0 ? "" : ",") + one.labels[i].first + "=\"" +
-              escape_label(one.labels[i].second) + "\"";
-    }
-    line += "} " + number(one.value) + "\n";
-    families[one.name] += line;
-  }
-  auto exposition = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
-  exposition->reserve(families.size());
-  for (auto& [name, lines] : families) {
-    exposition->emplace_back(name, std::move(lines));
-  }
-  summary.exposition = std::move(exposition);
+  summary.exposition = exposition_of(series, families);
   return summary;
+}
+
+// The series grouped by name (sorted; within a name in their order): families and values.
+std::shared_ptr<const NodeExposition> exposition_of(const std::vector<NodeSeries>& series,
+                                                    SeriesFamilies* families) {
+  if (series.empty()) {
+    return nullptr;
+  }
+  std::vector<std::size_t> order(series.size());
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    order[i] = i;
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return series[a].name < series[b].name; });
+  auto exposition = std::make_shared<NodeExposition>();
+  exposition->values.reserve(series.size());
+  std::size_t names = 0;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    names += i == 0 || series[order[i]].name != series[order[i - 1]].name ? 1U : 0U;
+  }
+  exposition->families.reserve(names);  // kept per server: no spare capacity
+  SeriesFamily family;
+  auto finish = [&] {
+    const auto first = static_cast<std::uint32_t>(exposition->values.size() - family.series());
+    exposition->families.push_back(NodeExposition::Family{
+        families != nullptr ? families->intern(std::move(family))
+                            : std::make_shared<const SeriesFamily>(std::move(family)),
+        first});
+    family = SeriesFamily{};
+  };
+  for (const std::size_t i : order) {
+    const auto& one = series[i];
+    if (family.name != one.name) {
+      if (!family.name.empty()) {
+        finish();
+      }
+      family.name = one.name;
+    }
+    // labels[0] is the server's own: the tail is what follows it.
+    for (std::size_t l = 1; l < one.labels.size(); ++l) {
+      family.tails += ',';
+      family.tails += one.labels[l].first;
+      family.tails += "=\"";
+      family.tails += escape_label(one.labels[l].second);
+      family.tails += '"';
+    }
+    family.tails += '}';
+    family.tail_ends.push_back(static_cast<std::uint32_t>(family.tails.size()));
+    exposition->values.push_back(one.value);
+  }
+  finish();
+  return exposition;
 }
 
 }  // namespace
@@ -200,7 +230,7 @@ CollectionSummary summarise(const std::string& server, std::int64_t collected_at
                             std::optional<Error> error, const std::vector<metrics::Metric>& metrics,
                             const std::vector<metrics::Metric>& rates) {
   return summarise(collected_at, elapsed_ms, std::move(error), metrics, rates,
-                   node_series(server, metrics, rates));
+                   node_series(server, metrics, rates), nullptr);
 }
 
 void FleetState::record(const service::DiagnosedServer& diagnosed) {
@@ -230,7 +260,7 @@ void FleetState::record(const service::CollectedServer& collected) {
   auto series = std::make_shared<const std::vector<NodeSeries>>(
       node_series(collected.server, collected.metrics, collected.rates));
   state->collection = summarise(collected.collected_at, collected.elapsed_ms, collected.error,
-                                collected.metrics, collected.rates, *series);
+                                collected.metrics, collected.rates, *series, &families_);
   if (sink_ && !series->empty()) {
     sink_(collected.collected_at, std::move(series));
   }
@@ -269,7 +299,72 @@ void FleetState::seed(const std::string& name, std::int64_t collected_at,
   for (const auto& metric : metrics) {
     (metric.name.starts_with("healer_") ? rates : raw).push_back(metric);
   }
-  state->collection = summarise(name, collected_at, 0, std::nullopt, raw, rates);
+  state->collection = summarise(collected_at, 0, std::nullopt, raw, rates,
+                                node_series(name, raw, rates), &families_);
+}
+
+void append_number(std::string& out, double value) {
+  if (std::isnan(value)) {
+    out += "NaN";
+  } else if (std::isinf(value)) {
+    out += value > 0 ? "+Inf" : "-Inf";
+  } else {
+    fmt::format_to(std::back_inserter(out), "{}", value);
+  }
+}
+
+std::string_view SeriesFamily::tail(std::size_t series) const noexcept {
+  const std::size_t begin = series == 0 ? 0 : tail_ends[series - 1];
+  return std::string_view(tails).substr(begin, tail_ends[series] - begin);
+}
+
+std::size_t SeriesFamily::hash() const noexcept {
+  return std::hash<std::string_view>{}(name)*31 + std::hash<std::string_view>{}(tails);
+}
+
+void NodeExposition::append_family(std::string& out, std::string_view server_label,
+                                   std::size_t family) const {
+  const auto& [shared, first] = families[family];
+  for (std::size_t i = 0; i < shared->series(); ++i) {
+    out += shared->name;
+    out += '{';
+    out += server_label;
+    out += shared->tail(i);
+    out += ' ';
+    append_number(out, values[first + i]);
+    out += '\n';
+  }
+}
+
+std::size_t NodeExposition::text_size(std::size_t label_size) const noexcept {
+  // per line: name, '{', label, tail, ' ', the number (at most ~24 bytes), '\n'
+  std::size_t bytes = values.size() * (label_size + 27);
+  for (const auto& [family, first] : families) {
+    bytes += family->tails.size() + family->name.size() * family->series();
+  }
+  return bytes;
+}
+
+std::shared_ptr<const SeriesFamily> SeriesFamilies::intern(SeriesFamily family) {
+  const std::size_t hash = family.hash();
+  auto [first, last] = by_hash_.equal_range(hash);
+  for (auto it = first; it != last; ++it) {
+    if (auto held = it->second.lock(); held && *held == family) {
+      return held;
+    }
+  }
+  if (by_hash_.size() >= sweep_at_) {
+    std::erase_if(by_hash_, [](const auto& entry) { return entry.second.expired(); });
+    sweep_at_ = std::max<std::size_t>(1024, 2 * by_hash_.size());
+  }
+  auto shared = std::make_shared<const SeriesFamily>(std::move(family));
+  by_hash_.emplace(hash, shared);
+  return shared;
+}
+
+std::size_t SeriesFamilies::size() const {
+  return static_cast<std::size_t>(std::count_if(by_hash_.begin(), by_hash_.end(),
+                                                [](const auto& e) { return !e.second.expired(); }));
 }
 
 }  // namespace healer::daemon

@@ -153,16 +153,25 @@ PoolPoint pool_point(std::int64_t at, const pool::PoolStats* previous,
 }
 
 void Trends::record_figures(const FleetState& fleet) {
-  // Servers that left the fleet are forgotten (both maps are sorted by name: one merge pass).
-  for (auto it = servers_.begin(); it != servers_.end();) {
-    it = fleet.servers().contains(it->first) ? std::next(it) : servers_.erase(it);
-  }
+  // Both maps are sorted by name: one merge pass forgets servers that left the fleet and finds
+  // (or adds) each server's trend, with no lookup per server (this runs on the loop every few
+  // seconds: at 10,000 servers two lookups each were milliseconds the API waited for).
+  auto trend_at = servers_.begin();
   for (const auto& [name, state] : fleet.servers()) {
+    while (trend_at != servers_.end() && trend_at->first < name) {
+      trend_at = servers_.erase(trend_at);
+    }
+    const bool known = trend_at != servers_.end() && trend_at->first == name;
     if (!state.collection || state.collection->error) {
+      trend_at = known ? std::next(trend_at) : trend_at;
       continue;
     }
+    if (!known) {
+      trend_at = servers_.emplace_hint(trend_at, name, ServerTrend{});
+    }
+    auto& trend = trend_at->second;
+    ++trend_at;
     const auto& collection = *state.collection;
-    auto& trend = servers_[name];
     if (collection.collected_at == trend.last_collected_at) {
       continue;
     }
@@ -187,6 +196,7 @@ void Trends::record_figures(const FleetState& fleet) {
       }
     }
   }
+  servers_.erase(trend_at, servers_.end());
 }
 
 void Trends::record_pool_total(std::int64_t now_ms, const pool::PoolStats& total) {

@@ -78,6 +78,15 @@ std::optional<CpuUsage> cpu_usage(const ProcStat& previous, const ProcStat& curr
 
 }  // namespace
 
+Sample rate_counters(Sample sample) {
+  Sample kept;
+  kept.user_hz = sample.user_hz;
+  kept.stat = std::move(sample.stat);
+  kept.disks = std::move(sample.disks);
+  kept.network = std::move(sample.network);
+  return kept;
+}
+
 Result<Rates> compute_rates(const Sample& previous,
                             std::chrono::system_clock::time_point previous_at,
                             const Sample& current,

@@ -16,7 +16,7 @@
 #include <bit>
 #include <cassert>
 #include <cmath>
-#include <deque>
+#include <list>
 #include <map>
 #include <optional>
 #include <random>
@@ -204,7 +204,7 @@ struct PooledSession {
   Clock::time_point retire_at = Clock::time_point::max();
   Clock::duration idle_before_grant{};  // how long it sat unused before the latest lease
   // when recent leases ended, oldest first; their slots are cooling down (kSlotCooldown)
-  std::deque<Clock::time_point> cooling;
+  std::list<Clock::time_point> cooling;
   Clock::time_point last_release{};  // when a lease on it last ended
 
   // --- spare channels (PoolConfig::spare_channels), sized from recent demand
@@ -218,7 +218,7 @@ struct PooledSession {
   // close; an open read together with the close is refused. Leases retry such a refusal (and use
   // the 2 ms cooling above); a spare must never be refused, so spares count these slots as taken
   // until a ping sent after the close was answered: sshd then read the close in an earlier pass.
-  std::deque<Clock::time_point> unsettled;
+  std::list<Clock::time_point> unsettled;
   bool settling = false;  // a ping for `unsettled` is in flight
 
   // Starts a new demand window once the current one is over.
@@ -308,8 +308,9 @@ struct ServerPool {
   std::vector<std::shared_ptr<PooledSession>> sessions;
   std::array<std::size_t, kSessionStates> in_state{};  // sessions per state, kept by set_state()
   std::size_t active = 0;                              // leases out on this server
-  // waiters per priority, FIFO within each
-  std::array<std::deque<Waiter*>, 3> queues;
+  // waiters per priority, FIFO within each. Lists, not deques: an empty std::deque holds ~580
+  // bytes, and every server of a large fleet has these (and each session two more below).
+  std::array<std::list<Waiter*>, 3> queues;
   std::size_t learned_channel_limit;
   std::optional<Error> circuit;  // auth or host-key failure: no attempts until circuit_until
   Clock::time_point circuit_until{};
@@ -839,7 +840,11 @@ awaitable<void> Registry::Impl::spare_loop(std::shared_ptr<Impl> self) {
     if (earliest == Clock::time_point::max()) {
       break;
     }
-    self->spare_timer_.expires_at(earliest);
+    // Each wake is a pass over every session. With thousands of servers their windows end
+    // milliseconds apart, and a wake per window end kept the loop busy with passes (at 10,000
+    // servers most of the daemon's CPU, the API waiting behind it): passes at least an eighth
+    // of a window apart, so a spare closes at most that late.
+    self->spare_timer_.expires_at(std::max(earliest, Clock::now() + self->spare_window() / 8));
     co_await self->spare_timer_.async_wait(kNoThrow);
     if (self->shutting_down_) {
       break;

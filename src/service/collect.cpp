@@ -233,7 +233,8 @@ asio::awaitable<Result<CollectOutcome>> async_collect(Runtime& runtime, CollectR
           server.rates = metrics::to_metrics(*computed);
         }
       }
-      memory[result.server_id] = PreviousCollection{result.collected_at, sample};
+      memory[result.server_id] =
+          PreviousCollection{result.collected_at, metrics::rate_counters(sample)};
       server.headline = headline(server.metrics, server.rates);
       if (request.store_samples) {
         std::vector<store::MetricSample> rows;

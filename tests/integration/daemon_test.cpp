@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -338,6 +339,161 @@ TEST(Daemon, TheApiNeedsTheTokenToChangeAnythingAndNeverShowsASecret) {
   EXPECT_EQ(daemon.log_text().find("s3cret-Pa55"), std::string::npos);
 }
 
+// A query parameter's value, every byte but letters and digits as %XX.
+std::string percent_encoded(const std::string& text) {
+  std::string out;
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (std::isalnum(byte) != 0) {
+      out += c;
+    } else {
+      out += fmt::format("%{:02X}", byte);
+    }
+  }
+  return out;
+}
+
+// Whether every member of `part` is in `whole` with the same value (objects member by member,
+// arrays element by element); `why` says where they differ.
+bool subset_of(const json& part, const json& whole, const std::string& at, std::string& why) {
+  if (part.is_object()) {
+    if (!whole.is_object()) {
+      why = at + " is not an object in the full item";
+      return false;
+    }
+    for (const auto& [key, value] : part.items()) {
+      if (!whole.contains(key)) {
+        why = at + "." + key + " is not in the full item";
+        return false;
+      }
+      if (!subset_of(value, whole[key], at + "." + key, why)) {
+        return false;
+      }
+    }
+    return true;
+  }
+  if (part.is_array()) {
+    if (!whole.is_array() || whole.size() != part.size()) {
+      why = at + " differs in length";
+      return false;
+    }
+    for (std::size_t i = 0; i < part.size(); ++i) {
+      if (!subset_of(part[i], whole[i], fmt::format("{}[{}]", at, i), why)) {
+        return false;
+      }
+    }
+    return true;
+  }
+  if (part != whole) {
+    why = at + ": " + part.dump() + " vs " + whole.dump();
+    return false;
+  }
+  return true;
+}
+
+// The list's summary view (what the dashboard's fleet page loads): a strict subset of the full
+// item under the same names, smaller, paged the same way, names escaped; an unknown view is a
+// clear 400.
+TEST(Daemon, TheListsSummaryViewIsASubsetOfTheFullItemsAndAnUnknownViewIsRefused) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir home;
+  // Disk thresholds every machine crosses: a failing check with a message.
+  DaemonFixture daemon(HEALER_BIN, home,
+                       "[schedule]\nmetrics_interval = \"1s\"\ndiagnose_interval = 0\n"
+                       "[checks]\nthresholds = { disk_space = [1, 2] }\n");
+  const std::string hostile = "q\"uote\\<script>x</script>";
+  add_server(daemon, "web", sshd);
+  add_server(daemon, hostile, sshd);
+  add_server(daemon, "gone", sshd, test::closed_port());
+  daemon.start();
+  for (const auto& name : {std::string("web"), std::string("gone")}) {
+    const auto diagnosed =
+        daemon.post("/api/v1/servers/" + name + "/diagnose", R"({"checks": ["disk_space"]})");
+    ASSERT_EQ(diagnosed.status, 200) << diagnosed.body;
+  }
+  ASSERT_TRUE(test::poll_until(
+      [&] {
+        const auto list = get_json(daemon, "/api/v1/servers");
+        const auto* web = find_server(list, "web");
+        const auto* other = find_server(list, hostile);
+        return web != nullptr && other != nullptr && !(*web)["metrics"].is_null() &&
+               !(*other)["metrics"].is_null();
+      },
+      std::chrono::seconds(10)))
+      << daemon.log_text();
+
+  // Between two equal full lists (collections every second move the schedule), the summary
+  // holds nothing the full item does not.
+  std::string why;
+  json full;
+  json summary;
+  std::string summary_body;
+  ASSERT_TRUE(test::poll_until(
+      [&] {
+        full = get_json(daemon, "/api/v1/servers");
+        summary_body = daemon.get("/api/v1/servers?view=summary").body;
+        summary = json::parse(summary_body, nullptr, false);
+        return full == get_json(daemon, "/api/v1/servers");
+      },
+      std::chrono::seconds(10)));
+  ASSERT_TRUE(summary.is_object()) << summary_body;
+  ASSERT_EQ(summary["items"].size(), 3U) << summary_body;
+  EXPECT_TRUE(summary["next_cursor"].is_null());
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(subset_of(summary["items"][i], full["items"][i], "items", why)) << why;
+    // What the fleet page shows of it is there.
+    for (const auto* field : {"name", "host", "port", "user", "tags", "status", "last_run",
+                              "metrics", "owner", "schedule"}) {
+      EXPECT_TRUE(summary["items"][i].contains(field)) << field;
+    }
+    EXPECT_FALSE(summary["items"][i].contains("identity_file"));
+  }
+  const auto* web = find_server(summary, "web");
+  ASSERT_NE(web, nullptr);
+  ASSERT_EQ((*web)["last_run"]["failing"].size(), 1U) << web->dump();
+  EXPECT_EQ((*web)["last_run"]["failing"][0]["name"], "disk_space");
+  EXPECT_FALSE((*web)["last_run"]["failing"][0]["message"].get<std::string>().empty());
+  EXPECT_TRUE((*web)["metrics"]["load1"].is_number());
+  EXPECT_TRUE((*web)["schedule"]["metrics"]["next_due"].is_number());
+  const auto* gone = find_server(summary, "gone");
+  ASSERT_NE(gone, nullptr);
+  EXPECT_EQ((*gone)["last_run"]["error"]["category"], "ssh") << gone->dump();
+  // The hostile name arrives as the same text, its quote and backslash escaped in the JSON.
+  EXPECT_NE(find_server(summary, hostile), nullptr);
+  EXPECT_EQ(summary_body.find(hostile), std::string::npos);
+  EXPECT_NE(summary_body.find(R"(q\"uote\\<script>)"), std::string::npos) << summary_body;
+  EXPECT_LT(summary_body.size(), full.dump().size());
+
+  // Pages walk the same way as the full list's.
+  std::vector<std::string> names;
+  std::string cursor;
+  for (int page = 0; page < 5; ++page) {
+    const auto doc = get_json(daemon, "/api/v1/servers?view=summary&limit=1" + cursor);
+    ASSERT_EQ(doc["items"].size(), 1U) << doc.dump();
+    names.push_back(doc["items"][0]["name"].get<std::string>());
+    if (doc["next_cursor"].is_null()) {
+      break;
+    }
+    cursor = "&cursor=" + percent_encoded(doc["next_cursor"].get<std::string>());
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"gone", hostile, "web"}));
+
+  // An unknown view, an empty one, a bad limit beside a good view: 400 with the reason.
+  for (const auto* path :
+       {"/api/v1/servers?view=compact", "/api/v1/servers?view=", "/api/v1/servers?view=SUMMARY",
+        "/api/v1/servers?view=summary&limit=0"}) {
+    const auto refused = daemon.get(path);
+    EXPECT_EQ(refused.status, 400) << path;
+    const auto error = json::parse(refused.body, nullptr, false);
+    EXPECT_EQ(error["error"]["code"], "invalid_input") << path << ": " << refused.body;
+  }
+  EXPECT_NE(daemon.get("/api/v1/servers?view=compact").body.find("view is full or summary"),
+            std::string::npos);
+  // view=full is the default, spelled out.
+  EXPECT_EQ(get_json(daemon, "/api/v1/servers?view=full")["items"].size(), 3U);
+}
+
 TEST(Daemon, DiagnoseNowReturnsARecordedRunAndResponsesMatchTheOpenApiDocument) {
   SshdFixture sshd;
   sshd.start();
@@ -362,6 +518,9 @@ TEST(Daemon, DiagnoseNowReturnsARecordedRunAndResponsesMatchTheOpenApiDocument) 
   ASSERT_EQ(openapi.status, 200);
   const std::vector<std::pair<std::string, std::string>> checked{
       {"ServerList", daemon.get("/api/v1/servers").body},
+      {"ServerList", daemon.get("/api/v1/servers?view=summary").body},
+      {"ServerBrief",
+       json::parse(daemon.get("/api/v1/servers?view=summary").body)["items"][0].dump()},
       {"ServerSummary", daemon.get("/api/v1/servers/web").body},
       {"RunList", daemon.get("/api/v1/servers/web/runs").body},
       {"Run", daemon.get("/api/v1/runs/" + std::to_string(run_id.get<int>())).body},

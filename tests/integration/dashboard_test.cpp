@@ -249,6 +249,56 @@ TEST_F(DashboardTest, TheFleetPageListsServersWorstFirstAsTextAndWorksByKeyboard
   EXPECT_EQ(problems(browser), "");
 }
 
+// A fleet of several pages of the list: the page asks for the summary view, the first page is
+// on screen before the rest has arrived (one render per page while loading), and the whole fleet
+// is there in the end, still windowed.
+TEST_F(DashboardTest, AFleetOfSeveralPagesShowsItsFirstPageBeforeTheRestArrives) {
+  test::TempDir home;
+  DaemonFixture daemon(HEALER_BIN, home,
+                       "[schedule]\nmetrics_interval = 0\ndiagnose_interval = 0\n");
+  // 1,500 servers nothing polls (all PENDING): two pages of the list.
+  constexpr int kServers = 1500;
+  const auto port = test::closed_port();
+  {
+    std::ofstream config(home.path() / "ssh_config");
+    for (int i = 0; i < kServers; ++i) {
+      config << fmt::format(
+          "Host srv-{:04}\n  HostName 127.0.0.1\n  Port {}\n  User ops\n  IdentityFile {}\n", i,
+          port, (home.path() / "id_unused").string());
+    }
+  }
+  const auto imported = healer(daemon, {"server", "import", (home.path() / "ssh_config").string()});
+  ASSERT_EQ(imported.exit_code(), 0) << imported.err;
+  daemon.start();
+  Browser& browser = *shared_;
+  browser.navigate(daemon.base_url() + "/");
+  ASSERT_TRUE(browser.wait_for(
+      "return performance.getEntriesByName('healer:fleet-complete').length === 1;", 20s))
+      << console(browser);
+  const auto figures = browser.execute(R"js(
+    const mark = (name) => performance.getEntriesByName(name)[0].startTime;
+    return {
+      ready: mark('healer:fleet-ready'), complete: mark('healer:fleet-complete'),
+      renders: performance.getEntriesByName('healer:fleet-render').length,
+      lists: performance.getEntriesByType('resource').map((e) => e.name)
+        .filter((name) => name.includes('/api/v1/servers')),
+      total: document.querySelector('.total').textContent,
+      pending: document.querySelector('.count.s-pending .n').textContent,
+      rows: document.querySelectorAll('.grid .body .row').length,
+    };
+  )js");
+  EXPECT_LT(figures["ready"].get<double>(), figures["complete"].get<double>()) << figures.dump();
+  EXPECT_GE(figures["renders"].get<int>(), 2) << figures.dump();
+  ASSERT_EQ(figures["lists"].size(), 2U) << figures.dump();
+  for (const auto& url : figures["lists"]) {
+    EXPECT_NE(url.get<std::string>().find("view=summary"), std::string::npos) << url;
+  }
+  EXPECT_EQ(figures["total"], "1500 servers");
+  EXPECT_EQ(figures["pending"], "1500");
+  EXPECT_LT(figures["rows"].get<int>(), 100);
+  EXPECT_EQ(problems(browser), "");
+}
+
 TEST_F(DashboardTest, AStoppedSshdTurnsItsServerRedWithinAnIntervalAndBackWhenRestarted) {
   SshdFixture sshd;
   sshd.start();

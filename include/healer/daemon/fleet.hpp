@@ -7,6 +7,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "healer/core/error.hpp"
@@ -54,6 +56,38 @@ struct NodeSeries {
                                                   const std::vector<metrics::Metric>& metrics,
                                                   const std::vector<metrics::Metric>& rates);
 
+/// One family of a server's node series as /metrics shows it: its name and, per series, the
+/// text that follows the `server` label: `,cpu="0",mode="idle"}`, or `}` for a series with no
+/// other label. Servers whose family has the same series share one copy (FleetState interns
+/// them), so a server keeps only its values and a pointer per family: ~3 KiB for the ~200 series
+/// of a collection instead of ~20 KiB of text.
+struct SeriesFamily {
+  std::string name;
+  std::string tails;                     ///< every series' tail, back to back
+  std::vector<std::uint32_t> tail_ends;  ///< where each series' tail ends in `tails`
+
+  [[nodiscard]] std::size_t series() const noexcept { return tail_ends.size(); }
+  [[nodiscard]] std::string_view tail(std::size_t series) const noexcept;
+  [[nodiscard]] std::size_t hash() const noexcept;
+  bool operator==(const SeriesFamily&) const = default;
+};
+
+/// One collection's node series: its families (sorted by name, shared) and the values.
+struct NodeExposition {
+  struct Family {
+    std::shared_ptr<const SeriesFamily> family;
+    std::uint32_t first = 0;  ///< index of its first value
+  };
+  std::vector<Family> families;
+  std::vector<double> values;
+
+  /// Appends the lines of families[family] with this server's label (`server="..."`, escaped)
+  /// in the Prometheus text format.
+  void append_family(std::string& out, std::string_view server_label, std::size_t family) const;
+  /// About the bytes append_family writes for every family, with a label of `label_size` bytes.
+  [[nodiscard]] std::size_t text_size(std::size_t label_size) const noexcept;
+};
+
 /// The latest collection of a server.
 struct CollectionSummary {
   std::int64_t collected_at = 0;  ///< Unix ms
@@ -65,9 +99,8 @@ struct CollectionSummary {
   std::optional<double> memory_used_percent;
   std::optional<double> disk_used_percent;
   std::optional<double> cpu_busy_percent;
-  /// The series in the Prometheus exposition, grouped by metric name (sorted), each group's
-  /// sample lines already rendered with this server's `server` label.
-  std::shared_ptr<const std::vector<std::pair<std::string, std::string>>> exposition;
+  /// The series as /metrics shows them (null when the collection had none).
+  std::shared_ptr<const NodeExposition> exposition;
 };
 
 /// Scheduling state of one kind of work (metrics or diagnose) on a server.
@@ -92,16 +125,32 @@ struct ServerState {
   std::string owner;
   /// This node polls it; false: another node does, and its figures come from the store.
   bool owned = true;
-  /// The API's JSON of this server as lists show it, and a key of everything it shows: rendered
-  /// again only when the key changes (src/daemon/api.cpp); it goes away with the server.
+  /// The API's JSON of this server as lists show it (the full item and the summary view), and a
+  /// key of everything they show: each rendered when first asked for after the key changed
+  /// (src/daemon/api.cpp); it goes away with the server.
   struct Rendered {
     std::string key;
     std::string json;
+    std::string summary;
   };
   Rendered list_item;
 };
 
 /// Every server by name.
+/// Families shared by every server whose series in them are the same: one copy of the names and
+/// labels however many servers have them. Held weakly; a family goes away with its last server.
+class SeriesFamilies {
+ public:
+  /// The shared family equal to `family`, adding it if there is none.
+  [[nodiscard]] std::shared_ptr<const SeriesFamily> intern(SeriesFamily family);
+  /// Families held by at least one server.
+  [[nodiscard]] std::size_t size() const;
+
+ private:
+  std::unordered_multimap<std::size_t, std::weak_ptr<const SeriesFamily>> by_hash_;
+  std::size_t sweep_at_ = 1024;  // purge expired entries when the table reaches this size
+};
+
 class FleetState {
  public:
   [[nodiscard]] std::map<std::string, ServerState, std::less<>>& servers() noexcept {
@@ -111,6 +160,8 @@ class FleetState {
     return servers_;
   }
   [[nodiscard]] ServerState* find(std::string_view name);
+  /// The node series' families the servers share.
+  [[nodiscard]] const SeriesFamilies& families() const noexcept { return families_; }
 
   /// Records a diagnosis (and its transition, if any) of a known server.
   void record(const service::DiagnosedServer& diagnosed);
@@ -133,6 +184,7 @@ class FleetState {
 
  private:
   std::map<std::string, ServerState, std::less<>> servers_;
+  SeriesFamilies families_;
   CollectionSink sink_;
   DiagnosisSink diagnosis_sink_;
 };
@@ -145,6 +197,9 @@ class FleetState {
                                           double elapsed_ms, std::optional<Error> error,
                                           const std::vector<metrics::Metric>& metrics,
                                           const std::vector<metrics::Metric>& rates);
+
+/// A sample value as the Prometheus text format writes it (NaN, +Inf, -Inf, shortest round trip).
+void append_number(std::string& out, double value);
 
 /// A Prometheus label value escaped (backslash, double quote, newline).
 [[nodiscard]] std::string escape_label(std::string_view value);

@@ -50,6 +50,10 @@ struct Rates {
 /// from the store, so a one-shot CLI gets rates from the previous run.
 [[nodiscard]] Sample counters_from_metrics(const std::vector<Metric>& metrics);
 
+/// Only what compute_rates() reads of a sample as `previous` (user_hz, CPU times and boot time,
+/// disk and network counters): what a process remembers per server between collections.
+[[nodiscard]] Sample rate_counters(Sample sample);
+
 /// Rates from `previous` (taken at `previous_at`) to `current` (at `current_at`). Counters that
 /// went backwards count as 0 (never a negative rate); CPUs online in only one sample are left
 /// out. Errc::rebooted when the boot times differ by more than 2 s (no rate spans a reboot),

@@ -1,8 +1,10 @@
 // The fleet page (#/): every server, worst first, with its failing checks, last run, key figures
 // and a 24 h sparkline; counts per status; filters; live. The list is windowed: only the rows in
-// view exist in the DOM (fixed row height), so 500 or 5,000 servers render as fast as 30.
+// view exist in the DOM (fixed row height), so 500 or 10,000 servers render as fast as 30. It
+// loads the list's summary view (what a row shows) and, on the first load, shows each page as
+// it arrives: the first screen does not wait for the whole fleet.
 import {
-  STATUSES, STATUS_HELP, ago, api, apiAll, askToken, boardStatus, drawSparkline, el, enc, live,
+  STATUSES, STATUS_HELP, ago, api, apiPages, askToken, boardStatus, drawSparkline, el, enc, live,
   number, percent, Poller, refreshMs, rank, replace, setBadge, setText, svg, until,
 } from './util.js';
 
@@ -26,6 +28,8 @@ export class FleetPage {
     this.spare = [];        // row elements out of view, reused
     this.rowHeight = 0;
     this.first = true;
+    this.complete = false;  // a whole list has arrived once
+    this.loading = false;   // this.servers is the first pages of one
     this.frame = 0;
     this.onScroll = () => this.schedule();
     this.onResize = () => {
@@ -123,17 +127,34 @@ export class FleetPage {
 
   async poll(signal) {
     try {
-      const wantTrend = Date.now() - this.trendAt >= TRENDS_MS;
-      const [items, trend] = await Promise.all([
-        apiAll('/api/v1/servers?limit=1000', { signal }),
-        wantTrend ? api('/api/v1/trends?figure=load1', { signal }).catch(() => null) : null,
-      ]);
-      if (trend) {
-        this.trendAt = Date.now();
-        this.trend = new Map(trend.servers.map((entry) => [entry.server, entry.values]));
-      }
-      this.ingest(items);
+      const wantTrend = this.complete && Date.now() - this.trendAt >= TRENDS_MS;
+      const trendAsked = wantTrend ? this.loadTrend(signal) : null;
+      const items = [];
+      const tags = new Set();
+      // Until the first complete list, each page is shown as it arrives; afterwards a refresh
+      // replaces the complete list only once the new one is complete.
+      const partial = !this.complete;
+      await apiPages('/api/v1/servers?view=summary&limit=1000', { signal }, (page, more) => {
+        for (const server of page) {
+          prepare(server);
+          for (const tag of server.tags) tags.add(tag);
+          items.push(server);
+        }
+        if (partial && more) {
+          this.ingest(items, tags, true);
+          this.apply();
+        }
+      });
+      await trendAsked;
+      this.ingest(items, tags, false);
       this.apply();
+      if (!this.complete) {
+        this.complete = true;
+        performance.mark('healer:fleet-complete');
+        // The sparklines come after the first whole list: at 10,000 servers their answer is
+        // megabytes that the first screen should not wait for.
+        this.loadTrend(signal);
+      }
       live(`live · ${new Date().toLocaleTimeString()}`);
     } catch (error) {
       if (error.name === 'AbortError') throw error;
@@ -146,39 +167,19 @@ export class FleetPage {
     }
   }
 
-  ingest(items) {
-    const tags = new Set();
-    for (const server of items) {
-      const status = boardStatus(server);
-      const run = server.last_run;
-      server._status = status;
-      server._rank = rank(status);
-      let problems = '';
-      let message = '';
-      if (status === 'DOWN') {
-        const error = (run && run.error) || (server.metrics && server.metrics.error) || {};
-        problems = 'unreachable';
-        message = `${error.name || 'error'}: ${error.message || ''}`;
-      } else if (status === 'PENDING') {
-        problems = 'not diagnosed yet';
-        message = `first diagnosis ${until(server.schedule && server.schedule.diagnose.next_due)}`;
-      } else if (run && run.failing.length) {
-        problems = run.failing.map((check) => check.name).join(', ');
-        message = run.failing[0].message;
-      } else if (run) {
-        problems = `${run.checks} checks OK`;
-        message = server.metrics ? server.metrics.headline : '';
-      }
-      if (server.metrics && server.metrics.error && status !== 'DOWN') {
-        message = `metrics: ${server.metrics.error.message}` + (message ? ` · ${message}` : '');
-      }
-      server._problems = problems;
-      server._message = message;
-      for (const tag of server.tags) tags.add(tag);
-      server._search = [server.name, server.host, status, problems, ...server.tags]
-        .join('\n').toLowerCase();
-    }
+  // Every server's load over 24 h (drawn in the rows in view); errors leave the old ones.
+  async loadTrend(signal) {
+    const trend = await api('/api/v1/trends?figure=load1', { signal }).catch(() => null);
+    if (!trend) return;
+    this.trendAt = Date.now();
+    this.trend = new Map(trend.servers.map((entry) => [entry.server, entry.values]));
+    this.render();
+  }
+
+  // The list so far (loading: more pages follow) and the tags it holds.
+  ingest(items, tags, loading) {
     this.servers = items;
+    this.loading = loading;
     const tagList = [...tags].sort();
     const key = tagList.join('\n');
     if (key !== this.tags) {
@@ -210,7 +211,8 @@ export class FleetPage {
       setText(value, counts.get(status));
       button.classList.toggle('zero', counts.get(status) === 0);
     }
-    setText(this.total, `${this.servers.length} server${this.servers.length === 1 ? '' : 's'}`);
+    setText(this.total, `${this.servers.length} server${this.servers.length === 1 ? '' : 's'}` +
+      (this.loading ? ' so far, loading…' : ''));
     setText(this.shown, view.length === this.servers.length ? '' : `showing ${view.length} of ${this.servers.length}`);
     this.grid.setAttribute('aria-rowcount', String(view.length + 1));
     this.empty.hidden = view.length !== 0;
@@ -381,6 +383,38 @@ export class FleetPage {
     const row = this.rows.get(index);
     if (row) row._link.focus({ preventScroll: true });
   }
+}
+
+// What a row shows of a server, worked out once per poll: its board status, problems, message
+// and the text the filter searches.
+function prepare(server) {
+  const status = boardStatus(server);
+  const run = server.last_run;
+  server._status = status;
+  server._rank = rank(status);
+  let problems = '';
+  let message = '';
+  if (status === 'DOWN') {
+    const error = (run && run.error) || (server.metrics && server.metrics.error) || {};
+    problems = 'unreachable';
+    message = `${error.name || 'error'}: ${error.message || ''}`;
+  } else if (status === 'PENDING') {
+    problems = 'not diagnosed yet';
+    message = `first diagnosis ${until(server.schedule && server.schedule.diagnose.next_due)}`;
+  } else if (run && run.failing.length) {
+    problems = run.failing.map((check) => check.name).join(', ');
+    message = run.failing[0].message;
+  } else if (run) {
+    problems = `${run.checks} checks OK`;
+    message = server.metrics ? server.metrics.headline : '';
+  }
+  if (server.metrics && server.metrics.error && status !== 'DOWN') {
+    message = `metrics: ${server.metrics.error.message}` + (message ? ` · ${message}` : '');
+  }
+  server._problems = problems;
+  server._message = message;
+  server._search = [server.name, server.host, status, problems, ...server.tags]
+    .join('\n').toLowerCase();
 }
 
 // A percentage as a bar and its number; the bar turns amber past 80 % and red past 90 %.

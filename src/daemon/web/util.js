@@ -147,16 +147,25 @@ export async function api(path, { method = 'GET', body, signal } = {}) {
 /** Every page of a paginated list (items + next_cursor). */
 export async function apiAll(path, options) {
   const items = [];
+  await apiPages(path, options, (page) => items.push(...page));
+  return items;
+}
+
+/**
+ * Walks a cursor-paged list, calling onPage(items, more) after each page arrives (more: another
+ * page follows), so a caller can show the first page before the last has arrived.
+ */
+export async function apiPages(path, options, onPage) {
   let cursor = null;
   for (let page = 0; page < 1000; ++page) {
     const separator = path.includes('?') ? '&' : '?';
     const url = cursor === null ? path : `${path}${separator}cursor=${encodeURIComponent(cursor)}`;
     const doc = await api(url, options);
-    items.push(...doc.items);
-    if (doc.next_cursor === null || doc.next_cursor === undefined) break;
+    const more = doc.next_cursor !== null && doc.next_cursor !== undefined;
+    onPage(doc.items, more);
+    if (!more) break;
     cursor = doc.next_cursor;
   }
-  return items;
 }
 
 export const enc = encodeURIComponent;

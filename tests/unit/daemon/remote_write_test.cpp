@@ -85,8 +85,9 @@ TEST(RemoteWrite, SeriesCarryTheNamesAndLabelsMetricsShows) {
   // /metrics renders exactly these series.
   const auto summary = summarise("web \"1\"", 0, 0, std::nullopt, raw, rates);
   std::string exposition;
-  for (const auto& [name, lines] : *summary.exposition) {
-    exposition += lines;
+  const auto label = "server=\"" + escape_label("web \"1\"") + "\"";
+  for (std::size_t f = 0; f < summary.exposition->families.size(); ++f) {
+    summary.exposition->append_family(exposition, label, f);
   }
   EXPECT_EQ(exposition,
             "healer_cpu_busy_percent{server=\"web \\\"1\\\"\"} 12\n"

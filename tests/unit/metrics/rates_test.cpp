@@ -8,6 +8,7 @@
 
 #include "fixture.hpp"
 #include "healer/metrics/errors.hpp"
+#include "healer/metrics/probe.hpp"
 
 namespace healer::metrics {
 namespace {
@@ -127,6 +128,40 @@ TEST(Rates, NoIntervalAndMissingParts) {
   const auto idle = compute_rates(cpu_sample(times), kT0, cpu_sample(times), kT0 + seconds(1));
   ASSERT_TRUE(idle);
   EXPECT_FALSE(idle->cpu);
+}
+
+// What a daemon keeps per server between collections (rate_counters) gives the same rates as the
+// whole sample, and leaves out what rates never read.
+TEST(Rates, TheKeptCountersGiveTheSameRatesAsTheWholeSample) {
+  const auto first = parse_probe_output(fixture("probe_full.out"), "", testing::kFixtureMarker);
+  ASSERT_TRUE(first) << first.error().message();
+  Sample later = *first;
+  ASSERT_TRUE(later.stat && later.stat->all && later.disks && later.network);
+  ASSERT_FALSE(later.disks->empty());
+  ASSERT_FALSE(later.network->empty());
+  later.stat->all->user += 50;
+  later.stat->all->idle += 150;
+  for (auto& cpu : later.stat->cpus) {
+    cpu.times.user += 50.0 / static_cast<double>(later.stat->cpus.size());
+    cpu.times.idle += 150.0 / static_cast<double>(later.stat->cpus.size());
+  }
+  later.disks->front().read_bytes += 2048 * 512;
+  later.network->front().receive_bytes += 1 << 20;
+  const auto whole = compute_rates(*first, kT0, later, kT0 + seconds(10));
+  const Sample kept = rate_counters(*first);
+  const auto from_kept = compute_rates(kept, kT0, later, kT0 + seconds(10));
+  ASSERT_TRUE(whole && from_kept);
+  ASSERT_TRUE(whole->cpu);
+  const auto expected = to_metrics(*whole);
+  const auto got = to_metrics(*from_kept);
+  ASSERT_EQ(got.size(), expected.size());
+  EXPECT_GT(expected.size(), 10U);
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].name, expected[i].name);
+    EXPECT_EQ(got[i].labels, expected[i].labels);
+    EXPECT_EQ(got[i].value, expected[i].value) << got[i].name;
+  }
+  EXPECT_FALSE(kept.memory || kept.filesystems || kept.uname || kept.vmstat || kept.load);
 }
 
 TEST(Rates, AsMetrics) {
