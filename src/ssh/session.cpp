@@ -333,10 +333,6 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   // Called after every libssh call: wakes waiters if packets arrived, flushes pending output.
   void after_libssh_call();
   void start_io();
-  // libssh holds bytes it could not send yet (not merely POLLOUT armed: see flush_output).
-  [[nodiscard]] bool output_buffered() const {
-    return session_ && (ssh_get_status(session_.get()) & SSH_WRITE_PENDING) != 0;
-  }
   void ack_quickly();
   void send_keepalive();
   void forget_socket_libssh_closed();
@@ -416,7 +412,8 @@ void Session::Impl::after_libssh_call() {
   }
   stats_.bytes_in = rx_counter_.in_bytes;
   stats_.bytes_out = tx_counter_.out_bytes;
-  if (session_ && !flushing_ && state_ != State::closed && output_buffered()) {
+  if (session_ && !flushing_ && state_ != State::closed &&
+      (ssh_get_poll_flags(session_.get()) & SSH_WRITE_PENDING) != 0) {
     flushing_ = true;
     asio::co_spawn(executor_, flush_output(shared_from_this()), asio::detached);
   }
@@ -495,28 +492,20 @@ awaitable<void> Session::Impl::pump(std::shared_ptr<Impl> self) {
   self->waiters_.notify_all();
 }
 
-// libssh sends a packet at once only while it knows the socket is writable, and forgets that after
-// every send: it then buffers the next packet until a poll reports POLLOUT (and arms POLLOUT in
-// its poll events after each send, whether or not anything is buffered). Only bytes really
-// buffered need a flush, and the socket is nearly always writable: the first attempt polls at
-// once; the loop waits for writability only when that left bytes behind.
 awaitable<void> Session::Impl::flush_output(std::shared_ptr<Impl> self) {
-  for (bool first = true; self->state_ != State::closed && self->wait_fd_ &&
-                          self->wait_fd_->is_open() && self->output_buffered();
-       first = false) {
-    if (!first) {
-      auto [ec] =
-          co_await self->wait_fd_->async_wait(asio::posix::descriptor_base::wait_write, kNoThrow);
-      if (ec || self->state_ == State::closed) {
-        break;
-      }
+  while (self->state_ != State::closed && self->wait_fd_ && self->wait_fd_->is_open() &&
+         (ssh_get_poll_flags(self->session_.get()) & SSH_WRITE_PENDING) != 0) {
+    auto [ec] =
+        co_await self->wait_fd_->async_wait(asio::posix::descriptor_base::wait_write, kNoThrow);
+    if (ec || self->state_ == State::closed) {
+      break;
     }
     if (self->event_) {
-      // A poll with POLLOUT armed writes what libssh buffered.
+      // A poll with POLLOUT armed writes what libssh buffered and clears the flag; libssh re-arms
+      // POLLOUT after every write, so ssh_blocking_flush alone would leave it set forever.
       ssh_event_dopoll(self->event_.get(), 0);
       self->after_libssh_call();
     } else {
-      // Handshake: the pending call polls and writes when it runs again.
       self->waiters_.notify_all();
       co_await asio::post(self->executor_, use_awaitable);
     }
