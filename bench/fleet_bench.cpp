@@ -99,10 +99,33 @@ rlim_t fd_limit() {
   return limit.rlim_cur;
 }
 
+// The client's own resource use (getrusage(RUSAGE_SELF): the simulator is a child process).
+struct Usage {
+  double user_ms = 0;
+  double system_ms = 0;
+  double minor_faults = 0;
+  double context_switches = 0;  // voluntary + involuntary
+
+  static Usage now() {
+    rusage usage{};
+    ::getrusage(RUSAGE_SELF, &usage);
+    const auto ms = [](const timeval& t) {
+      return static_cast<double>(t.tv_sec) * 1000.0 + static_cast<double>(t.tv_usec) / 1000.0;
+    };
+    return {ms(usage.ru_utime), ms(usage.ru_stime), static_cast<double>(usage.ru_minflt),
+            static_cast<double>(usage.ru_nvcsw + usage.ru_nivcsw)};
+  }
+  Usage operator-(const Usage& before) const {
+    return {user_ms - before.user_ms, system_ms - before.system_ms,
+            minor_faults - before.minor_faults, context_switches - before.context_switches};
+  }
+};
+
 struct Sweep {
   std::string name;
   double wall_ms = 0;
   double client_cpu_ms = 0;
+  Usage client;
   double client_rss_mib = 0;
   std::uint64_t handshakes = 0;
   std::size_t failures = 0;
@@ -139,11 +162,13 @@ asio::awaitable<Run> async_bench(pool::Registry* registry, const test::FleetSim*
     const auto sim_before = sim->stats();
     const double sim_cpu_before = process_cpu_ms(sim->pid());
     const double cpu_before = rusage_cpu_ms(RUSAGE_SELF);
+    const Usage usage_before = Usage::now();
     const auto handshakes_before = registry->total_stats().handshakes_started;
     const auto started = Clock::now();
     auto results = co_await metrics::async_collect(executor, ids, options);
     figures.wall_ms = ms_since(started);
     figures.client_cpu_ms = rusage_cpu_ms(RUSAGE_SELF) - cpu_before;
+    figures.client = Usage::now() - usage_before;
     figures.client_rss_mib = rss_mib(::getpid());
     figures.client_fds = open_fds(::getpid());
     figures.handshakes = registry->total_stats().handshakes_started - handshakes_before;
@@ -246,6 +271,14 @@ std::string report(const Settings& settings, const Run& run, rlim_t fds,
   out +=
       fmt::format("- client CPU per server: cold {:.2f} ms, last sweep {:.2f} ms\n",
                   per(cold.client_cpu_ms, settings.hosts), per(last.client_cpu_ms, settings.hosts));
+  for (const auto& sweep : run.sweeps) {
+    const auto hosts = static_cast<double>(settings.hosts);
+    out += fmt::format(
+        "- client per server, {} sweep: user {:.3f} ms, system {:.3f} ms, {:.1f} minor page "
+        "faults, {:.1f} context switches\n",
+        sweep.name, sweep.client.user_ms / hosts, sweep.client.system_ms / hosts,
+        sweep.client.minor_faults / hosts, sweep.client.context_switches / hosts);
+  }
   for (const auto& sweep : run.sweeps) {
     if (!sweep.first_failure.empty()) {
       out += fmt::format("- {} sweep, first failure: {}\n", sweep.name,

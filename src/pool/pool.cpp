@@ -20,6 +20,7 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <set>
 
 #include "healer/core/log.hpp"
 #include "healer/ssh/cancellation.hpp"
@@ -396,6 +397,14 @@ class Registry::Impl : public std::enable_shared_from_this<Registry::Impl> {
   asio::any_io_executor executor_;
   PoolConfig config_;
   std::map<std::string, std::unique_ptr<ServerPool>> servers_;
+  struct ById {
+    bool operator()(const ServerPool* a, const ServerPool* b) const {
+      return a->server.id < b->server.id;
+    }
+  };
+  // Every server with callers queued (and some whose queue emptied since), by id: what
+  // dispatch_all visits. servers_ never drops a pool, so the pointers stay valid.
+  std::set<ServerPool*, ById> waiting_servers_;
   std::size_t total_active_ = 0;
   std::size_t total_handshakes_ = 0;
   std::size_t handshakes_running_ = 0;  // handshake coroutines not finished yet
@@ -419,7 +428,9 @@ class Registry::Impl : public std::enable_shared_from_this<Registry::Impl> {
   void forget(ServerPool& pool, const std::shared_ptr<PooledSession>& session);
   std::shared_ptr<PooledSession> pick_session(ServerPool& pool);
   void prune_dead(ServerPool& pool);
-  void dispatch_all();
+  // The global limits a finished handshake or lease frees a unit of.
+  enum class GlobalLimit { handshakes, operations };
+  void dispatch_all(GlobalLimit freed);
   void wake_after_cooldown(ServerPool& pool);
   static awaitable<void> redispatch_at(std::shared_ptr<Impl> self, ServerPool* pool,
                                        Clock::time_point when);
@@ -586,6 +597,12 @@ void Registry::Impl::start_cleanup() {
 
 // Dead sessions nobody uses leave at once, so they never hold a connection slot.
 void Registry::Impl::prune_dead(ServerPool& pool) {
+  // Called on every dispatch: look before copying the list (evict() edits it).
+  if (std::none_of(pool.sessions.begin(), pool.sessions.end(), [](const auto& candidate) {
+        return candidate->connected() && !candidate->session->alive();
+      })) {
+    return;
+  }
   for (auto candidate : std::vector<std::shared_ptr<PooledSession>>(pool.sessions)) {
     if (candidate->connected() && !candidate->session->alive()) {
       drain(pool, *candidate);
@@ -625,11 +642,22 @@ awaitable<void> Registry::Impl::redispatch_at(std::shared_ptr<Impl> self, Server
 }
 
 // Wakes waiters of every server: after a global limit (handshakes, operations) freed up.
-void Registry::Impl::dispatch_all() {
-  for (auto& [id, pool] : servers_) {
+void Registry::Impl::dispatch_all(GlobalLimit freed) {
+  // Only the servers with callers queued, in servers_' order, and only while some of what was
+  // freed is left: every handshake's end calls this, and a walk over every server (or every
+  // waiting one after the slot was taken) made a cold sweep O(servers²). A server waiting for
+  // anything else is dispatched when that happens.
+  const auto used_up = [this, freed] {
+    return freed == GlobalLimit::handshakes ? total_handshakes_ >= config_.max_handshakes_total
+                                            : total_active_ >= config_.max_concurrent_total;
+  };
+  // dispatch() never queues a caller, so no element is added behind the iterator.
+  for (auto it = waiting_servers_.begin(); it != waiting_servers_.end() && !used_up();) {
+    ServerPool* pool = *it;
     if (pool->waiting() > 0) {
       dispatch(*pool);
     }
+    it = pool->waiting() == 0 ? waiting_servers_.erase(it) : std::next(it);
   }
 }
 
@@ -999,7 +1027,7 @@ awaitable<void> Registry::Impl::connect(std::shared_ptr<Impl> self, ServerPool* 
   // A handshake slot freed up: servers held back by the global cap may grow now.
   asio::post(self->executor_, [weak = self->weak_from_this()] {
     if (auto registry = weak.lock(); registry && !registry->shutting_down_) {
-      registry->dispatch_all();
+      registry->dispatch_all(GlobalLimit::handshakes);
     }
   });
   const auto elapsed =
@@ -1160,6 +1188,7 @@ awaitable<Result<Lease>> Registry::Impl::acquire(std::shared_ptr<Impl> self, std
       waiter.timer = &timer;
       auto& queue = pool.queues[static_cast<std::size_t>(priority)];
       queue.push_back(&waiter);
+      self->waiting_servers_.insert(&pool);
       // Whether a handshake was under way for the queue while we waited: at the deadline that,
       // not a full pool, is why we got nothing.
       const auto handshakes_before = pool.stats.handshakes_started;
@@ -1335,7 +1364,7 @@ void Registry::Impl::release(Lease::Slot& slot, Lease::Finish how) {
                                                : Eviction::error);
   }
   if (total_active_ + 1 >= config_.max_concurrent_total) {
-    dispatch_all();  // the global cap held back other servers' waiters
+    dispatch_all(GlobalLimit::operations);  // the global cap held back other servers' waiters
   } else {
     dispatch(pool);
   }

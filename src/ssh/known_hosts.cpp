@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <mutex>
@@ -14,6 +15,12 @@
 
 namespace healer::ssh::detail {
 namespace {
+
+// How old a look at a file may be when only the host key algorithms' order depends on it: a
+// fleet sweep starts many connects per second, and the check after the key exchange, which
+// decides, always looks again (a file changed in between at worst orders the offer by its old
+// lines, and then the check reports the key of the other type).
+constexpr std::chrono::steady_clock::duration kOrderingMaxAge = std::chrono::seconds(1);
 
 // libssh 0.10's default host key algorithms without the certificate types (which its
 // ssh_client_select_hostkeys removes): kex.c, DEFAULT_HOSTKEYS.
@@ -86,7 +93,8 @@ std::string lowercase(std::string_view text) {
 struct FileIndex {
   Signature signature;
   bool loaded = false;
-  std::vector<std::string> lines;  // the lines that can name a host, as read
+  std::chrono::steady_clock::time_point checked_at{};  // when `signature` was last compared
+  std::vector<std::string> lines;                      // the lines that can name a host, as read
   std::unordered_map<std::string, std::vector<std::uint32_t>> by_name;
   std::vector<std::uint32_t> unindexed;  // hashed names and wildcard patterns
   std::unordered_map<std::string, std::vector<SharedKey>> found;  // host -> its recorded keys
@@ -99,16 +107,24 @@ struct KnownHostsIndex::Impl {
   std::unordered_map<std::string, FileIndex> files;
   KnownHostsStats stats;
 
-  // Reads `path` again if it changed since the last read.
-  FileIndex& file(const std::string& path) {
+  // Reads `path` again if it changed since the last read. `max_age`: how old the last look at
+  // the file may be before it is looked at again (zero: now).
+  FileIndex& file(const std::string& path, std::chrono::steady_clock::duration max_age) {
     FileIndex& index = files[path];
+    const auto checked = std::chrono::steady_clock::now();
+    if (index.loaded && max_age.count() > 0 && checked - index.checked_at < max_age) {
+      return index;
+    }
+    ++stats.file_checks;
     const Signature now = signature_of(path);
     if (index.loaded && index.signature == now) {
+      index.checked_at = checked;
       return index;
     }
     index = FileIndex{};
     index.signature = now;
     index.loaded = true;
+    index.checked_at = checked;
     if (!now.exists) {
       return index;
     }
@@ -154,8 +170,9 @@ struct KnownHostsIndex::Impl {
   }
 
   // The keys `path` records for `host`, parsed by libssh from the lines that can name it.
-  const std::vector<SharedKey>& keys(const std::string& path, const std::string& host) {
-    FileIndex& index = file(path);
+  const std::vector<SharedKey>& keys(const std::string& path, const std::string& host,
+                                     std::chrono::steady_clock::duration max_age = {}) {
+    FileIndex& index = file(path, max_age);
     ++stats.lookups;
     if (auto known = index.found.find(host); known != index.found.end()) {
       return known->second;
@@ -218,7 +235,7 @@ std::string KnownHostsIndex::host_key_algorithms(const std::string& user_file,
   std::lock_guard lock(impl_->mutex);
   std::vector<std::string_view> recorded;
   for (const std::string* path : {&user_file, &global_file}) {
-    for (const SharedKey& key : impl_->keys(*path, host_port)) {
+    for (const SharedKey& key : impl_->keys(*path, host_port, kOrderingMaxAge)) {
       for (std::string_view algorithm : signature_algorithms(ssh_key_type(key.get()))) {
         recorded.push_back(algorithm);
       }

@@ -7,6 +7,7 @@
 #include <libssh/server.h>  // ssh_send_keepalive lives here but serves clients too
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pwd.h>
 #include <sodium.h>
 #include <string.h>  // explicit_bzero
 #include <sys/socket.h>
@@ -105,6 +106,39 @@ std::string random_run_id() {
   std::array<char, 2 * 16 + 1> hex{};
   sodium_bin2hex(hex.data(), hex.size(), bytes.data(), bytes.size());
   return std::string(hex.data());
+}
+
+// The local account as libssh 0.10 finds it (ssh_get_user_home_dir, ssh_get_local_username):
+// getpwuid_r of the real uid, $HOME when that fails. Looked up once per process.
+struct LocalAccount {
+  std::string ssh_dir;  // "<home>/.ssh", libssh's "~/.ssh"; empty: let libssh look
+  std::string name;     // empty: let libssh look
+};
+
+const LocalAccount& local_account() {
+  static const LocalAccount account = [] {
+    LocalAccount found;
+    std::vector<char> buffer(16384);
+    passwd entry{};
+    passwd* result = nullptr;
+    const bool known =
+        ::getpwuid_r(::getuid(), &entry, buffer.data(), buffer.size(), &result) == 0 &&
+        result != nullptr;
+    std::string home;
+    if (known && result->pw_dir != nullptr) {
+      home = result->pw_dir;
+    } else if (const char* from_env = std::getenv("HOME"); from_env != nullptr) {
+      home = from_env;
+    }
+    if (!home.empty()) {
+      found.ssh_dir = home + "/.ssh";
+    }
+    if (known && result->pw_name != nullptr) {
+      found.name = result->pw_name;
+    }
+    return found;
+  }();
+  return account;
 }
 
 std::shared_ptr<spdlog::logger> logger() {
@@ -360,9 +394,9 @@ class Session::Impl : public std::enable_shared_from_this<Session::Impl> {
   // first reserved_spares_ of them are promised to commands about to start (counts, not which).
   std::list<std::shared_ptr<ChannelState>> spares_;
   std::size_t reserved_spares_ = 0;  // <= spares_.size()
-  bool flushing_ = false;
-  bool root_login_ = false;  // sshd refuses "signal" requests for root logins
-  int reaping_ = 0;          // timed-out commands still being killed
+  bool flushing_ = false;            // flush_output runs
+  bool root_login_ = false;          // sshd refuses "signal" requests for root logins
+  int reaping_ = 0;                  // timed-out commands still being killed
   asio::steady_timer keepalive_timer_;
 };
 
@@ -847,14 +881,23 @@ awaitable<Result<void>> Session::Impl::tcp_connect(Deadline deadline) {
   ssh_options_set(s, SSH_OPTIONS_PORT, &port);
   ssh_options_set(s, SSH_OPTIONS_LOG_VERBOSITY, &verbosity);
   ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &process_config);
+  // What libssh would look up through NSS (getpwuid_r: /etc/nsswitch.conf and /etc/passwd read)
+  // on every connect: the local user's ~/.ssh and, when no user is given, the login name.
+  const LocalAccount& local = local_account();
+  if (!local.ssh_dir.empty()) {
+    ssh_options_set(s, SSH_OPTIONS_SSH_DIR, local.ssh_dir.c_str());
+  }
   if (!options_.user.empty()) {
     ssh_options_set(s, SSH_OPTIONS_USER, options_.user.c_str());
+  } else if (!local.name.empty()) {
+    ssh_options_set(s, SSH_OPTIONS_USER, local.name.c_str());
   }
   if (indexed_known_hosts()) {
     // libssh reads no known_hosts file: the index orders the host key algorithms as libssh
     // would (recorded types first) and verify_host_key checks the key against it.
     const std::string algorithms = detail::KnownHostsIndex::instance().host_key_algorithms(
         options_.known_hosts_file, kGlobalKnownHosts, known_hosts_name());
+    // (libssh still opens both to order the algorithms: an empty path would mean its default.)
     ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, "/dev/null");
     ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
     if (!algorithms.empty()) {

@@ -109,6 +109,28 @@ TEST_F(SshCachesTest, KnownHostsAFleetSizedFileIsReadOnceAndOnlyTheHostsLinesAre
   EXPECT_GE(after.lookups - before.lookups, 10U);  // algorithms + check per connect
 }
 
+// Ordering the host key algorithms reuses a look at the files up to a second old; the check after
+// the key exchange, which decides, looks at the user's file every time (the global file too when
+// the user's does not vouch for the host). Before, each connect looked at both files twice.
+TEST_F(SshCachesTest, KnownHostsTheCheckLooksAtTheFileOnEveryConnectTheOrderingReusesALook) {
+  ASSERT_TRUE(connect());  // loads both files
+  const auto started = Clock::now();
+  const auto before = KnownHostsIndex::instance().stats();
+  constexpr int kConnects = 5;
+  for (int i = 0; i < kConnects; ++i) {
+    const auto connected = connect();
+    ASSERT_TRUE(connected) << connected.error().message();
+  }
+  const auto after = KnownHostsIndex::instance().stats();
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started);
+  const auto checks = after.file_checks - before.file_checks;
+  EXPECT_GE(checks, static_cast<std::size_t>(kConnects));  // the check's, one per connect
+  // Plus at most both files once per second of the run for the ordering (before: 3 per connect).
+  EXPECT_LE(checks, static_cast<std::size_t>(kConnects) +
+                        2 * (static_cast<std::size_t>(seconds.count()) + 1));
+  EXPECT_EQ(after.file_reads, before.file_reads);
+}
+
 TEST_F(SshCachesTest, KnownHostsHashedEntriesAreMatched) {
   // ssh-keygen -H hashes every name in place, as HashKnownHosts=yes would have written it.
   const auto hashed =

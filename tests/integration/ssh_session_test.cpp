@@ -26,6 +26,7 @@
 #include "ports.hpp"
 #include "run_async.hpp"
 #include "sshd_fixture.hpp"
+#include "temp_dir.hpp"
 
 namespace healer {
 namespace {
@@ -949,6 +950,54 @@ TEST_F(SessionTest, FailedConnectReleasesItsSocket) {
   ASSERT_EQ(test::run_async(io_, connect_exec_close(endpoint_of(sshd), options_for(sshd), 1)), 0);
   const std::size_t before = open_fd_count();
   EXPECT_EQ(test::run_async(io_, connect_exec_close(endpoint_of(sshd), options_for(sshd), 5)), 0);
+  EXPECT_EQ(open_fd_count(), before);
+}
+
+// A numeric address is connected without the resolver; a name still goes through it (and every
+// address it gives is tried). Trust on first use records the key under the name the user gave.
+TEST_F(SessionTest, AHostNameIsResolvedAndConnected) {
+  SshdFixture sshd;
+  sshd.start();
+  test::TempDir dir;
+  auto options = options_for(sshd);
+  options.known_hosts_file = (dir.path() / "known_hosts").string();
+  options.host_key_policy = ssh::HostKeyPolicy::accept_new;
+  const auto run = exec_with({"localhost", sshd.port()}, options, "echo by-name");
+  ASSERT_TRUE(run.connected) << run.connected.error().message();
+  ASSERT_TRUE(run.result) << run.result.error().message();
+  EXPECT_EQ(run.result->out, "by-name\n");
+  std::ifstream recorded(options.known_hosts_file);
+  std::string line;
+  std::getline(recorded, line);
+  EXPECT_EQ(line.rfind("[localhost]:" + std::to_string(sshd.port()) + " ", 0), 0U) << line;
+}
+
+asio::awaitable<std::vector<Error>> refused_connects(ssh::Endpoint endpoint, int attempts) {
+  std::vector<Error> errors;
+  for (int i = 0; i < attempts; ++i) {
+    ssh::ConnectOptions options;
+    options.auth = ssh::AuthMethod::password;
+    auto session = co_await ssh::Session::async_connect(endpoint, options, Deadline::after(5s));
+    if (!session) {
+      errors.push_back(session.error());
+    }
+  }
+  co_return errors;
+}
+
+// The TCP connect runs on the socket libssh will get: when it fails, by number or by name, the
+// socket is closed, not left to the session.
+TEST_F(SessionTest, FailedTcpConnectsLeaveNoDescriptorBehind) {
+  const auto port = test::closed_port();
+  ASSERT_EQ(test::run_async(io_, refused_connects({"127.0.0.1", port}, 1)).size(), 1U);
+  const std::size_t before = open_fd_count();
+  for (const char* host : {"127.0.0.1", "localhost"}) {
+    const auto errors = test::run_async(io_, refused_connects({host, port}, 5));
+    ASSERT_EQ(errors.size(), 5U) << host;
+    for (const auto& error : errors) {
+      EXPECT_EQ(error.code, Errc::connect_refused) << host << ": " << error.message();
+    }
+  }
   EXPECT_EQ(open_fd_count(), before);
 }
 
