@@ -86,12 +86,16 @@ constexpr const char* kRunMarker = "HEALER_RUN";
 // room to spare, so interval x max_missed set in code can never overflow a time_point.
 constexpr std::chrono::milliseconds kLongestKeepalive = std::chrono::hours(24 * 365 * 100);
 
-// stdin goes out in pieces of at most this many bytes. libssh keeps each of its packet buffers
-// at its largest size for the connection's life (it shrinks one only past 64 KiB), in powers of
-// two: the metrics probe written at once (~5 KiB) left three of them at 8 KiB on every pooled
-// session. Pieces that fit a 2 KiB buffer with the packet's header, padding and MAC cost a few
-// more packets per command and ~18 KiB less per kept session (docs/scaling.md).
+// A small stdin goes out in pieces of at most kStdinPiece bytes. libssh keeps each of its packet
+// buffers at its largest size for the connection's life (it shrinks one only past 64 KiB), in
+// powers of two: the metrics probe written at once (~5.6 KiB) left three of them at 8 KiB on
+// every pooled session. Pieces that fit a 2 KiB buffer with the packet's header, padding and MAC
+// cost a few more packets per command and ~18 KiB less per kept session (docs/scaling.md). A
+// large stdin goes in large pieces: libssh flushes after every write, and 8 MiB in 1,900-byte
+// pieces took seconds longer.
 constexpr std::size_t kStdinPiece = 1900;
+constexpr std::size_t kSmallStdin = 64 * 1024;
+constexpr std::size_t kLargeStdinPiece = 1U << 20;
 
 // A run id for the HEALER_RUN marker: 128 random bits from libsodium's CSPRNG, in hex. Random,
 // not derived from the pid or a counter, so nobody on the server can predict the value and have a
@@ -1450,8 +1454,9 @@ awaitable<Result<CommandResult>> Session::Impl::exec(std::shared_ptr<Impl> self,
       co_await self->waiters_.wait(deadline);
       continue;
     }
-    const auto chunk = static_cast<std::uint32_t>(
-        std::min<std::size_t>({options.stdin_data.size() - sent, window, kStdinPiece}));
+    const auto chunk = static_cast<std::uint32_t>(std::min<std::size_t>(
+        {options.stdin_data.size() - sent, window,
+         options.stdin_data.size() <= kSmallStdin ? kStdinPiece : kLargeStdinPiece}));
     const int written = ssh_channel_write(channel, options.stdin_data.data() + sent, chunk);
     self->after_libssh_call();
     if (written < 0) {
