@@ -757,8 +757,9 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
         // Which series there are: the names of the latest collection.
         Json names = Json::array();
         if (state->collection && state->collection->exposition) {
-          for (const auto& family : state->collection->exposition->families) {
-            names.push_back(family.family->name);
+          const auto& exposition = *state->collection->exposition;
+          for (std::size_t f = 0; f < exposition.families(); ++f) {
+            names.push_back(exposition.family(f).name);
           }
         }
         co_return json_response(200, Json{{"names", std::move(names)}});
