@@ -1,6 +1,7 @@
 #include "api.hpp"
 
 #include <fmt/format.h>
+#include <sodium.h>
 
 #include <algorithm>
 #include <charconv>
@@ -260,14 +261,20 @@ std::string summary_key(const ServerState& state) {
   return key;
 }
 
-// summary_json's text, kept with the server until what it shows changes.
+// summary_json's text, kept with the server until what it shows changes: until the digest of
+// summary_key changes (16 bytes kept per server instead of the ~400 of the key; BLAKE2b, so
+// that no server output can be made to collide with an earlier state's).
 const std::string& list_text(ServerState& state, ListView view) {
-  auto key = summary_key(state);
+  const auto text_key = summary_key(state);
+  ServerState::Rendered::Key key{};
+  crypto_generichash(key.data(), key.size(),
+                     reinterpret_cast<const unsigned char*>(text_key.data()), text_key.size(),
+                     nullptr, 0);
   auto& item = state.list_item;
   if (item.key != key) {
     item.json.clear();
     item.summary.clear();
-    item.key = std::move(key);
+    item.key = key;
   }
   auto& text = view == ListView::full ? item.json : item.summary;
   if (text.empty()) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -150,10 +151,11 @@ struct ServerState {
   /// This node polls it; false: another node does, and its figures come from the store.
   bool owned = true;
   /// The API's JSON of this server as lists show it (the full item and the summary view), and a
-  /// key of everything they show: each rendered when first asked for after the key changed
-  /// (src/daemon/api.cpp); it goes away with the server.
+  /// digest of everything they show: each rendered when first asked for after the digest
+  /// changed (src/daemon/api.cpp); it goes away with the server.
   struct Rendered {
-    std::string key;
+    using Key = std::array<unsigned char, 16>;
+    Key key{};
     std::string json;
     std::string summary;
   };
