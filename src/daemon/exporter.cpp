@@ -180,6 +180,27 @@ void render_pool_totals(Writer& w, const ExpositionSnapshot& s) {
   w.family("healer_pool_wait_duration_seconds", "histogram",
            "Time callers waited for a channel, over every server.");
   w.histogram("healer_pool_wait_duration_seconds", "", s.pool_total.wait_time);
+  // Spare channels over every server (per server: /api/v1/servers/NAME/pool); a series per
+  // server would add 10,000 lines per family to a fleet's scrape.
+  const auto& total = s.pool_total;
+  w.family("healer_pool_spare_channels", "gauge",
+           "Spare channels (opened ahead of time, no command yet) over every server, by state.");
+  w.sample("healer_pool_spare_channels", "state=\"opening\"",
+           static_cast<double>(total.spare_channels -
+                               std::min(total.spare_channels_ready, total.spare_channels)));
+  w.sample("healer_pool_spare_channels", "state=\"ready\"",
+           static_cast<double>(total.spare_channels_ready));
+  w.family("healer_pool_spare_channel_events_total", "counter",
+           "Spare channels over every server: opened, leased to a command (no channel-open round "
+           "trip), closed unused, refused by the server.");
+  const std::pair<const char*, std::uint64_t> events[] = {{"opened", total.spares_opened},
+                                                          {"leased", total.leases_on_spare},
+                                                          {"closed_unused", total.spares_closed},
+                                                          {"refused", total.spares_refused}};
+  for (const auto& [event, count] : events) {
+    w.sample("healer_pool_spare_channel_events_total", fmt::format("event=\"{}\"", event),
+             static_cast<double>(count));
+  }
 }
 
 void render_servers(Writer& w, const ExpositionSnapshot& s,
