@@ -251,6 +251,8 @@ struct PoolCounters {
   std::uint64_t limit_lowered = 0;
   std::uint64_t exhausted = 0;
   std::uint64_t timeouts = 0;
+  std::uint64_t on_spare = 0;  ///< leases that took a spare channel (no open round trip)
+  std::uint64_t spares_refused = 0;
 
   static PoolCounters of(const pool::PoolStats& stats) {
     PoolCounters counters;
@@ -261,6 +263,8 @@ struct PoolCounters {
     counters.limit_lowered = stats.channel_limit_lowered;
     counters.exhausted = stats.exhausted;
     counters.timeouts = stats.timeouts;
+    counters.on_spare = stats.leases_on_spare;
+    counters.spares_refused = stats.spares_refused;
     return counters;
   }
   PoolCounters& operator+=(const PoolCounters& other) {
@@ -271,13 +275,16 @@ struct PoolCounters {
     limit_lowered += other.limit_lowered;
     exhausted += other.exhausted;
     timeouts += other.timeouts;
+    on_spare += other.on_spare;
+    spares_refused += other.spares_refused;
     return *this;
   }
   [[nodiscard]] std::string text() const {
     return fmt::format(
-        "{} handshakes ({} failed), {} acquisitions, {} refused channels, {} limit lowered, {} "
-        "exhausted, {} timeouts",
-        handshakes, handshakes_failed, acquisitions, refused, limit_lowered, exhausted, timeouts);
+        "{} handshakes ({} failed), {} acquisitions ({} on a spare channel), {} refused channels "
+        "({} spares), {} limit lowered, {} exhausted, {} timeouts",
+        handshakes, handshakes_failed, acquisitions, on_spare, refused, spares_refused,
+        limit_lowered, exhausted, timeouts);
   }
 };
 

@@ -2,7 +2,7 @@
 # A packet trace of one cold `healer exec true` over the packet-level delayed link: every round
 # trip of TCP, SSH key exchange, authentication and the command, as the client sees them. Root.
 #
-#   scripts/packet-trace.sh [--rtt-ms 50] [--healer PATH] [--out DIR] [-- COMMAND]
+#   scripts/packet-trace.sh [--rtt-ms 50] [--healer PATH] [--out DIR] [--warm [--spares N]] [-- COMMAND]
 #
 # scripts/netdelay.sh brings the link up; the test-bed sshd (scripts/testbed.sh) runs inside its
 # namespace (`ip netns exec`), listening on the namespace's address; tcpdump captures this side's
@@ -12,6 +12,12 @@
 # packet: ms since the SYN, direction, TCP flags, payload bytes) and waits.txt (each time the
 # client sent data and then waited for the server: how long, in RTTs). trace.txt and waits.txt
 # are printed too. Everything is removed on exit but DIR.
+#
+# --warm traces a command on a pooled connection instead: a `healer serve` (its own HOME, store and
+# config, no schedule, HEALER_SPARE_CHANNELS=N, default 10) connects with three untraced
+# `healer exec` runs through it, waits until the connection holds a confirmed spare channel (N > 0),
+# then the capture starts and one `healer exec` runs through the daemon's warm pool: the trace holds
+# that command's packets only (the CLI talks to the daemon on a Unix socket).
 #
 # --healer defaults to $HEALER_BIN, else build/{release,debug}/apps/healer/healer.
 set -euo pipefail
@@ -44,14 +50,19 @@ healer_bin() {
 
 # Inside scripts/netdelay.sh run: NETDELAY_* describe the link.
 inside() {
-  local out=$1 healer=$2
-  shift 2
-  local bed=$out/bed tcpdump_pid=""
+  local out=$1 healer=$2 warm=$3 spares=$4
+  shift 4
+  local bed=$out/bed tcpdump_pid="" daemon_pid=""
   stop_all() {
     if [[ -n $tcpdump_pid ]]; then
       kill -INT "$tcpdump_pid" 2>/dev/null || true
       wait "$tcpdump_pid" 2>/dev/null || true
       tcpdump_pid=""
+    fi
+    if [[ -n $daemon_pid ]]; then
+      kill -TERM "$daemon_pid" 2>/dev/null || true
+      wait "$daemon_pid" 2>/dev/null || true
+      daemon_pid=""
     fi
     ip netns exec "$NETDELAY_NETNS" "$ROOT/scripts/testbed.sh" stop "$bed" >/dev/null 2>&1 || true
   }
@@ -61,6 +72,38 @@ inside() {
   local port user
   port=$(sed -n 's/^port=//p' "$out/testbed.txt")
   user=$(sed -n 's/^user=//p' "$out/testbed.txt")
+  mkdir -p "$out/home"
+  local -a target=(--host "$NETDELAY_SERVER" --port "$port" --user "$user"
+    --identity "$bed/client_ed25519" --known-hosts "$bed/known_hosts")
+
+  if ((warm)); then
+    # A daemon of its own: HOME, store and config in OUT; no schedule, so nothing else runs.
+    export HOME=$out/home HEALER_DB=$out/healer.db HEALER_CONFIG=$out/config.toml
+    export HEALER_SPARE_CHANNELS=$spares
+    printf '[schedule]\nmetrics_interval = 0\ndiagnose_interval = 0\n' >"$HEALER_CONFIG"
+    "$healer" server add trace "${target[@]}" >"$out/server-add.txt"
+    local api_port tick
+    api_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$healer" serve --listen "127.0.0.1:$api_port" >"$out/daemon.log" 2>&1 &
+    daemon_pid=$!
+    for ((tick = 0; tick < TCPDUMP_TIMEOUT_TICKS; tick++)); do
+      curl -fsS "http://127.0.0.1:$api_port/readyz" >/dev/null 2>&1 && break
+      sleep 0.02
+    done
+    curl -fsS "http://127.0.0.1:$api_port/readyz" >/dev/null || die "healer serve is not ready"
+    for tick in 1 2 3; do
+      "$healer" exec trace -- true >/dev/null 2>>"$out/healer.err" || die "warm-up exec $tick failed"
+    done
+    if ((spares > 0)); then
+      for ((tick = 0; tick < TCPDUMP_TIMEOUT_TICKS; tick++)); do
+        curl -fsS "http://127.0.0.1:$api_port/api/v1/servers/trace/pool" \
+          | python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)["spare_channels_ready"] > 0 else 1)' \
+          && break
+        sleep 0.02
+      done
+    fi
+    curl -fsS "http://127.0.0.1:$api_port/api/v1/servers/trace/pool" >"$out/pool-before.json"
+  fi
 
   tcpdump -i "$NETDELAY_ROOT_IF" -nn -U --immediate-mode -s 128 -w "$out/trace.pcap" "tcp port $port" \
     2>"$out/tcpdump.log" &
@@ -72,12 +115,14 @@ inside() {
   done
   grep -q "listening on" "$out/tcpdump.log" || die "tcpdump did not start: $(cat "$out/tcpdump.log")"
 
-  mkdir -p "$out/home"
   local started ended status=0
   started=$(date +%s%N)
-  HOME=$out/home "$healer" exec --host "$NETDELAY_SERVER" --port "$port" --user "$user" \
-    --identity "$bed/client_ed25519" --known-hosts "$bed/known_hosts" --json -- "$@" \
-    >"$out/healer.json" 2>"$out/healer.err" || status=$?
+  if ((warm)); then
+    "$healer" exec trace --json -- "$@" >"$out/healer.json" 2>>"$out/healer.err" || status=$?
+  else
+    HOME=$out/home "$healer" exec "${target[@]}" --json -- "$@" \
+      >"$out/healer.json" 2>"$out/healer.err" || status=$?
+  fi
   ended=$(date +%s%N)
   # The last packets (the server's FIN, our ACK) arrive up to one RTT after healer exits.
   sleep "$(awk -v rtt="$NETDELAY_RTT_MS" 'BEGIN { printf "%.3f", 2 * rtt / 1000 + 0.1 }')"
@@ -117,12 +162,10 @@ analyse() {
 }
 
 main() {
-  local rtt=50 healer="" out=""
+  local rtt=50 healer="" out="" warm=0 spares=10
   if [[ ${1:-} == --inside ]]; then
     shift
-    local inside_out=$1 inside_healer=$2
-    shift 2
-    inside "$inside_out" "$inside_healer" "$@"
+    inside "$@"
     return
   fi
   while (($# > 0)); do
@@ -130,11 +173,14 @@ main() {
       --rtt-ms) rtt=${2:-}; shift 2 ;;
       --healer) healer=${2:-}; shift 2 ;;
       --out) out=${2:-}; shift 2 ;;
+      --warm) warm=1; shift ;;
+      --spares) spares=${2:-}; shift 2 ;;
       --) shift; break ;;
       *) usage ;;
     esac
   done
   (($# > 0)) || set -- true
+  [[ $spares =~ ^[0-9]+$ ]] || die "--spares wants a whole number, not '$spares'"
   ((EUID == 0)) || die "needs root (network namespace, tcpdump)"
   command -v tcpdump >/dev/null || die "tcpdump is missing (scripts/install-deps.sh installs it)"
   [[ -n $healer ]] || healer=$(healer_bin)
@@ -142,14 +188,14 @@ main() {
   mkdir -p "$out"
   out=$(cd "$out" && pwd)
   "$ROOT/scripts/netdelay.sh" run --rtt-ms "$rtt" --name "healer-netdelay-trace-$$" -- \
-    "$0" --inside "$out" "$healer" "$@" 2>"$out/netdelay.log"
+    "$0" --inside "$out" "$healer" "$warm" "$spares" "$@" 2>"$out/netdelay.log"
   local server
   server=$(sed -n 's/.*<-> \([0-9.]*\) .*/\1/p' "$out/netdelay.log" | head -n 1)
   analyse "$out" "$rtt" "$server"
   cat "$out/summary.txt"
   echo "--- $out/healer.json"
   cat "$out/healer.json"
-  echo "--- $out/trace.txt (ms since the SYN, > to the server, < from it, flags, payload bytes)"
+  echo "--- $out/trace.txt (ms since the first packet, > to the server, < from it, flags, payload bytes)"
   cat "$out/trace.txt"
   echo "--- $out/waits.txt"
   cat "$out/waits.txt"

@@ -27,6 +27,7 @@ using service::Json;
 constexpr std::size_t kDefaultPage = 100;
 constexpr std::size_t kMaxPage = 1000;
 constexpr std::size_t kMaxPoints = 2000;
+constexpr std::chrono::milliseconds kPoolTotalMaxAge{1000};  // see the /metrics route
 
 // How much of a server a list item holds: everything, or what a fleet overview shows (name,
 // address, tags, owner, status, the failing checks, the key figures, when the next runs are due).
@@ -552,7 +553,8 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
         snapshot.node = c.leases->node();
         snapshot.leases = c.leases->stats();
       }
-      snapshot.pool_total = runtime.registry().total_stats();
+      // Shared by the scrapes of one round (a fleet's shards come together) and the trends.
+      snapshot.pool_total = runtime.registry().total_stats(kPoolTotalMaxAge);
       snapshot.scheduler = c.scheduler.stats();
       if (c.http != nullptr) {
         snapshot.http = c.http->stats();

@@ -400,6 +400,8 @@ class Registry::Impl : public std::enable_shared_from_this<Registry::Impl> {
   asio::any_io_executor executor_;
   PoolConfig config_;
   std::map<std::string, std::unique_ptr<ServerPool>> servers_;
+  // total_stats(max_age): the last sum over servers and when it was taken.
+  mutable std::optional<std::pair<Clock::time_point, PoolStats>> recent_total_;
   struct ById {
     bool operator()(const ServerPool* a, const ServerPool* b) const {
       return a->server.id < b->server.id;
@@ -1628,7 +1630,16 @@ PoolStats Registry::total_stats() const {
   for (const auto& [id, pool] : impl_->servers_) {
     total += impl_->stats_of(*pool);
   }
+  impl_->recent_total_.emplace(Clock::now(), total);
   return total;
+}
+
+PoolStats Registry::total_stats(std::chrono::milliseconds max_age) const {
+  if (const auto& recent = impl_->recent_total_;
+      recent && Clock::now() - recent->first <= max_age) {
+    return recent->second;
+  }
+  return total_stats();
 }
 
 std::optional<Error> Registry::connect_error(const std::string& server_id) const {

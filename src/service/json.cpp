@@ -520,6 +520,12 @@ Json to_json(const pool::PoolStats& stats) {
               {"commands_cancelled", stats.commands_cancelled},
               {"channels_refused", stats.channels_refused},
               {"channel_limit_lowered", stats.channel_limit_lowered},
+              {"spare_channels", stats.spare_channels},
+              {"spare_channels_ready", stats.spare_channels_ready},
+              {"spares_opened", stats.spares_opened},
+              {"leases_on_spare", stats.leases_on_spare},
+              {"spares_closed", stats.spares_closed},
+              {"spares_refused", stats.spares_refused},
               {"health_checks", stats.health_checks},
               {"health_check_failures", stats.health_check_failures},
               {"direct_connections", stats.direct_connections},
@@ -568,6 +574,12 @@ pool::PoolStats pool_stats_from_json(const Json& document) {
   get("commands_cancelled", stats.commands_cancelled);
   get("channels_refused", stats.channels_refused);
   get("channel_limit_lowered", stats.channel_limit_lowered);
+  get("spare_channels", stats.spare_channels);
+  get("spare_channels_ready", stats.spare_channels_ready);
+  get("spares_opened", stats.spares_opened);
+  get("leases_on_spare", stats.leases_on_spare);
+  get("spares_closed", stats.spares_closed);
+  get("spares_refused", stats.spares_refused);
   get("health_checks", stats.health_checks);
   get("health_check_failures", stats.health_check_failures);
   get("direct_connections", stats.direct_connections);

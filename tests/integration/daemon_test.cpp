@@ -584,6 +584,31 @@ TEST(Daemon, MetricsPassPromtoolAndShowEachServersSeries) {
         << family;
   }
   EXPECT_NE(metrics.body.find("server=\"a \\\"quoted\\\"\\\\name\""), std::string::npos);
+  // Spare channels over the fleet: a collection every second soon runs on a spare opened after
+  // the previous one; the server's own figures are in its pool document.
+  const auto sample = [](const std::string& body, const std::string& series) {
+    const auto at = body.find("\n" + series + " ");
+    return at == std::string::npos ? -1.0 : std::stod(body.substr(at + series.size() + 2));
+  };
+  EXPECT_GE(sample(metrics.body, "healer_pool_spare_channels{state=\"ready\"}"), 0.0);
+  ASSERT_TRUE(test::poll_until(
+      [&] {
+        return sample(daemon.get("/metrics").body,
+                      "healer_pool_spare_channel_events_total{event=\"leased\"}") > 0;
+      },
+      std::chrono::seconds(10)));
+  const auto final_metrics = daemon.get("/metrics").body;
+  EXPECT_GT(sample(final_metrics, "healer_pool_spare_channel_events_total{event=\"opened\"}"), 0.0);
+  EXPECT_EQ(sample(final_metrics, "healer_pool_spare_channel_events_total{event=\"refused\"}"),
+            0.0);
+  json pool;
+  EXPECT_TRUE(test::poll_until(
+      [&] {
+        pool = json::parse(daemon.get("/api/v1/servers/web/pool").body);
+        return pool.value("leases_on_spare", 0) > 0;
+      },
+      std::chrono::seconds(10)))
+      << pool.dump();
   const auto probe = daemon.get("/probe?target=web");
   EXPECT_EQ(probe.status, 200);
   EXPECT_NE(probe.body.find("node_load1{server=\"web\"}"), std::string::npos);

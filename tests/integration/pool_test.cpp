@@ -186,6 +186,21 @@ TEST_F(PoolTest, TwentySequentialCommandsUseOneHandshake) {
   EXPECT_TRUE(sshd.wait_for_log("Starting session: ", 20));
 }
 
+// total_stats(max_age) hands back the last sum while it is that recent (scrapes that come
+// together share one walk over every server), and a new one once it is older.
+TEST_F(PoolTest, ARecentTotalIsSharedUntilItIsTooOld) {
+  SshdFixture sshd;
+  sshd.start();
+  pool::Registry registry(io_.get_executor(), PoolConfig{});
+  registry.add_server(server_for(sshd));
+  EXPECT_EQ(registry.total_stats().acquisitions, 0U);
+  const auto seen = test::run_async(io_, sequential_commands(&registry, 3));
+  ASSERT_EQ(count_errors(seen.results), 0U);
+  EXPECT_EQ(registry.total_stats(std::chrono::hours(1)).acquisitions, 0U);         // the last sum
+  EXPECT_EQ(registry.total_stats(std::chrono::milliseconds(0)).acquisitions, 3U);  // a new one
+  EXPECT_EQ(registry.total_stats(std::chrono::hours(1)).acquisitions, 3U);         // now the last
+}
+
 asio::awaitable<Observed> concurrent_commands(pool::Registry* registry, int count) {
   Observed seen;
   exec::Executor executor(*registry);

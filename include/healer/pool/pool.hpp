@@ -238,6 +238,10 @@ class Registry {
   /// Stats of one server (zeros for an unknown id), and the sum over all servers.
   [[nodiscard]] PoolStats stats(const std::string& server_id) const;
   [[nodiscard]] PoolStats total_stats() const;
+  /// The sum over all servers as of at most `max_age` ago: the last total_stats() when it is
+  /// that recent, else a new one. The sum reads every server's sessions (at 10,000 servers
+  /// ~10 ms of the loop in cache misses), so scrapes that come together share one.
+  [[nodiscard]] PoolStats total_stats(std::chrono::milliseconds max_age) const;
   /// Why `server_id` gets no new connection right now: the error that opened its circuit, or the
   /// last connection failure while it backs off; nullopt when neither holds (or unknown id).
   [[nodiscard]] std::optional<Error> connect_error(const std::string& server_id) const;

@@ -119,7 +119,8 @@ TEST(Json, CollectionRoundTrip) {
 }
 
 // One JSON shape for the CLI's --json and the HTTP API: the pool's gauges and cancellation and
-// retry counters travel both ways (the CLI reads a daemon's answer with pool_stats_from_json).
+// retry counters and the spare channels' figures travel both ways (the CLI reads a daemon's answer
+// with pool_stats_from_json).
 TEST(Json, PoolStatsRoundTripKeepsGaugesAndCancellationCounters) {
   pool::PoolStats stats;
   stats.channels_in_use = 3;
@@ -134,6 +135,12 @@ TEST(Json, PoolStatsRoundTripKeepsGaugesAndCancellationCounters) {
   stats.handshakes_retried = 4;
   stats.acquires_cancelled = 5;
   stats.commands_cancelled = 6;
+  stats.spare_channels = 2;
+  stats.spare_channels_ready = 1;
+  stats.spares_opened = 7;
+  stats.leases_on_spare = 5;
+  stats.spares_closed = 1;
+  stats.spares_refused = 1;
   const Json doc = to_json(stats);
   EXPECT_EQ(doc.at("channel_capacity"), 20);
   EXPECT_EQ(doc.at("channel_limit"), 10);
@@ -158,6 +165,13 @@ TEST(Json, PoolStatsRoundTripKeepsGaugesAndCancellationCounters) {
   EXPECT_EQ(back.handshakes_retried, 4U);
   EXPECT_EQ(back.acquires_cancelled, 5U);
   EXPECT_EQ(back.commands_cancelled, 6U);
+  EXPECT_EQ(doc.at("leases_on_spare"), 5);
+  EXPECT_EQ(back.spare_channels, 2U);
+  EXPECT_EQ(back.spare_channels_ready, 1U);
+  EXPECT_EQ(back.spares_opened, 7U);
+  EXPECT_EQ(back.leases_on_spare, 5U);
+  EXPECT_EQ(back.spares_closed, 1U);
+  EXPECT_EQ(back.spares_refused, 1U);
 }
 
 TEST(Json, MalformedDocumentsAreErrorsNotExceptions) {
