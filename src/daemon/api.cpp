@@ -1,6 +1,7 @@
 #include "api.hpp"
 
 #include <fmt/format.h>
+#include <sodium.h>
 
 #include <algorithm>
 #include <charconv>
@@ -261,14 +262,20 @@ std::string summary_key(const ServerState& state) {
   return key;
 }
 
-// summary_json's text, kept with the server until what it shows changes.
+// summary_json's text, kept with the server until what it shows changes: until the digest of
+// summary_key changes (16 bytes kept per server instead of the ~400 of the key; BLAKE2b, so
+// that no server output can be made to collide with an earlier state's).
 const std::string& list_text(ServerState& state, ListView view) {
-  auto key = summary_key(state);
+  const auto text_key = summary_key(state);
+  ServerState::Rendered::Key key{};
+  crypto_generichash(key.data(), key.size(),
+                     reinterpret_cast<const unsigned char*>(text_key.data()), text_key.size(),
+                     nullptr, 0);
   auto& item = state.list_item;
   if (item.key != key) {
     item.json.clear();
     item.summary.clear();
-    item.key = std::move(key);
+    item.key = key;
   }
   auto& text = view == ListView::full ? item.json : item.summary;
   if (text.empty()) {
@@ -759,8 +766,9 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
         // Which series there are: the names of the latest collection.
         Json names = Json::array();
         if (state->collection && state->collection->exposition) {
-          for (const auto& family : state->collection->exposition->families) {
-            names.push_back(family.family->name);
+          const auto& exposition = *state->collection->exposition;
+          for (std::size_t f = 0; f < exposition.families(); ++f) {
+            names.push_back(exposition.family(f).name);
           }
         }
         co_return json_response(200, Json{{"names", std::move(names)}});

@@ -398,8 +398,8 @@ std::string render_exposition(const ExpositionSnapshot& snapshot) {
     // Servers mostly have the same families in the same (sorted) order: the family after the
     // previous one is tried before the hash.
     std::size_t next = 0;
-    for (std::size_t f = 0; f < series->families.size(); ++f) {
-      const std::string_view name = series->families[f].family->name;
+    for (std::size_t f = 0; f < series->families(); ++f) {
+      const std::string_view name = series->family(f).name;
       std::size_t at = next;
       if (at >= families.size() || families[at].first != name) {
         auto [it, added] = index.try_emplace(name, families.size());

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <map>
 
 namespace healer::daemon {
@@ -120,12 +121,14 @@ std::vector<NodeSeries> node_series(const std::string& server,
 namespace {
 
 std::shared_ptr<const NodeExposition> exposition_of(const std::vector<NodeSeries>& series,
-                                                    SeriesFamilies* families);
+                                                    SeriesFamilies* families,
+                                                    SeriesLayouts* layouts);
 
 CollectionSummary summarise(std::int64_t collected_at, double elapsed_ms,
                             std::optional<Error> error, const std::vector<metrics::Metric>& metrics,
                             const std::vector<metrics::Metric>& rates,
-                            const std::vector<NodeSeries>& series, SeriesFamilies* families) {
+                            const std::vector<NodeSeries>& series, SeriesFamilies* families,
+                            SeriesLayouts* layouts) {
   CollectionSummary summary;
   summary.collected_at = collected_at;
   summary.elapsed_ms = elapsed_ms;
@@ -168,13 +171,14 @@ CollectionSummary summarise(std::int64_t collected_at, double elapsed_ms,
       summary.disk_used_percent = 100.0 * used / (used + avail);
     }
   }
-  summary.exposition = exposition_of(series, families);
+  summary.exposition = exposition_of(series, families, layouts);
   return summary;
 }
 
 // The series grouped by name (sorted; within a name in their order): families and values.
 std::shared_ptr<const NodeExposition> exposition_of(const std::vector<NodeSeries>& series,
-                                                    SeriesFamilies* families) {
+                                                    SeriesFamilies* families,
+                                                    SeriesLayouts* layouts) {
   if (series.empty()) {
     return nullptr;
   }
@@ -185,16 +189,17 @@ std::shared_ptr<const NodeExposition> exposition_of(const std::vector<NodeSeries
   std::stable_sort(order.begin(), order.end(),
                    [&](std::size_t a, std::size_t b) { return series[a].name < series[b].name; });
   auto exposition = std::make_shared<NodeExposition>();
-  exposition->values.reserve(series.size());
+  exposition->values.reserve(series.size());  // kept per server: no spare capacity
   std::size_t names = 0;
   for (std::size_t i = 0; i < order.size(); ++i) {
     names += i == 0 || series[order[i]].name != series[order[i - 1]].name ? 1U : 0U;
   }
-  exposition->families.reserve(names);  // kept per server: no spare capacity
+  SeriesLayout layout;
+  layout.families.reserve(names);
   SeriesFamily family;
   auto finish = [&] {
     const auto first = static_cast<std::uint32_t>(exposition->values.size() - family.series());
-    exposition->families.push_back(NodeExposition::Family{
+    layout.families.push_back(SeriesLayout::Family{
         families != nullptr ? families->intern(std::move(family))
                             : std::make_shared<const SeriesFamily>(std::move(family)),
         first});
@@ -221,7 +226,33 @@ std::shared_ptr<const NodeExposition> exposition_of(const std::vector<NodeSeries
     exposition->values.push_back(one.value);
   }
   finish();
+  layout.values = exposition->values.size();
+  exposition->layout = layouts != nullptr ? layouts->intern(std::move(layout), exposition->own)
+                                          : std::make_shared<const SeriesLayout>(std::move(layout));
   return exposition;
+}
+
+// How many families of `layout` differ from `shared`'s (pointers), or `limit` as soon as that
+// many do; SIZE_MAX when the shapes differ (a name or a series count).
+std::size_t differences(const SeriesLayout& shared, const SeriesLayout& layout, std::size_t limit) {
+  if (shared.families.size() != layout.families.size() || shared.values != layout.values) {
+    return SIZE_MAX;
+  }
+  std::size_t count = 0;
+  for (std::size_t f = 0; f < layout.families.size(); ++f) {
+    const auto& a = *shared.families[f].family;
+    const auto& b = *layout.families[f].family;
+    if (&a == &b) {
+      continue;
+    }
+    if (a.series() != b.series() || a.name != b.name) {
+      return SIZE_MAX;
+    }
+    if (++count >= limit) {
+      return count;
+    }
+  }
+  return count;
 }
 
 }  // namespace
@@ -230,7 +261,7 @@ CollectionSummary summarise(const std::string& server, std::int64_t collected_at
                             std::optional<Error> error, const std::vector<metrics::Metric>& metrics,
                             const std::vector<metrics::Metric>& rates) {
   return summarise(collected_at, elapsed_ms, std::move(error), metrics, rates,
-                   node_series(server, metrics, rates), nullptr);
+                   node_series(server, metrics, rates), nullptr, nullptr);
 }
 
 void FleetState::record(const service::DiagnosedServer& diagnosed) {
@@ -260,7 +291,7 @@ void FleetState::record(const service::CollectedServer& collected) {
   auto series = std::make_shared<const std::vector<NodeSeries>>(
       node_series(collected.server, collected.metrics, collected.rates));
   state->collection = summarise(collected.collected_at, collected.elapsed_ms, collected.error,
-                                collected.metrics, collected.rates, *series, &families_);
+                                collected.metrics, collected.rates, *series, &families_, &layouts_);
   if (sink_ && !series->empty()) {
     sink_(collected.collected_at, std::move(series));
   }
@@ -300,7 +331,7 @@ void FleetState::seed(const std::string& name, std::int64_t collected_at,
     (metric.name.starts_with("healer_") ? rates : raw).push_back(metric);
   }
   state->collection = summarise(collected_at, 0, std::nullopt, raw, rates,
-                                node_series(name, raw, rates), &families_);
+                                node_series(name, raw, rates), &families_, &layouts_);
 }
 
 void append_number(std::string& out, double value) {
@@ -322,14 +353,36 @@ std::size_t SeriesFamily::hash() const noexcept {
   return std::hash<std::string_view>{}(name)*31 + std::hash<std::string_view>{}(tails);
 }
 
+std::size_t SeriesLayout::shape_hash() const noexcept {
+  std::size_t hash = families.size();
+  for (const auto& [family, first] : families) {
+    hash = hash * 31 + std::hash<std::string_view>{}(family->name);
+    hash = hash * 31 + family->series();
+  }
+  return hash;
+}
+
+const SeriesFamily& NodeExposition::family(std::size_t index) const noexcept {
+  if (!own.empty()) {
+    const auto it =
+        std::lower_bound(own.begin(), own.end(), index,
+                         [](const OwnFamily& entry, std::size_t at) { return entry.index < at; });
+    if (it != own.end() && it->index == index) {
+      return *it->family;
+    }
+  }
+  return *layout->families[index].family;
+}
+
 void NodeExposition::append_family(std::string& out, std::string_view server_label,
-                                   std::size_t family) const {
-  const auto& [shared, first] = families[family];
-  for (std::size_t i = 0; i < shared->series(); ++i) {
-    out += shared->name;
+                                   std::size_t index) const {
+  const auto& shared = family(index);
+  const std::size_t first = layout->families[index].first;
+  for (std::size_t i = 0; i < shared.series(); ++i) {
+    out += shared.name;
     out += '{';
     out += server_label;
-    out += shared->tail(i);
+    out += shared.tail(i);
     out += ' ';
     append_number(out, values[first + i]);
     out += '\n';
@@ -339,8 +392,11 @@ void NodeExposition::append_family(std::string& out, std::string_view server_lab
 std::size_t NodeExposition::text_size(std::size_t label_size) const noexcept {
   // per line: name, '{', label, tail, ' ', the number (at most ~24 bytes), '\n'
   std::size_t bytes = values.size() * (label_size + 27);
-  for (const auto& [family, first] : families) {
+  for (const auto& [family, first] : layout->families) {
     bytes += family->tails.size() + family->name.size() * family->series();
+  }
+  for (const auto& [index, family] : own) {
+    bytes = bytes + family->tails.size() - layout->families[index].family->tails.size();
   }
   return bytes;
 }
@@ -364,6 +420,55 @@ std::shared_ptr<const SeriesFamily> SeriesFamilies::intern(SeriesFamily family) 
 
 std::size_t SeriesFamilies::size() const {
   return static_cast<std::size_t>(std::count_if(by_hash_.begin(), by_hash_.end(),
+                                                [](const auto& e) { return !e.second.expired(); }));
+}
+
+std::shared_ptr<const SeriesLayout> SeriesLayouts::intern(
+    SeriesLayout layout, std::vector<NodeExposition::OwnFamily>& own) {
+  own.clear();
+  const std::size_t hash = layout.shape_hash();
+  // The closest of a few layouts of this shape: servers of one kind differ from each other only
+  // in node_uname_info (their names), or in a few more families (disks named after the host).
+  std::shared_ptr<const SeriesLayout> best;
+  std::size_t best_count = kMaxOwnFamilies + 1;
+  std::size_t candidates = 0;
+  auto [first, last] = by_shape_.equal_range(hash);
+  for (auto it = first; it != last && candidates < kMaxCandidates; ++it) {
+    auto held = it->second.lock();
+    if (!held) {
+      continue;
+    }
+    ++candidates;
+    const std::size_t count = differences(*held, layout, best_count);
+    if (count < best_count) {
+      best = std::move(held);
+      best_count = count;
+      if (count == 0) {
+        break;
+      }
+    }
+  }
+  if (best) {
+    own.reserve(best_count);  // kept per server: no spare capacity
+    for (std::size_t f = 0; f < layout.families.size(); ++f) {
+      if (layout.families[f].family != best->families[f].family) {
+        own.push_back(NodeExposition::OwnFamily{static_cast<std::uint32_t>(f),
+                                                std::move(layout.families[f].family)});
+      }
+    }
+    return best;
+  }
+  if (by_shape_.size() >= sweep_at_) {
+    std::erase_if(by_shape_, [](const auto& entry) { return entry.second.expired(); });
+    sweep_at_ = std::max<std::size_t>(64, 2 * by_shape_.size());
+  }
+  auto shared = std::make_shared<const SeriesLayout>(std::move(layout));
+  by_shape_.emplace(hash, shared);
+  return shared;
+}
+
+std::size_t SeriesLayouts::size() const {
+  return static_cast<std::size_t>(std::count_if(by_shape_.begin(), by_shape_.end(),
                                                 [](const auto& e) { return !e.second.expired(); }));
 }
 

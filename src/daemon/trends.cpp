@@ -1,7 +1,9 @@
 #include "trends.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -27,13 +29,15 @@ std::uint32_t gauge(std::size_t value) {
 }
 
 // Quantile of what a histogram recorded between two samples, in ms; NaN when nothing was.
-float window_quantile_ms(const pool::Histogram* previous, const pool::Histogram& current,
+float window_quantile_ms(const PoolBaseline::Window* previous, const pool::Histogram& current,
                          double q) {
   pool::Histogram window;
   const bool restarted = previous != nullptr && previous->total > current.total;
   for (std::size_t i = 0; i < pool::Histogram::kBuckets; ++i) {
-    const auto before = previous == nullptr || restarted ? 0 : previous->counts[i];
-    window.counts[i] = current.counts[i] >= before ? current.counts[i] - before : 0;
+    // Modulo 2^32 like the previous count: exact while an interval adds less than that.
+    const auto now = static_cast<std::uint32_t>(current.counts[i]);
+    const std::uint32_t before = previous == nullptr || restarted ? 0U : previous->counts[i];
+    window.counts[i] = static_cast<std::uint32_t>(now - before);
     window.total += window.counts[i];
   }
   if (window.total == 0) {
@@ -50,6 +54,86 @@ std::uint64_t eviction_total(const pool::PoolStats& stats) {
   return total;
 }
 
+PoolBaseline::Window window_of(const pool::Histogram& histogram) {
+  PoolBaseline::Window window;
+  window.total = histogram.total;
+  for (std::size_t i = 0; i < pool::Histogram::kBuckets; ++i) {
+    window.counts[i] = static_cast<std::uint32_t>(histogram.counts[i]);
+  }
+  return window;
+}
+
+// The counts and gauges of a point, and its latency quantiles, in the order PackedPoints keeps
+// them.
+constexpr std::uint32_t PoolPoint::*kCounts[] = {&PoolPoint::sessions_ready,
+                                                 &PoolPoint::sessions_connecting,
+                                                 &PoolPoint::sessions_draining,
+                                                 &PoolPoint::channels_in_use,
+                                                 &PoolPoint::waiters,
+                                                 &PoolPoint::circuits_open,
+                                                 &PoolPoint::backing_off,
+                                                 &PoolPoint::acquisitions,
+                                                 &PoolPoint::served_by_existing,
+                                                 &PoolPoint::commands,
+                                                 &PoolPoint::handshakes,
+                                                 &PoolPoint::handshakes_failed,
+                                                 &PoolPoint::sessions_opened,
+                                                 &PoolPoint::evictions,
+                                                 &PoolPoint::sessions_cleaned,
+                                                 &PoolPoint::exhausted,
+                                                 &PoolPoint::timeouts};
+constexpr float PoolPoint::*kQuantiles[] = {&PoolPoint::wait_ms_p50, &PoolPoint::wait_ms_p99,
+                                            &PoolPoint::handshake_ms_p50,
+                                            &PoolPoint::handshake_ms_p99};
+
+void put_varint(std::vector<std::uint8_t>& out, std::uint64_t value) {
+  while (value >= 0x80) {
+    out.push_back(static_cast<std::uint8_t>(value | 0x80));
+    value >>= 7;
+  }
+  out.push_back(static_cast<std::uint8_t>(value));
+}
+
+std::uint64_t get_varint(const std::uint8_t*& at) {
+  std::uint64_t value = 0;
+  for (int shift = 0;; shift += 7) {
+    const std::uint8_t byte = *at++;
+    value |= static_cast<std::uint64_t>(byte & 0x7F) << shift;
+    if ((byte & 0x80) == 0) {
+      return value;
+    }
+  }
+}
+
+std::uint64_t zigzag(std::int64_t value) {
+  return (static_cast<std::uint64_t>(value) << 1) ^ static_cast<std::uint64_t>(value >> 63);
+}
+
+std::int64_t unzigzag(std::uint64_t value) {
+  return static_cast<std::int64_t>(value >> 1) ^ -static_cast<std::int64_t>(value & 1);
+}
+
+// Reads one packed point at `at` (moved past it); its time is `at_ms` plus its delta unless it
+// is the first.
+PoolPoint read_point(const std::uint8_t*& at, std::int64_t at_ms, bool first) {
+  PoolPoint point;
+  const auto delta = unzigzag(get_varint(at));
+  point.at = first ? at_ms : at_ms + delta;
+  for (const auto field : kCounts) {
+    point.*field = static_cast<std::uint32_t>(get_varint(at));
+  }
+  const std::uint8_t present = *at++;
+  for (std::size_t i = 0; i < std::size(kQuantiles); ++i) {
+    if ((present & (1U << i)) != 0) {
+      std::memcpy(&(point.*kQuantiles[i]), at, sizeof(float));
+      at += sizeof(float);
+    } else {
+      point.*kQuantiles[i] = kNone;
+    }
+  }
+  return point;
+}
+
 // Two decimals are all a chart shows; shorter JSON for 500 servers.
 Json rounded(float value) {
   if (std::isnan(value)) {
@@ -58,7 +142,8 @@ Json rounded(float value) {
   return std::round(static_cast<double>(value) * 100.0) / 100.0;
 }
 
-Json series_json(const std::deque<PoolPoint>& points) {
+template <class Points>
+Json series_json(const Points& points) {
   Json series = Json::object();
   auto column = [&](const char* name, auto field) {
     Json values = Json::array();
@@ -105,6 +190,20 @@ void push_bounded(std::deque<T>& points, T point, std::size_t limit) {
   }
 }
 
+// A vector grows to `limit` at most (not to the next power of two): one per server.
+template <class T>
+void push_bounded(std::vector<T>& points, T point, std::size_t limit) {
+  if (points.size() >= limit && !points.empty()) {
+    points.erase(points.begin(),
+                 points.begin() + static_cast<std::ptrdiff_t>(points.size() -
+                                                              std::max<std::size_t>(limit, 1) + 1));
+  } else if (points.size() == points.capacity()) {
+    points.reserve(
+        std::min(std::max<std::size_t>(limit, 1), std::max<std::size_t>(4, 2 * points.capacity())));
+  }
+  points.push_back(std::move(point));
+}
+
 }  // namespace
 
 std::optional<Figure> parse_figure(std::string_view name) {
@@ -120,10 +219,24 @@ std::optional<Figure> parse_figure(std::string_view name) {
   return std::nullopt;
 }
 
-PoolPoint pool_point(std::int64_t at, const pool::PoolStats* previous,
+PoolBaseline::PoolBaseline(const pool::PoolStats& stats)
+    : acquisitions(stats.acquisitions),
+      served_by_existing(stats.served_by_existing),
+      commands(stats.commands),
+      handshakes_started(stats.handshakes_started),
+      handshakes_failed(stats.handshakes_failed),
+      sessions_opened(stats.sessions_opened),
+      evictions(eviction_total(stats)),
+      sessions_cleaned(stats.sessions_cleaned),
+      exhausted(stats.exhausted),
+      timeouts(stats.timeouts),
+      wait_time(window_of(stats.wait_time)),
+      handshake_time(window_of(stats.handshake_time)) {}
+
+PoolPoint pool_point(std::int64_t at, const std::optional<PoolBaseline>& previous,
                      const pool::PoolStats& current) {
-  const pool::PoolStats zero;
-  const auto& before = previous == nullptr ? zero : *previous;
+  const PoolBaseline zero;
+  const auto& before = previous ? *previous : zero;
   PoolPoint point;
   point.at = at;
   point.sessions_ready = gauge(current.sessions_ready);
@@ -139,17 +252,82 @@ PoolPoint pool_point(std::int64_t at, const pool::PoolStats* previous,
   point.handshakes = delta(before.handshakes_started, current.handshakes_started);
   point.handshakes_failed = delta(before.handshakes_failed, current.handshakes_failed);
   point.sessions_opened = delta(before.sessions_opened, current.sessions_opened);
-  point.evictions = delta(eviction_total(before), eviction_total(current));
+  point.evictions = delta(before.evictions, eviction_total(current));
   point.sessions_cleaned = delta(before.sessions_cleaned, current.sessions_cleaned);
   point.exhausted = delta(before.exhausted, current.exhausted);
   point.timeouts = delta(before.timeouts, current.timeouts);
-  const auto* wait_before = previous == nullptr ? nullptr : &previous->wait_time;
-  const auto* handshake_before = previous == nullptr ? nullptr : &previous->handshake_time;
+  const auto* wait_before = previous ? &previous->wait_time : nullptr;
+  const auto* handshake_before = previous ? &previous->handshake_time : nullptr;
   point.wait_ms_p50 = window_quantile_ms(wait_before, current.wait_time, 0.5);
   point.wait_ms_p99 = window_quantile_ms(wait_before, current.wait_time, 0.99);
   point.handshake_ms_p50 = window_quantile_ms(handshake_before, current.handshake_time, 0.5);
   point.handshake_ms_p99 = window_quantile_ms(handshake_before, current.handshake_time, 0.99);
   return point;
+}
+
+PoolPoint pool_point(std::int64_t at, const pool::PoolStats* previous,
+                     const pool::PoolStats& current) {
+  std::optional<PoolBaseline> counters;
+  if (previous != nullptr) {
+    counters.emplace(*previous);
+  }
+  return pool_point(at, counters, current);
+}
+
+void PackedPoints::push(const PoolPoint& point, std::size_t limit) {
+  // A point takes at most ~110 bytes; grow by a quarter, not twice: one of these per server.
+  constexpr std::size_t kLargestPoint = 10 + 17 * 5 + 1 + 4 * sizeof(float);
+  if (bytes_.capacity() - bytes_.size() < kLargestPoint) {
+    bytes_.reserve(bytes_.size() + kLargestPoint + bytes_.size() / 4);
+  }
+  const std::int64_t delta = count_ == 0 ? 0 : point.at - last_at_;
+  if (count_ == 0) {
+    first_at_ = point.at;
+  }
+  put_varint(bytes_, zigzag(delta));
+  for (const auto field : kCounts) {
+    put_varint(bytes_, point.*field);
+  }
+  unsigned present = 0;
+  for (std::size_t i = 0; i < std::size(kQuantiles); ++i) {
+    present |= std::isnan(point.*kQuantiles[i]) ? 0U : 1U << i;
+  }
+  bytes_.push_back(static_cast<std::uint8_t>(present));
+  for (const auto field : kQuantiles) {
+    if (!std::isnan(point.*field)) {
+      const auto at = bytes_.size();
+      bytes_.resize(at + sizeof(float));
+      std::memcpy(bytes_.data() + at, &(point.*field), sizeof(float));
+    }
+  }
+  last_at_ = point.at;
+  ++count_;
+  while (count_ > limit) {
+    drop_first();
+  }
+}
+
+void PackedPoints::drop_first() {
+  const std::uint8_t* at = bytes_.data();
+  static_cast<void>(read_point(at, first_at_, true));
+  if (count_ > 1) {
+    const std::uint8_t* next = at;
+    first_at_ += unzigzag(get_varint(next));
+  }
+  bytes_.erase(bytes_.begin(), bytes_.begin() + (at - bytes_.data()));
+  --count_;
+}
+
+std::vector<PoolPoint> PackedPoints::unpack() const {
+  std::vector<PoolPoint> points;
+  points.reserve(count_);
+  const std::uint8_t* at = bytes_.data();
+  std::int64_t at_ms = first_at_;
+  for (std::uint32_t i = 0; i < count_; ++i) {
+    points.push_back(read_point(at, at_ms, i == 0));
+    at_ms = points.back().at;
+  }
+  return points;
 }
 
 void Trends::record_figures(const FleetState& fleet) {
@@ -208,10 +386,8 @@ void Trends::record_pool_total(std::int64_t now_ms, const pool::PoolStats& total
 void Trends::record_pool_server(std::int64_t now_ms, const std::string& name,
                                 const pool::PoolStats& stats) {
   auto& trend = servers_[name];
-  push_bounded(trend.pool,
-               pool_point(now_ms, trend.pool_previous ? &*trend.pool_previous : nullptr, stats),
-               options_.server_points);
-  trend.pool_previous = stats;
+  trend.pool.push(pool_point(now_ms, trend.pool_previous, stats), options_.server_points);
+  trend.pool_previous.emplace(stats);
 }
 
 Json Trends::sparklines_json(Figure figure, std::int64_t now_ms) const {
@@ -247,19 +423,22 @@ Json Trends::sparklines_json(Figure figure, std::int64_t now_ms) const {
 }
 
 std::optional<Json> Trends::pool_json(const std::string* server) const {
-  const std::deque<PoolPoint>* points = &total_;
-  if (server != nullptr) {
-    const auto it = servers_.find(*server);
-    if (it == servers_.end()) {
-      return std::nullopt;
-    }
-    points = &it->second.pool;
+  if (server == nullptr) {
+    return Json{{"server", nullptr},
+                {"interval_seconds", static_cast<double>(options_.interval.count()) / 1000.0},
+                {"points", total_.size()},
+                {"series", series_json(total_)}};
   }
-  const auto every = server == nullptr ? 1 : options_.server_every;
-  return Json{{"server", server == nullptr ? Json(nullptr) : Json(*server)},
-              {"interval_seconds", static_cast<double>(options_.interval.count() * every) / 1000.0},
-              {"points", points->size()},
-              {"series", series_json(*points)}};
+  const auto it = servers_.find(*server);
+  if (it == servers_.end()) {
+    return std::nullopt;
+  }
+  const auto points = it->second.pool.unpack();
+  return Json{{"server", *server},
+              {"interval_seconds",
+               static_cast<double>(options_.interval.count() * options_.server_every) / 1000.0},
+              {"points", points.size()},
+              {"series", series_json(points)}};
 }
 
 // ---------------------------------------------------------------------------------------------

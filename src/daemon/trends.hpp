@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "healer/daemon/fleet.hpp"
 #include "healer/pool/pool.hpp"
@@ -56,11 +57,63 @@ struct PoolPoint {
   float handshake_ms_p99 = 0;
 };
 
+/// What a pool point needs of the sample before it: the counters, and the latency histograms'
+/// bucket counts modulo 2^32 (an interval's increments are far below that, so their differences
+/// are exact). A server's is kept between samples: ~350 bytes instead of a PoolStats' ~900.
+struct PoolBaseline {
+  struct Window {
+    std::uint64_t total = 0;
+    std::uint32_t counts[pool::Histogram::kBuckets] = {};
+  };
+  PoolBaseline() = default;
+  explicit PoolBaseline(const pool::PoolStats& stats);
+
+  std::uint64_t acquisitions = 0;
+  std::uint64_t served_by_existing = 0;
+  std::uint64_t commands = 0;
+  std::uint64_t handshakes_started = 0;
+  std::uint64_t handshakes_failed = 0;
+  std::uint64_t sessions_opened = 0;
+  std::uint64_t evictions = 0;  ///< of every kind
+  std::uint64_t sessions_cleaned = 0;
+  std::uint64_t exhausted = 0;
+  std::uint64_t timeouts = 0;
+  Window wait_time;
+  Window handshake_time;
+};
+
 /// The point for the interval that ends with `current`; `previous` is the sample before it
 /// (nullptr for the first one: counters count from zero). A counter that went backwards (the
 /// server was removed and added again) counts from zero too.
+[[nodiscard]] PoolPoint pool_point(std::int64_t at, const std::optional<PoolBaseline>& previous,
+                                   const pool::PoolStats& current);
 [[nodiscard]] PoolPoint pool_point(std::int64_t at, const pool::PoolStats* previous,
                                    const pool::PoolStats& current);
+
+/// Pool points packed as variable-length records, oldest first: a quiet server's point is ~25
+/// bytes instead of sizeof(PoolPoint) (96), and an hour of them per server is what the
+/// dashboard's pool page keeps for every server.
+class PackedPoints {
+ public:
+  /// Appends `point` and drops the oldest ones past `limit`.
+  void push(const PoolPoint& point, std::size_t limit);
+  [[nodiscard]] std::size_t size() const noexcept { return count_; }
+  /// The points, oldest first.
+  [[nodiscard]] std::vector<PoolPoint> unpack() const;
+  /// Bytes held (capacity), for tests of the packing.
+  [[nodiscard]] std::size_t bytes() const noexcept { return bytes_.capacity(); }
+
+ private:
+  void drop_first();
+
+  // Per point: the ms since the point before (zigzag varint; the first point's is not read:
+  // first_at_ is its time), the 17 counts and gauges as varints, a byte saying which of the 4
+  // latency quantiles are numbers, and those as 4-byte floats.
+  std::vector<std::uint8_t> bytes_;
+  std::int64_t first_at_ = 0;
+  std::int64_t last_at_ = 0;
+  std::uint32_t count_ = 0;
+};
 
 /// The history. Fed by TrendSampler (or a test); read by the API.
 class Trends {
@@ -99,11 +152,14 @@ class Trends {
     std::int64_t index = 0;  ///< collected_at / bucket_ms
     float values[kFigures];  ///< NaN: no value
   };
+  // Kept for every server of the fleet, so kept small: vectors grown to their bound at most
+  // (an empty std::deque holds ~580 bytes), the previous pool sample's counters only, and the
+  // pool points packed.
   struct ServerTrend {
     std::int64_t last_collected_at = -1;
-    std::deque<Bucket> buckets;  // oldest first, at most options_.buckets
-    std::optional<pool::PoolStats> pool_previous;
-    std::deque<PoolPoint> pool;  // oldest first, at most options_.server_points
+    std::vector<Bucket> buckets;  // oldest first, at most options_.buckets
+    std::optional<PoolBaseline> pool_previous;
+    PackedPoints pool;  // at most options_.server_points
   };
 
   Options options_;

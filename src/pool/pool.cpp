@@ -24,6 +24,7 @@
 
 #include "healer/core/log.hpp"
 #include "healer/ssh/cancellation.hpp"
+#include "sparse_histogram.hpp"
 
 namespace healer::pool {
 namespace {
@@ -85,9 +86,8 @@ bool opens_circuit(const Error& error) {
 // Stats
 
 void Histogram::record(std::chrono::microseconds value) {
-  const auto us = static_cast<std::uint64_t>(std::max<std::int64_t>(0, value.count()));
-  const std::size_t bucket = std::min<std::size_t>(kBuckets - 1, std::bit_width(us));
-  ++counts[bucket];
+  const auto us = detail::microseconds_of(value);
+  ++counts[detail::bucket_of(us)];
   ++total;
   sum_us += us;
 }
@@ -320,7 +320,10 @@ struct ServerPool {
   Clock::time_point next_command_at{};
   bool cooldown_wake_pending = false;
   bool removed = false;  // remove_server(): drained, refuses acquires until added again
-  PoolStats stats;
+  // Counters; the gauges are computed in stats_of(). One of these per server of a fleet.
+  PoolCounters stats;
+  detail::SparseHistogram wait_time;
+  detail::SparseHistogram handshake_time;
 
   [[nodiscard]] std::size_t waiting() const {
     return queues[0].size() + queues[1].size() + queues[2].size();
@@ -1064,7 +1067,7 @@ awaitable<void> Registry::Impl::connect(std::shared_ptr<Impl> self, ServerPool* 
     } else {
       pool->consecutive_failures = 0;
       pool->last_connect_error.reset();
-      pool->stats.handshake_time.record(elapsed);
+      pool->handshake_time.record(elapsed);
       logger()->info("{} connected in {} ms ({} connections)", self->tag(*pool, pending.get()),
                      elapsed.count() / 1000, pool->connected_count());
       self->dispatch(*pool);
@@ -1237,7 +1240,7 @@ awaitable<Result<Lease>> Registry::Impl::acquire(std::shared_ptr<Impl> self, std
     }
     const auto waited =
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started);
-    pool.stats.wait_time.record(waited);
+    pool.wait_time.record(waited);
     auto slot = std::make_unique<Lease::Slot>();
     slot->registry = self;
     slot->server = &pool;
@@ -1492,7 +1495,10 @@ awaitable<void> Registry::Impl::shutdown(std::shared_ptr<Impl> self, Deadline de
 }
 
 PoolStats Registry::Impl::stats_of(const ServerPool& pool) const {
-  PoolStats stats = pool.stats;
+  PoolStats stats;
+  static_cast<PoolCounters&>(stats) = pool.stats;
+  pool.wait_time.copy_to(stats.wait_time);
+  pool.handshake_time.copy_to(stats.handshake_time);
   stats.sessions_connecting = pool.connecting();
   stats.waiters = pool.waiting();
   stats.channel_limit = pool.learned_channel_limit;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -59,8 +60,8 @@ struct NodeSeries {
 /// One family of a server's node series as /metrics shows it: its name and, per series, the
 /// text that follows the `server` label: `,cpu="0",mode="idle"}`, or `}` for a series with no
 /// other label. Servers whose family has the same series share one copy (FleetState interns
-/// them), so a server keeps only its values and a pointer per family: ~3 KiB for the ~200 series
-/// of a collection instead of ~20 KiB of text.
+/// them, and the layouts that hold them), so a server keeps only its values and a pointer to a
+/// layout: ~1.7 KiB for the ~200 series of a collection instead of ~20 KiB of text.
 struct SeriesFamily {
   std::string name;
   std::string tails;                     ///< every series' tail, back to back
@@ -72,16 +73,40 @@ struct SeriesFamily {
   bool operator==(const SeriesFamily&) const = default;
 };
 
-/// One collection's node series: its families (sorted by name, shared) and the values.
-struct NodeExposition {
+/// The families of a collection's node series in order (sorted by name) and where each one's
+/// values start: what servers with collections of the same shape share (FleetState interns
+/// layouts), so a server keeps one pointer to it instead of one per family.
+struct SeriesLayout {
   struct Family {
     std::shared_ptr<const SeriesFamily> family;
     std::uint32_t first = 0;  ///< index of its first value
   };
   std::vector<Family> families;
+  std::size_t values = 0;  ///< series in all families
+
+  /// A hash of the names and series counts of the families (not of their labels).
+  [[nodiscard]] std::size_t shape_hash() const noexcept;
+};
+
+/// One collection's node series: a layout (shared), the families in which this server differs
+/// from it (node_uname_info, which carries the host's name, for all but one server of a layout)
+/// and the values.
+struct NodeExposition {
+  /// A family of this server that is not the layout's one at that index: same name and series
+  /// count, other labels.
+  struct OwnFamily {
+    std::uint32_t index = 0;
+    std::shared_ptr<const SeriesFamily> family;
+  };
+  std::shared_ptr<const SeriesLayout> layout;
+  std::vector<OwnFamily> own;  ///< by index, ascending
   std::vector<double> values;
 
-  /// Appends the lines of families[family] with this server's label (`server="..."`, escaped)
+  /// How many families there are.
+  [[nodiscard]] std::size_t families() const noexcept { return layout->families.size(); }
+  /// Family `index` of this server (its own one or the layout's).
+  [[nodiscard]] const SeriesFamily& family(std::size_t index) const noexcept;
+  /// Appends the lines of family(family) with this server's label (`server="..."`, escaped)
   /// in the Prometheus text format.
   void append_family(std::string& out, std::string_view server_label, std::size_t family) const;
   /// About the bytes append_family writes for every family, with a label of `label_size` bytes.
@@ -126,17 +151,17 @@ struct ServerState {
   /// This node polls it; false: another node does, and its figures come from the store.
   bool owned = true;
   /// The API's JSON of this server as lists show it (the full item and the summary view), and a
-  /// key of everything they show: each rendered when first asked for after the key changed
-  /// (src/daemon/api.cpp); it goes away with the server.
+  /// digest of everything they show: each rendered when first asked for after the digest
+  /// changed (src/daemon/api.cpp); it goes away with the server.
   struct Rendered {
-    std::string key;
+    using Key = std::array<unsigned char, 16>;
+    Key key{};
     std::string json;
     std::string summary;
   };
   Rendered list_item;
 };
 
-/// Every server by name.
 /// Families shared by every server whose series in them are the same: one copy of the names and
 /// labels however many servers have them. Held weakly; a family goes away with its last server.
 class SeriesFamilies {
@@ -151,6 +176,30 @@ class SeriesFamilies {
   std::size_t sweep_at_ = 1024;  // purge expired entries when the table reaches this size
 };
 
+/// Layouts shared by servers whose collections have the same shape (family names and series
+/// counts) and differ in at most a few families' labels. Held weakly; a layout goes away with its
+/// last server.
+class SeriesLayouts {
+ public:
+  /// At most this many families of a server may differ from its layout's; past it the server
+  /// gets a layout of its own (which servers like it then share).
+  static constexpr std::size_t kMaxOwnFamilies = 16;
+  /// Layouts of one shape compared with a new collection, at most (the cost per collection).
+  static constexpr std::size_t kMaxCandidates = 8;
+
+  /// The shared layout for `layout` (interned families) and the families in which it differs
+  /// from it; adds `layout` if no shared one is close enough.
+  [[nodiscard]] std::shared_ptr<const SeriesLayout> intern(
+      SeriesLayout layout, std::vector<NodeExposition::OwnFamily>& own);
+  /// Layouts held by at least one server.
+  [[nodiscard]] std::size_t size() const;
+
+ private:
+  std::unordered_multimap<std::size_t, std::weak_ptr<const SeriesLayout>> by_shape_;
+  std::size_t sweep_at_ = 64;  // purge expired entries when the table reaches this size
+};
+
+/// Every server by name.
 class FleetState {
  public:
   [[nodiscard]] std::map<std::string, ServerState, std::less<>>& servers() noexcept {
@@ -162,6 +211,8 @@ class FleetState {
   [[nodiscard]] ServerState* find(std::string_view name);
   /// The node series' families the servers share.
   [[nodiscard]] const SeriesFamilies& families() const noexcept { return families_; }
+  /// The node series' layouts the servers share.
+  [[nodiscard]] const SeriesLayouts& layouts() const noexcept { return layouts_; }
 
   /// Records a diagnosis (and its transition, if any) of a known server.
   void record(const service::DiagnosedServer& diagnosed);
@@ -185,6 +236,7 @@ class FleetState {
  private:
   std::map<std::string, ServerState, std::less<>> servers_;
   SeriesFamilies families_;
+  SeriesLayouts layouts_;
   CollectionSink sink_;
   DiagnosisSink diagnosis_sink_;
 };

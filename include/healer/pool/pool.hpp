@@ -47,41 +47,9 @@ struct Histogram {
   [[nodiscard]] std::uint64_t quantile_us(double q) const;
 };
 
-/// Counters and gauges of one server's pool (or of all of them), cheap to read at any time: what
-/// a /metrics exporter or a dashboard shows. In Registry::total_stats() every field is the sum
-/// over servers, except where noted.
-struct PoolStats {
-  // --- gauges: the pool right now --------------------------------------------------------
-  /// Sessions by state (connecting -> ready <-> draining -> closed; closed ones are gone). A
-  /// ready session found dead but not yet closed counts as draining.
-  std::size_t sessions_connecting = 0;
-  std::size_t sessions_ready = 0;
-  std::size_t sessions_draining = 0;
-  std::size_t channels_in_use = 0;  ///< leases out (one channel each)
-  /// Channels the ready sessions can carry at once: the sum of their channel limits.
-  std::size_t channel_capacity = 0;
-  /// Channels per connection the server allows: PoolConfig::max_channels until the server
-  /// refused one (MaxSessions) and the pool learned its real limit. In a total: the lowest.
-  std::size_t channel_limit = 0;
-  std::size_t waiters = 0;  ///< callers queued in async_acquire
-  /// Spare channels (opened ahead of time, no command yet; PoolConfig::spare_channels) on the
-  /// ready sessions, opening or open and not yet promised to a lease; each holds a channel slot.
-  std::size_t spare_channels = 0;
-  std::size_t spare_channels_ready = 0;  ///< of the spares, those the server confirmed
-  /// 1 while an auth or host-key failure blocks new connections (the circuit is open); in a
-  /// total, the servers blocked.
-  std::size_t circuits_open = 0;
-  /// 1 while connection failures hold back the next attempt (exponential backoff); in a total,
-  /// the servers backing off.
-  std::size_t backing_off = 0;
-  /// While circuits_open: how long, as of this snapshot, until the next attempt is let through
-  /// (add_server with new settings closes the circuit at once). In a total: the longest.
-  std::chrono::milliseconds circuit_retry_in{0};
-  /// While backing_off: how long, as of this snapshot, until the next connection attempt is
-  /// allowed. In a total: the longest.
-  std::chrono::milliseconds backoff_retry_in{0};
-
-  // --- counters since the registry started -------------------------------------------------
+/// The counters of one server's pool since the registry started: what the pool keeps per server
+/// (PoolStats adds the gauges, computed when asked, and the latency histograms).
+struct PoolCounters {
   std::uint64_t acquisitions = 0;        ///< leases handed out
   std::uint64_t served_by_existing = 0;  ///< leases on a session that had served before
   std::uint64_t commands = 0;  ///< leases returned after running (or trying) a command; refused
@@ -117,6 +85,43 @@ struct PoolStats {
   std::uint64_t cleanup_runs = 0;
   std::uint64_t sessions_cleaned = 0;
   std::uint64_t evictions[kEvictionKinds] = {};
+};
+
+/// Counters and gauges of one server's pool (or of all of them), cheap to read at any time: what
+/// a /metrics exporter or a dashboard shows. In Registry::total_stats() every field is the sum
+/// over servers, except where noted.
+struct PoolStats : PoolCounters {
+  // --- gauges: the pool right now --------------------------------------------------------
+  /// Sessions by state (connecting -> ready <-> draining -> closed; closed ones are gone). A
+  /// ready session found dead but not yet closed counts as draining.
+  std::size_t sessions_connecting = 0;
+  std::size_t sessions_ready = 0;
+  std::size_t sessions_draining = 0;
+  std::size_t channels_in_use = 0;  ///< leases out (one channel each)
+  /// Channels the ready sessions can carry at once: the sum of their channel limits.
+  std::size_t channel_capacity = 0;
+  /// Channels per connection the server allows: PoolConfig::max_channels until the server
+  /// refused one (MaxSessions) and the pool learned its real limit. In a total: the lowest.
+  std::size_t channel_limit = 0;
+  std::size_t waiters = 0;  ///< callers queued in async_acquire
+  /// Spare channels (opened ahead of time, no command yet; PoolConfig::spare_channels) on the
+  /// ready sessions, opening or open and not yet promised to a lease; each holds a channel slot.
+  std::size_t spare_channels = 0;
+  std::size_t spare_channels_ready = 0;  ///< of the spares, those the server confirmed
+  /// 1 while an auth or host-key failure blocks new connections (the circuit is open); in a
+  /// total, the servers blocked.
+  std::size_t circuits_open = 0;
+  /// 1 while connection failures hold back the next attempt (exponential backoff); in a total,
+  /// the servers backing off.
+  std::size_t backing_off = 0;
+  /// While circuits_open: how long, as of this snapshot, until the next attempt is let through
+  /// (add_server with new settings closes the circuit at once). In a total: the longest.
+  std::chrono::milliseconds circuit_retry_in{0};
+  /// While backing_off: how long, as of this snapshot, until the next connection attempt is
+  /// allowed. In a total: the longest.
+  std::chrono::milliseconds backoff_retry_in{0};
+
+  // --- latency since the registry started (counters: see PoolCounters) ----------------------
   Histogram wait_time;
   Histogram handshake_time;
 

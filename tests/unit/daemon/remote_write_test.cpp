@@ -86,7 +86,7 @@ TEST(RemoteWrite, SeriesCarryTheNamesAndLabelsMetricsShows) {
   const auto summary = summarise("web \"1\"", 0, 0, std::nullopt, raw, rates);
   std::string exposition;
   const auto label = "server=\"" + escape_label("web \"1\"") + "\"";
-  for (std::size_t f = 0; f < summary.exposition->families.size(); ++f) {
+  for (std::size_t f = 0; f < summary.exposition->families(); ++f) {
     summary.exposition->append_family(exposition, label, f);
   }
   EXPECT_EQ(exposition,

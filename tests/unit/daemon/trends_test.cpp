@@ -7,7 +7,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <string>
+#include <vector>
 
 namespace healer::daemon {
 namespace {
@@ -141,11 +143,107 @@ TEST(TrendsTest, HistoryIsBoundedAndForgetsServersThatLeft) {
   ASSERT_TRUE(one);
   EXPECT_EQ((*one)["points"], 2);
   EXPECT_EQ((*one)["interval_seconds"], 60.0);
+  EXPECT_EQ((*one)["series"]["at"], nlohmann::json::parse("[8, 9]"));
+  EXPECT_EQ((*one)["series"]["acquisitions"], nlohmann::json::parse("[10, 10]"));
+  EXPECT_EQ((*one)["series"]["wait_ms_p99"], nlohmann::json::parse("[null, null]"));
   // The server leaves the fleet: its history goes with it.
   fleet.servers().erase("web");
   trends.record_figures(fleet);
   EXPECT_FALSE(trends.pool_json(&web));
   EXPECT_EQ(trends.sparklines_json(Figure::load1, 9 * kBucket)["servers"].size(), 0U);
+}
+
+TEST(PoolPointTest, IntervalsAreExactPastTwoToTheThirtyTwoRecordedLatencies) {
+  pool::PoolStats before;
+  before.wait_time.counts[3] = 5'000'000'000;  // a long-lived total's bucket, past 2^32
+  before.wait_time.total = 5'000'000'000;
+  pool::PoolStats after = before;
+  after.wait_time.counts[3] += 5;
+  after.wait_time.counts[20] += 5;
+  after.wait_time.total += 10;
+  const PoolBaseline kept(before);
+  const auto point = pool_point(0, std::optional<PoolBaseline>(kept), after);
+  EXPECT_FLOAT_EQ(point.wait_ms_p50, 0.008F);     // bucket 3: < 8 us
+  EXPECT_FLOAT_EQ(point.wait_ms_p99, 1048.576F);  // bucket 20: < 2^20 us
+  EXPECT_FLOAT_EQ(pool_point(0, &before, after).wait_ms_p99, 1048.576F);
+}
+
+// Every field of two points is the same (NaN equals NaN).
+void expect_same(const PoolPoint& a, const PoolPoint& b) {
+  EXPECT_EQ(a.at, b.at);
+  const std::uint32_t PoolPoint::*counts[] = {&PoolPoint::sessions_ready,
+                                              &PoolPoint::sessions_connecting,
+                                              &PoolPoint::sessions_draining,
+                                              &PoolPoint::channels_in_use,
+                                              &PoolPoint::waiters,
+                                              &PoolPoint::circuits_open,
+                                              &PoolPoint::backing_off,
+                                              &PoolPoint::acquisitions,
+                                              &PoolPoint::served_by_existing,
+                                              &PoolPoint::commands,
+                                              &PoolPoint::handshakes,
+                                              &PoolPoint::handshakes_failed,
+                                              &PoolPoint::sessions_opened,
+                                              &PoolPoint::evictions,
+                                              &PoolPoint::sessions_cleaned,
+                                              &PoolPoint::exhausted,
+                                              &PoolPoint::timeouts};
+  for (const auto field : counts) {
+    EXPECT_EQ(a.*field, b.*field);
+  }
+  for (const auto field : {&PoolPoint::wait_ms_p50, &PoolPoint::wait_ms_p99,
+                           &PoolPoint::handshake_ms_p50, &PoolPoint::handshake_ms_p99}) {
+    if (std::isnan(a.*field)) {
+      EXPECT_TRUE(std::isnan(b.*field));
+    } else {
+      EXPECT_EQ(a.*field, b.*field);
+    }
+  }
+}
+
+TEST(PackedPointsTest, PointsComeBackExactlyAndTheOldestGoPastTheLimit) {
+  std::vector<PoolPoint> pushed;
+  PackedPoints packed;
+  for (int i = 0; i < 7; ++i) {
+    PoolPoint point;
+    // Times that go forwards, jump, and step back (a clock set back).
+    point.at = i == 4 ? 1'700'000'000'000 - 5 : 1'700'000'000'000 + i * 60'000;
+    point.sessions_ready = static_cast<std::uint32_t>(i);
+    point.acquisitions = i == 2 ? 4'294'967'295U : static_cast<std::uint32_t>(i * 1000);
+    point.timeouts = i == 3 ? 128U : 0U;
+    point.wait_ms_p50 = i % 2 == 0 ? 0.125F : std::numeric_limits<float>::quiet_NaN();
+    point.wait_ms_p99 = i == 5 ? std::numeric_limits<float>::infinity() : 3.5F;
+    point.handshake_ms_p50 = std::numeric_limits<float>::quiet_NaN();
+    point.handshake_ms_p99 = i == 6 ? 1e-3F : std::numeric_limits<float>::quiet_NaN();
+    pushed.push_back(point);
+    packed.push(point, 4);
+    EXPECT_EQ(packed.size(), std::min<std::size_t>(static_cast<std::size_t>(i) + 1, 4));
+  }
+  const auto points = packed.unpack();
+  ASSERT_EQ(points.size(), 4U);
+  for (std::size_t i = 0; i < points.size(); ++i) {
+    expect_same(points[i], pushed[3 + i]);
+  }
+}
+
+TEST(PackedPointsTest, AnHourOfAQuietServersPointsTakesAThirdOfTheirSize) {
+  PackedPoints packed;
+  for (int minute = 0; minute < 120; ++minute) {
+    PoolPoint point;
+    point.at = 1'700'000'000'000 + minute * 60'000;
+    point.sessions_ready = 1;
+    point.acquisitions = minute % 5 == 0 ? 1 : 0;
+    point.commands = point.acquisitions;
+    const float none = std::numeric_limits<float>::quiet_NaN();
+    point.wait_ms_p50 = minute % 5 == 0 ? 0.004F : none;
+    point.wait_ms_p99 = point.wait_ms_p50;
+    point.handshake_ms_p50 = none;
+    point.handshake_ms_p99 = none;
+    packed.push(point, 60);
+  }
+  EXPECT_EQ(packed.size(), 60U);
+  EXPECT_LE(packed.bytes(), 60 * sizeof(PoolPoint) / 3);
+  EXPECT_EQ(packed.unpack().front().at, 1'700'000'000'000 + 60 * 60'000);
 }
 
 TEST(TrendsTest, FiguresNamesParse) {

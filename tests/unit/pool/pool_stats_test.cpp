@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "healer/pool/pool.hpp"
+#include "sparse_histogram.hpp"
 
 namespace healer::pool {
 namespace {
@@ -76,6 +77,30 @@ TEST(HistogramTest, ZeroSamplesHaveQuantileZero) {
   Histogram histogram;
   histogram.record(microseconds(0));
   EXPECT_EQ(histogram.quantile_us(0.99), 0U);
+}
+
+TEST(SparseHistogramTest, CountsWhatAHistogramCountsHoldingOnlyTheBucketsUsed) {
+  Histogram full;
+  detail::SparseHistogram sparse;
+  const std::int64_t values[] = {3000, 0, 1, 2, 3, -5, 1000, 3000, 2000, std::int64_t{1} << 40,
+                                 3500};
+  for (int round = 0; round < 100; ++round) {
+    for (const auto us : values) {
+      full.record(microseconds(us));
+      sparse.record(microseconds(us));
+    }
+  }
+  Histogram copy;
+  sparse.copy_to(copy);
+  for (std::size_t i = 0; i < Histogram::kBuckets; ++i) {
+    EXPECT_EQ(copy.counts[i], full.counts[i]) << "bucket " << i;
+  }
+  EXPECT_EQ(copy.total, full.total);
+  EXPECT_EQ(copy.sum_us, full.sum_us);
+  EXPECT_EQ(copy.quantile_us(0.99), full.quantile_us(0.99));
+  // 0 and -5; 1; 2 and 3; 1000; 2000; 3000 and 3500; 2^40 (the last bucket)
+  EXPECT_EQ(sparse.buckets_used(), 7U);
+  EXPECT_EQ(copy.counts[Histogram::kBuckets - 1], 100U);
 }
 
 TEST(PoolStatsTest, HitRateAndReuseAreZeroWithoutTraffic) {
