@@ -1018,7 +1018,6 @@ awaitable<void> Registry::Impl::connect(std::shared_ptr<Impl> self, ServerPool* 
     if (serves_until.remaining() <= pause) {
       break;
     }
-    ++pool->stats.handshakes_retried;
     logger()->info("{} {}; trying again in {} ms ({} of {})", self->tag(*pool, nullptr),
                    outcome->session.error().message(), pause.count(), attempt + 1, kDropRetries);
     asio::steady_timer wait(self->executor_, pause);
@@ -1027,6 +1026,8 @@ awaitable<void> Registry::Impl::connect(std::shared_ptr<Impl> self, ServerPool* 
         ssh::cancel_requested(co_await asio::this_coro::cancellation_state)) {
       break;
     }
+    // Counted when the next attempt is made, so that it matches the connections the server saw.
+    ++pool->stats.handshakes_retried;
   }
   --self->total_handshakes_;
   // A handshake slot freed up: servers held back by the global cap may grow now.

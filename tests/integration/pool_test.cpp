@@ -1226,18 +1226,23 @@ asio::awaitable<Observed> global_concurrency_handover(pool::Registry* registry) 
       co_await registry->async_acquire("alias-0", pool::Priority::normal, Deadline::after(10s));
   EXPECT_TRUE(held);
   std::vector<Result<ssh::CommandResult>> other;
-  asio::co_spawn(io, run_into_vector(&executor, "alias-1", "echo other", run_options(3s), &other),
+  // A deadline far beyond the wake-up bound: a waiter that is never woken stays queued that long.
+  asio::co_spawn(io, run_into_vector(&executor, "alias-1", "echo other", run_options(20s), &other),
                  asio::detached);
   auto queued = [registry] { return registry->stats("alias-1").waiters == 1; };
-  EXPECT_TRUE(co_await async_poll(queued, 2s));
+  EXPECT_TRUE(co_await async_poll(queued, 5s));
   co_await async_pause(50ms);
   const auto released_at = Clock::now();
   if (held) {
     held->release();  // the one global slot is free again
   }
-  auto served = [&other] { return !other.empty(); };
-  EXPECT_TRUE(co_await async_poll(served, 5s));
+  // Measured to the hand-over, not to the end of the command: sshd's start of the command is
+  // slow on a loaded machine, the hand-over is not.
+  auto handed_over = [registry] { return registry->stats("alias-1").waiters == 0; };
+  EXPECT_TRUE(co_await async_poll(handed_over, 25s));
   seen.elapsed_ms = ms_since(released_at);
+  auto served = [&other] { return !other.empty(); };
+  EXPECT_TRUE(co_await async_poll(served, 25s));
   for (auto& result : other) {
     seen.results.push_back(std::move(result));
   }
