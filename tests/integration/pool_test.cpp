@@ -333,13 +333,18 @@ PoolConfig idle_config() {
 
 asio::awaitable<Observed> idle_cleanup(pool::Registry* registry) {
   Observed seen;
-  const auto options = run_options(10s);
-  exec::Executor executor(*registry);
-  auto result = co_await executor.async_run(kServer, "true", options);
-  seen.results.push_back(std::move(result));
+  auto lease =
+      co_await registry->async_acquire(kServer, pool::Priority::normal, Deadline::after(20s));
+  if (!lease) {
+    seen.results.push_back(lease.error());
+    co_return seen;
+  }
+  // The session idles from the release: the clock is read right before it, in the same step of
+  // the loop (after a command returned, a loaded machine may resume this coroutine only later).
   const auto idle_since = Clock::now();
+  lease->release();
   auto cleaned = [registry] { return registry->stats(kServer).sessions_cleaned >= 1; };
-  EXPECT_TRUE(co_await async_poll(cleaned, 3s));
+  EXPECT_TRUE(co_await async_poll(cleaned, 20s));  // never cleaning fails here
   seen.elapsed_ms = ms_since(idle_since);
   seen.stats = registry->stats(kServer);
   co_await registry->async_shutdown(Deadline::after(5s));
@@ -357,9 +362,10 @@ TEST_F(PoolTest, IdleSessionIsClosedAfterIdleTimeout) {
   EXPECT_EQ(evictions(seen.stats, pool::Eviction::idle), 1U);
   EXPECT_EQ(seen.stats.sessions_ready, 0U);
   EXPECT_GE(seen.stats.cleanup_runs, 2U);
-  // Not before idle_timeout; within idle_timeout + one cleanup interval (+10% jitter) + slack.
+  // Not before idle_timeout; within idle_timeout + one cleanup interval (+10% jitter) + slack
+  // (timers fire hundreds of ms late on a loaded machine).
   EXPECT_GE(seen.elapsed_ms, 190);
-  EXPECT_LT(seen.elapsed_ms, 1000);
+  EXPECT_LT(seen.elapsed_ms, 5000);
   // The close is polite and the server sees it.
   EXPECT_TRUE(sshd.wait_for_log("Received disconnect from", 1) ||
               sshd.wait_for_log("Disconnected from user", 1));
@@ -372,10 +378,10 @@ asio::awaitable<Observed> idle_cleanup_keeps_min_idle(pool::Registry* registry) 
   const auto options = run_options(10s);
   auto result = co_await executor.async_run(kServer, "true", options);
   seen.results.push_back(std::move(result));
-  const auto ready = co_await registry->async_warm(kServer, 2, Deadline::after(10s));
+  const auto ready = co_await registry->async_warm(kServer, 2, Deadline::after(20s));
   EXPECT_EQ(ready, 2U);
   auto cleaned = [registry] { return registry->stats(kServer).sessions_cleaned >= 1; };
-  EXPECT_TRUE(co_await async_poll(cleaned, 3s));
+  EXPECT_TRUE(co_await async_poll(cleaned, 20s));
   // Several more idle timeouts: the last session stays.
   co_await async_pause(600ms);
   seen.stats = registry->stats(kServer);
@@ -642,8 +648,10 @@ TEST_F(PoolTest, QueueDeadlineIsPoolExhaustedWithWaitAndFullness) {
   ASSERT_EQ(seen.results.size(), 1U);
   const Error& error = seen.results[0].error();
   EXPECT_EQ(error.code, pool::Errc::pool_exhausted) << error.message();
+  // Ended by its deadline (a timer: hundreds of ms late on a loaded machine), not by the slot,
+  // which is held until after this returns.
   EXPECT_GE(seen.elapsed_ms, 290);
-  EXPECT_LT(seen.elapsed_ms, 1000);
+  EXPECT_LT(seen.elapsed_ms, 5000);
   // The message says how long it waited (the timer's 300 ms, later on a loaded machine, never
   // more than was measured) and how full the pool was.
   const auto waited = error.detail.find("waited ");

@@ -43,7 +43,7 @@ constexpr const char* kChpasswdPath = "/usr/sbin/chpasswd";
 constexpr const char* kUsermodPath = "/usr/sbin/usermod";
 // Serialises the test processes that set healer-test's (system-wide) password; root only.
 constexpr const char* kPasswordLockPath = "/run/healer-test-password.lock";
-constexpr milliseconds kStartTimeout{5000};
+constexpr milliseconds kStartTimeout{20000};  // a give-up: seconds on a loaded machine
 constexpr milliseconds kStopGrace{3000};
 constexpr int kPortAttempts = 5;
 
