@@ -1,7 +1,6 @@
 #include "api.hpp"
 
 #include <fmt/format.h>
-#include <sodium.h>
 
 #include <algorithm>
 #include <charconv>
@@ -189,99 +188,6 @@ Json summary_json(const ServerState& state, ListView view) {
         Json{{"metrics", next_due(state.metrics)}, {"diagnose", next_due(state.diagnose)}};
   }
   return doc;
-}
-
-// Everything summary_json shows, as one string (texts length-prefixed, so no value can pass for
-// another field). A server's list item is rendered again only when this changes: a collection
-// or diagnosis lands, a run starts or ends, the inventory row changes.
-std::string summary_key(const ServerState& state) {
-  std::string key;
-  key.reserve(256);
-  auto out = std::back_inserter(key);
-  const auto text = [&](std::string_view value) {
-    fmt::format_to(out, "{}:{}|", value.size(), value);
-  };
-  const auto& record = state.record;
-  fmt::format_to(out, "{}|{}|{}|{}|{}|{}|{}|", record.id, record.port,
-                 static_cast<int>(record.auth_method), static_cast<int>(record.host_key_policy),
-                 record.has_secret, record.created_at, record.updated_at);
-  for (const auto* field : {&record.name, &record.host, &record.user, &record.identity_file,
-                            &record.known_hosts_file}) {
-    text(*field);
-  }
-  fmt::format_to(out, "t{}|", record.tags.size());
-  for (const auto& tag : record.tags) {
-    text(tag);
-  }
-  fmt::format_to(out, "l{}|", record.labels.size());
-  for (const auto& [name, value] : record.labels) {
-    text(name);
-    text(value);
-  }
-  const auto error_key = [&](const std::optional<Error>& error) {
-    if (error) {
-      text(error->code.category().name());
-      fmt::format_to(out, "{}|", error->code.value());
-      text(error->detail);
-    } else {
-      key += "-|";
-    }
-  };
-  if (state.run) {
-    const auto& run = *state.run;
-    fmt::format_to(out, "r{}|{}|{}|{}|{}|{}|", run.run_id, run.started_at, run.duration_ms,
-                   static_cast<int>(run.status), run.checks, run.failing.size());
-    for (const auto& check : run.failing) {
-      text(check.name);
-      fmt::format_to(out, "{}|", static_cast<int>(check.status));
-      text(check.message);
-    }
-    error_key(run.server_error);
-  } else {
-    key += "r-|";
-  }
-  fmt::format_to(out, "s{}|", state.status_since.value_or(-1));
-  if (state.collection) {
-    const auto& c = *state.collection;
-    fmt::format_to(out, "c{}|", c.collected_at);
-    text(c.headline);
-    for (const auto* figure :
-         {&c.load1, &c.memory_used_percent, &c.disk_used_percent, &c.cpu_busy_percent}) {
-      fmt::format_to(out, "{}|", figure->value_or(-1.0));
-    }
-    error_key(c.error);
-  } else {
-    key += "c-|";
-  }
-  for (const auto* work : {&state.metrics, &state.diagnose}) {
-    fmt::format_to(out, "w{}|{}|{}|{}|{}|{}|", work->interval.count(),
-                   work->next_due ? work->next_due->time_since_epoch().count() : -1, work->running,
-                   work->runs, work->skipped, work->late);
-  }
-  text(state.owner);
-  return key;
-}
-
-// summary_json's text, kept with the server until what it shows changes: until the digest of
-// summary_key changes (16 bytes kept per server instead of the ~400 of the key; BLAKE2b, so
-// that no server output can be made to collide with an earlier state's).
-const std::string& list_text(ServerState& state, ListView view) {
-  const auto text_key = summary_key(state);
-  ServerState::Rendered::Key key{};
-  crypto_generichash(key.data(), key.size(),
-                     reinterpret_cast<const unsigned char*>(text_key.data()), text_key.size(),
-                     nullptr, 0);
-  auto& item = state.list_item;
-  if (item.key != key) {
-    item.json.clear();
-    item.summary.clear();
-    item.key = key;
-  }
-  auto& text = view == ListView::full ? item.json : item.summary;
-  if (text.empty()) {
-    text = service::dump(summary_json(state, view));
-  }
-  return text;
 }
 
 Json stored_run_json(const store::DiagnosisRun& run) {
@@ -596,8 +502,6 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
     const auto cursor = request.param("cursor").value_or("");
     const auto tag = request.param("tag").value_or("");
     const auto text = request.param("q").value_or("");
-    // Each item is the server's cached text (list_text): a list of 500 costs the keys and a
-    // copy, not 500 JSON documents built and serialised on the loop.
     HttpResponse response;
     response.body = R"({"items":[)";
     std::size_t count = 0;
@@ -620,7 +524,7 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
       if (count++ > 0) {
         response.body += ',';
       }
-      response.body += list_text(state, *view);
+      response.body += service::dump(summary_json(state, *view));
       last = it->first;
     }
     response.body += R"(],"next_cursor":)";
@@ -671,7 +575,7 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
     const auto server_id = state->record.id;
     if (rest.empty() && request.method == "GET") {
       HttpResponse response;
-      response.body = list_text(*state, ListView::full);
+      response.body = service::dump(summary_json(*state, ListView::full));
       co_return response;
     }
     if (rest == "diagnose" && request.method == "POST") {

@@ -119,16 +119,18 @@ PoolPoint read_point(const std::uint8_t*& at, std::int64_t at_ms, bool first) {
   PoolPoint point;
   const auto delta = unzigzag(get_varint(at));
   point.at = first ? at_ms : at_ms + delta;
+  const auto present = get_varint(at);
+  std::size_t bit = 0;
   for (const auto field : kCounts) {
-    point.*field = static_cast<std::uint32_t>(get_varint(at));
+    point.*field =
+        (present & (1ULL << bit++)) != 0 ? static_cast<std::uint32_t>(get_varint(at)) : 0;
   }
-  const std::uint8_t present = *at++;
-  for (std::size_t i = 0; i < std::size(kQuantiles); ++i) {
-    if ((present & (1U << i)) != 0) {
-      std::memcpy(&(point.*kQuantiles[i]), at, sizeof(float));
+  for (const auto field : kQuantiles) {
+    if ((present & (1ULL << bit++)) != 0) {
+      std::memcpy(&(point.*field), at, sizeof(float));
       at += sizeof(float);
     } else {
-      point.*kQuantiles[i] = kNone;
+      point.*field = kNone;
     }
   }
   return point;
@@ -276,7 +278,7 @@ PoolPoint pool_point(std::int64_t at, const pool::PoolStats* previous,
 
 void PackedPoints::push(const PoolPoint& point, std::size_t limit) {
   // A point takes at most ~110 bytes; grow by a quarter, not twice: one of these per server.
-  constexpr std::size_t kLargestPoint = 10 + 17 * 5 + 1 + 4 * sizeof(float);
+  constexpr std::size_t kLargestPoint = 10 + 4 + 17 * 5 + 4 * sizeof(float);
   if (bytes_.capacity() - bytes_.size() < kLargestPoint) {
     bytes_.reserve(bytes_.size() + kLargestPoint + bytes_.size() / 4);
   }
@@ -285,14 +287,24 @@ void PackedPoints::push(const PoolPoint& point, std::size_t limit) {
     first_at_ = point.at;
   }
   put_varint(bytes_, zigzag(delta));
+  // Which counts are not zero and which quantiles are numbers, then only those: a quiet
+  // server's point (one ready session, nothing else) is ~5 bytes.
+  std::uint64_t present = 0;
+  std::size_t bit = 0;
   for (const auto field : kCounts) {
-    put_varint(bytes_, point.*field);
+    present |= point.*field != 0 ? 1ULL << bit : 0;
+    ++bit;
   }
-  unsigned present = 0;
-  for (std::size_t i = 0; i < std::size(kQuantiles); ++i) {
-    present |= std::isnan(point.*kQuantiles[i]) ? 0U : 1U << i;
+  for (const auto field : kQuantiles) {
+    present |= std::isnan(point.*field) ? 0 : 1ULL << bit;
+    ++bit;
   }
-  bytes_.push_back(static_cast<std::uint8_t>(present));
+  put_varint(bytes_, present);
+  for (const auto field : kCounts) {
+    if (point.*field != 0) {
+      put_varint(bytes_, point.*field);
+    }
+  }
   for (const auto field : kQuantiles) {
     if (!std::isnan(point.*field)) {
       const auto at = bytes_.size();

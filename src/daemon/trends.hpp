@@ -90,9 +90,9 @@ struct PoolBaseline {
 [[nodiscard]] PoolPoint pool_point(std::int64_t at, const pool::PoolStats* previous,
                                    const pool::PoolStats& current);
 
-/// Pool points packed as variable-length records, oldest first: a quiet server's point is ~25
-/// bytes instead of sizeof(PoolPoint) (96), and an hour of them per server is what the
-/// dashboard's pool page keeps for every server.
+/// Pool points packed as variable-length records, oldest first: a quiet server's point (one
+/// ready session, nothing else) is ~5 bytes instead of sizeof(PoolPoint) (96), and an hour of
+/// them per server is what the dashboard's pool page keeps for every server.
 class PackedPoints {
  public:
   /// Appends `point` and drops the oldest ones past `limit`.
@@ -107,8 +107,9 @@ class PackedPoints {
   void drop_first();
 
   // Per point: the ms since the point before (zigzag varint; the first point's is not read:
-  // first_at_ is its time), the 17 counts and gauges as varints, a byte saying which of the 4
-  // latency quantiles are numbers, and those as 4-byte floats.
+  // first_at_ is its time), a varint of 21 bits saying which of the 17 counts and gauges are not
+  // zero and which of the 4 latency quantiles are numbers, then those counts as varints and
+  // those quantiles as 4-byte floats.
   std::vector<std::uint8_t> bytes_;
   std::int64_t first_at_ = 0;
   std::int64_t last_at_ = 0;

@@ -89,11 +89,12 @@ constexpr std::chrono::milliseconds kLongestKeepalive = std::chrono::hours(24 * 
 // A small stdin goes out in pieces of at most kStdinPiece bytes. libssh keeps each of its packet
 // buffers at its largest size for the connection's life (it shrinks one only past 64 KiB), in
 // powers of two: the metrics probe written at once (~5.6 KiB) left three of them at 8 KiB on
-// every pooled session. Pieces that fit a 2 KiB buffer with the packet's header, padding and MAC
-// cost a few more packets per command and ~18 KiB less per kept session (docs/scaling.md). A
-// large stdin goes in large pieces: libssh flushes after every write, and 8 MiB in 1,900-byte
-// pieces took seconds longer.
-constexpr std::size_t kStdinPiece = 1900;
+// every pooled session. Pieces that fit a 1 KiB buffer with the packet's header, padding and MAC
+// cost a few more packets per command (seven for the probe) and ~20 KiB less per kept session
+// than one write: 1,900-byte pieces (2 KiB buffers) kept 2.1 KiB more per session, 420-byte
+// pieces saved nothing more (healer-fleet-bench, docs/scaling.md). A large stdin goes in large
+// pieces: libssh flushes after every write, and 8 MiB in small pieces took seconds longer.
+constexpr std::size_t kStdinPiece = 900;
 constexpr std::size_t kSmallStdin = 64 * 1024;
 constexpr std::size_t kLargeStdinPiece = 1U << 20;
 

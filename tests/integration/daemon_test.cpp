@@ -745,7 +745,8 @@ TEST(Daemon, ListAndMetricsShowEachNewCollectionAndForgetARemovedServer) {
                (*web)["schedule"]["metrics"]["runs"].get<int>() > first_runs;
       },
       std::chrono::seconds(10)));
-  // One server's document is its list item (the same cached text), whichever is asked first.
+  // One server's document is its list item (rendered by the same function), whichever is asked
+  // first.
   EXPECT_TRUE(test::poll_until(
       [&] {
         const auto list = get_json(daemon, "/api/v1/servers");

@@ -150,16 +150,6 @@ struct ServerState {
   std::string owner;
   /// This node polls it; false: another node does, and its figures come from the store.
   bool owned = true;
-  /// The API's JSON of this server as lists show it (the full item and the summary view), and a
-  /// digest of everything they show: each rendered when first asked for after the digest
-  /// changed (src/daemon/api.cpp); it goes away with the server.
-  struct Rendered {
-    using Key = std::array<unsigned char, 16>;
-    Key key{};
-    std::string json;
-    std::string summary;
-  };
-  Rendered list_item;
 };
 
 /// Families shared by every server whose series in them are the same: one copy of the names and
