@@ -186,16 +186,21 @@ TEST_F(ExecutorTest, SendsStdinData) {
 asio::awaitable<Observed> time_out_then_run(pool::Registry* registry, SshdFixture* sshd) {
   Observed seen;
   exec::Executor executor(*registry);
-  const auto short_deadline = run_options(300ms);
+  // The login first (30 ms on a quiet machine, seconds on a loaded one): the short deadline is
+  // the command's alone.
+  const auto warm_options = run_options(20s);
+  auto warm = co_await executor.async_run(kServer, "true", warm_options);
+  EXPECT_TRUE(warm) << warm.error().message();
+  const auto short_deadline = run_options(1s);
   auto slow = co_await executor.async_run(kServer, "sleep 4245", short_deadline);
   seen.checks.push_back(short_deadline.deadline.expired());  // ended at its deadline, not before
   seen.results.push_back(std::move(slow));
   seen.stats = registry->stats(kServer);
   // The remote process is killed, not left behind.
   auto gone = [sshd] { return sshd->remote_processes_matching("sleep 4245") == 0; };
-  EXPECT_TRUE(co_await async_poll(gone, 3s));
+  EXPECT_TRUE(co_await async_poll(gone, 10s));
   seen.remote_left = sshd->remote_processes_matching("sleep 4245");
-  const auto next_options = run_options(10s);
+  const auto next_options = run_options(20s);  // a new login
   auto next = co_await executor.async_run(kServer, "echo next", next_options);
   seen.results.push_back(std::move(next));
   seen.stats_after = registry->stats(kServer);
@@ -331,16 +336,16 @@ asio::awaitable<Observed> cancel_running_command(pool::Registry* registry, SshdF
   test::Cancellable<Result<ssh::CommandResult>> running(
       io, executor.async_run(kServer, marker + "; echo never", run_options(20s)));
   auto started = [sshd, &marker] { return sshd->server_commands_running(marker) == 1; };
-  EXPECT_TRUE(co_await async_poll(started, 5s));
+  EXPECT_TRUE(co_await async_poll(started, 15s));
   running.cancel();
   auto done = [&running] { return running.done(); };
-  seen.checks.push_back(co_await async_poll(done, 2s));
+  seen.checks.push_back(co_await async_poll(done, 10s));
   if (running.done()) {
     seen.results.push_back(std::move(running.value()));
   }
   seen.stats = registry->stats(kServer);
   auto gone = [sshd, &marker] { return sshd->remote_processes_matching(marker) == 0; };
-  seen.checks.push_back(co_await async_poll(gone, 3s));
+  seen.checks.push_back(co_await async_poll(gone, 10s));
   auto next = co_await executor.async_run(kServer, "echo next", run_options(10s));
   seen.results.push_back(std::move(next));
   seen.stats_after = registry->stats(kServer);
@@ -384,15 +389,15 @@ asio::awaitable<Observed> cancel_batch(pool::Registry* registry, SshdFixture* ss
   auto started = [sshd, registry, &marker] {
     return sshd->server_commands_running(marker) == 2 && registry->stats(kServer).commands == 1;
   };
-  EXPECT_TRUE(co_await async_poll(started, 5s));
+  EXPECT_TRUE(co_await async_poll(started, 15s));
   batch.cancel();
   auto done = [&batch] { return batch.done(); };
-  seen.checks.push_back(co_await async_poll(done, 2s));
+  seen.checks.push_back(co_await async_poll(done, 10s));
   if (batch.done()) {
     seen.results = std::move(batch.value());
   }
   auto gone = [sshd, &marker] { return sshd->remote_processes_matching(marker) == 0; };
-  seen.checks.push_back(co_await async_poll(gone, 3s));
+  seen.checks.push_back(co_await async_poll(gone, 10s));
   seen.stats = registry->stats(kServer);
   co_await registry->async_shutdown(Deadline::after(5s));
   co_return seen;
@@ -434,7 +439,7 @@ asio::awaitable<Observed> cancel_before_start(pool::Registry* registry) {
       io, executor.async_run(kServer, "echo ran", run_options(10s)));
   late.cancel();  // before it could get anywhere
   auto done = [&late] { return late.done(); };
-  seen.checks.push_back(co_await async_poll(done, 2s));
+  seen.checks.push_back(co_await async_poll(done, 5s));
   if (late.done()) {
     seen.results.push_back(std::move(late.value()));
   }

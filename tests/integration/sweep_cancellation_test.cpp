@@ -89,17 +89,17 @@ asio::awaitable<SweepSeen> cancel_diagnoses(pool::Registry* registry, SshdFixtur
   test::Cancellable<std::vector<checks::Diagnosis>> sweep(
       io, checks::async_diagnose_all(executor, std::move(servers), std::move(options)));
   auto running = [sshd, &marker] { return sshd->server_commands_running(marker) == 2; };
-  seen.checks.push_back(co_await async_poll(running, 5s));
+  seen.checks.push_back(co_await async_poll(running, 15s));
   sweep.cancel();
   auto done = [&sweep] { return sweep.done(); };
-  seen.checks.push_back(co_await async_poll(done, 3s));
+  seen.checks.push_back(co_await async_poll(done, 10s));
   seen.stats = totals(*registry);
   if (sweep.done()) {
     seen.diagnoses = std::move(sweep.value());
   }
   seen.callbacks = *callbacks;
   auto gone = [sshd, &marker] { return sshd->remote_processes_matching(marker) == 0; };
-  seen.checks.push_back(co_await async_poll(gone, 3s));
+  seen.checks.push_back(co_await async_poll(gone, 10s));
   co_await registry->async_shutdown(Deadline::after(5s));
   co_return seen;
 }
@@ -166,10 +166,10 @@ asio::awaitable<CollectSeen> cancel_collection(pool::Registry* registry, SshdFix
       io, metrics::async_collect(executor, {"one", "two", "three"}, std::move(options)));
   // The probe travels on stdin (metrics::kProbeCommand): its awk runs, blocked opening the FIFO.
   auto running = [sshd] { return sshd->server_commands_running("awk -f /dev/stdin") == 2; };
-  seen.checks.push_back(co_await async_poll(running, 5s));
+  seen.checks.push_back(co_await async_poll(running, 15s));
   sweep.cancel();
   auto done = [&sweep] { return sweep.done(); };
-  seen.checks.push_back(co_await async_poll(done, 3s));
+  seen.checks.push_back(co_await async_poll(done, 10s));
   seen.stats = totals(*registry);
   if (sweep.done()) {
     seen.results = std::move(sweep.value());
@@ -178,7 +178,7 @@ asio::awaitable<CollectSeen> cancel_collection(pool::Registry* registry, SshdFix
   // No process left blocked on the FIFO (an orphan of a closed session included).
   const auto fifo = stuck_root / "stat";
   auto gone = [&fifo] { return !fifo_has_reader(fifo); };
-  seen.checks.push_back(co_await async_poll(gone, 3s));
+  seen.checks.push_back(co_await async_poll(gone, 10s));
   co_await registry->async_shutdown(Deadline::after(5s));
   co_return seen;
 }
@@ -237,10 +237,10 @@ asio::awaitable<ExecSeen> cancel_fan_out(service::Runtime* runtime, SshdFixture*
   test::Cancellable<Result<service::ExecOutcome>> running(
       io, service::async_exec(*runtime, std::move(request)));
   auto started = [sshd, &marker] { return sshd->server_commands_running(marker) == 2; };
-  seen.checks.push_back(co_await async_poll(started, 5s));
+  seen.checks.push_back(co_await async_poll(started, 15s));
   running.cancel();
   auto done = [&running] { return running.done(); };
-  seen.checks.push_back(co_await async_poll(done, 3s));
+  seen.checks.push_back(co_await async_poll(done, 10s));
   seen.checks.push_back(runtime->registry().total_stats().channels_in_use == 0);
   if (running.done()) {
     if (running.value()) {
@@ -254,7 +254,7 @@ asio::awaitable<ExecSeen> cancel_fan_out(service::Runtime* runtime, SshdFixture*
     }
   }
   auto gone = [sshd, &marker] { return sshd->remote_processes_matching(marker) == 0; };
-  seen.checks.push_back(co_await async_poll(gone, 3s));
+  seen.checks.push_back(co_await async_poll(gone, 10s));
   co_await runtime->async_shutdown(Deadline::after(5s));
   co_return seen;
 }

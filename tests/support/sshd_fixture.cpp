@@ -43,7 +43,7 @@ constexpr const char* kChpasswdPath = "/usr/sbin/chpasswd";
 constexpr const char* kUsermodPath = "/usr/sbin/usermod";
 // Serialises the test processes that set healer-test's (system-wide) password; root only.
 constexpr const char* kPasswordLockPath = "/run/healer-test-password.lock";
-constexpr milliseconds kStartTimeout{5000};
+constexpr milliseconds kStartTimeout{20000};  // a give-up: seconds on a loaded machine
 constexpr milliseconds kStopGrace{3000};
 constexpr int kPortAttempts = 5;
 
@@ -803,7 +803,28 @@ std::size_t SshdFixture::failed_password_count() const {
   return count_in_log("Failed password for ");
 }
 
-std::size_t SshdFixture::connection_count() const { return count_in_log("Connection from "); }
+std::size_t SshdFixture::connection_count() const {
+  // sshd's own line is "Connection from <address> port <n> on <address> port <n> ...". A fatal
+  // error names the connection as "Connection from user <name> <address> port <n>" inside its own
+  // line (e.g. "...: send reply: Connection from user u 127.0.0.1 port 5: Broken pipe", when a
+  // keepalive reply finds the client gone): that is no new connection.
+  std::size_t count = 0;
+  const std::string log = log_text();
+  std::string_view text = log;
+  constexpr std::string_view kPrefix = "Connection from ";
+  while (!text.empty()) {
+    const auto end = text.find('\n');
+    const std::string_view line = text.substr(0, end);
+    if (line.starts_with(kPrefix) && !line.substr(kPrefix.size()).starts_with("user ")) {
+      ++count;
+    }
+    if (end == std::string_view::npos) {
+      break;
+    }
+    text.remove_prefix(end + 1);
+  }
+  return count;
+}
 
 std::size_t SshdFixture::session_open_count() const { return count_in_log("Starting session: "); }
 

@@ -183,8 +183,9 @@ class SshdFixture {
   [[nodiscard]] std::size_t failed_auth_count() const;
   /// Rejected passwords only: "Failed password for " lines.
   [[nodiscard]] std::size_t failed_password_count() const;
-  /// TCP connections that reached a per-connection sshd: "Connection from " lines (connections
-  /// dropped by MaxStartups are not among them).
+  /// TCP connections that reached a per-connection sshd: lines starting "Connection from <address>"
+  /// (connections dropped by MaxStartups are not among them, nor the "Connection from user ..."
+  /// that sshd's fatal errors quote).
   [[nodiscard]] std::size_t connection_count() const;
   /// Session channels started (exec, shell, subsystem): "Starting session: " lines.
   [[nodiscard]] std::size_t session_open_count() const;
