@@ -9,11 +9,13 @@
 #include <malloc.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "healer/daemon/fleet.hpp"
 #include "healer/pool/pool.hpp"
@@ -30,7 +32,18 @@ std::size_t heap_in_use() { return mallinfo2().uordblks; }
 struct Fill {
   FleetState fleet;
   std::unique_ptr<Trends> trends;
+  std::vector<double> figures_ms;  // per sampler minute: record_figures over the fleet
+  std::vector<double> pool_ms;     // per sampler minute: every server's pool point
 };
+
+double median(std::vector<double> values) {
+  if (values.empty()) {
+    return 0;
+  }
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(values.size() / 2),
+                   values.end());
+  return values[values.size() / 2];
+}
 
 // Runs `minutes` of the daemon's sampling over `servers` servers collected every `interval_s`:
 // the figures recorded at every sampler tick (5 s; only a new collection changes anything, so
@@ -71,10 +84,15 @@ void run(Fill& fill, std::size_t servers, int interval_s, int minutes) {
       ++pool.commands;
       pool.wait_time.record(std::chrono::microseconds(4));
     }
+    const auto started = std::chrono::steady_clock::now();
     fill.trends->record_figures(fill.fleet);
+    const auto figured = std::chrono::steady_clock::now();
     for (std::size_t i = 0; i < servers; ++i) {
       fill.trends->record_pool_server(at, names[i], pools[i]);
     }
+    const auto pooled = std::chrono::steady_clock::now();
+    fill.figures_ms.push_back(std::chrono::duration<double, std::milli>(figured - started).count());
+    fill.pool_ms.push_back(std::chrono::duration<double, std::milli>(pooled - figured).count());
   }
 }
 
@@ -96,7 +114,9 @@ int main(int argc, char** argv) {
       "healer-trends-bench: {} servers collected every {} s, the daemon's Trends options "
       "(sparkline buckets of 30 min x 48, a pool point per server a minute, 60 kept)\n",
       servers, interval_s);
-  std::cout << "| history | heap for the trends | per server |\n|---|---|---|\n";
+  std::cout << "| history | heap for the trends | per server | loop time: figures per tick, every "
+               "server's pool point at once (the daemon takes a twelfth a tick) (medians) "
+               "|\n|---|---|---|---|\n";
   for (const int minutes : {6, 60, 24 * 60}) {
     Fill fill;
     run(fill, servers, interval_s, 0);  // the fleet's own entries, outside the figure
@@ -105,8 +125,9 @@ int main(int argc, char** argv) {
     run(fill, servers, interval_s, minutes);
     const auto after = heap_in_use();
     const auto bytes = static_cast<double>(after - before);
-    std::cout << fmt::format("| {} min | {:.1f} MiB | {:.0f} B |\n", minutes,
-                             bytes / (1024.0 * 1024.0), bytes / static_cast<double>(servers));
+    std::cout << fmt::format("| {} min | {:.1f} MiB | {:.0f} B | {:.2f} ms, {:.2f} ms |\n", minutes,
+                             bytes / (1024.0 * 1024.0), bytes / static_cast<double>(servers),
+                             median(fill.figures_ms), median(fill.pool_ms));
   }
   return 0;
 }

@@ -170,8 +170,8 @@ class Trends {
 };
 
 /// Feeds Trends on a timer on the daemon's loop: figures and pool totals every
-/// `options().interval`, each server's pool every `options().server_every` intervals. Stops
-/// when destroyed.
+/// `options().interval`, each server's pool every `options().server_every` intervals (a share
+/// of the fleet at each interval; every server at the first). Stops when destroyed.
 class TrendSampler {
  public:
   TrendSampler(asio::any_io_executor executor, Trends& trends, const FleetState& fleet,

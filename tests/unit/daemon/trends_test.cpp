@@ -3,8 +3,10 @@
 // and servers leaving the fleet.
 #include "trends.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <asio/io_context.hpp>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -256,6 +258,49 @@ TEST(PackedPointsTest, AnHourOfAQuietServersPointsTakesAnEighthOfTheirSize) {
   EXPECT_EQ(packed.size(), 60U);
   EXPECT_LE(packed.bytes(), 60 * sizeof(PoolPoint) / 8);
   EXPECT_EQ(packed.unpack().front().at, 1'700'000'000'000 + 60 * 60'000);
+}
+
+// The sampler takes every server's pool at its first tick, then a share of the fleet at each
+// tick: each server once per round of server_every ticks, never the whole fleet in one tick
+// (at 10,000 servers that held the loop ~10 ms once a minute).
+TEST(TrendSamplerTest, EachServersPoolIsTakenOncePerRoundAShareAtATime) {
+  asio::io_context io;  // never run: the ticks are the test's sample() calls
+  pool::Registry registry(io.get_executor(), PoolConfig{});
+  FleetState fleet;
+  constexpr std::size_t kServers = 120;
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < kServers; ++i) {
+    names.push_back(fmt::format("srv-{}", i));
+    collect(fleet, names.back(), kMinute, 0.5);
+  }
+  Trends::Options options;
+  options.server_every = 12;
+  Trends trends(options);
+  TrendSampler sampler(io.get_executor(), trends, fleet, registry);
+  const auto points = [&] {
+    std::vector<std::size_t> each;
+    for (const auto& name : names) {
+      const auto history = trends.pool_json(&name);
+      each.push_back(history ? (*history)["points"].get<std::size_t>() : 0);
+    }
+    return each;
+  };
+  sampler.sample();
+  EXPECT_EQ(points(), std::vector<std::size_t>(kServers, 1)) << "every server at the first tick";
+  std::size_t taken = 0;
+  for (unsigned tick = 1; tick <= options.server_every; ++tick) {
+    const auto before = points();
+    sampler.sample();
+    const auto after = points();
+    std::size_t share = 0;
+    for (std::size_t i = 0; i < kServers; ++i) {
+      share += after[i] - before[i];
+    }
+    EXPECT_LT(share, kServers / 4) << "tick " << tick;
+    taken += share;
+  }
+  EXPECT_EQ(taken, kServers);
+  EXPECT_EQ(points(), std::vector<std::size_t>(kServers, 2)) << "each server once in the round";
 }
 
 TEST(TrendsTest, FiguresNamesParse) {
