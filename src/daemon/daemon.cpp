@@ -132,9 +132,9 @@ asio::awaitable<void> stop(Daemon& daemon, Deadline deadline) {
 }
 
 // Every minute, free pages inside the C allocator's arenas go back to the system (malloc_trim).
-// A scrape or a list page of a large fleet builds megabytes of text on a worker thread; freed,
-// that memory stays in the worker's arena and in the RSS until it is reused. The trim runs on a
-// worker thread, not the loop.
+// Blocks of 256 KiB and more are mmapped and unmapped when freed (run_serve); what this returns
+// is the whole pages freed between smaller blocks, which stay in an arena and in the RSS until
+// reused. The trim runs on a worker thread, not the loop.
 asio::awaitable<void> trim_loop(Daemon& daemon) {
   auto& runtime = daemon.runtime;
   asio::steady_timer timer(runtime.io());
