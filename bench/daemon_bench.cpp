@@ -213,10 +213,24 @@ int main(int argc, char** argv) {
   const auto started = Clock::now();
   std::vector<Sample> samples;
   const auto end = started + std::chrono::milliseconds(static_cast<long>(minutes * 60000));
+  // How long the loop makes a request wait while it collects: GET /healthz (no work of its own)
+  // every 20 ms through the last two thirds of the soak (the first third opens the connections).
+  std::vector<double> health_ms;
+  std::thread health_probe([&] {
+    std::this_thread::sleep_until(started + (end - started) / 3);
+    while (Clock::now() < end) {
+      const auto t0 = Clock::now();
+      if (scrape(static_cast<std::uint16_t>(port), "/healthz").first == 200) {
+        health_ms.push_back(healer::bench::ms_since(t0));
+      }
+      std::this_thread::sleep_until(t0 + std::chrono::milliseconds(20));
+    }
+  });
   while (Clock::now() < end) {
     samples.push_back(sample_process(daemon.pid(), started));
     std::this_thread::sleep_for(std::chrono::seconds(10));
   }
+  health_probe.join();
   samples.push_back(sample_process(daemon.pid(), started));
   const auto scheduler = json::parse(client.Get("/api/v1/scheduler")->body);
   // The allocator's view at the same moment (healer_process_heap_bytes).
@@ -336,6 +350,13 @@ int main(int argc, char** argv) {
   fmt::print("  daemon CPU         {:.1f} s in all: {:.2f} ms per collection, {:.1f}% of a core\n",
              last.cpu_seconds, 1000 * last.cpu_seconds / std::max(runs, 1.0),
              100 * last.cpu_seconds / elapsed);
+  const auto slow_health =
+      std::count_if(health_ms.begin(), health_ms.end(), [](double ms) { return ms >= 20; });
+  fmt::print(
+      "  GET /healthz every 20 ms while collecting  p50 {:.2f} ms, p99 {:.2f} ms, p99.9 {:.2f} "
+      "ms, max {:.2f} ms ({} requests, {} of 20 ms or more)\n",
+      percentile(health_ms, 0.5), percentile(health_ms, 0.99), percentile(health_ms, 0.999),
+      percentile(health_ms, 1.0), health_ms.size(), slow_health);
   fmt::print(
       "  GET /api/v1/servers?limit=1000  p50 {:.2f} ms, p99 {:.2f} ms ({} requests, {} KiB)\n",
       percentile(list_ms, 0.5), percentile(list_ms, 0.99), list_ms.size(), list_bytes / 1024);

@@ -9,6 +9,7 @@
 #include "assets.hpp"
 #include "exporter.hpp"
 #include "heal_api.hpp"
+#include "healer/core/buffer.hpp"
 #include "healer/core/log.hpp"
 #include "healer/service/diagnose.hpp"
 #include "healer/service/errors.hpp"
@@ -70,38 +71,6 @@ Result<ListView> list_view(const HttpRequest& request) {
   return service::make_error(service::Errc::invalid_input, "view is full or summary");
 }
 
-Json optional_number(const std::optional<double>& value) {
-  return value ? Json(*value) : Json(nullptr);
-}
-
-Json work_json(const WorkState& work) {
-  return Json{
-      {"interval_seconds", work.interval.count()},
-      {"next_due", work.next_due ? Json(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                            work.next_due->time_since_epoch())
-                                            .count())
-                                 : Json(nullptr)},
-      {"running", work.running},
-      {"runs", work.runs},
-      {"skipped", work.skipped},
-      {"late", work.late}};
-}
-
-Json run_json(const RunSummary& run) {
-  Json failing = Json::array();
-  for (const auto& check : run.failing) {
-    failing.push_back(
-        {{"name", check.name}, {"status", status_text(check.status)}, {"message", check.message}});
-  }
-  return Json{{"run_id", run.run_id == 0 ? Json(nullptr) : Json(run.run_id)},
-              {"started_at", run.started_at},
-              {"duration_ms", run.duration_ms},
-              {"status", status_text(run.status)},
-              {"checks", run.checks},
-              {"failing", std::move(failing)},
-              {"error", service::to_json(run.server_error)}};
-}
-
 // This node's share of the fleet (GET /api/v1/scheduler).
 Json lease_json(const LeaseKeeper* leases) {
   const LeaseStats stats = leases != nullptr ? leases->stats() : LeaseStats{};
@@ -124,70 +93,150 @@ std::string summary_message(const std::string& message) {
   return message.substr(0, end) + "\u2026";
 }
 
+void write_optional(service::JsonWriter& out, const std::optional<double>& value) {
+  if (value) {
+    out.number(*value);
+  } else {
+    out.null();
+  }
+}
+
+void write_error(service::JsonWriter& out, const std::optional<Error>& error) {
+  if (error) {
+    out.json(service::to_json(*error));
+  } else {
+    out.null();
+  }
+}
+
+void write_next_due(service::JsonWriter& out, const WorkState& work) {
+  out.key("next_due");
+  if (work.next_due) {
+    out.number(
+        std::chrono::duration_cast<std::chrono::milliseconds>(work.next_due->time_since_epoch())
+            .count());
+  } else {
+    out.null();
+  }
+}
+
+void write_work(service::JsonWriter& out, const WorkState& work, bool full) {
+  out.begin_object();
+  if (full) {
+    out.key("interval_seconds").number(work.interval.count());
+  }
+  write_next_due(out, work);
+  if (full) {
+    out.key("running").boolean(work.running);
+    out.key("runs").number(work.runs);
+    out.key("skipped").number(work.skipped);
+    out.key("late").number(work.late);
+  }
+  out.end_object();
+}
+
 // A server as lists and the dashboard show it: inventory row, latest status and figures,
 // schedule. The summary view is a subset of the full one: the same names in the same places
-// with the same values, but for failing checks' messages cut to kSummaryMessage bytes.
-Json summary_json(const ServerState& state, ListView view) {
+// with the same values, but for failing checks' messages cut to kSummaryMessage bytes. Written
+// straight as text: a page of 1,000 built as a tree first took ~10 ms of the loop.
+void write_server(service::JsonWriter& out, const ServerState& state, ListView view) {
   const bool full = view == ListView::full;
-  Json doc;
+  const auto& record = state.record;
+  out.begin_object();
   if (full) {
-    doc = service::to_json(state.record);
-  } else {
-    const auto& record = state.record;
-    doc = Json{{"name", record.name},
-               {"host", record.host},
-               {"port", record.port},
-               {"user", record.user},
-               {"tags", record.tags}};
-  }
-  doc["status"] = state.run ? Json(status_text(state.run->status)) : Json(nullptr);
-  doc["status_since"] = state.status_since ? Json(*state.status_since) : Json(nullptr);
-  if (!state.run) {
-    doc["last_run"] = nullptr;
-  } else if (full) {
-    doc["last_run"] = run_json(*state.run);
-  } else {
-    const auto& run = *state.run;
-    Json failing = Json::array();
-    for (const auto& check : run.failing) {
-      failing.push_back({{"name", check.name},
-                         {"status", status_text(check.status)},
-                         {"message", summary_message(check.message)}});
+    const auto row = service::to_json(record);
+    for (const auto& [name, value] : row.items()) {
+      out.key(name).json(value);
     }
-    doc["last_run"] = Json{{"started_at", run.started_at},
-                           {"status", status_text(run.status)},
-                           {"checks", run.checks},
-                           {"failing", std::move(failing)},
-                           {"error", service::to_json(run.server_error)}};
+  } else {
+    out.key("name").string(record.name);
+    out.key("host").string(record.host);
+    out.key("port").number(record.port);
+    out.key("user").string(record.user);
+    out.key("tags").begin_array();
+    for (const auto& tag : record.tags) {
+      out.string(tag);
+    }
+    out.end_array();
   }
+  out.key("status");
+  if (state.run) {
+    out.string(store::to_string(state.run->status));
+  } else {
+    out.null();
+  }
+  out.key("status_since");
+  if (state.status_since) {
+    out.number(*state.status_since);
+  } else {
+    out.null();
+  }
+  out.key("last_run");
+  if (state.run) {
+    const auto& run = *state.run;
+    out.begin_object();
+    if (full) {
+      out.key("run_id");
+      if (run.run_id == 0) {
+        out.null();
+      } else {
+        out.number(run.run_id);
+      }
+    }
+    out.key("started_at").number(run.started_at);
+    if (full) {
+      out.key("duration_ms").number(run.duration_ms);
+    }
+    out.key("status").string(store::to_string(run.status));
+    out.key("checks").number(run.checks);
+    out.key("failing").begin_array();
+    for (const auto& check : run.failing) {
+      out.begin_object();
+      out.key("name").string(check.name);
+      out.key("status").string(store::to_string(check.status));
+      out.key("message").string(full ? check.message : summary_message(check.message));
+      out.end_object();
+    }
+    out.end_array();
+    out.key("error");
+    write_error(out, run.server_error);
+    out.end_object();
+  } else {
+    out.null();
+  }
+  out.key("metrics");
   if (state.collection) {
     const auto& c = *state.collection;
-    doc["metrics"] = Json{{"collected_at", c.collected_at},
-                          {"error", service::to_json(c.error)},
-                          {"headline", c.headline},
-                          {"load1", optional_number(c.load1)},
-                          {"memory_used_percent", optional_number(c.memory_used_percent)},
-                          {"disk_used_percent", optional_number(c.disk_used_percent)},
-                          {"cpu_busy_percent", optional_number(c.cpu_busy_percent)}};
+    out.begin_object();
+    out.key("collected_at").number(c.collected_at);
+    out.key("error");
+    write_error(out, c.error);
+    out.key("headline").string(c.headline);
+    out.key("load1");
+    write_optional(out, c.load1);
+    out.key("memory_used_percent");
+    write_optional(out, c.memory_used_percent);
+    out.key("disk_used_percent");
+    write_optional(out, c.disk_used_percent);
+    out.key("cpu_busy_percent");
+    write_optional(out, c.cpu_busy_percent);
+    out.end_object();
   } else {
-    doc["metrics"] = nullptr;
+    out.null();
   }
-  doc["owner"] = state.owner.empty() ? Json(nullptr) : Json(state.owner);
-  if (full) {
-    doc["schedule"] =
-        Json{{"metrics", work_json(state.metrics)}, {"diagnose", work_json(state.diagnose)}};
+  out.key("owner");
+  if (state.owner.empty()) {
+    out.null();
   } else {
-    const auto next_due = [](const WorkState& work) {
-      return work.next_due
-                 ? Json{{"next_due", std::chrono::duration_cast<std::chrono::milliseconds>(
-                                         work.next_due->time_since_epoch())
-                                         .count()}}
-                 : Json{{"next_due", nullptr}};
-    };
-    doc["schedule"] =
-        Json{{"metrics", next_due(state.metrics)}, {"diagnose", next_due(state.diagnose)}};
+    out.string(state.owner);
   }
-  return doc;
+  out.key("schedule").begin_object();
+  out.key("metrics");
+  write_work(out, state.metrics, full);
+  out.key("diagnose");
+  write_work(out, state.diagnose, full);
+  out.end_object();
+  out.end_object();
 }
 
 Json stored_run_json(const store::DiagnosisRun& run) {
@@ -503,7 +552,15 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
     const auto tag = request.param("tag").value_or("");
     const auto text = request.param("q").value_or("");
     HttpResponse response;
-    response.body = R"({"items":[)";
+    if (tag.empty() && text.empty()) {
+      // About what the page will take (~0.5 KiB per summary item, ~0.9 per full one at
+      // 10,000 servers), mapped at once rather than in a fault per page as it grows.
+      const std::size_t items = std::min(*limit, c.fleet.servers().size());
+      buffer::reserve_populated(response.body,
+                                4096 + items * (*view == ListView::summary ? 640 : 1152));
+    }
+    service::JsonWriter out(response.body);
+    out.begin_object().key("items").begin_array();
     std::size_t count = 0;
     std::string last;
     bool more = false;
@@ -521,15 +578,17 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
         more = true;
         break;
       }
-      if (count++ > 0) {
-        response.body += ',';
-      }
-      response.body += service::dump(summary_json(state, *view));
+      ++count;
+      write_server(out, state, *view);
       last = it->first;
     }
-    response.body += R"(],"next_cursor":)";
-    response.body += more ? service::dump(Json(last)) : std::string("null");
-    response.body += '}';
+    out.end_array().key("next_cursor");
+    if (more) {
+      out.string(last);
+    } else {
+      out.null();
+    }
+    out.end_object();
     co_return response;
   }
   if (path == "/api/v1/servers" && request.method == "POST") {
@@ -575,7 +634,8 @@ asio::awaitable<HttpResponse> Api::handle(HttpRequest request) {
     const auto server_id = state->record.id;
     if (rest.empty() && request.method == "GET") {
       HttpResponse response;
-      response.body = service::dump(summary_json(*state, ListView::full));
+      service::JsonWriter out(response.body);
+      write_server(out, *state, ListView::full);
       co_return response;
     }
     if (rest == "diagnose" && request.method == "POST") {

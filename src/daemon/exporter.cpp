@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <malloc.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
@@ -11,6 +10,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "healer/core/buffer.hpp"
 #include "healer/service/json.hpp"
 
 namespace healer::daemon {
@@ -379,24 +379,6 @@ std::size_t shard_of(std::string_view server, std::size_t shards) {
   return static_cast<std::size_t>(hash % shards);
 }
 
-namespace {
-
-// Asks for transparent huge pages over the 2 MiB-aligned part of a buffer not written yet. A
-// scrape's text is one block of several MiB, mmapped afresh (run_serve's fixed mmap threshold)
-// and freed after the response: in 4 KiB pages its first writes cost a page fault each (~12 us
-// in the VM the benches run in: ~24 ms for 8 MiB), in 2 MiB pages a few hundred microseconds.
-// Without THP (or with it off) the advice is refused and nothing changes.
-void prefer_huge_pages(char* data, std::size_t size) noexcept {
-  constexpr std::uintptr_t kHuge = 2U << 20U;
-  const auto begin = (reinterpret_cast<std::uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
-  const auto end = (reinterpret_cast<std::uintptr_t>(data) + size) & ~(kHuge - 1);
-  if (end > begin) {
-    static_cast<void>(madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE));
-  }
-}
-
-}  // namespace
-
 std::string render_exposition(const ExpositionSnapshot& snapshot) {
   // Every family of every server's node series, each family's lines together (the format asks
   // for one group per metric name). Families are grouped by a hash of the name (no string
@@ -441,7 +423,7 @@ std::string render_exposition(const ExpositionSnapshot& snapshot) {
   std::string out;
   out.reserve(64 * 1024 + node_bytes + families.size() * 128 +
               snapshot.servers.size() * kOwnBytesPerServer);
-  prefer_huge_pages(out.data(), out.capacity());
+  buffer::prefer_huge_pages(out);
   Writer w(out);
   using Part = ExpositionSnapshot::Part;
   if (snapshot.with_healer_metrics && snapshot.part != Part::servers) {

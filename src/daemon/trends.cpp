@@ -1,6 +1,7 @@
 #include "trends.hpp"
 
 #include <algorithm>
+#include <asio/co_spawn.hpp>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -475,10 +476,10 @@ struct TrendSampler::State {
   unsigned server_every;
   unsigned ticks = 0;
 
-  void sample() {
+  void sample(const pool::PoolStats& pool_total) {
     const auto now = store::now_unix_ms();
     trends.record_figures(fleet);
-    trends.record_pool_total(now, registry.total_stats());
+    trends.record_pool_total(now, pool_total);
     // Each server's pool every server_every ticks, a share of the fleet per tick (by a hash of
     // its name) rather than all of it in one: at 10,000 servers one tick of every server held
     // the loop ~10 ms (healer-trends-bench), and API requests waited behind it. All of them on
@@ -503,8 +504,17 @@ struct TrendSampler::State {
       if (ec || !state) {
         return;
       }
-      state->sample();
-      schedule(state);
+      // The pool's total a slice of servers at a time, so that API requests do not wait
+      // behind a sum over the whole fleet (~20 ms at 10,000 servers).
+      asio::co_spawn(state->timer.get_executor(), state->registry.async_total_stats(),
+                     [weak](const std::exception_ptr& error, pool::PoolStats total) {
+                       auto sampler = weak.lock();
+                       if (error || !sampler) {
+                         return;
+                       }
+                       sampler->sample(total);
+                       schedule(sampler);
+                     });
     });
   }
 };
@@ -517,6 +527,6 @@ TrendSampler::TrendSampler(asio::any_io_executor executor, Trends& trends, const
 
 TrendSampler::~TrendSampler() { state_->timer.cancel(); }
 
-void TrendSampler::sample() { state_->sample(); }
+void TrendSampler::sample() { state_->sample(state_->registry.total_stats()); }
 
 }  // namespace healer::daemon

@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 #include <sodium.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <iterator>
 
 #include "healer/service/errors.hpp"
 #include "healer/service/inventory.hpp"
@@ -110,6 +112,101 @@ auto parsed(std::string_view what, F parse) -> decltype(parse()) {
 
 std::string dump(const Json& document, int indent) {
   return document.dump(indent, ' ', false, Json::error_handler_t::replace);
+}
+
+void JsonWriter::separate() {
+  if (comma_) {
+    out_ += ',';
+  }
+  comma_ = true;
+}
+
+JsonWriter& JsonWriter::begin_object() {
+  separate();
+  out_ += '{';
+  comma_ = false;
+  return *this;
+}
+
+JsonWriter& JsonWriter::end_object() {
+  out_ += '}';
+  comma_ = true;
+  return *this;
+}
+
+JsonWriter& JsonWriter::begin_array() {
+  separate();
+  out_ += '[';
+  comma_ = false;
+  return *this;
+}
+
+JsonWriter& JsonWriter::end_array() {
+  out_ += ']';
+  comma_ = true;
+  return *this;
+}
+
+JsonWriter& JsonWriter::key(std::string_view name) {
+  separate();
+  out_ += '"';
+  out_ += name;
+  out_ += "\":";
+  comma_ = false;  // its value follows
+  return *this;
+}
+
+JsonWriter& JsonWriter::string(std::string_view text) {
+  separate();
+  // Printable ASCII but for the quote and the backslash stands for itself; anything else (escapes,
+  // UTF-8, invalid bytes from a server) is left to dump(), so the bytes are the same either way.
+  const bool plain = std::all_of(text.begin(), text.end(), [](char c) {
+    return c >= 0x20 && c < 0x7F && c != '"' && c != '\\';
+  });
+  if (plain) {
+    out_ += '"';
+    out_ += text;
+    out_ += '"';
+  } else {
+    out_ += dump(Json(std::string(text)));
+  }
+  return *this;
+}
+
+JsonWriter& JsonWriter::integer(std::int64_t value) {
+  separate();
+  fmt::format_to(std::back_inserter(out_), "{}", value);
+  return *this;
+}
+
+JsonWriter& JsonWriter::integer(std::uint64_t value) {
+  separate();
+  fmt::format_to(std::back_inserter(out_), "{}", value);
+  return *this;
+}
+
+JsonWriter& JsonWriter::number(double value) {
+  separate();
+  out_ += Json(value).dump();  // its shortest form that reads back the same, "1.0" for 1
+  return *this;
+}
+
+JsonWriter& JsonWriter::boolean(bool value) {
+  separate();
+  out_ += value ? "true" : "false";
+  return *this;
+}
+
+JsonWriter& JsonWriter::null() {
+  separate();
+  out_ += "null";
+  return *this;
+}
+
+JsonWriter& JsonWriter::json(const Json& value) {
+  separate();
+  out_ += dump(value);
+  return *this;
 }
 
 const char* version() noexcept { return HEALER_VERSION; }

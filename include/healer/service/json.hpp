@@ -1,7 +1,11 @@
 #pragma once
 
+#include <concepts>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "healer/checks/runner.hpp"
@@ -28,6 +32,44 @@ enum class Wire { text, exact };
 
 /// `document` as text; never throws on invalid UTF-8. `indent` < 0: one line.
 [[nodiscard]] std::string dump(const Json& document, int indent = -1);
+
+/// Writes JSON text straight into a string, for documents that are large and asked for often
+/// (list pages of thousands of servers): no tree, no allocation per field. Strings come out as
+/// dump() writes them (the same bytes, invalid UTF-8 replaced), numbers as dump() writes them.
+/// The caller keeps the structure balanced: a key before each value inside an object.
+class JsonWriter {
+ public:
+  explicit JsonWriter(std::string& out) : out_(out) {}
+
+  JsonWriter& begin_object();
+  JsonWriter& end_object();
+  JsonWriter& begin_array();
+  JsonWriter& end_array();
+  /// A member's name: our own field names, plain ASCII that needs no escape.
+  JsonWriter& key(std::string_view name);
+  JsonWriter& string(std::string_view text);
+  template <std::integral T>
+  JsonWriter& number(T value) {
+    if constexpr (std::is_signed_v<T>) {
+      return integer(static_cast<std::int64_t>(value));
+    } else {
+      return integer(static_cast<std::uint64_t>(value));
+    }
+  }
+  JsonWriter& number(double value);         ///< null when not finite, as dump() writes it
+  JsonWriter& number(bool value) = delete;  ///< boolean()
+  JsonWriter& boolean(bool value);
+  JsonWriter& null();
+  /// A value given as a tree (for parts that are small or rare).
+  JsonWriter& json(const Json& value);
+
+ private:
+  void separate();
+  JsonWriter& integer(std::int64_t value);
+  JsonWriter& integer(std::uint64_t value);
+  std::string& out_;
+  bool comma_ = false;  // a value was written in the current container: the next one needs ','
+};
 
 /// The version of this healer ("0.2.0"), as `healer --version` and `healer_version` say.
 [[nodiscard]] const char* version() noexcept;

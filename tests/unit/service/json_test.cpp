@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <limits>
+#include <string>
+#include <vector>
 
 #include "healer/pool/errors.hpp"
 #include "healer/service/errors.hpp"
@@ -199,6 +202,60 @@ TEST(Json, ErrorsKeepTheirCategoryAcrossTheWire) {
   }
   EXPECT_EQ(error_from_json(nlohmann::json{{"category", "nope"}, {"code", 1}}).code,
             Errc::internal);
+}
+
+// JsonWriter writes what dump() writes for the same values: strings from servers (quotes,
+// control characters, UTF-8, invalid bytes) and numbers byte for byte, structure that parses.
+TEST(Json, WriterWritesTheBytesDumpWrites) {
+  const std::vector<std::string> texts{"plain-name_01",
+                                       "",
+                                       "q\"uote\\slash",
+                                       "tab\tnewline\nnul" + std::string(1, '\0'),
+                                       "caf\xC3\xA9 \xE2\x9C\x93",
+                                       "bad \xFF\xFE utf-8 \xC3",
+                                       "del\x7F",
+                                       "</script>"};
+  for (const auto& text : texts) {
+    std::string written;
+    JsonWriter(written).string(text);
+    EXPECT_EQ(written, dump(Json(text))) << text;
+  }
+  const std::vector<double> doubles{0.0,
+                                    1.0,
+                                    -2.5,
+                                    0.1,
+                                    1e300,
+                                    12345.678,
+                                    1e-7,
+                                    std::numeric_limits<double>::quiet_NaN(),
+                                    std::numeric_limits<double>::infinity()};
+  for (const double value : doubles) {
+    std::string written;
+    JsonWriter(written).number(value);
+    EXPECT_EQ(written, dump(Json(value))) << value;
+  }
+  std::string written;
+  JsonWriter out(written);
+  out.begin_object();
+  out.key("items").begin_array();
+  for (int i = 0; i < 3; ++i) {
+    out.begin_object().key("n").number(i).key("u").number(std::uint64_t{18446744073709551615U});
+    out.key("tags").begin_array().string("a").string("b\"").end_array();
+    out.key("none").null().key("yes").boolean(true);
+    out.key("tree").json(Json{{"k", Json::array({1, "x"})}});
+    out.key("empty").begin_object().end_object();
+    out.end_object();
+  }
+  out.end_array().key("next").number(std::int64_t{-1}).end_object();
+  const auto parsed = Json::parse(written);
+  const Json item{
+      {"n", 0},      {"u", 18446744073709551615U}, {"tags", {"a", "b\""}},   {"none", nullptr},
+      {"yes", true}, {"tree", {{"k", {1, "x"}}}},  {"empty", Json::object()}};
+  ASSERT_EQ(parsed["items"].size(), 3U) << written;
+  EXPECT_EQ(parsed["items"][2]["n"], 2);
+  Json first = parsed["items"][0];
+  EXPECT_EQ(first, item) << written;
+  EXPECT_EQ(parsed["next"], -1);
 }
 
 }  // namespace
