@@ -794,6 +794,10 @@ asio::awaitable<Steps> cancel_a_connect(test::BlackholeProxy* blackhole) {
                                       Deadline::after(30s)));
   auto accepted = [blackhole] { return blackhole->accepted_count() == 1; };
   seen.checks.push_back(co_await test::async_poll(accepted, 5s));
+  // The proxy's thread can accept before this loop has run the connect's completion (the attempt
+  // still in its TCP phase): a turn of the loop later it is in the handshake, waiting for a banner.
+  asio::steady_timer settle(io, 100ms);
+  co_await settle.async_wait(asio::use_awaitable);
   connecting.cancel();
   auto done = [&connecting] { return connecting.done(); };
   seen.checks.push_back(co_await test::async_poll(done, 10s));
